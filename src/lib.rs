@@ -1,0 +1,24 @@
+//! mpcp-pa: an HSM-backed Policy Authority appliance for the Machine Payment Control
+//! Protocol (MPCP v1.0).
+//!
+//! Layers, each behind a small seam so later parts plug in:
+//! - [`canonical`]: strict JSON, MPCP canonical form and domain digests.
+//! - [`crypto`], [`jwk`]: algorithms, the MPCP signature convention, public keys.
+//! - [`signer`]: the [`signer::DigestSigner`] trait every key (HSM or test) implements.
+//! - [`model`]: typed artifacts (PolicyGrant, policy, trust bundle, allowlist, key set).
+//! - [`xrpl`]: XRPL classic address validation.
+//! - [`verify`]: the offline verifier.
+//! - [`clock`]: time behind a trait.
+//! - [`error`]: one error type with stable codes.
+
+pub mod canonical;
+pub mod clock;
+pub mod crypto;
+pub mod error;
+pub mod jwk;
+pub mod signer;
+
+pub use error::{Error, ErrorCode, Result};
+
+/// The MPCP specification version this appliance implements.
+pub const MPCP_SPEC_VERSION: &str = "1.0";
