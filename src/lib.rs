@@ -12,13 +12,20 @@
 //! - [`error`]: one error type with stable codes.
 
 pub mod canonical;
+pub mod cli;
 pub mod clock;
 pub mod crypto;
 pub mod error;
+pub mod events;
 pub mod jwk;
+pub mod keys;
 pub mod signer;
+pub mod store;
 
 pub use error::{Error, ErrorCode, Result};
 
 /// The MPCP specification version this appliance implements.
 pub const MPCP_SPEC_VERSION: &str = "1.0";
+
+/// Version line for `--version`: crate version and the implemented MPCP spec version.
+pub const VERSION_STRING: &str = concat!(env!("CARGO_PKG_VERSION"), " (MPCP spec 1.0)");

@@ -1,0 +1,58 @@
+//! The `mpcp-pa` command line. Each subcommand family lives in its own file; this module only
+//! parses and dispatches. Exit status: 0 success, 1 refusal/invalid (with the stable code on
+//! stderr or in the verdict line), 2 usage error (clap).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Error;
+
+mod artifact;
+
+/// Default data directory: tokens, store and configuration of one appliance live here.
+pub const DEFAULT_DATA_DIR: &str = "mpcp-data";
+
+/// mpcp-pa: HSM-backed Policy Authority for MPCP.
+#[derive(Debug, Parser)]
+#[command(name = "mpcp-pa", version = crate::VERSION_STRING, about)]
+pub struct Cli {
+    /// Data directory holding the SoftHSM2 tokens, the sled store and the configuration.
+    #[arg(long, global = true, env = "MPCP_PA_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Verify a signed artifact (grant, allowlist, key set, trust bundle) offline.
+    Verify(artifact::VerifyArgs),
+    /// Print the domain digest SHA-256(prefix || canonical_json(file)) in lowercase hex.
+    Hash(artifact::HashArgs),
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Verify(a) => artifact::verify(a),
+        Command::Hash(a) => artifact::hash(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            report(&e);
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Prints an error as `error: CODE: message [field]`.
+pub fn report(e: &Error) {
+    match &e.field {
+        Some(f) => eprintln!("error: {} (field {f})", e),
+        None => eprintln!("error: {e}"),
+    }
+}

@@ -1,0 +1,103 @@
+//! Key roles and the key backend seam.
+//!
+//! The appliance holds keys for exactly three roles, each on its own token by default; it has
+//! no role for gateway or settlement keys and refuses configuration that names one. A
+//! [`KeyBackend`] generates, loads and destroys keys inside the token; the PKCS#11
+//! implementation lives in [`crate::hsm`]. The key registry (kid, state, timestamps) sits on
+//! top of this seam.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{Alg, PublicKey};
+use crate::error::{Error, ErrorCode, Result};
+use crate::signer::DigestSigner;
+
+/// What a key signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyRole {
+    /// PolicyGrants and destination allowlists.
+    GrantSigning,
+    /// Trust bundles and signed key sets.
+    Root,
+    /// Audit-log checkpoints.
+    Audit,
+}
+
+impl KeyRole {
+    /// Every role.
+    pub const ALL: [KeyRole; 3] = [KeyRole::GrantSigning, KeyRole::Root, KeyRole::Audit];
+
+    /// Config / CLI name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyRole::GrantSigning => "grant-signing",
+            KeyRole::Root => "root",
+            KeyRole::Audit => "audit",
+        }
+    }
+
+    /// Parses a role name. Gateway or settlement roles are refused by name: the appliance
+    /// never holds those keys.
+    pub fn parse(s: &str) -> Result<KeyRole> {
+        if let Some(r) = KeyRole::ALL.into_iter().find(|r| r.as_str() == s) {
+            return Ok(r);
+        }
+        let lowered = s.to_ascii_lowercase();
+        let msg = if lowered.contains("gateway") || lowered.contains("settlement") {
+            format!("role {s:?} refused: the Policy Authority never holds gateway or settlement keys")
+        } else {
+            format!("unknown key role {s:?} (expected grant-signing, root or audit)")
+        };
+        Err(Error::new(ErrorCode::ConfigInvalid, msg))
+    }
+}
+
+impl std::fmt::Display for KeyRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A key pair freshly generated inside a token.
+#[derive(Debug, Clone)]
+pub struct GeneratedKey {
+    /// CKA_ID of both objects.
+    pub object_id: Vec<u8>,
+    /// CKA_LABEL of both objects.
+    pub label: String,
+    /// The public key read back from the token.
+    pub public: PublicKey,
+}
+
+/// Key operations inside the token(s). Blocking; async callers run them off the runtime.
+pub trait KeyBackend: Send + Sync {
+    /// Generates a sign-only, sensitive, non-extractable key pair for `role` on the role's
+    /// token, and checks its attributes before returning.
+    fn generate(&self, role: KeyRole, alg: Alg, label: &str) -> Result<GeneratedKey>;
+    /// A signer for an existing key, identified by its object id, signing as `kid`.
+    fn signer(
+        &self,
+        role: KeyRole,
+        alg: Alg,
+        object_id: &[u8],
+        kid: &str,
+    ) -> Result<Arc<dyn DigestSigner>>;
+    /// Destroys both objects of a key in the role's token.
+    fn destroy(&self, role: KeyRole, object_id: &[u8]) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_roles_are_refused() {
+        assert_eq!(KeyRole::parse("root").unwrap(), KeyRole::Root);
+        let e = KeyRole::parse("gateway-settlement").unwrap_err();
+        assert!(e.message.contains("never holds"));
+        assert_eq!(KeyRole::parse("nope").unwrap_err().code, ErrorCode::ConfigInvalid);
+    }
+}
