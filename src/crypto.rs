@@ -87,6 +87,20 @@ impl std::fmt::Display for Alg {
     }
 }
 
+/// Version-gated algorithm deprecation, as the verifier sees it: whether an artifact signed
+/// with `alg` and issued at `issued_at` is still acceptable at `now`. An artifact without
+/// `issuedAt` counts as newly issued (`issued_at = None` is judged as of `now`).
+/// Implemented by the algorithm policy (policies/algorithms.toml).
+pub trait AlgorithmGate: Send + Sync {
+    /// Ok, or ALGORITHM_DEPRECATED / ALGORITHM_UNSUPPORTED.
+    fn check_artifact(
+        &self,
+        alg: Alg,
+        issued_at: Option<time::OffsetDateTime>,
+        now: time::OffsetDateTime,
+    ) -> Result<()>;
+}
+
 /// A verification key of one of the supported algorithms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublicKey {
