@@ -72,6 +72,10 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     Io,
     Internal,
+    // Service routing.
+    RouteNotFound,
+    MethodNotAllowed,
+    NotReady,
 }
 
 impl ErrorCode {
@@ -137,6 +141,9 @@ impl ErrorCode {
             UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Io => "IO_ERROR",
             Internal => "INTERNAL",
+            RouteNotFound => "ROUTE_NOT_FOUND",
+            MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            NotReady => "NOT_READY",
         }
     }
 
@@ -146,12 +153,13 @@ impl ErrorCode {
         match self {
             Unauthorized => 401,
             Forbidden => 403,
-            NotFound | KeyNotFound => 404,
+            NotFound | KeyNotFound | RouteNotFound => 404,
+            MethodNotAllowed => 405,
             IdempotencyConflict | Conflict | KeyStateInvalid => 409,
             PayloadTooLarge | JsonTooLarge => 413,
             UnsupportedMediaType => 415,
             RateLimited => 429,
-            HsmUnavailable | HsmTimeout | AuditUnavailable | StoreError => 503,
+            HsmUnavailable | HsmTimeout | AuditUnavailable | StoreError | NotReady => 503,
             HsmError | HsmPinInvalid | HsmTokenNotFound | HsmMechanismUnsupported
             | HsmKeyAttributesUnsafe | ConfigInvalid | Io | Internal => 500,
             _ => 400,
