@@ -43,6 +43,7 @@ pub enum ErrorCode {
     SignatureInvalid,
     PolicyGrantSignatureInvalid,
     PolicyHashMismatch,
+    GrantRevoked,
     IssuerNotApproved,
     BundleRootRequired,
     // Time.
@@ -110,6 +111,7 @@ impl ErrorCode {
             SignatureInvalid => "SIGNATURE_INVALID",
             PolicyGrantSignatureInvalid => "POLICY_GRANT_SIGNATURE_INVALID",
             PolicyHashMismatch => "POLICY_HASH_MISMATCH",
+            GrantRevoked => "GRANT_REVOKED",
             IssuerNotApproved => "ISSUER_NOT_APPROVED",
             BundleRootRequired => "BUNDLE_ROOT_REQUIRED",
             ArtifactExpired => "ARTIFACT_EXPIRED",
