@@ -96,7 +96,7 @@ pub enum KeySource {
     /// A key set the caller trusts as given (a local JWKS file, or one already verified).
     Jwks(KeySet),
     /// A Trust Bundle that has been verified against root keys.
-    Bundle(TrustBundle),
+    Bundle(Box<TrustBundle>),
 }
 
 /// What a successful verification established.
@@ -122,7 +122,9 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier").field("drift", &self.drift).finish_non_exhaustive()
+        f.debug_struct("Verifier")
+            .field("drift", &self.drift)
+            .finish_non_exhaustive()
     }
 }
 
@@ -168,14 +170,21 @@ impl Verifier {
                 let root = root.ok_or_else(|| {
                     Error::new(
                         ErrorCode::BundleRootRequired,
-                        format!("a {} key source must be verified: give the root keys", kind.name()),
+                        format!(
+                            "a {} key source must be verified: give the root keys",
+                            kind.name()
+                        ),
                     )
                 })?;
                 let source = KeySource::Jwks(root.clone());
                 self.verify(value, &source)?;
                 Ok(match kind {
-                    ArtifactKind::TrustBundle => KeySource::Bundle(TrustBundle::from_value(value)?),
-                    _ => KeySource::Jwks(from_value::<SignedKeySet>(value, "SignedKeySet")?.key_set),
+                    ArtifactKind::TrustBundle => {
+                        KeySource::Bundle(Box::new(TrustBundle::from_value(value)?))
+                    }
+                    _ => {
+                        KeySource::Jwks(from_value::<SignedKeySet>(value, "SignedKeySet")?.key_set)
+                    }
                 })
             }
             other => Err(Error::new(
@@ -192,67 +201,89 @@ impl Verifier {
             ArtifactKind::PolicyGrant => {
                 let g = PolicyGrant::from_value(value)?;
                 g.validate()?;
-                let v = self.check(value, keys, Facts {
-                    kind,
-                    domain: Domain::PolicyGrant,
-                    version: &g.version,
-                    id: g.grant_id.clone(),
-                    kid: &g.issuer_key_id,
-                    issuer: Some(&g.issuer),
-                    issued_at: g.issued_at.as_deref(),
-                    expires_at: &g.expires_at,
-                })?;
-                if let KeySource::Bundle(b) = keys {
-                    if b.revoked_grant_ids.iter().flatten().any(|id| *id == g.grant_id) {
-                        return Err(Error::field(
-                            ErrorCode::GrantRevoked,
-                            "grantId",
-                            format!("grant {:?} is listed as revoked by bundle {:?}", g.grant_id, b.bundle_id),
-                        ));
-                    }
+                let v = self.check(
+                    value,
+                    keys,
+                    Facts {
+                        kind,
+                        domain: Domain::PolicyGrant,
+                        version: &g.version,
+                        id: g.grant_id.clone(),
+                        kid: &g.issuer_key_id,
+                        issuer: Some(&g.issuer),
+                        issued_at: g.issued_at.as_deref(),
+                        expires_at: &g.expires_at,
+                    },
+                )?;
+                if let KeySource::Bundle(b) = keys
+                    && b.revoked_grant_ids
+                        .iter()
+                        .flatten()
+                        .any(|id| *id == g.grant_id)
+                {
+                    return Err(Error::field(
+                        ErrorCode::GrantRevoked,
+                        "grantId",
+                        format!(
+                            "grant {:?} is listed as revoked by bundle {:?}",
+                            g.grant_id, b.bundle_id
+                        ),
+                    ));
                 }
                 Ok(v)
             }
             ArtifactKind::DestinationAllowlist => {
                 let a = DestinationAllowlist::from_value(value)?;
-                self.check(value, keys, Facts {
-                    kind,
-                    domain: Domain::DestinationAllowlist,
-                    version: &a.version,
-                    id: a.allowlist_id.clone(),
-                    kid: &a.issuer_key_id,
-                    issuer: Some(&a.issuer),
-                    issued_at: Some(&a.issued_at),
-                    expires_at: &a.expires_at,
-                })
+                self.check(
+                    value,
+                    keys,
+                    Facts {
+                        kind,
+                        domain: Domain::DestinationAllowlist,
+                        version: &a.version,
+                        id: a.allowlist_id.clone(),
+                        kid: &a.issuer_key_id,
+                        issuer: Some(&a.issuer),
+                        issued_at: Some(&a.issued_at),
+                        expires_at: &a.expires_at,
+                    },
+                )
             }
             ArtifactKind::TrustBundle => {
                 let b = TrustBundle::from_value(value)?;
-                self.check(value, keys, Facts {
-                    kind,
-                    domain: Domain::TrustBundle,
-                    version: &b.version,
-                    id: b.bundle_id.clone(),
-                    kid: &b.bundle_key_id,
-                    issuer: Some(&b.bundle_issuer),
-                    issued_at: b.issued_at.as_deref(),
-                    expires_at: &b.expires_at,
-                })
+                self.check(
+                    value,
+                    keys,
+                    Facts {
+                        kind,
+                        domain: Domain::TrustBundle,
+                        version: &b.version,
+                        id: b.bundle_id.clone(),
+                        kid: &b.bundle_key_id,
+                        issuer: Some(&b.bundle_issuer),
+                        issued_at: b.issued_at.as_deref(),
+                        expires_at: &b.expires_at,
+                    },
+                )
             }
             ArtifactKind::SignedKeySet => {
                 let s: SignedKeySet = from_value(value, "SignedKeySet")?;
                 crate::model::check_version(&s.version)?;
                 s.key_set.validate()?;
-                self.check(value, keys, Facts {
-                    kind,
-                    domain: Domain::KeySet,
-                    version: &s.version,
-                    id: s.signer_key_id.clone(),
-                    kid: &s.signer_key_id,
-                    issuer: None,
-                    issued_at: Some(&s.issued_at),
-                    expires_at: &s.expires_at,
-                })
+                self.check(
+                    value,
+                    keys,
+                    Facts {
+                        kind,
+                        domain: Domain::KeySet,
+                        version: &s.version,
+                        id: s.signer_key_id.clone(),
+                        kid: &s.signer_key_id,
+                        issuer: None,
+                        issued_at: Some(&s.issued_at),
+                        expires_at: &s.expires_at,
+                    },
+                )
             }
             ArtifactKind::KeySet => Err(Error::new(
                 ErrorCode::ArtifactUnknown,
@@ -271,13 +302,23 @@ impl Verifier {
             ));
         }
         let now = self.clock.now();
-        let issued_at = f.issued_at.map(|t| parse_rfc3339(t, "issuedAt")).transpose()?;
+        let issued_at = f
+            .issued_at
+            .map(|t| parse_rfc3339(t, "issuedAt"))
+            .transpose()?;
         if let Some(gate) = &self.gate {
             gate.check_artifact(public.alg(), issued_at, now)?;
         }
-        let sig_text = value.get("signature").and_then(Value::as_str).ok_or_else(|| {
-            Error::field(ErrorCode::SchemaInvalid, "signature", "signature is missing")
-        })?;
+        let sig_text = value
+            .get("signature")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                Error::field(
+                    ErrorCode::SchemaInvalid,
+                    "signature",
+                    "signature is missing",
+                )
+            })?;
         let sig = decode_signature(sig_text)?;
         let digest = signing_digest(f.domain, f.version, value)?;
         public.verify_digest(&digest, &sig).map_err(|e| {
@@ -307,17 +348,21 @@ impl Verifier {
             return Err(Error::field(
                 ErrorCode::ArtifactExpired,
                 "expiresAt",
-                format!("expired at {} (now {})", format_rfc3339(expires), format_rfc3339(now)),
+                format!(
+                    "expired at {} (now {})",
+                    format_rfc3339(expires),
+                    format_rfc3339(now)
+                ),
             ));
         }
-        if let Some(issued) = issued_at {
-            if issued > now + self.drift {
-                return Err(Error::field(
-                    ErrorCode::ArtifactNotYetValid,
-                    "issuedAt",
-                    format!("issued in the future ({})", format_rfc3339(issued)),
-                ));
-            }
+        if let Some(issued) = issued_at
+            && issued > now + self.drift
+        {
+            return Err(Error::field(
+                ErrorCode::ArtifactNotYetValid,
+                "issuedAt",
+                format!("issued in the future ({})", format_rfc3339(issued)),
+            ));
         }
         Ok(())
     }
@@ -332,7 +377,10 @@ fn resolve_key<'a>(keys: &'a KeySource, issuer: Option<&str>, kid: &str) -> Resu
             if !b.approved_issuers.iter().any(|a| a == issuer) {
                 return Err(Error::new(
                     ErrorCode::IssuerNotApproved,
-                    format!("issuer {issuer:?} is not approved by bundle {:?}", b.bundle_id),
+                    format!(
+                        "issuer {issuer:?} is not approved by bundle {:?}",
+                        b.bundle_id
+                    ),
                 ));
             }
             b.find_key(issuer, kid).ok_or_else(not_found)

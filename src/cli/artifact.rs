@@ -45,7 +45,10 @@ pub struct HashArgs {
 /// Reads a file, mapping failures to a stable code.
 pub fn read_file(path: &PathBuf) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
-        Error::new(ErrorCode::Io, format!("cannot read {}: {e}", path.display()))
+        Error::new(
+            ErrorCode::Io,
+            format!("cannot read {}: {e}", path.display()),
+        )
     })
 }
 
@@ -62,11 +65,21 @@ pub fn hash(a: HashArgs) -> Result<ExitCode> {
 pub fn verify(a: VerifyArgs) -> Result<ExitCode> {
     match verify_files(&a) {
         Ok(v) => {
-            println!("VALID {} {} kid={} alg={}", v.kind.name(), v.id, v.kid, v.alg);
+            println!(
+                "VALID {} {} kid={} alg={}",
+                v.kind.name(),
+                v.id,
+                v.kid,
+                v.alg
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            let field = e.field.as_deref().map(|f| format!(" (field {f})")).unwrap_or_default();
+            let field = e
+                .field
+                .as_deref()
+                .map(|f| format!(" (field {f})"))
+                .unwrap_or_default();
             println!("INVALID {} {}{field}", e.code, e.message);
             Ok(ExitCode::from(1))
         }

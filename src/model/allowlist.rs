@@ -61,7 +61,11 @@ impl DestinationAllowlist {
             ));
         }
         if self.sequence < 1 {
-            return Err(Error::field(ErrorCode::SchemaInvalid, "sequence", "sequence must be >= 1"));
+            return Err(Error::field(
+                ErrorCode::SchemaInvalid,
+                "sequence",
+                "sequence must be >= 1",
+            ));
         }
         if self.destinations.len() > MAX_DESTINATIONS {
             return Err(Error::field(

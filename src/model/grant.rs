@@ -157,11 +157,17 @@ impl PolicyGrant {
         if self.allowed_rails != ["xrpl"] {
             return Err(not_conforming(
                 "allowedRails",
-                format!("allowedRails must be exactly [\"xrpl\"], got {:?}", self.allowed_rails),
+                format!(
+                    "allowedRails must be exactly [\"xrpl\"], got {:?}",
+                    self.allowed_rails
+                ),
             ));
         }
         if self.authorized_gateway.is_none() {
-            return Err(not_conforming("authorizedGateway", "authorizedGateway is required"));
+            return Err(not_conforming(
+                "authorizedGateway",
+                "authorizedGateway is required",
+            ));
         }
         match &self.velocity_limit {
             None => return Err(not_conforming("velocityLimit", "velocityLimit is required")),
@@ -220,7 +226,10 @@ impl PolicyGrant {
     fn check_addresses(&self) -> Result<()> {
         let singles = [
             ("authorizedGateway", &self.authorized_gateway),
-            ("activeGrantCredentialIssuer", &self.active_grant_credential_issuer),
+            (
+                "activeGrantCredentialIssuer",
+                &self.active_grant_credential_issuer,
+            ),
             ("gatewayCredentialIssuer", &self.gateway_credential_issuer),
             ("merchantCredentialIssuer", &self.merchant_credential_issuer),
             ("subjectCredentialIssuer", &self.subject_credential_issuer),
@@ -236,7 +245,9 @@ impl PolicyGrant {
         for (i, asset) in self.allowed_assets.iter().flatten().enumerate() {
             if let Asset::Iou { currency, issuer } = asset {
                 let ok = (2..=10).contains(&currency.len())
-                    && currency.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+                    && currency
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
                 if !ok {
                     return Err(Error::field(
                         ErrorCode::SchemaInvalid,
@@ -292,10 +303,14 @@ impl PolicyGrant {
     }
 
     fn check_amounts(&self) -> Result<()> {
-        let amount = |v: &Option<String>, f: &str| v.as_deref().map(|s| parse_amount(s, f)).transpose();
+        let amount =
+            |v: &Option<String>, f: &str| v.as_deref().map(|s| parse_amount(s, f)).transpose();
         let budget = amount(&self.budget_minor, "budgetMinor")?;
         let single = amount(&self.offline_max_single_payment, "offlineMaxSinglePayment")?;
-        let cumulative = amount(&self.offline_max_cumulative_payment, "offlineMaxCumulativePayment")?;
+        let cumulative = amount(
+            &self.offline_max_cumulative_payment,
+            "offlineMaxCumulativePayment",
+        )?;
         if let Some(ms) = &self.max_spend {
             amount(&ms.per_tx_minor, "maxSpend.perTxMinor")?;
             amount(&ms.per_session_minor, "maxSpend.perSessionMinor")?;
@@ -304,7 +319,10 @@ impl PolicyGrant {
         // Currencies: the cumulative cap falls back to the single-payment currency (spec).
         let budget_cur = self.budget_currency.as_deref();
         let single_cur = self.offline_max_single_payment_currency.as_deref();
-        let cumulative_cur = self.offline_max_cumulative_payment_currency.as_deref().or(single_cur);
+        let cumulative_cur = self
+            .offline_max_cumulative_payment_currency
+            .as_deref()
+            .or(single_cur);
         let bounded = |cap: Option<u128>,
                        cap_cur: Option<&str>,
                        cap_field: &str,
@@ -315,14 +333,14 @@ impl PolicyGrant {
             let (Some(cap), Some(limit)) = (cap, limit) else {
                 return Ok(());
             };
-            if let (Some(a), Some(b)) = (cap_cur, limit_cur) {
-                if a != b {
-                    return Err(Error::field(
-                        ErrorCode::AmountInconsistent,
-                        cap_field,
-                        format!("{cap_field} is in {a} but {limit_field} is in {b}: cannot be bounded"),
-                    ));
-                }
+            if let (Some(a), Some(b)) = (cap_cur, limit_cur)
+                && a != b
+            {
+                return Err(Error::field(
+                    ErrorCode::AmountInconsistent,
+                    cap_field,
+                    format!("{cap_field} is in {a} but {limit_field} is in {b}: cannot be bounded"),
+                ));
             }
             if cap > limit {
                 return Err(Error::field(
@@ -333,8 +351,22 @@ impl PolicyGrant {
             }
             Ok(())
         };
-        bounded(cumulative, cumulative_cur, "offlineMaxCumulativePayment", budget, budget_cur, "budgetMinor")?;
-        bounded(single, single_cur, "offlineMaxSinglePayment", budget, budget_cur, "budgetMinor")?;
+        bounded(
+            cumulative,
+            cumulative_cur,
+            "offlineMaxCumulativePayment",
+            budget,
+            budget_cur,
+            "budgetMinor",
+        )?;
+        bounded(
+            single,
+            single_cur,
+            "offlineMaxSinglePayment",
+            budget,
+            budget_cur,
+            "budgetMinor",
+        )?;
         bounded(
             single,
             single_cur,
@@ -386,41 +418,183 @@ mod tests {
 
     #[test]
     fn valid_grant_passes() {
-        PolicyGrant::from_value(&base()).unwrap().validate().unwrap();
+        PolicyGrant::from_value(&base())
+            .unwrap()
+            .validate()
+            .unwrap();
     }
 
     #[test]
     fn conformance_rules() {
         use ErrorCode::*;
-        assert_eq!(code_with(|m| { m.insert("allowedRails".into(), serde_json::json!(["xrpl", "evm"])); }), GrantNotConforming);
-        assert_eq!(code_with(|m| { m.insert("allowedRails".into(), serde_json::json!([])); }), GrantNotConforming);
-        assert_eq!(code_with(|m| { m.remove("authorizedGateway"); }), GrantNotConforming);
-        assert_eq!(code_with(|m| { m.remove("velocityLimit"); }), GrantNotConforming);
-        assert_eq!(code_with(|m| { m.insert("velocityLimit".into(), serde_json::json!({"maxPayments": 0, "windowSeconds": 1})); }), GrantNotConforming);
-        assert_eq!(code_with(|m| { m.insert("velocityLimit".into(), serde_json::json!({"maxPayments": -1, "windowSeconds": 1})); }), SchemaInvalid);
-        assert_eq!(code_with(|m| { m.insert("revocationEndpoint".into(), "https://x".into()); }), GrantNotConforming);
-        assert_eq!(code_with(|m| { m.insert("allowedAssets".into(), serde_json::json!([{"kind": "ERC20", "chainId": 1, "token": "0x0"}])); }), GrantNotConforming);
-        assert_eq!(code_with(|m| { m.insert("anchorRef".into(), "xrpl:nft:abc".into()); }), GrantNotConforming);
+        assert_eq!(
+            code_with(|m| {
+                m.insert("allowedRails".into(), serde_json::json!(["xrpl", "evm"]));
+            }),
+            GrantNotConforming
+        );
+        assert_eq!(
+            code_with(|m| {
+                m.insert("allowedRails".into(), serde_json::json!([]));
+            }),
+            GrantNotConforming
+        );
+        assert_eq!(
+            code_with(|m| {
+                m.remove("authorizedGateway");
+            }),
+            GrantNotConforming
+        );
+        assert_eq!(
+            code_with(|m| {
+                m.remove("velocityLimit");
+            }),
+            GrantNotConforming
+        );
+        assert_eq!(
+            code_with(|m| {
+                m.insert(
+                    "velocityLimit".into(),
+                    serde_json::json!({"maxPayments": 0, "windowSeconds": 1}),
+                );
+            }),
+            GrantNotConforming
+        );
+        assert_eq!(
+            code_with(|m| {
+                m.insert(
+                    "velocityLimit".into(),
+                    serde_json::json!({"maxPayments": -1, "windowSeconds": 1}),
+                );
+            }),
+            SchemaInvalid
+        );
+        assert_eq!(
+            code_with(|m| {
+                m.insert("revocationEndpoint".into(), "https://x".into());
+            }),
+            GrantNotConforming
+        );
+        assert_eq!(
+            code_with(|m| {
+                m.insert(
+                    "allowedAssets".into(),
+                    serde_json::json!([{"kind": "ERC20", "chainId": 1, "token": "0x0"}]),
+                );
+            }),
+            GrantNotConforming
+        );
+        assert_eq!(
+            code_with(|m| {
+                m.insert("anchorRef".into(), "xrpl:nft:abc".into());
+            }),
+            GrantNotConforming
+        );
     }
 
     #[test]
     fn field_rules() {
         use ErrorCode::*;
-        assert_eq!(code_with(|m| { m.insert("authorizedGateway".into(), "rTestGateway11111111111111111111".into()); }), AddressInvalid);
-        assert_eq!(code_with(|m| { m.insert("destinationAllowlist".into(), serde_json::json!([addr(3), "rBad"])); }), AddressInvalid);
-        assert_eq!(code_with(|m| { m.insert("allowedAssets".into(), serde_json::json!([{"kind": "IOU", "currency": "USD", "issuer": "rNope1111111111111111111111"}])); }), AddressInvalid);
-        assert_eq!(code_with(|m| { m.insert("budgetMinor".into(), 1000.into()); }), SchemaInvalid);
-        assert_eq!(code_with(|m| { m.insert("budgetMinor".into(), "10.5".into()); }), AmountInvalid);
-        assert_eq!(code_with(|m| { m.insert("offlineMaxCumulativePayment".into(), "1001".into()); }), AmountInconsistent);
-        assert_eq!(code_with(|m| { m.insert("offlineMaxSinglePayment".into(), "2000".into()); }), AmountInconsistent);
-        assert_eq!(code_with(|m| { m.insert("offlineMaxCumulativePayment".into(), "10".into()); m.insert("offlineMaxCumulativePaymentCurrency".into(), "USD".into()); }), AmountInconsistent);
-        assert_eq!(code_with(|m| { m.insert("expiresAt".into(), "tomorrow".into()); }), TimestampInvalid);
-        assert_eq!(code_with(|m| { m.insert("scope".into(), "GALAXY".into()); }), ScopeUnsupported);
-        assert_eq!(code_with(|m| { m.insert("version".into(), "2.0".into()); }), VersionUnsupported);
-        assert_eq!(code_with(|m| { m.insert("policyHash".into(), "ABC".into()); }), SchemaInvalid);
-        assert_eq!(code_with(|m| { m.remove("grantId"); }), SchemaInvalid);
-        assert_eq!(code_with(|m| { m.insert("gatewayCredentialType".into(), "xyz".into()); }), SchemaInvalid);
-        assert_eq!(code_with(|m| { m.insert("maxSpend".into(), serde_json::json!({"perTxMinor": "5", "perYear": "1"})); }), UnknownField);
+        assert_eq!(
+            code_with(|m| {
+                m.insert(
+                    "authorizedGateway".into(),
+                    "rTestGateway11111111111111111111".into(),
+                );
+            }),
+            AddressInvalid
+        );
+        assert_eq!(
+            code_with(|m| {
+                m.insert(
+                    "destinationAllowlist".into(),
+                    serde_json::json!([addr(3), "rBad"]),
+                );
+            }),
+            AddressInvalid
+        );
+        assert_eq!(
+            code_with(|m| {
+                m.insert("allowedAssets".into(), serde_json::json!([{"kind": "IOU", "currency": "USD", "issuer": "rNope1111111111111111111111"}]));
+            }),
+            AddressInvalid
+        );
+        assert_eq!(
+            code_with(|m| {
+                m.insert("budgetMinor".into(), 1000.into());
+            }),
+            SchemaInvalid
+        );
+        assert_eq!(
+            code_with(|m| {
+                m.insert("budgetMinor".into(), "10.5".into());
+            }),
+            AmountInvalid
+        );
+        assert_eq!(
+            code_with(|m| {
+                m.insert("offlineMaxCumulativePayment".into(), "1001".into());
+            }),
+            AmountInconsistent
+        );
+        assert_eq!(
+            code_with(|m| {
+                m.insert("offlineMaxSinglePayment".into(), "2000".into());
+            }),
+            AmountInconsistent
+        );
+        assert_eq!(
+            code_with(|m| {
+                m.insert("offlineMaxCumulativePayment".into(), "10".into());
+                m.insert("offlineMaxCumulativePaymentCurrency".into(), "USD".into());
+            }),
+            AmountInconsistent
+        );
+        assert_eq!(
+            code_with(|m| {
+                m.insert("expiresAt".into(), "tomorrow".into());
+            }),
+            TimestampInvalid
+        );
+        assert_eq!(
+            code_with(|m| {
+                m.insert("scope".into(), "GALAXY".into());
+            }),
+            ScopeUnsupported
+        );
+        assert_eq!(
+            code_with(|m| {
+                m.insert("version".into(), "2.0".into());
+            }),
+            VersionUnsupported
+        );
+        assert_eq!(
+            code_with(|m| {
+                m.insert("policyHash".into(), "ABC".into());
+            }),
+            SchemaInvalid
+        );
+        assert_eq!(
+            code_with(|m| {
+                m.remove("grantId");
+            }),
+            SchemaInvalid
+        );
+        assert_eq!(
+            code_with(|m| {
+                m.insert("gatewayCredentialType".into(), "xyz".into());
+            }),
+            SchemaInvalid
+        );
+        assert_eq!(
+            code_with(|m| {
+                m.insert(
+                    "maxSpend".into(),
+                    serde_json::json!({"perTxMinor": "5", "perYear": "1"}),
+                );
+            }),
+            UnknownField
+        );
         // Consistent caps pass.
         let mut v = base();
         let m = v.as_object_mut().unwrap();
@@ -436,6 +610,9 @@ mod tests {
         let v = parse_strict(text.as_bytes()).unwrap();
         let g = PolicyGrant::from_value(&v).unwrap();
         assert_eq!(g.extra.len(), 2);
-        assert_eq!(canonical_bytes_of(&g).unwrap(), canonical_bytes(&v).unwrap());
+        assert_eq!(
+            canonical_bytes_of(&g).unwrap(),
+            canonical_bytes(&v).unwrap()
+        );
     }
 }

@@ -44,7 +44,8 @@ pub fn from_value<T: DeserializeOwned>(value: &Value, what: &str) -> Result<T> {
         Error {
             code,
             message: format!("{what}: {msg}"),
-            field: quoted.filter(|_| msg.starts_with("unknown field") || msg.starts_with("missing field")),
+            field: quoted
+                .filter(|_| msg.starts_with("unknown field") || msg.starts_with("missing field")),
         }
     })
 }
@@ -88,7 +89,11 @@ pub fn parse_amount(value: &str, field: &str) -> Result<u128> {
         ));
     }
     value.parse::<u128>().map_err(|_| {
-        Error::field(ErrorCode::AmountInvalid, field, format!("{field} is out of range"))
+        Error::field(
+            ErrorCode::AmountInvalid,
+            field,
+            format!("{field} is out of range"),
+        )
     })
 }
 
@@ -99,7 +104,11 @@ pub fn parse_time(value: &str, field: &str) -> Result<OffsetDateTime> {
 
 /// Lowercase hex SHA-256 (64 characters).
 pub fn check_sha256_hex(value: &str, field: &str) -> Result<()> {
-    if value.len() != 64 || !value.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if value.len() != 64
+        || !value
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
         return Err(Error::field(
             ErrorCode::SchemaInvalid,
             field,
@@ -111,7 +120,9 @@ pub fn check_sha256_hex(value: &str, field: &str) -> Result<()> {
 
 /// Hex of UTF-8 text (XLS-70 credential types): even length, hex digits, decodes to UTF-8.
 pub fn check_credential_type(value: &str, field: &str) -> Result<()> {
-    let decoded = hex::decode(value).ok().filter(|b| !b.is_empty() && b.len() <= 64);
+    let decoded = hex::decode(value)
+        .ok()
+        .filter(|b| !b.is_empty() && b.len() <= 64);
     match decoded.map(String::from_utf8) {
         Some(Ok(_)) => Ok(()),
         _ => Err(Error::field(
@@ -136,7 +147,11 @@ mod tests {
         assert_eq!(parse_amount("0", "a").unwrap(), 0);
         assert_eq!(parse_amount("1500", "a").unwrap(), 1500);
         for bad in ["", "-1", "01", "1.5", "1e3", " 1", "+1", &"9".repeat(39)] {
-            assert_eq!(parse_amount(bad, "a").unwrap_err().code, ErrorCode::AmountInvalid, "{bad}");
+            assert_eq!(
+                parse_amount(bad, "a").unwrap_err().code,
+                ErrorCode::AmountInvalid,
+                "{bad}"
+            );
         }
     }
 
@@ -146,6 +161,9 @@ mod tests {
         assert!(check_credential_type("6D7", "t").is_err());
         assert!(check_credential_type("zz", "t").is_err());
         assert!(check_credential_type("ff", "t").is_err());
-        assert_eq!(active_grant_credential_type("g1"), hex::encode_upper("mpcp:active-grant:g1"));
+        assert_eq!(
+            active_grant_credential_type("g1"),
+            hex::encode_upper("mpcp:active-grant:g1")
+        );
     }
 }

@@ -46,7 +46,11 @@ impl PolicyDocument {
     /// computed over the value as given (not a re-serialisation).
     pub fn policy_hash(value: &Value) -> Result<String> {
         let doc = PolicyDocument::from_value(value)?;
-        Ok(hex::encode(domain_digest(Domain::Policy, &doc.version, value)?))
+        Ok(hex::encode(domain_digest(
+            Domain::Policy,
+            &doc.version,
+            value,
+        )?))
     }
 }
 
@@ -56,12 +60,16 @@ mod tests {
 
     #[test]
     fn l0_policy_vector() {
-        let v = crate::canonical::parse_strict(br#"{"allowedRails":["xrpl"],"version":"1.0"}"#).unwrap();
+        let v = crate::canonical::parse_strict(br#"{"allowedRails":["xrpl"],"version":"1.0"}"#)
+            .unwrap();
         assert_eq!(
             PolicyDocument::policy_hash(&v).unwrap(),
             "b807638320a19a14cc769ccfa37f82998c850eb863074c3b8170c284dce5a711"
         );
         let bad = crate::canonical::parse_strict(br#"{"version":"9"}"#).unwrap();
-        assert_eq!(PolicyDocument::policy_hash(&bad).unwrap_err().code, ErrorCode::VersionUnsupported);
+        assert_eq!(
+            PolicyDocument::policy_hash(&bad).unwrap_err().code,
+            ErrorCode::VersionUnsupported
+        );
     }
 }
