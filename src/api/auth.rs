@@ -70,7 +70,10 @@ impl<R: RequiredRole> FromRequestParts<AppState> for Auth<R> {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(|| {
-            ApiError::new(ErrorCode::Unauthorized, "missing, unknown or revoked API token")
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                "missing, unknown or revoked API token",
+            )
         })?;
         let principal = state.tokens().authenticate(token)?;
         // Every authenticated request counts, refused ones included.

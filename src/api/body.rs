@@ -108,7 +108,10 @@ async fn read_limited(req: Request, limit: usize) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            Error::new(ErrorCode::JsonMalformed, format!("request body unreadable: {e}"))
+            Error::new(
+                ErrorCode::JsonMalformed,
+                format!("request body unreadable: {e}"),
+            )
         })?;
         if let Ok(data) = frame.into_data() {
             if out.len() + data.len() > limit {
@@ -123,9 +126,12 @@ async fn read_limited(req: Request, limit: usize) -> Result<Vec<u8>> {
 /// The body as an object whose members are all in `allowed` (closed schema): UNKNOWN_FIELD
 /// names the first stranger, SCHEMA_INVALID when the body is not an object.
 pub fn closed_object<'a>(value: &'a Value, allowed: &[&str]) -> Result<&'a Map<String, Value>> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| Error::new(ErrorCode::SchemaInvalid, "request body must be a JSON object"))?;
+    let obj = value.as_object().ok_or_else(|| {
+        Error::new(
+            ErrorCode::SchemaInvalid,
+            "request body must be a JSON object",
+        )
+    })?;
     if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(Error::field(
             ErrorCode::UnknownField,
@@ -186,8 +192,17 @@ mod tests {
     fn content_type_is_json_only() {
         assert!(ct("application/json").is_ok());
         assert!(ct("Application/JSON; charset=UTF-8").is_ok());
-        for bad in ["text/plain", "application/json; charset=latin1", "application/jsonx", ""] {
-            assert_eq!(ct(bad).unwrap_err().code, ErrorCode::UnsupportedMediaType, "{bad}");
+        for bad in [
+            "text/plain",
+            "application/json; charset=latin1",
+            "application/jsonx",
+            "",
+        ] {
+            assert_eq!(
+                ct(bad).unwrap_err().code,
+                ErrorCode::UnsupportedMediaType,
+                "{bad}"
+            );
         }
         assert_eq!(
             check_content_type(&HeaderMap::new()).unwrap_err().code,
@@ -199,10 +214,16 @@ mod tests {
     fn closed_objects_name_the_stranger() {
         let v = parse_strict(br#"{"reason":"x","extra":1}"#).unwrap();
         let e = closed_object(&v, &["reason"]).unwrap_err();
-        assert_eq!((e.code, e.field.as_deref()), (ErrorCode::UnknownField, Some("extra")));
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (ErrorCode::UnknownField, Some("extra"))
+        );
         let v = parse_strict(br#"{"reason":""}"#).unwrap();
         let obj = closed_object(&v, &["reason"]).unwrap();
-        assert_eq!(required_str(obj, "reason").unwrap_err().code, ErrorCode::SchemaInvalid);
+        assert_eq!(
+            required_str(obj, "reason").unwrap_err().code,
+            ErrorCode::SchemaInvalid
+        );
         assert!(closed_object(&Value::from(1), &[]).is_err());
     }
 }

@@ -41,7 +41,8 @@ pub fn error_body(e: &Error) -> Vec<u8> {
         field: e.field.as_deref(),
     };
     // Serialising three strings cannot fail; fall back to a fixed body rather than panic.
-    serde_json::to_vec(&body).unwrap_or_else(|_| br#"{"code":"INTERNAL","message":"error"}"#.to_vec())
+    serde_json::to_vec(&body)
+        .unwrap_or_else(|_| br#"{"code":"INTERNAL","message":"error"}"#.to_vec())
 }
 
 impl IntoResponse for ApiError {
@@ -50,7 +51,10 @@ impl IntoResponse for ApiError {
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (status, error_body(&self.0)).into_response();
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if self.0.code == ErrorCode::Unauthorized {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

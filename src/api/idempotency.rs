@@ -106,7 +106,9 @@ pub struct IdempotencyStore {
 
 impl std::fmt::Debug for IdempotencyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IdempotencyStore").field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("IdempotencyStore")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 
@@ -182,7 +184,10 @@ impl IdempotencyStore {
             return Ok(Begin::Fresh(reservation));
         };
         let rec: StoredResponse = serde_json::from_slice(&raw).map_err(|e| {
-            Error::new(ErrorCode::StoreError, format!("corrupt idempotency record: {e}"))
+            Error::new(
+                ErrorCode::StoreError,
+                format!("corrupt idempotency record: {e}"),
+            )
         })?;
         if self.expired(&rec, clock.now()) {
             return Ok(Begin::Fresh(reservation));
@@ -208,9 +213,8 @@ impl IdempotencyStore {
         let rec = StoredResponse {
             request_digest: reservation.digest.clone(),
             status,
-            body: String::from_utf8(body.to_vec()).map_err(|_| {
-                Error::new(ErrorCode::Internal, "response body is not UTF-8")
-            })?,
+            body: String::from_utf8(body.to_vec())
+                .map_err(|_| Error::new(ErrorCode::Internal, "response body is not UTF-8"))?,
             stored_at: format_rfc3339(clock.now()),
         };
         let raw = serde_json::to_vec(&rec)
@@ -233,7 +237,9 @@ impl IdempotencyStore {
                 .map(|r| self.expired(&r, now))
                 .unwrap_or(true);
             if stale {
-                self.tree.remove(k).map_err(|e| store_error("purge idempotency record", e))?;
+                self.tree
+                    .remove(k)
+                    .map_err(|e| store_error("purge idempotency record", e))?;
                 n += 1;
             }
         }
@@ -253,7 +259,12 @@ mod tests {
     use crate::clock::FixedClock;
 
     fn digest(body: &str) -> [u8; 32] {
-        request_digest("POST", "/v1/grants", &parse_strict(body.as_bytes()).unwrap()).unwrap()
+        request_digest(
+            "POST",
+            "/v1/grants",
+            &parse_strict(body.as_bytes()).unwrap(),
+        )
+        .unwrap()
     }
 
     #[tokio::test]
@@ -270,16 +281,27 @@ mod tests {
         idem.complete(r, 201, br#"{"sig":"x"}"#, &clock).unwrap();
         assert_eq!(idem.locked_keys(), 0);
         match idem.begin("alice", "k1", &d1, &clock).await.unwrap() {
-            Begin::Replay(rec) => assert_eq!((rec.status, rec.body.as_str()), (201, r#"{"sig":"x"}"#)),
+            Begin::Replay(rec) => {
+                assert_eq!((rec.status, rec.body.as_str()), (201, r#"{"sig":"x"}"#))
+            }
             Begin::Fresh(_) => panic!("expected replay"),
         }
-        let e = idem.begin("alice", "k1", &digest(r#"{"a":"2"}"#), &clock).await.unwrap_err();
+        let e = idem
+            .begin("alice", "k1", &digest(r#"{"a":"2"}"#), &clock)
+            .await
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::IdempotencyConflict);
         // Keys are per principal.
-        assert!(matches!(idem.begin("bob", "k1", &d1, &clock).await.unwrap(), Begin::Fresh(_)));
+        assert!(matches!(
+            idem.begin("bob", "k1", &d1, &clock).await.unwrap(),
+            Begin::Fresh(_)
+        ));
         assert_eq!(idem.locked_keys(), 0);
         clock.advance(Duration::from_secs(61));
-        assert!(matches!(idem.begin("alice", "k1", &d1, &clock).await.unwrap(), Begin::Fresh(_)));
+        assert!(matches!(
+            idem.begin("alice", "k1", &d1, &clock).await.unwrap(),
+            Begin::Fresh(_)
+        ));
         assert_eq!(idem.purge_expired(&clock).unwrap(), 1);
         assert_eq!(validate_key("").unwrap_err().code, ErrorCode::SchemaInvalid);
         assert!(validate_key("a b").is_err());
@@ -289,7 +311,9 @@ mod tests {
     async fn concurrent_duplicates_are_serialised() {
         let store = Store::temporary().unwrap();
         let idem = Arc::new(IdempotencyStore::open(&store, Duration::from_secs(60)).unwrap());
-        let clock = Arc::new(FixedClock::new(OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1)));
+        let clock = Arc::new(FixedClock::new(
+            OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1),
+        ));
         let d = digest(r#"{"a":"1"}"#);
         let Begin::Fresh(first) = idem.begin("p", "k", &d, clock.as_ref()).await.unwrap() else {
             panic!()
@@ -297,7 +321,10 @@ mod tests {
         let (idem2, clock2) = (idem.clone(), clock.clone());
         let waiter = tokio::spawn(async move { idem2.begin("p", "k", &d, clock2.as_ref()).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiter.is_finished(), "duplicate must wait for the first request");
+        assert!(
+            !waiter.is_finished(),
+            "duplicate must wait for the first request"
+        );
         idem.complete(first, 200, b"{}", clock.as_ref()).unwrap();
         assert!(matches!(waiter.await.unwrap().unwrap(), Begin::Replay(_)));
         // A dropped (failed) reservation leaves no record: the retry runs fresh.
@@ -305,6 +332,9 @@ mod tests {
             panic!()
         };
         drop(r);
-        assert!(matches!(idem.begin("p", "k2", &d, clock.as_ref()).await.unwrap(), Begin::Fresh(_)));
+        assert!(matches!(
+            idem.begin("p", "k2", &d, clock.as_ref()).await.unwrap(),
+            Begin::Fresh(_)
+        ));
     }
 }

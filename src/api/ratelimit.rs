@@ -44,7 +44,10 @@ impl RateLimiter {
             let wait = Duration::from_secs_f64((1.0 - *level) / self.rate);
             Err(Error::new(
                 ErrorCode::RateLimited,
-                format!("rate limit exceeded; retry in {} ms", wait.as_millis().max(1)),
+                format!(
+                    "rate limit exceeded; retry in {} ms",
+                    wait.as_millis().max(1)
+                ),
             ))
         }
     }
@@ -66,7 +69,10 @@ mod tests {
         for _ in 0..3 {
             rl.check_at("a", t0).unwrap();
         }
-        assert_eq!(rl.check_at("a", t0).unwrap_err().code, ErrorCode::RateLimited);
+        assert_eq!(
+            rl.check_at("a", t0).unwrap_err().code,
+            ErrorCode::RateLimited
+        );
         rl.check_at("b", t0).unwrap();
         rl.check_at("a", t0 + Duration::from_millis(500)).unwrap();
         assert!(rl.check_at("a", t0 + Duration::from_millis(500)).is_err());

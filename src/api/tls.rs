@@ -93,9 +93,13 @@ pub fn key_pin(path: &Path) -> Result<String> {
         .key_provider
         .load_private_key(load_key(path)?)
         .map_err(|e| tls_err("unusable TLS key", path, e))?;
-    let spki = key
-        .public_key()
-        .ok_or_else(|| tls_err("cannot derive the public key of", path, "unsupported key type"))?;
+    let spki = key.public_key().ok_or_else(|| {
+        tls_err(
+            "cannot derive the public key of",
+            path,
+            "unsupported key type",
+        )
+    })?;
     Ok(STANDARD.encode(Sha256::digest(spki.as_ref())))
 }
 
@@ -117,7 +121,9 @@ fn write_new(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
     }
     #[cfg(not(unix))]
     let _ = secret;
-    let mut f = opts.open(path).map_err(|e| tls_err("cannot create", path, e))?;
+    let mut f = opts
+        .open(path)
+        .map_err(|e| tls_err("cannot create", path, e))?;
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .map_err(|e| tls_err("cannot write", path, e))
@@ -171,12 +177,12 @@ pub fn ensure_dev_material(paths: &TlsPaths, names: &[String]) -> Result<bool> {
             ));
         }
     }
-    if let Some(next) = &paths.next_key {
-        if !next.exists() {
-            let (_, pem) = generate_key_pem()?;
-            write_new(next, pem.as_bytes(), true)?;
-            generated = true;
-        }
+    if let Some(next) = &paths.next_key
+        && !next.exists()
+    {
+        let (_, pem) = generate_key_pem()?;
+        write_new(next, pem.as_bytes(), true)?;
+        generated = true;
     }
     Ok(generated)
 }
@@ -237,7 +243,10 @@ mod tests {
             key: paths.next_key.clone().unwrap(),
             ..paths.clone()
         };
-        assert_eq!(server_config(&wrong).unwrap_err().code, ErrorCode::ConfigInvalid);
+        assert_eq!(
+            server_config(&wrong).unwrap_err().code,
+            ErrorCode::ConfigInvalid
+        );
         // Half-present material is refused, not overwritten.
         std::fs::remove_file(&paths.cert).unwrap();
         assert!(ensure_dev_material(&paths, &dev_names()).is_err());

@@ -57,12 +57,17 @@ impl ApiRole {
 
     /// Parses a role name.
     pub fn parse(s: &str) -> Result<ApiRole> {
-        ApiRole::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
-            Error::new(
-                ErrorCode::ConfigInvalid,
-                format!("unknown API role {s:?} (expected issuer, security-officer or auditor)"),
-            )
-        })
+        ApiRole::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::ConfigInvalid,
+                    format!(
+                        "unknown API role {s:?} (expected issuer, security-officer or auditor)"
+                    ),
+                )
+            })
     }
 }
 
@@ -164,7 +169,10 @@ fn random<const N: usize>() -> Result<Zeroizing<[u8; N]>> {
 }
 
 fn unauthorized() -> Error {
-    Error::new(ErrorCode::Unauthorized, "missing, unknown or revoked API token")
+    Error::new(
+        ErrorCode::Unauthorized,
+        "missing, unknown or revoked API token",
+    )
 }
 
 impl TokenStore {
@@ -178,7 +186,11 @@ impl TokenStore {
     }
 
     fn get(&self, name: &str) -> Result<Option<TokenRecord>> {
-        let Some(raw) = self.by_name.get(name).map_err(|e| store_error("read token", e))? else {
+        let Some(raw) = self
+            .by_name
+            .get(name)
+            .map_err(|e| store_error("read token", e))?
+        else {
             return Ok(None);
         };
         serde_json::from_slice(&raw)
@@ -254,7 +266,10 @@ impl TokenStore {
             self.remove(name, &id)?;
             return Err(Error::new(
                 ErrorCode::AuditUnavailable,
-                format!("token not created: audit entry could not be written ({})", e.code),
+                format!(
+                    "token not created: audit entry could not be written ({})",
+                    e.code
+                ),
             ));
         }
         self.store.flush()?;
@@ -290,11 +305,21 @@ impl TokenStore {
         sink: &dyn EventSink,
         clock: &dyn Clock,
     ) -> Result<Option<NewToken>> {
-        if self.list()?.iter().any(|t| t.role == ApiRole::SecurityOfficer) {
+        if self
+            .list()?
+            .iter()
+            .any(|t| t.role == ApiRole::SecurityOfficer)
+        {
             return Ok(None);
         }
-        self.create("security-officer", ApiRole::SecurityOfficer, actor, sink, clock)
-            .map(Some)
+        self.create(
+            "security-officer",
+            ApiRole::SecurityOfficer,
+            actor,
+            sink,
+            clock,
+        )
+        .map(Some)
     }
 
     /// Revokes a token by name. The event is recorded first (an audit outage refuses the
@@ -308,7 +333,11 @@ impl TokenStore {
         clock: &dyn Clock,
     ) -> Result<()> {
         let mut record = self.get(name)?.ok_or_else(|| {
-            Error::field(ErrorCode::NotFound, "name", format!("no token named {name:?}"))
+            Error::field(
+                ErrorCode::NotFound,
+                "name",
+                format!("no token named {name:?}"),
+            )
         })?;
         if record.revoked_at.is_some() {
             return Err(Error::field(
@@ -326,7 +355,10 @@ impl TokenStore {
         .map_err(|e| {
             Error::new(
                 ErrorCode::AuditUnavailable,
-                format!("token not revoked: audit entry could not be written ({})", e.code),
+                format!(
+                    "token not revoked: audit entry could not be written ({})",
+                    e.code
+                ),
             )
         })?;
         record.revoked_at = Some(format_rfc3339(clock.now()));
@@ -344,12 +376,20 @@ impl TokenStore {
     pub fn authenticate(&self, presented: &str) -> Result<Principal> {
         let rest = presented.strip_prefix(PREFIX).ok_or_else(unauthorized)?;
         let (id, secret_b64) = rest.split_once('_').ok_or_else(unauthorized)?;
-        let secret = Zeroizing::new(URL_SAFE_NO_PAD.decode(secret_b64).map_err(|_| unauthorized())?);
+        let secret = Zeroizing::new(
+            URL_SAFE_NO_PAD
+                .decode(secret_b64)
+                .map_err(|_| unauthorized())?,
+        );
         if secret.len() != 32 {
             return Err(unauthorized());
         }
         let presented_hash: [u8; 32] = Sha256::digest(secret.as_slice()).into();
-        let record = match self.by_id.get(id.as_bytes()).map_err(|e| store_error("read token", e))? {
+        let record = match self
+            .by_id
+            .get(id.as_bytes())
+            .map_err(|e| store_error("read token", e))?
+        {
             Some(name) => {
                 let name = String::from_utf8_lossy(&name).into_owned();
                 self.get(&name)?
@@ -404,23 +444,42 @@ mod tests {
         let mut bad = t.secret.to_string();
         bad.pop();
         bad.push(if t.secret.ends_with('A') { 'B' } else { 'A' });
-        assert_eq!(tokens.authenticate(&bad).unwrap_err().code, ErrorCode::Unauthorized);
-        assert_eq!(tokens.authenticate("Bearer x").unwrap_err().code, ErrorCode::Unauthorized);
+        assert_eq!(
+            tokens.authenticate(&bad).unwrap_err().code,
+            ErrorCode::Unauthorized
+        );
+        assert_eq!(
+            tokens.authenticate("Bearer x").unwrap_err().code,
+            ErrorCode::Unauthorized
+        );
         let other_id = t.secret.replacen(&rec.id, "0000000000000000", 1);
-        assert_eq!(tokens.authenticate(&other_id).unwrap_err().code, ErrorCode::Unauthorized);
+        assert_eq!(
+            tokens.authenticate(&other_id).unwrap_err().code,
+            ErrorCode::Unauthorized
+        );
         // Names are unique, even after revocation.
         let dup = tokens.create("ops", ApiRole::Auditor, &Actor::cli(), &sink, &SystemClock);
         assert_eq!(dup.unwrap_err().code, ErrorCode::Conflict);
-        tokens.revoke("ops", &Actor::cli(), &sink, &SystemClock).unwrap();
-        assert_eq!(tokens.authenticate(&t.secret).unwrap_err().code, ErrorCode::Unauthorized);
+        tokens
+            .revoke("ops", &Actor::cli(), &sink, &SystemClock)
+            .unwrap();
+        assert_eq!(
+            tokens.authenticate(&t.secret).unwrap_err().code,
+            ErrorCode::Unauthorized
+        );
         let again = tokens.revoke("ops", &Actor::cli(), &sink, &SystemClock);
         assert_eq!(again.unwrap_err().code, ErrorCode::Conflict);
         let actions: Vec<_> = sink.events().into_iter().map(|(_, e)| e).collect();
         assert_eq!(
             actions,
             vec![
-                Event::TokenCreated { token_name: "ops".into(), token_role: "issuer".into() },
-                Event::TokenRevoked { token_name: "ops".into() },
+                Event::TokenCreated {
+                    token_name: "ops".into(),
+                    token_role: "issuer".into()
+                },
+                Event::TokenRevoked {
+                    token_name: "ops".into()
+                },
             ]
         );
     }
@@ -430,13 +489,23 @@ mod tests {
         let store = Store::temporary().unwrap();
         let tokens = TokenStore::open(&store).unwrap();
         let e = tokens
-            .create("x", ApiRole::Auditor, &Actor::cli(), &FailingSink, &SystemClock)
+            .create(
+                "x",
+                ApiRole::Auditor,
+                &Actor::cli(),
+                &FailingSink,
+                &SystemClock,
+            )
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::AuditUnavailable);
         assert!(tokens.list().unwrap().is_empty());
         let sink = MemorySink::default();
-        let t = tokens.create("x", ApiRole::Auditor, &Actor::cli(), &sink, &SystemClock).unwrap();
-        let e = tokens.revoke("x", &Actor::cli(), &FailingSink, &SystemClock).unwrap_err();
+        let t = tokens
+            .create("x", ApiRole::Auditor, &Actor::cli(), &sink, &SystemClock)
+            .unwrap();
+        let e = tokens
+            .revoke("x", &Actor::cli(), &FailingSink, &SystemClock)
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::AuditUnavailable);
         assert!(tokens.authenticate(&t.secret).is_ok());
     }
@@ -446,9 +515,20 @@ mod tests {
         let store = Store::temporary().unwrap();
         let tokens = TokenStore::open(&store).unwrap();
         let sink = MemorySink::default();
-        let t = tokens.bootstrap(&Actor::cli(), &sink, &SystemClock).unwrap().unwrap();
-        assert_eq!(tokens.authenticate(&t.secret).unwrap().role, ApiRole::SecurityOfficer);
-        assert!(tokens.bootstrap(&Actor::cli(), &sink, &SystemClock).unwrap().is_none());
+        let t = tokens
+            .bootstrap(&Actor::cli(), &sink, &SystemClock)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            tokens.authenticate(&t.secret).unwrap().role,
+            ApiRole::SecurityOfficer
+        );
+        assert!(
+            tokens
+                .bootstrap(&Actor::cli(), &sink, &SystemClock)
+                .unwrap()
+                .is_none()
+        );
         assert!(validate_name("a b").is_err());
         assert!(ApiRole::parse("admin").is_err());
     }
