@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{check_id, check_version, from_value, parse_time};
+use super::{check_id, check_version, from_value, parse_window};
 use crate::error::{Error, ErrorCode, Result};
 use crate::xrpl::validate_classic_address;
 
@@ -51,15 +51,7 @@ impl DestinationAllowlist {
         check_id(&self.allowlist_id, "allowlistId")?;
         check_id(&self.issuer, "issuer")?;
         check_id(&self.issuer_key_id, "issuerKeyId")?;
-        let issued = parse_time(&self.issued_at, "issuedAt")?;
-        let expires = parse_time(&self.expires_at, "expiresAt")?;
-        if expires <= issued {
-            return Err(Error::field(
-                ErrorCode::TimestampInvalid,
-                "expiresAt",
-                "expiresAt must be after issuedAt",
-            ));
-        }
+        parse_window(&self.issued_at, &self.expires_at)?;
         if self.sequence < 1 {
             return Err(Error::field(
                 ErrorCode::SchemaInvalid,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{check_id, check_version, from_value, parse_time};
+use super::{check_id, check_version, from_value, parse_time, parse_window};
 use crate::error::{Error, ErrorCode, Result};
 use crate::jwk::Jwk;
 
@@ -82,14 +82,7 @@ impl TrustBundle {
         check_id(&self.category, "category")?;
         let expires = parse_time(&self.expires_at, "expiresAt")?;
         if let Some(issued) = &self.issued_at {
-            let issued = parse_time(issued, "issuedAt")?;
-            if expires <= issued {
-                return Err(Error::field(
-                    ErrorCode::TimestampInvalid,
-                    "expiresAt",
-                    "expiresAt must be after issuedAt",
-                ));
-            }
+            let (issued, _) = parse_window(issued, &self.expires_at)?;
             if expires - issued > MAX_BUNDLE_LIFETIME {
                 return Err(Error::field(
                     ErrorCode::LifetimeExceeded,

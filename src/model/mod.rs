@@ -102,6 +102,20 @@ pub fn parse_time(value: &str, field: &str) -> Result<OffsetDateTime> {
     parse_rfc3339(value, field)
 }
 
+/// Parses `issuedAt`/`expiresAt` and requires expiry strictly after issuance.
+pub fn parse_window(issued_at: &str, expires_at: &str) -> Result<(OffsetDateTime, OffsetDateTime)> {
+    let issued = parse_time(issued_at, "issuedAt")?;
+    let expires = parse_time(expires_at, "expiresAt")?;
+    if expires <= issued {
+        return Err(Error::field(
+            ErrorCode::TimestampInvalid,
+            "expiresAt",
+            "expiresAt must be after issuedAt",
+        ));
+    }
+    Ok((issued, expires))
+}
+
 /// Lowercase hex SHA-256 (64 characters).
 pub fn check_sha256_hex(value: &str, field: &str) -> Result<()> {
     if value.len() != 64
