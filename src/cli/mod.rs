@@ -11,6 +11,7 @@ use crate::error::Error;
 
 mod artifact;
 pub mod serve;
+pub mod tokens;
 
 /// Default data directory: tokens, store and configuration of one appliance live here.
 pub const DEFAULT_DATA_DIR: &str = "mpcp-data";
