@@ -241,6 +241,19 @@ impl AuditLog {
         Ok(AuditLog { inner, committer })
     }
 
+    /// Opens an existing log under the origin it was created with (for read-only tools).
+    /// `NOT_FOUND` if the store holds no audit log.
+    pub fn open_existing(store: &Store, clock: Arc<dyn Clock>) -> Result<AuditLog> {
+        let meta = store.tree(trees::AUDIT_META)?;
+        let origin = meta
+            .get(META_ORIGIN)
+            .map_err(|e| store_error("read", e))?
+            .ok_or_else(|| Error::new(ErrorCode::NotFound, "the store holds no audit log"))?;
+        let origin = String::from_utf8(origin.to_vec())
+            .map_err(|_| invalid("stored origin is not UTF-8"))?;
+        AuditLog::open(store, AuditConfig::new(origin), clock)
+    }
+
     /// The log origin (and checkpoint key name).
     pub fn origin(&self) -> &str {
         &self.inner.origin
