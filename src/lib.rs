@@ -17,6 +17,7 @@ pub mod clock;
 pub mod crypto;
 pub mod error;
 pub mod events;
+pub mod hsm;
 pub mod jwk;
 pub mod keys;
 pub mod signer;
