@@ -18,6 +18,7 @@ pub mod clock;
 pub mod crypto;
 pub mod error;
 pub mod events;
+pub mod hsm;
 pub mod jwk;
 pub mod keys;
 pub mod model;

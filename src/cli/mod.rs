@@ -11,6 +11,7 @@ use crate::error::Error;
 
 mod artifact;
 mod audit;
+mod hsm;
 
 /// Default data directory: tokens, store and configuration of one appliance live here.
 pub const DEFAULT_DATA_DIR: &str = "mpcp-data";
@@ -34,6 +35,8 @@ enum Command {
     Hash(artifact::HashArgs),
     /// Audit log: checkpoint, entries, proofs, export and offline verification.
     Audit(audit::AuditArgs),
+    /// HSM setup and checks (development tokens, startup probe).
+    Hsm(hsm::HsmArgs),
 }
 
 /// Parses the command line and runs it.
@@ -43,6 +46,7 @@ pub fn main() -> ExitCode {
         Command::Verify(a) => artifact::verify(a),
         Command::Hash(a) => artifact::hash(a),
         Command::Audit(a) => audit::run(&cli.data_dir, a),
+        Command::Hsm(a) => hsm::run(a, &cli.data_dir),
     };
     match result {
         Ok(code) => code,
