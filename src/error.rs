@@ -73,6 +73,11 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     Io,
     Internal,
+    // Audit log verification.
+    AuditProofInvalid,
+    AuditLogInvalid,
+    CheckpointInvalid,
+    CheckpointInconsistent,
     // Service routing.
     RouteNotFound,
     MethodNotAllowed,
@@ -143,6 +148,10 @@ impl ErrorCode {
             UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Io => "IO_ERROR",
             Internal => "INTERNAL",
+            AuditProofInvalid => "AUDIT_PROOF_INVALID",
+            AuditLogInvalid => "AUDIT_LOG_INVALID",
+            CheckpointInvalid => "CHECKPOINT_INVALID",
+            CheckpointInconsistent => "CHECKPOINT_INCONSISTENT",
             RouteNotFound => "ROUTE_NOT_FOUND",
             MethodNotAllowed => "METHOD_NOT_ALLOWED",
             NotReady => "NOT_READY",
@@ -162,14 +171,9 @@ impl ErrorCode {
             UnsupportedMediaType => 415,
             RateLimited => 429,
             HsmUnavailable | HsmTimeout | AuditUnavailable | StoreError | NotReady => 503,
-            HsmError
-            | HsmPinInvalid
-            | HsmTokenNotFound
-            | HsmMechanismUnsupported
-            | HsmKeyAttributesUnsafe
-            | ConfigInvalid
-            | Io
-            | Internal => 500,
+            HsmError | HsmPinInvalid | HsmTokenNotFound | HsmMechanismUnsupported
+            | HsmKeyAttributesUnsafe | ConfigInvalid | Io | Internal => 500,
+            AuditLogInvalid | CheckpointInconsistent => 500,
             _ => 400,
         }
     }

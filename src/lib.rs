@@ -12,12 +12,14 @@
 //! - [`error`]: one error type with stable codes.
 
 pub mod api;
+pub mod audit;
 pub mod canonical;
 pub mod cli;
 pub mod clock;
 pub mod crypto;
 pub mod error;
 pub mod events;
+pub mod hsm;
 pub mod jwk;
 pub mod keys;
 pub mod model;

@@ -18,6 +18,13 @@ pub mod trees {
     pub const AUDIT_CHECKPOINTS: &str = "audit/checkpoints";
     /// Audit log metadata (size, origin).
     pub const AUDIT_META: &str = "audit/meta";
+    /// Audit log leaf hash -> big-endian index.
+    pub const AUDIT_LEAF_INDEX: &str = "audit/leaf-index";
+}
+
+/// The sled database's directory inside a data directory (`<data-dir>/store`).
+pub fn store_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("store")
 }
 
 /// A handle on the shared sled database. Cheap to clone.

@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 use crate::error::Error;
 
 mod artifact;
+mod audit;
+mod hsm;
 pub mod serve;
 pub mod tokens;
 
@@ -33,6 +35,10 @@ enum Command {
     Verify(artifact::VerifyArgs),
     /// Print the domain digest SHA-256(prefix || canonical_json(file)) in lowercase hex.
     Hash(artifact::HashArgs),
+    /// Audit log: checkpoint, entries, proofs, export and offline verification.
+    Audit(audit::AuditArgs),
+    /// HSM setup and checks (development tokens, startup probe).
+    Hsm(hsm::HsmArgs),
     /// Print the pin-sha256 of the current and the next (backup) TLS key.
     Pins(serve::PinsArgs),
 }
@@ -43,6 +49,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Verify(a) => artifact::verify(a),
         Command::Hash(a) => artifact::hash(a),
+        Command::Audit(a) => audit::run(&cli.data_dir, a),
+        Command::Hsm(a) => hsm::run(a, &cli.data_dir),
         Command::Pins(a) => serve::pins_cmd(&cli.data_dir, a),
     };
     match result {

@@ -1,0 +1,266 @@
+//! Group commit: many threads hand items to one committer thread, which writes whatever has
+//! queued up as one batch, makes it durable once (one flush for the whole batch) and then
+//! wakes every waiter with its own index. If the write or the flush fails, every caller in
+//! the batch gets `AUDIT_UNAVAILABLE`, and the committer refuses all later items (fail
+//! closed: the in-memory view may no longer match the disk; reopening the log recovers).
+
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use crate::error::{Error, ErrorCode, Result};
+
+/// Writes one batch durably and returns the index of its first item (the others follow in
+/// order). Runs on the committer thread only.
+pub trait BatchWriter: Send + 'static {
+    /// What callers submit.
+    type Item: Send + 'static;
+    /// Appends `items` and makes them durable before returning `Ok`.
+    fn write_batch(&mut self, items: Vec<Self::Item>) -> Result<u64>;
+}
+
+struct Pending<I> {
+    item: I,
+    reply: mpsc::SyncSender<Result<u64>>,
+}
+
+struct Queue<I> {
+    pending: Vec<Pending<I>>,
+    shutdown: bool,
+    failed: Option<Error>,
+}
+
+struct Shared<I> {
+    queue: Mutex<Queue<I>>,
+    wake: Condvar,
+}
+
+/// The committer thread and its queue.
+pub struct GroupCommitter<I: Send + 'static> {
+    shared: Arc<Shared<I>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<I: Send + 'static> std::fmt::Debug for GroupCommitter<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommitter").finish_non_exhaustive()
+    }
+}
+
+fn unavailable(msg: impl Into<String>) -> Error {
+    Error::new(ErrorCode::AuditUnavailable, msg)
+}
+
+impl<I: Send + 'static> GroupCommitter<I> {
+    /// Starts the committer thread; batches hold at most `max_batch` items.
+    pub fn start<W: BatchWriter<Item = I>>(mut writer: W, max_batch: usize) -> Result<Self> {
+        let max_batch = max_batch.max(1);
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                pending: Vec::new(),
+                shutdown: false,
+                failed: None,
+            }),
+            wake: Condvar::new(),
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("audit-committer".into())
+            .spawn(move || {
+                loop {
+                    let batch: Vec<Pending<I>> = {
+                        let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
+                        while q.pending.is_empty() && !q.shutdown {
+                            q = s.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                        }
+                        if q.pending.is_empty() {
+                            return;
+                        }
+                        let n = q.pending.len().min(max_batch);
+                        q.pending.drain(..n).collect()
+                    };
+                    let (items, replies): (Vec<I>, Vec<_>) =
+                        batch.into_iter().map(|p| (p.item, p.reply)).unzip();
+                    match writer.write_batch(items) {
+                        Ok(first) => {
+                            for (j, r) in replies.into_iter().enumerate() {
+                                let _ = r.send(Ok(first + j as u64));
+                            }
+                        }
+                        Err(e) => {
+                            let err = unavailable(format!("audit append failed: {}", e.message));
+                            let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
+                            q.failed = Some(err.clone());
+                            // Everything queued behind the failed batch fails too.
+                            for p in q.pending.drain(..) {
+                                let _ = p.reply.send(Err(err.clone()));
+                            }
+                            drop(q);
+                            for r in replies {
+                                let _ = r.send(Err(err.clone()));
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|e| unavailable(format!("cannot start the audit committer: {e}")))?;
+        Ok(GroupCommitter {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues `item` and blocks until its batch is durable; returns its index.
+    pub fn submit(&self, item: I) -> Result<u64> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        {
+            let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = &q.failed {
+                return Err(e.clone());
+            }
+            if q.shutdown {
+                return Err(unavailable("audit log is shut down"));
+            }
+            q.pending.push(Pending { item, reply: tx });
+        }
+        self.shared.wake.notify_one();
+        rx.recv()
+            .unwrap_or_else(|_| Err(unavailable("audit committer stopped")))
+    }
+
+    /// Number of callers queued and not yet taken into a batch.
+    pub fn queued(&self) -> usize {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pending
+            .len()
+    }
+
+    /// Whether an earlier batch failed (the log refuses appends until reopened).
+    pub fn failed(&self) -> Option<Error> {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failed
+            .clone()
+    }
+}
+
+impl<I: Send + 'static> Drop for GroupCommitter<I> {
+    fn drop(&mut self) {
+        {
+            let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.shutdown = true;
+        }
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// Counts flushes; holds the batch containing `gate_at` until the test opens the gate;
+    /// fails the batch containing `fail_at`.
+    struct Recorder {
+        next: u64,
+        flushes: Arc<AtomicUsize>,
+        gate_at: u32,
+        gate: mpsc::Receiver<()>,
+        at_gate: mpsc::Sender<()>,
+        fail_at: Option<u32>,
+    }
+
+    impl BatchWriter for Recorder {
+        type Item = u32;
+        fn write_batch(&mut self, items: Vec<u32>) -> Result<u64> {
+            if items.contains(&self.gate_at) {
+                let _ = self.at_gate.send(());
+                let _ = self.gate.recv();
+            }
+            self.flushes.fetch_add(1, Ordering::SeqCst);
+            if let Some(f) = self.fail_at
+                && items.contains(&f)
+            {
+                return Err(Error::new(ErrorCode::StoreError, "disk full"));
+            }
+            let first = self.next;
+            self.next += items.len() as u64;
+            Ok(first)
+        }
+    }
+
+    type Setup = (
+        Arc<GroupCommitter<u32>>,
+        Arc<AtomicUsize>,
+        mpsc::Sender<()>,
+        mpsc::Receiver<()>,
+    );
+
+    fn setup(fail_at: Option<u32>) -> Setup {
+        let flushes = Arc::new(AtomicUsize::new(0));
+        let (open, gate) = mpsc::channel();
+        let (at_gate, reached) = mpsc::channel();
+        let w = Recorder {
+            next: 0,
+            flushes: flushes.clone(),
+            gate_at: 0,
+            gate,
+            at_gate,
+            fail_at,
+        };
+        let c = Arc::new(GroupCommitter::start(w, 1024).unwrap());
+        (c, flushes, open, reached)
+    }
+
+    fn wait_queued(c: &GroupCommitter<u32>, n: usize) {
+        while c.queued() != n {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn spawn(c: &Arc<GroupCommitter<u32>>, i: u32) -> std::thread::JoinHandle<Result<u64>> {
+        let c = c.clone();
+        std::thread::spawn(move || c.submit(i))
+    }
+
+    #[test]
+    fn concurrent_callers_share_one_flush_and_get_distinct_indices() {
+        let (c, flushes, open, reached) = setup(None);
+        let first = spawn(&c, 0); // held at the gate while the others queue up
+        reached.recv().unwrap();
+        let rest: Vec<_> = (1..64u32).map(|i| spawn(&c, i)).collect();
+        wait_queued(&c, 63);
+        open.send(()).unwrap();
+        let mut got = vec![first.join().unwrap().unwrap()];
+        got.extend(rest.into_iter().map(|h| h.join().unwrap().unwrap()));
+        got.sort_unstable();
+        assert_eq!(got, (0..64).collect::<Vec<u64>>());
+        assert_eq!(flushes.load(Ordering::SeqCst), 2, "63 queued callers share one flush");
+    }
+
+    #[test]
+    fn a_failed_batch_fails_every_caller_in_it_and_later_ones() {
+        let (c, _flushes, open, reached) = setup(Some(7));
+        let first = spawn(&c, 0);
+        reached.recv().unwrap();
+        let batch: Vec<_> = [5u32, 6, 7, 8].into_iter().map(|i| spawn(&c, i)).collect();
+        wait_queued(&c, 4);
+        open.send(()).unwrap();
+        assert_eq!(first.join().unwrap().unwrap(), 0);
+        for h in batch {
+            let e = h.join().unwrap().unwrap_err();
+            assert_eq!(e.code, ErrorCode::AuditUnavailable);
+        }
+        assert_eq!(c.submit(9).unwrap_err().code, ErrorCode::AuditUnavailable);
+        assert!(c.failed().is_some());
+    }
+}

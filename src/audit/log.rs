@@ -1,0 +1,651 @@
+//! The audit log in sled: append with durable group commit, read side (entries, heads,
+//! proofs), and checkpoint signing that never signs two inconsistent checkpoints.
+//!
+//! Layout (tree names in [`crate::store::trees`]):
+//! - `audit/entries`: big-endian index -> canonical entry bytes.
+//! - `audit/nodes`: `level (1 byte) || index (8 bytes BE)` -> 32-byte hash of the perfect
+//!   subtree; leaves are level 0. Written once, when the subtree completes.
+//! - `audit/leaf-index`: leaf hash -> big-endian index.
+//! - `audit/meta`: `size` (u64 BE, advanced in the same transaction as the entries it
+//!   counts, after checking it still holds the expected value) and `origin`.
+//! - `audit/checkpoints`: big-endian tree size -> `{"note","vkey"}` canonical JSON.
+//!
+//! Nothing in this module updates or deletes a stored entry, node or checkpoint: every write
+//! is an insert of a key checked to be absent (entries, checkpoints) or new by construction
+//! (nodes, leaf index), and the API offers no other operation.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use super::checkpoint::Checkpoint;
+use super::commit::{BatchWriter, GroupCommitter};
+use super::entry::Entry;
+use super::merkle::{self, Frontier, Hash, NodeSource};
+use super::note::{Note, NoteSigner, Vkey, check_key_name};
+use crate::canonical::canonical_bytes_of;
+use crate::clock::{Clock, format_rfc3339};
+use crate::error::{Error, ErrorCode, Result};
+use crate::events::{Actor, Event, EventSink};
+use crate::store::{Store, store_error, trees};
+
+const META_SIZE: &[u8] = b"size";
+const META_ORIGIN: &[u8] = b"origin";
+
+/// Most entries one [`AuditLog::entries`] call returns.
+pub const MAX_ENTRIES_PER_READ: u64 = 10_000;
+/// Default largest batch the committer writes with one flush.
+pub const DEFAULT_MAX_BATCH: usize = 1024;
+
+/// How the log is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Checkpoint origin line, also the checkpoint key's name (a schema-less URL such as
+    /// `pa.example.com/audit`). Fixed for the life of the log.
+    pub origin: String,
+    /// Largest number of entries written and flushed together.
+    pub max_batch: usize,
+}
+
+impl AuditConfig {
+    /// A configuration with the given origin and default batching.
+    pub fn new(origin: impl Into<String>) -> AuditConfig {
+        AuditConfig {
+            origin: origin.into(),
+            max_batch: DEFAULT_MAX_BATCH,
+        }
+    }
+}
+
+/// A signed checkpoint as stored: the note and the vkey of the key that signed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredCheckpoint {
+    /// The signed note text.
+    pub note: String,
+    /// The signing key in vkey form.
+    pub vkey: String,
+}
+
+impl StoredCheckpoint {
+    /// The tree head the note commits to (the signature is checked by
+    /// [`StoredCheckpoint::verify`]).
+    pub fn checkpoint(&self) -> Result<Checkpoint> {
+        Checkpoint::parse_body(&Note::parse(&self.note)?.text)
+    }
+
+    /// Checks the note's signature against its recorded vkey and returns the tree head.
+    pub fn verify(&self) -> Result<Checkpoint> {
+        let vkey = Vkey::parse(&self.vkey)?;
+        let v = super::checkpoint::verify_checkpoint(&self.note, &vkey, &[], 0)?;
+        Ok(v.checkpoint)
+    }
+}
+
+struct Trees {
+    entries: sled::Tree,
+    nodes: sled::Tree,
+    leaves: sled::Tree,
+    meta: sled::Tree,
+    checkpoints: sled::Tree,
+}
+
+struct LogInner {
+    store: Store,
+    t: Trees,
+    origin: String,
+    clock: Arc<dyn Clock>,
+    /// Durable size: entries below it are flushed and their nodes final.
+    size: AtomicU64,
+    /// The appender's frontier; held while a batch is written.
+    writer: Mutex<Frontier>,
+    /// Serialises checkpoint signing.
+    signing: Mutex<()>,
+}
+
+fn node_key(level: u8, index: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = level;
+    k[1..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn be_u64(bytes: &[u8]) -> Result<u64> {
+    let a: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| invalid("stored counter is not 8 bytes"))?;
+    Ok(u64::from_be_bytes(a))
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::new(ErrorCode::AuditLogInvalid, msg)
+}
+
+impl NodeSource for LogInner {
+    fn node(&self, level: u8, index: u64) -> Result<Hash> {
+        let v = self
+            .t
+            .nodes
+            .get(node_key(level, index))
+            .map_err(|e| store_error("read", e))?
+            .ok_or_else(|| invalid(format!("Merkle node ({level}, {index}) is missing")))?;
+        v.as_ref()
+            .try_into()
+            .map_err(|_| invalid(format!("Merkle node ({level}, {index}) is not 32 bytes")))
+    }
+}
+
+/// The append-only audit log. Implements [`EventSink`]: `record` returns the entry's index
+/// only after the entry is flushed to disk, sharing one flush among concurrent callers.
+pub struct AuditLog {
+    inner: Arc<LogInner>,
+    committer: GroupCommitter<(Actor, Event)>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("origin", &self.inner.origin)
+            .field("size", &self.size())
+            .finish_non_exhaustive()
+    }
+}
+
+struct CommitWriter(Arc<LogInner>);
+
+impl BatchWriter for CommitWriter {
+    type Item = (Actor, Event);
+    fn write_batch(&mut self, items: Vec<(Actor, Event)>) -> Result<u64> {
+        self.0.append_batch(items, true)
+    }
+}
+
+impl AuditLog {
+    /// Opens (creating on first use) the log in `store` and checks it: the origin matches,
+    /// the size counter matches the stored entries, the Merkle nodes of the head are there,
+    /// and the latest checkpoint verifies under its recorded key and matches the tree at its
+    /// size. A log that fails these checks is refused (`AUDIT_LOG_INVALID`): the appliance
+    /// must not append to a log it cannot vouch for. `audit export` reads such a store
+    /// without these checks so that `audit verify` can locate the damage.
+    pub fn open(store: &Store, config: AuditConfig, clock: Arc<dyn Clock>) -> Result<AuditLog> {
+        check_key_name(&config.origin)?;
+        let t = Trees {
+            entries: store.tree(trees::AUDIT_ENTRIES)?,
+            nodes: store.tree(trees::AUDIT_NODES)?,
+            leaves: store.tree(trees::AUDIT_LEAF_INDEX)?,
+            meta: store.tree(trees::AUDIT_META)?,
+            checkpoints: store.tree(trees::AUDIT_CHECKPOINTS)?,
+        };
+        // The origin is the log's identity: set once, then only compared.
+        let prev = t
+            .meta
+            .compare_and_swap(META_ORIGIN, None as Option<&[u8]>, Some(config.origin.as_bytes()))
+            .map_err(|e| store_error("write", e))?;
+        if let Err(cas) = prev {
+            let stored = cas.current.map(|v| String::from_utf8_lossy(&v).into_owned());
+            if stored.as_deref() != Some(config.origin.as_str()) {
+                return Err(Error::new(
+                    ErrorCode::ConfigInvalid,
+                    format!("audit log origin is {stored:?}, configuration says {:?}", config.origin),
+                ));
+            }
+        }
+        let size = match t.meta.get(META_SIZE).map_err(|e| store_error("read", e))? {
+            Some(v) => be_u64(&v)?,
+            None => 0,
+        };
+        let last = t.entries.last().map_err(|e| store_error("read", e))?;
+        let last_index = match &last {
+            Some((k, _)) => Some(be_u64(k)?),
+            None => None,
+        };
+        if last_index.map_or(0, |i| i + 1) != size {
+            return Err(invalid(format!(
+                "size counter is {size} but the last stored entry is {last_index:?}"
+            )));
+        }
+        let inner = LogInner {
+            store: store.clone(),
+            t,
+            origin: config.origin.clone(),
+            clock,
+            size: AtomicU64::new(size),
+            writer: Mutex::new(Frontier::new()),
+            signing: Mutex::new(()),
+        };
+        let frontier = Frontier::load(&inner, size)?;
+        if let Some(cp) = inner.latest_checkpoint()? {
+            let head = cp.verify().map_err(|e| {
+                invalid(format!("latest checkpoint does not verify: {}", e.message))
+            })?;
+            if head.size > size {
+                return Err(invalid(format!(
+                    "latest checkpoint covers {} entries but the log holds {size}",
+                    head.size
+                )));
+            }
+            if merkle::root_at(&inner, head.size)? != head.root {
+                return Err(invalid(format!(
+                    "tree at size {} does not match the latest checkpoint",
+                    head.size
+                )));
+            }
+        }
+        *inner.writer.lock().unwrap_or_else(|p| p.into_inner()) = frontier;
+        let inner = Arc::new(inner);
+        let committer = GroupCommitter::start(CommitWriter(inner.clone()), config.max_batch)?;
+        Ok(AuditLog { inner, committer })
+    }
+
+    /// Opens an existing log under the origin it was created with (for read-only tools).
+    /// `NOT_FOUND` if the store holds no audit log.
+    pub fn open_existing(store: &Store, clock: Arc<dyn Clock>) -> Result<AuditLog> {
+        let meta = store.tree(trees::AUDIT_META)?;
+        let origin = meta
+            .get(META_ORIGIN)
+            .map_err(|e| store_error("read", e))?
+            .ok_or_else(|| Error::new(ErrorCode::NotFound, "the store holds no audit log"))?;
+        let origin = String::from_utf8(origin.to_vec())
+            .map_err(|_| invalid("stored origin is not UTF-8"))?;
+        AuditLog::open(store, AuditConfig::new(origin), clock)
+    }
+
+    /// The log origin (and checkpoint key name).
+    pub fn origin(&self) -> &str {
+        &self.inner.origin
+    }
+
+    /// Number of durable entries.
+    pub fn size(&self) -> u64 {
+        self.inner.size()
+    }
+
+    /// The tree head at `size` (at most the current size).
+    pub fn root(&self, size: u64) -> Result<Hash> {
+        self.inner.check_size(size)?;
+        merkle::root_at(self.inner.as_ref(), size)
+    }
+
+    /// The canonical bytes of entries `[start, end)`; at most [`MAX_ENTRIES_PER_READ`].
+    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>> {
+        self.inner.check_size(end)?;
+        if start > end {
+            return Err(merkle::out_of_range(format!("start {start} is after end {end}")));
+        }
+        if end - start > MAX_ENTRIES_PER_READ {
+            return Err(merkle::out_of_range(format!(
+                "at most {MAX_ENTRIES_PER_READ} entries per read"
+            )));
+        }
+        let mut out = Vec::with_capacity((end - start) as usize);
+        for r in self.inner.t.entries.range(start.to_be_bytes()..end.to_be_bytes()) {
+            let (_, v) = r.map_err(|e| store_error("read", e))?;
+            out.push(v.to_vec());
+        }
+        if out.len() as u64 != end - start {
+            return Err(invalid("entries are missing from the store"));
+        }
+        Ok(out)
+    }
+
+    /// The inclusion proof of entry `index` in the tree of `size` entries.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>> {
+        self.inner.check_size(size)?;
+        merkle::inclusion_proof(self.inner.as_ref(), index, size)
+    }
+
+    /// The index of the entry whose leaf hash (`SHA-256(0x00 || entry)`) is `leaf`, and its
+    /// inclusion proof in the tree of `size` entries. `NOT_FOUND` if no durable entry has
+    /// that hash; `PROOF_OUT_OF_RANGE` if the entry is not inside `size`.
+    pub fn inclusion_proof_by_hash(&self, leaf: &Hash, size: u64) -> Result<(u64, Vec<Hash>)> {
+        self.inner.check_size(size)?;
+        let index = self
+            .inner
+            .index_of(leaf)?
+            .ok_or_else(|| Error::new(ErrorCode::NotFound, "no entry with that leaf hash"))?;
+        Ok((index, merkle::inclusion_proof(self.inner.as_ref(), index, size)?))
+    }
+
+    /// The index of the durable entry with leaf hash `leaf`, if any.
+    pub fn index_of(&self, leaf: &Hash) -> Result<Option<u64>> {
+        self.inner.index_of(leaf)
+    }
+
+    /// The consistency proof between sizes `m <= n <= size()`.
+    pub fn consistency_proof(&self, m: u64, n: u64) -> Result<Vec<Hash>> {
+        self.inner.check_size(n)?;
+        merkle::consistency_proof(self.inner.as_ref(), m, n)
+    }
+
+    /// The latest signed checkpoint, if one was signed.
+    pub fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
+        self.inner.latest_checkpoint()
+    }
+
+    /// Every signed checkpoint, oldest first.
+    pub fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>> {
+        self.inner.checkpoints()
+    }
+
+    /// Signs a checkpoint of the current durable tree with `signer` (whose key name must be
+    /// the origin), after proving the tree consistent with the last signed checkpoint, and
+    /// stores it durably. Returns the last checkpoint unchanged if the tree has not grown.
+    /// Refuses (`CHECKPOINT_INCONSISTENT`) rather than sign a tree that does not extend the
+    /// last signed one.
+    pub fn sign_checkpoint(&self, signer: &dyn NoteSigner) -> Result<StoredCheckpoint> {
+        self.inner.sign_checkpoint(signer)
+    }
+
+    /// Signs a checkpoint only if the log grew since the last one; for a timer.
+    pub fn maybe_checkpoint(&self, signer: &dyn NoteSigner) -> Result<Option<StoredCheckpoint>> {
+        self.inner.maybe_checkpoint(signer)
+    }
+
+    /// Starts a thread that calls [`AuditLog::maybe_checkpoint`] every `interval` until the
+    /// returned task is dropped or stopped.
+    pub fn spawn_checkpointer(
+        &self,
+        signer: Arc<dyn NoteSigner>,
+        interval: Duration,
+    ) -> Result<CheckpointTask> {
+        CheckpointTask::spawn(self.inner.clone(), signer, interval)
+    }
+
+    /// Appends many events with one transaction and one flush per `chunk` entries, bypassing
+    /// the committer. For building large logs in benchmarks and tests; returns the first
+    /// index. Durable on return.
+    pub fn bulk_append(&self, events: Vec<(Actor, Event)>, chunk: usize) -> Result<u64> {
+        let first = self.size();
+        let mut it = events.into_iter().peekable();
+        while it.peek().is_some() {
+            let batch: Vec<_> = it.by_ref().take(chunk.max(1)).collect();
+            self.inner.append_batch(batch, false)?;
+        }
+        self.inner.store.flush()?;
+        Ok(first)
+    }
+
+    /// Whether appends are refused after a failed write (reopen the log to recover).
+    pub fn failed(&self) -> Option<Error> {
+        self.committer.failed()
+    }
+}
+
+impl EventSink for AuditLog {
+    fn record(&self, actor: &Actor, event: Event) -> Result<u64> {
+        self.committer.submit((actor.clone(), event))
+    }
+}
+
+impl LogInner {
+    fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    fn check_size(&self, size: u64) -> Result<()> {
+        let have = self.size();
+        if size > have {
+            return Err(merkle::out_of_range(format!(
+                "tree size {size} is larger than the log ({have} entries)"
+            )));
+        }
+        Ok(())
+    }
+
+    fn index_of(&self, leaf: &Hash) -> Result<Option<u64>> {
+        match self.t.leaves.get(leaf).map_err(|e| store_error("read", e))? {
+            Some(v) => {
+                let i = be_u64(&v)?;
+                Ok((i < self.size()).then_some(i))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
+        match self.t.checkpoints.last().map_err(|e| store_error("read", e))? {
+            Some((_, v)) => Ok(Some(decode_checkpoint(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>> {
+        self.t
+            .checkpoints
+            .iter()
+            .map(|r| {
+                let (_, v) = r.map_err(|e| store_error("read", e))?;
+                decode_checkpoint(&v)
+            })
+            .collect()
+    }
+
+    /// Writes one batch in a single transaction; flushes if `durable`. Advances the
+    /// in-memory size only once the batch is written (and flushed, if asked).
+    fn append_batch(&self, items: Vec<(Actor, Event)>, durable: bool) -> Result<u64> {
+        let mut frontier = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let first = frontier.size();
+        let time = format_rfc3339(self.clock.now());
+        let mut next = frontier.clone();
+        let mut rows = Vec::with_capacity(items.len());
+        let mut nodes = Vec::with_capacity(items.len() * 2);
+        for (j, (actor, event)) in items.into_iter().enumerate() {
+            let index = first + j as u64;
+            let bytes = Entry {
+                index,
+                time: time.clone(),
+                actor,
+                event,
+            }
+            .to_bytes()?;
+            let leaf = merkle::leaf_hash(&bytes);
+            next.push(leaf, |l, i, h| nodes.push((node_key(l, i), h)));
+            rows.push((index.to_be_bytes(), bytes, leaf));
+        }
+        let new_size = next.size();
+        let t = &self.t;
+        let result = (&t.entries, &t.nodes, &t.leaves, &t.meta).transaction(|(te, tn, tl, tm)| {
+            let current = match tm.get(META_SIZE)? {
+                Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                    ConflictableTransactionError::Abort(invalid("size counter corrupt"))
+                })?),
+                None => 0,
+            };
+            if current != first {
+                return Err(ConflictableTransactionError::Abort(invalid(format!(
+                    "size counter is {current}, appender expected {first}"
+                ))));
+            }
+            for (key, bytes, leaf) in &rows {
+                if te.get(key)?.is_some() {
+                    return Err(ConflictableTransactionError::Abort(invalid(
+                        "refusing to overwrite an existing entry",
+                    )));
+                }
+                te.insert(key, bytes.as_slice())?;
+                tl.insert(leaf, key)?;
+            }
+            for (key, h) in &nodes {
+                tn.insert(key, h)?;
+            }
+            tm.insert(META_SIZE, &new_size.to_be_bytes())?;
+            Ok(())
+        });
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(e)) => return Err(store_error("append", e)),
+        }
+        if durable {
+            self.store.flush()?;
+        }
+        *frontier = next;
+        self.size.store(new_size, Ordering::Release);
+        Ok(first)
+    }
+
+    fn maybe_checkpoint(&self, signer: &dyn NoteSigner) -> Result<Option<StoredCheckpoint>> {
+        let last_size = match self.latest_checkpoint()? {
+            Some(cp) => Some(cp.checkpoint()?.size),
+            None => None,
+        };
+        if last_size == Some(self.size()) {
+            return Ok(None);
+        }
+        self.sign_checkpoint(signer).map(Some)
+    }
+
+    fn sign_checkpoint(&self, signer: &dyn NoteSigner) -> Result<StoredCheckpoint> {
+        let _guard = self.signing.lock().unwrap_or_else(|p| p.into_inner());
+        if signer.key_name() != self.origin {
+            return Err(Error::new(
+                ErrorCode::ConfigInvalid,
+                format!(
+                    "checkpoint key is named {:?}; it must be the log origin {:?}",
+                    signer.key_name(),
+                    self.origin
+                ),
+            ));
+        }
+        let m = self.size();
+        let root_m = merkle::root_at(self, m)?;
+        if let Some(last) = self.latest_checkpoint()? {
+            let prev = last.verify().map_err(|e| {
+                Error::new(
+                    ErrorCode::CheckpointInconsistent,
+                    format!("last checkpoint does not verify: {}", e.message),
+                )
+            })?;
+            let inconsistent = |why: String| Error::new(ErrorCode::CheckpointInconsistent, why);
+            if prev.size > m {
+                return Err(inconsistent(format!(
+                    "last checkpoint covers {} entries, the log only {m}",
+                    prev.size
+                )));
+            }
+            if prev.size == m {
+                if prev.root == root_m {
+                    return Ok(last);
+                }
+                return Err(inconsistent(format!("tree at size {m} differs from its checkpoint")));
+            }
+            let proof = merkle::consistency_proof(self, prev.size, m)?;
+            merkle::verify_consistency(prev.size, m, &prev.root, &root_m, &proof).map_err(|e| {
+                inconsistent(format!(
+                    "tree of size {m} is not consistent with the checkpoint of size {}: {}",
+                    prev.size, e.message
+                ))
+            })?;
+        }
+        let cp = Checkpoint {
+            origin: self.origin.clone(),
+            size: m,
+            root: root_m,
+        };
+        let note = cp.sign(signer)?;
+        let record = StoredCheckpoint {
+            note,
+            vkey: Vkey::ed25519(signer.key_name(), signer.public_key()).to_string(),
+        };
+        let bytes = canonical_bytes_of(&record)?;
+        let swapped = self
+            .t
+            .checkpoints
+            .compare_and_swap(m.to_be_bytes(), None as Option<&[u8]>, Some(bytes))
+            .map_err(|e| store_error("write", e))?;
+        if swapped.is_err() {
+            return Err(Error::new(
+                ErrorCode::CheckpointInconsistent,
+                format!("a checkpoint of size {m} is already stored"),
+            ));
+        }
+        self.store.flush()?;
+        Ok(record)
+    }
+}
+
+fn decode_checkpoint(v: &[u8]) -> Result<StoredCheckpoint> {
+    serde_json::from_slice(v).map_err(|e| invalid(format!("stored checkpoint is corrupt: {e}")))
+}
+
+/// A background thread that signs a checkpoint every interval while the log grows. Dropping
+/// it stops the thread.
+pub struct CheckpointTask {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    last_error: Arc<Mutex<Option<Error>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for CheckpointTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointTask").finish_non_exhaustive()
+    }
+}
+
+impl CheckpointTask {
+    fn spawn(
+        inner: Arc<LogInner>,
+        signer: Arc<dyn NoteSigner>,
+        interval: Duration,
+    ) -> Result<CheckpointTask> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let last_error = Arc::new(Mutex::new(None));
+        let (s, le) = (stop.clone(), last_error.clone());
+        let thread = std::thread::Builder::new()
+            .name("audit-checkpointer".into())
+            .spawn(move || {
+                loop {
+                    {
+                        let (m, cv) = &*s;
+                        let g = m.lock().unwrap_or_else(|p| p.into_inner());
+                        let (g, _) = cv
+                            .wait_timeout_while(g, interval, |stopped| !*stopped)
+                            .unwrap_or_else(|p| p.into_inner());
+                        if *g {
+                            return;
+                        }
+                    }
+                    let r = inner.maybe_checkpoint(signer.as_ref());
+                    *le.lock().unwrap_or_else(|p| p.into_inner()) = r.err();
+                }
+            })
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("cannot start checkpointer: {e}")))?;
+        Ok(CheckpointTask {
+            stop,
+            last_error,
+            thread: Some(thread),
+        })
+    }
+
+    /// The error of the most recent attempt, if it failed (cleared by the next success).
+    pub fn last_error(&self) -> Option<Error> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Stops the thread and waits for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let (m, cv) = &*self.stop;
+        *m.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for CheckpointTask {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,282 @@
+//! Offline verification of an export directory (see [`super::export`]): recomputes the
+//! Merkle tree from the entries, checks the checkpoint signature and root, checks each
+//! entry's own index and canonical form, checks consistency with a previously trusted
+//! checkpoint, and names the first entry index that does not verify. Needs no HSM, no store
+//! and no appliance.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use super::checkpoint::{Checkpoint, verify_checkpoint};
+use super::entry::check_entry_bytes;
+use super::export::{CHECKPOINT_FILE, ENTRIES_FILE, LEAF_HASHES_FILE, VKEY_FILE};
+use super::merkle::{self, Frontier, Hash};
+use super::note::Vkey;
+use crate::error::{Error, ErrorCode, Result};
+
+/// What to trust while verifying.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Log keys obtained out of band. When empty, the export's own `log.vkey` is used and
+    /// the report says so (it proves integrity against that key only).
+    pub trusted_vkeys: Vec<Vkey>,
+    /// A checkpoint saved earlier (note text); the log must extend it.
+    pub trusted_checkpoint: Option<String>,
+}
+
+/// A successful verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Entries in the export.
+    pub entries: u64,
+    /// Root over all entries.
+    pub root: Hash,
+    /// The verified checkpoint.
+    pub checkpoint: Checkpoint,
+    /// The trusted checkpoint the log was shown to extend, if one was given.
+    pub trusted: Option<Checkpoint>,
+    /// Whether the log key came from the export itself rather than from the caller.
+    pub vkey_from_export: bool,
+    /// The log key that signed the checkpoint.
+    pub vkey: Vkey,
+}
+
+impl VerifyReport {
+    /// Entries after the checkpoint (well-formed but not yet covered by a signature).
+    pub fn unsigned_tail(&self) -> u64 {
+        self.entries - self.checkpoint.size
+    }
+}
+
+/// A failed verification: the stable code, what failed, and the first entry index that does
+/// not verify when the failure can be tied to one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyFailure {
+    /// The error (code and message).
+    pub error: Error,
+    /// First entry index that does not verify, when known.
+    pub first_bad_index: Option<u64>,
+}
+
+impl std::fmt::Display for VerifyFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.first_bad_index {
+            Some(i) => write!(f, "entry {i}: {}", self.error),
+            None => write!(f, "{}", self.error),
+        }
+    }
+}
+
+fn fail(code: ErrorCode, msg: impl Into<String>, index: Option<u64>) -> VerifyFailure {
+    VerifyFailure {
+        error: Error::new(code, msg),
+        first_bad_index: index,
+    }
+}
+
+impl From<Error> for VerifyFailure {
+    fn from(error: Error) -> Self {
+        VerifyFailure {
+            error,
+            first_bad_index: None,
+        }
+    }
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::new(ErrorCode::Io, format!("read {}: {e}", path.display())))
+}
+
+/// Verifies a checkpoint note against the trusted log keys (any key whose name is its
+/// origin may have signed it).
+fn verify_with_any(note: &str, keys: &[Vkey]) -> Result<(Checkpoint, Vkey)> {
+    let mut last = Error::new(ErrorCode::CheckpointInvalid, "no trusted log key given");
+    for k in keys {
+        match verify_checkpoint(note, k, &[], 0) {
+            Ok(v) => return Ok((v.checkpoint, k.clone())),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Reads the recorded leaf hashes, if the file is there and well formed.
+fn read_leaf_hashes(path: &Path) -> Option<Vec<Hash>> {
+    let f = File::open(path).ok()?;
+    let mut out = Vec::new();
+    for line in BufReader::new(f).lines() {
+        let h: Hash = hex::decode(line.ok()?.trim()).ok()?.try_into().ok()?;
+        out.push(h);
+    }
+    Some(out)
+}
+
+fn root_of(leaves: &[Hash]) -> Hash {
+    let mut f = Frontier::new();
+    for l in leaves {
+        f.push(*l, |_, _, _| {});
+    }
+    f.root()
+}
+
+/// Verifies the export in `dir`. `progress` is called with the number of entry-file bytes
+/// processed so far (the total is the file's length), for a progress display.
+pub fn verify_export(
+    dir: &Path,
+    options: &VerifyOptions,
+    progress: &mut dyn FnMut(u64),
+) -> std::result::Result<VerifyReport, VerifyFailure> {
+    // 1. Keys and checkpoints: signatures first, so nothing below relies on forged roots.
+    let (keys, vkey_from_export) = if options.trusted_vkeys.is_empty() {
+        let vk = Vkey::parse(&read_text(&dir.join(VKEY_FILE))?)?;
+        (vec![vk], true)
+    } else {
+        (options.trusted_vkeys.clone(), false)
+    };
+    let note = read_text(&dir.join(CHECKPOINT_FILE))?;
+    let (cp, vkey) = verify_with_any(&note, &keys).map_err(|e| {
+        fail(
+            ErrorCode::CheckpointInvalid,
+            format!("checkpoint does not verify under the trusted log key: {}", e.message),
+            None,
+        )
+    })?;
+    let trusted = match &options.trusted_checkpoint {
+        Some(t) => {
+            let (tc, _) = verify_with_any(t, &keys).map_err(|e| {
+                fail(
+                    ErrorCode::CheckpointInvalid,
+                    format!("trusted checkpoint does not verify: {}", e.message),
+                    None,
+                )
+            })?;
+            if tc.origin != cp.origin {
+                return Err(fail(
+                    ErrorCode::CheckpointInconsistent,
+                    format!("trusted checkpoint is for log {:?}, not {:?}", tc.origin, cp.origin),
+                    None,
+                ));
+            }
+            Some(tc)
+        }
+        None => None,
+    };
+
+    // 2. The recorded leaf hashes are usable only if they reproduce the signed root.
+    let recorded = read_leaf_hashes(&dir.join(LEAF_HASHES_FILE))
+        .filter(|l| l.len() as u64 >= cp.size && root_of(&l[..cp.size as usize]) == cp.root);
+
+    // 3. Stream the entries: per-entry checks, leaf hashes, roots at the sizes of interest.
+    let path: PathBuf = dir.join(ENTRIES_FILE);
+    let file = File::open(&path)
+        .map_err(|e| Error::new(ErrorCode::Io, format!("read {}: {e}", path.display())))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut frontier = Frontier::new();
+    let mut root_at_cp = (cp.size == 0).then(merkle::empty_root);
+    let trusted_size = trusted.as_ref().map(|t| t.size);
+    let mut root_at_trusted = (trusted_size == Some(0)).then(merkle::empty_root);
+    let mut line = Vec::with_capacity(1024);
+    let mut consumed = 0u64;
+    let mut index = 0u64;
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Error::new(ErrorCode::Io, format!("read entries: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        consumed += n as u64;
+        if line.last() != Some(&b'\n') {
+            return Err(fail(ErrorCode::AuditLogInvalid, "last line is cut short", Some(index)));
+        }
+        let bytes = &line[..line.len() - 1];
+        check_entry_bytes(bytes, index).map_err(|e| VerifyFailure {
+            error: e,
+            first_bad_index: Some(index),
+        })?;
+        let leaf = merkle::leaf_hash(bytes);
+        if let Some(rec) = &recorded
+            && index < cp.size
+            && rec[index as usize] != leaf
+        {
+            return Err(fail(
+                ErrorCode::AuditLogInvalid,
+                "entry does not match the leaf hash committed to by the signed checkpoint \
+                 (entry changed)",
+                Some(index),
+            ));
+        }
+        frontier.push(leaf, |_, _, _| {});
+        index += 1;
+        if index == cp.size {
+            root_at_cp = Some(frontier.root());
+        }
+        if Some(index) == trusted_size {
+            root_at_trusted = Some(frontier.root());
+        }
+        if index % 4096 == 0 {
+            progress(consumed);
+        }
+    }
+    progress(consumed);
+    let count = index;
+
+    // 4. The signed checkpoint against the recomputed tree.
+    let Some(root_cp) = root_at_cp else {
+        return Err(fail(
+            ErrorCode::AuditLogInvalid,
+            format!(
+                "checkpoint covers {} entries but the log has only {count}: entries missing",
+                cp.size
+            ),
+            Some(count),
+        ));
+    };
+    if root_cp != cp.root {
+        return Err(fail(
+            ErrorCode::AuditLogInvalid,
+            format!(
+                "entries 0..{} do not reproduce the checkpoint root; the recorded leaf hashes \
+                 are missing or altered too, so the changed entry cannot be named",
+                cp.size
+            ),
+            None,
+        ));
+    }
+
+    // 5. The trusted checkpoint: the log must still contain the tree it saw.
+    if let Some(t) = &trusted {
+        let Some(root_t) = root_at_trusted else {
+            return Err(fail(
+                ErrorCode::CheckpointInconsistent,
+                format!(
+                    "log truncated: the trusted checkpoint covers {} entries, the log has {count}",
+                    t.size
+                ),
+                Some(count),
+            ));
+        };
+        if root_t != t.root {
+            return Err(fail(
+                ErrorCode::CheckpointInconsistent,
+                format!(
+                    "the log's first {} entries are not those the trusted checkpoint committed \
+                     to (history rewritten or forked)",
+                    t.size
+                ),
+                None,
+            ));
+        }
+    }
+    Ok(VerifyReport {
+        entries: count,
+        root: frontier.root(),
+        checkpoint: cp,
+        trusted,
+        vkey_from_export,
+        vkey,
+    })
+}

@@ -1,0 +1,285 @@
+//! `mpcp-pa audit ...`: read the audit log in the store at `--data-dir` (checkpoint, entries,
+//! proofs), export it, and verify an export offline. None of these needs the HSM: signing
+//! checkpoints is the running appliance's job; these commands use what is stored.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use crate::audit::export::{self, ENTRIES_FILE};
+use crate::audit::merkle::Hash;
+use crate::audit::verify::{VerifyOptions, verify_export};
+use crate::audit::{AuditLog, Vkey};
+use crate::clock::SystemClock;
+use crate::error::{Error, ErrorCode, Result};
+use crate::store::{Store, store_path};
+
+/// Arguments of `mpcp-pa audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    command: AuditCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Print the latest signed checkpoint (C2SP signed note).
+    Checkpoint {
+        /// Print the log's verifier key (vkey) instead.
+        #[arg(long)]
+        vkey: bool,
+    },
+    /// Print entries [start, end) as JSON lines.
+    Entries {
+        /// First index.
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+        /// One past the last index (default: the log size).
+        #[arg(long)]
+        end: Option<u64>,
+    },
+    /// Print an inclusion or consistency proof as JSON (hashes in standard base64).
+    #[command(subcommand)]
+    Proof(ProofCommand),
+    /// Export entries, recorded leaf hashes, the latest checkpoint and its vkey to a
+    /// directory for offline verification.
+    Export {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify an export directory offline (no HSM, no store needed).
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ProofCommand {
+    /// Inclusion of one entry (by index or by leaf hash) in the tree of a given size.
+    Inclusion {
+        /// Entry index.
+        #[arg(long, conflicts_with = "leaf_hash", required_unless_present = "leaf_hash")]
+        index: Option<u64>,
+        /// Leaf hash SHA-256(0x00 || entry) in hex.
+        #[arg(long)]
+        leaf_hash: Option<String>,
+        /// Tree size (default: the log size).
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Consistency between two tree sizes.
+    Consistency {
+        /// Earlier size.
+        #[arg(long)]
+        from: u64,
+        /// Later size (default: the log size).
+        #[arg(long)]
+        to: Option<u64>,
+    },
+}
+
+/// Arguments of `mpcp-pa audit verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Export directory written by `audit export`.
+    pub dir: PathBuf,
+    /// A checkpoint saved earlier; the log must still contain what it committed to.
+    #[arg(long)]
+    pub trusted_checkpoint: Option<PathBuf>,
+    /// The log's published vkey (repeatable, for rotated keys). Without it the export's own
+    /// log.vkey is used, which proves integrity only against that key.
+    #[arg(long = "vkey")]
+    pub vkeys: Vec<String>,
+}
+
+/// Runs an audit subcommand against the store in `data_dir`.
+pub fn run(data_dir: &Path, a: AuditArgs) -> Result<ExitCode> {
+    match a.command {
+        AuditCommand::Verify(v) => verify(v),
+        AuditCommand::Export { out } => {
+            let store = open_store(data_dir)?;
+            let s = export::export(&store, &out)?;
+            println!(
+                "exported {} entries, {} leaf hashes{} to {}",
+                s.entries,
+                s.leaf_hashes,
+                if s.checkpoint {
+                    ", the latest checkpoint and its vkey"
+                } else {
+                    " (no checkpoint signed yet)"
+                },
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Checkpoint { vkey } => {
+            let log = open_log(data_dir)?;
+            let cp = log
+                .latest_checkpoint()?
+                .ok_or_else(|| Error::new(ErrorCode::NotFound, "no checkpoint signed yet"))?;
+            if vkey {
+                println!("{}", cp.vkey);
+            } else {
+                print!("{}", cp.note);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Entries { start, end } => {
+            let log = open_log(data_dir)?;
+            let end = end.unwrap_or(log.size());
+            let mut at = start;
+            while at < end {
+                let chunk_end = end.min(at + crate::audit::log::MAX_ENTRIES_PER_READ);
+                for e in log.entries(at, chunk_end)? {
+                    println!("{}", String::from_utf8_lossy(&e));
+                }
+                at = chunk_end;
+            }
+            if start > end {
+                log.entries(start, end)?; // reports the range error
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Proof(ProofCommand::Inclusion {
+            index,
+            leaf_hash,
+            size,
+        }) => {
+            let log = open_log(data_dir)?;
+            let size = size.unwrap_or(log.size());
+            let (index, proof) = match (index, leaf_hash) {
+                (Some(i), _) => (i, log.inclusion_proof(i, size)?),
+                (None, Some(h)) => log.inclusion_proof_by_hash(&parse_hash(&h)?, size)?,
+                (None, None) => {
+                    return Err(Error::new(ErrorCode::SchemaInvalid, "give --index or --leaf-hash"));
+                }
+            };
+            let out = json!({
+                "index": index,
+                "treeSize": size,
+                "rootHash": b64(&log.root(size)?),
+                "proof": proof.iter().map(b64).collect::<Vec<_>>(),
+            });
+            println!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Proof(ProofCommand::Consistency { from, to }) => {
+            let log = open_log(data_dir)?;
+            let to = to.unwrap_or(log.size());
+            let proof = log.consistency_proof(from, to)?;
+            let out = json!({
+                "fromSize": from,
+                "toSize": to,
+                "fromRoot": b64(&log.root(from)?),
+                "toRoot": b64(&log.root(to)?),
+                "proof": proof.iter().map(b64).collect::<Vec<_>>(),
+            });
+            println!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn b64(h: &Hash) -> String {
+    STANDARD.encode(h)
+}
+
+fn parse_hash(s: &str) -> Result<Hash> {
+    hex::decode(s.trim())
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| Error::new(ErrorCode::SchemaInvalid, "leaf hash must be 64 hex digits"))
+}
+
+fn open_store(data_dir: &Path) -> Result<Store> {
+    let path = store_path(data_dir);
+    if !path.is_dir() {
+        return Err(Error::new(
+            ErrorCode::NotFound,
+            format!("no store at {}", path.display()),
+        ));
+    }
+    Store::open(&path).map_err(|e| {
+        Error::new(
+            e.code,
+            format!("{} (is the appliance running? it holds the store lock)", e.message),
+        )
+    })
+}
+
+fn open_log(data_dir: &Path) -> Result<AuditLog> {
+    AuditLog::open_existing(&open_store(data_dir)?, Arc::new(SystemClock))
+}
+
+fn verify(a: VerifyArgs) -> Result<ExitCode> {
+    let mut options = VerifyOptions::default();
+    for k in &a.vkeys {
+        options.trusted_vkeys.push(Vkey::parse(k)?);
+    }
+    if let Some(p) = &a.trusted_checkpoint {
+        options.trusted_checkpoint = Some(std::fs::read_to_string(p).map_err(|e| {
+            Error::new(ErrorCode::Io, format!("cannot read {}: {e}", p.display()))
+        })?);
+    }
+    let total = std::fs::metadata(a.dir.join(ENTRIES_FILE))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    // Hidden at first; shown only once verification has taken more than a second.
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
+    if let Ok(style) =
+        ProgressStyle::with_template("verifying {bar:40} {bytes}/{total_bytes} ({eta})")
+    {
+        bar.set_style(style);
+    }
+    let started = Instant::now();
+    let mut shown = false;
+    let result = verify_export(&a.dir, &options, &mut |done| {
+        if !shown && started.elapsed() > Duration::from_secs(1) {
+            bar.set_draw_target(ProgressDrawTarget::stderr());
+            shown = true;
+        }
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    match result {
+        Ok(r) => {
+            println!(
+                "OK: {} entries; checkpoint {} size {} root {} verified under {}",
+                r.entries,
+                r.checkpoint.origin,
+                r.checkpoint.size,
+                b64(&r.checkpoint.root),
+                r.vkey
+            );
+            if let Some(t) = &r.trusted {
+                println!("OK: the log extends the trusted checkpoint of size {}", t.size);
+            }
+            if r.unsigned_tail() > 0 {
+                println!(
+                    "note: {} entries after the checkpoint are well formed but not yet signed",
+                    r.unsigned_tail()
+                );
+            }
+            if r.vkey_from_export {
+                println!(
+                    "note: the key came from the export itself; pass --vkey with the published \
+                     key to rule out a substituted key"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(f) => {
+            match f.first_bad_index {
+                Some(i) => println!("FAIL: first bad entry index {i}: {}", f.error),
+                None => println!("FAIL: {}", f.error),
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The PKCS#11 HSM backend: key generation, lookup, destruction and signing inside tokens.
+//!
+//! - [`config`]: `pkcs11.toml` (module, pool size, timeout, role -> token binding).
+//! - [`pin`]: PIN sources and the zeroised, redacted [`pin::Pin`].
+//! - `module` / `pool` / `worker`: one shared `Pkcs11` context, a bounded session pool per
+//!   token with health checks, recovery and per-call timeouts.
+//! - [`key_management`], [`asym_sign`]: key pairs and the MPCP signing convention.
+//! - [`mechanisms`]: the startup probe.
+//! - [`dev`]: `hsm init-dev`, SoftHSM2 tokens for development and tests.
+//!
+//! [`HsmBackend`] implements [`KeyBackend`]; it is `Send + Sync` and cheap to clone. All
+//! calls block (an HSM round trip); async code runs them with `spawn_blocking`.
+//!
+//! One process uses one PKCS#11 configuration: library state is process-wide, and SoftHSM2
+//! reads its configuration file once per process (see [`bind_softhsm2_conf`]).
+
+pub mod asym_sign;
+pub mod config;
+pub mod dev;
+pub mod key_management;
+pub mod mechanisms;
+mod module;
+pub mod pin;
+mod pool;
+mod utils;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::crypto::Alg;
+use crate::error::{Error, ErrorCode, Result};
+use crate::keys::{GeneratedKey, KeyBackend, KeyRole};
+use crate::signer::DigestSigner;
+
+pub use asym_sign::HsmSigner;
+pub use config::HsmConfig;
+pub use mechanisms::TokenReport;
+pub use module::bind_softhsm2_conf;
+pub use pin::{Pin, PinSource};
+
+use asym_sign::KeyRef;
+use module::Module;
+use pool::{PoolSettings, TokenPool};
+
+/// Longest object label accepted from callers (before the role prefix).
+pub const MAX_KEY_LABEL: usize = 64;
+/// Longest CKA_ID accepted when loading or destroying a key.
+pub const MAX_OBJECT_ID: usize = 64;
+
+struct RoleBinding {
+    pool: Arc<TokenPool>,
+    label_prefix: String,
+    algorithms: Vec<Alg>,
+}
+
+struct Inner {
+    module: Arc<Module>,
+    roles: BTreeMap<KeyRole, RoleBinding>,
+    report: Vec<TokenReport>,
+}
+
+/// The HSM: one module, one session pool per token, each role bound to its token.
+#[derive(Clone)]
+pub struct HsmBackend {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for HsmBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HsmBackend")
+            .field("module", &self.inner.module.path())
+            .field(
+                "tokens",
+                &self
+                    .inner
+                    .report
+                    .iter()
+                    .map(|t| &t.label)
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl HsmBackend {
+    /// Loads the module, reads every token's PIN, logs in to every token and probes that it
+    /// offers what its roles need (mechanisms and a self-test signature per algorithm).
+    ///
+    /// Errors: `HSM_UNAVAILABLE` (module missing or unusable, naming the path),
+    /// `HSM_TOKEN_NOT_FOUND`, `HSM_PIN_INVALID`, `HSM_MECHANISM_UNSUPPORTED`,
+    /// `CONFIG_INVALID` (PIN source missing, SoftHSM2 configuration conflict).
+    pub fn open(config: &HsmConfig) -> Result<HsmBackend> {
+        if let Some(conf) = &config.softhsm2_conf {
+            bind_softhsm2_conf(conf)?;
+        }
+        let module = Module::load(&config.module)?;
+        let settings = PoolSettings {
+            size: config.pool_size,
+            timeout: config.call_timeout,
+            backoff_initial: config.backoff_initial,
+            backoff_max: config.backoff_max,
+        };
+        // Every PIN is read before the first login, so a missing source fails cleanly.
+        let mut pools = BTreeMap::new();
+        for (label, token) in &config.tokens {
+            let pin = Pin::load(&token.pin, label)?;
+            pools.insert(
+                label.clone(),
+                TokenPool::new(label, Arc::clone(&module), pin, settings),
+            );
+        }
+        let mut roles = BTreeMap::new();
+        for (role, rc) in &config.roles {
+            let pool = pools.get(&rc.token).ok_or_else(|| {
+                Error::new(
+                    ErrorCode::ConfigInvalid,
+                    format!("role {role}: token {:?} is not configured", rc.token),
+                )
+            })?;
+            roles.insert(
+                *role,
+                RoleBinding {
+                    pool: Arc::clone(pool),
+                    label_prefix: rc.label_prefix.clone(),
+                    algorithms: rc.algorithms.clone(),
+                },
+            );
+        }
+        for role in KeyRole::ALL {
+            if !roles.contains_key(&role) {
+                return Err(Error::new(
+                    ErrorCode::ConfigInvalid,
+                    format!("role {role} is not configured"),
+                ));
+            }
+        }
+        let mut report = Vec::new();
+        for (label, pool) in &pools {
+            let on_token: Vec<KeyRole> = roles
+                .iter()
+                .filter(|(_, b)| Arc::ptr_eq(&b.pool, pool))
+                .map(|(r, _)| *r)
+                .collect();
+            let mut algs: Vec<Alg> = Vec::new();
+            for r in &on_token {
+                for a in &roles[r].algorithms {
+                    if !algs.contains(a) {
+                        algs.push(*a);
+                    }
+                }
+            }
+            let label = label.clone();
+            let probe_algs = algs.clone();
+            let info = pool
+                .run("startup probe", move |ctx| {
+                    mechanisms::check_mechanisms(ctx, &probe_algs)?;
+                    for alg in &probe_algs {
+                        mechanisms::self_test(ctx, *alg)?;
+                    }
+                    let t = ctx.module.ctx().get_token_info(ctx.slot).map_err(|e| {
+                        utils::Failure::pkcs11(
+                            &e,
+                            &format!("token {:?}: C_GetTokenInfo", ctx.label),
+                        )
+                    })?;
+                    Ok((
+                        t.manufacturer_id().to_string(),
+                        t.model().to_string(),
+                        t.serial_number().to_string(),
+                    ))
+                })
+                .map_err(|f| f.error)?;
+            report.push(TokenReport {
+                label,
+                roles: on_token,
+                algorithms: algs,
+                manufacturer: info.0,
+                model: info.1,
+                serial: info.2,
+            });
+        }
+        Ok(HsmBackend {
+            inner: Arc::new(Inner {
+                module,
+                roles,
+                report,
+            }),
+        })
+    }
+
+    /// What the startup probe found, one entry per token.
+    pub fn report(&self) -> &[TokenReport] {
+        &self.inner.report
+    }
+
+    /// The label of the token holding `role`'s keys.
+    pub fn token_of(&self, role: KeyRole) -> Result<&str> {
+        Ok(self.binding(role)?.pool.label())
+    }
+
+    fn binding(&self, role: KeyRole) -> Result<&RoleBinding> {
+        self.inner.roles.get(&role).ok_or_else(|| {
+            Error::new(
+                ErrorCode::ConfigInvalid,
+                format!("role {role} is not configured"),
+            )
+        })
+    }
+
+    fn enabled(&self, role: KeyRole, alg: Alg) -> Result<&RoleBinding> {
+        let b = self.binding(role)?;
+        if !b.algorithms.contains(&alg) {
+            return Err(Error::new(
+                ErrorCode::AlgorithmUnsupported,
+                format!("{alg} is not enabled for role {role} in the HSM configuration"),
+            ));
+        }
+        Ok(b)
+    }
+}
+
+fn check_object_id(object_id: &[u8]) -> Result<()> {
+    if object_id.is_empty() || object_id.len() > MAX_OBJECT_ID {
+        return Err(Error::new(
+            ErrorCode::KeyNotFound,
+            format!("object id must be 1..={MAX_OBJECT_ID} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+impl KeyBackend for HsmBackend {
+    /// Generates the key pair on `role`'s token. CKA_LABEL is the role's label prefix
+    /// followed by `label` (printable ASCII, at most [`MAX_KEY_LABEL`]; when empty, the hex
+    /// of the random CKA_ID is used instead).
+    fn generate(&self, role: KeyRole, alg: Alg, label: &str) -> Result<GeneratedKey> {
+        let b = self.enabled(role, alg)?;
+        if label.len() > MAX_KEY_LABEL || !label.bytes().all(|c| c.is_ascii_graphic()) {
+            return Err(Error::field(
+                ErrorCode::SchemaInvalid,
+                "label",
+                format!("key label must be at most {MAX_KEY_LABEL} printable ASCII characters"),
+            ));
+        }
+        let prefix = b.label_prefix.clone();
+        let name = label.to_string();
+        b.pool
+            .run("C_GenerateKeyPair", move |ctx| {
+                key_management::generate(ctx, alg, &prefix, &name, true).map(|(k, _)| k)
+            })
+            .map_err(|f| f.error)
+    }
+
+    /// Loads the key pair with CKA_ID `object_id` from `role`'s token, checking that the
+    /// private key is a safe `alg` key, and returns a signer for it.
+    fn signer(
+        &self,
+        role: KeyRole,
+        alg: Alg,
+        object_id: &[u8],
+        kid: &str,
+    ) -> Result<Arc<dyn DigestSigner>> {
+        let b = self.enabled(role, alg)?;
+        check_object_id(object_id)?;
+        let id = object_id.to_vec();
+        let (handle, public) = b
+            .pool
+            .run("load key", move |ctx| {
+                key_management::load(ctx, alg, &id).map(|(h, p)| ((ctx.epoch, h), p))
+            })
+            .map_err(|f| f.error)?;
+        let key = KeyRef::new(Arc::clone(&b.pool), object_id.to_vec(), Some(handle));
+        Ok(Arc::new(HsmSigner::new(kid, alg, public, key)))
+    }
+
+    /// Destroys both objects of the key pair (serialised with key generation).
+    fn destroy(&self, role: KeyRole, object_id: &[u8]) -> Result<()> {
+        let b = self.binding(role)?;
+        check_object_id(object_id)?;
+        let id = object_id.to_vec();
+        b.pool
+            .run("C_DestroyObject", move |ctx| {
+                key_management::destroy(ctx, &id).map(|_| ())
+            })
+            .map_err(|f| f.error)
+    }
+}

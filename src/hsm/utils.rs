@@ -1,0 +1,229 @@
+//! The one place where PKCS#11 failures become appliance errors.
+//!
+//! [`to_error`] maps every `cryptoki` error to a [`crate::Error`] with a stable code;
+//! [`fault_of`] says which recovery the session pool owes after it. Messages name the token
+//! and the PKCS#11 function, never a PIN or key material (cryptoki errors carry neither).
+
+use std::sync::{Mutex, MutexGuard};
+
+use cryptoki::error::{Error as CkError, RvError};
+
+use crate::error::{Error, ErrorCode};
+
+/// What a failure says about the state the pool keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// A cached object handle went stale: look the key up again by CKA_ID.
+    StaleObject,
+    /// The token's sessions or login are gone (or the token itself is): re-open sessions,
+    /// re-resolve the slot and log in again. `session_gone` says the failing session's handle
+    /// is already dead, so it must not be closed (its number may belong to another session).
+    Token {
+        /// The failing session no longer exists.
+        session_gone: bool,
+    },
+    /// The library lost its initialisation: re-initialise it, then recover every token.
+    Library,
+}
+
+/// A failed HSM operation: the error the caller sees and the recovery it calls for.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    /// The appliance error returned to the caller.
+    pub error: Error,
+    /// The recovery the pool owes, if any.
+    pub fault: Option<Fault>,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure { error, fault: None }
+    }
+}
+
+impl Failure {
+    /// A failure of a PKCS#11 call, classified.
+    pub(crate) fn pkcs11(err: &CkError, context: &str) -> Failure {
+        Failure {
+            error: to_error(err, context),
+            fault: fault_of(err),
+        }
+    }
+}
+
+/// Converts a cryptoki result into one carrying a classified [`Failure`].
+pub(crate) trait CkResultExt<T> {
+    /// Attaches `context` (token and operation) to a PKCS#11 failure.
+    fn ctx(self, context: &str) -> Result<T, Failure>;
+    /// Same, with the context `token "<token>": <what>` built only on failure (hot paths).
+    fn on(self, token: &str, what: &str) -> Result<T, Failure>;
+}
+
+impl<T> CkResultExt<T> for Result<T, CkError> {
+    fn ctx(self, context: &str) -> Result<T, Failure> {
+        self.map_err(|e| Failure::pkcs11(&e, context))
+    }
+
+    fn on(self, token: &str, what: &str) -> Result<T, Failure> {
+        self.map_err(|e| Failure::pkcs11(&e, &format!("token {token:?}: {what}")))
+    }
+}
+
+/// Maps a cryptoki error to the appliance error. `context` says what was being done
+/// (e.g. `token "mpcp-root": C_Sign`), and for a module that fails to load it carries the
+/// module path.
+pub(crate) fn to_error(err: &CkError, context: &str) -> Error {
+    use ErrorCode::*;
+    let (code, what): (ErrorCode, String) = match err {
+        CkError::LibraryLoading(e) => (HsmUnavailable, format!("cannot load PKCS#11 module ({e})")),
+        CkError::MissingSymbol(s) => (
+            HsmUnavailable,
+            format!("not a PKCS#11 module (missing symbol {s})"),
+        ),
+        CkError::NullFunctionPointer => (
+            HsmMechanismUnsupported,
+            "the module does not implement this PKCS#11 function".into(),
+        ),
+        CkError::NotSupported => (
+            HsmMechanismUnsupported,
+            "operation not supported by the PKCS#11 wrapper".into(),
+        ),
+        CkError::PinNotSet => (HsmPinInvalid, "no PIN given for login".into()),
+        CkError::Pkcs11(rv, function) => {
+            let code = match rv {
+                RvError::PinIncorrect
+                | RvError::PinInvalid
+                | RvError::PinLenRange
+                | RvError::PinExpired
+                | RvError::PinLocked
+                | RvError::UserPinNotInitialized => HsmPinInvalid,
+                RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::SessionCount
+                | RvError::UserNotLoggedIn
+                | RvError::ObjectHandleInvalid
+                | RvError::KeyHandleInvalid
+                | RvError::DeviceRemoved
+                | RvError::DeviceError
+                | RvError::DeviceMemory
+                | RvError::TokenNotPresent
+                | RvError::TokenNotRecognized
+                | RvError::SlotIdInvalid
+                | RvError::CryptokiNotInitialized
+                | RvError::LibraryLoadFailed
+                | RvError::FipsSelfTestFailed => HsmUnavailable,
+                RvError::MechanismInvalid
+                | RvError::MechanismParamInvalid
+                | RvError::CurveNotSupported
+                | RvError::DomainParamsInvalid
+                | RvError::FunctionNotSupported
+                | RvError::KeySizeRange => HsmMechanismUnsupported,
+                RvError::KeyFunctionNotPermitted | RvError::KeyTypeInconsistent => KeyAlgMismatch,
+                _ => HsmError,
+            };
+            (code, format!("{function} failed with {rv:?}"))
+        }
+        other => (HsmError, format!("PKCS#11 wrapper error: {other}")),
+    };
+    Error::new(code, format!("{context}: {what}"))
+}
+
+/// The recovery a failure calls for, if any.
+pub(crate) fn fault_of(err: &CkError) -> Option<Fault> {
+    match err {
+        CkError::Pkcs11(rv, _) => match rv {
+            RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid => Some(Fault::StaleObject),
+            RvError::SessionHandleInvalid
+            | RvError::SessionClosed
+            | RvError::DeviceRemoved
+            | RvError::TokenNotPresent
+            | RvError::TokenNotRecognized
+            | RvError::SlotIdInvalid => Some(Fault::Token { session_gone: true }),
+            RvError::UserNotLoggedIn | RvError::DeviceError => Some(Fault::Token {
+                session_gone: false,
+            }),
+            RvError::CryptokiNotInitialized => Some(Fault::Library),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Locks a mutex, taking over the data of a holder that panicked: the pool's bookkeeping
+/// stays consistent under panics (every critical section is a few assignments), and a
+/// request path must not panic because another one did.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptoki::context::Function;
+
+    fn rv(rv: RvError) -> CkError {
+        CkError::Pkcs11(rv, Function::Sign)
+    }
+
+    #[test]
+    fn codes_and_faults() {
+        let cases = [
+            (RvError::PinIncorrect, ErrorCode::HsmPinInvalid, None),
+            (
+                RvError::SessionHandleInvalid,
+                ErrorCode::HsmUnavailable,
+                Some(Fault::Token { session_gone: true }),
+            ),
+            (
+                RvError::UserNotLoggedIn,
+                ErrorCode::HsmUnavailable,
+                Some(Fault::Token {
+                    session_gone: false,
+                }),
+            ),
+            (
+                RvError::DeviceRemoved,
+                ErrorCode::HsmUnavailable,
+                Some(Fault::Token { session_gone: true }),
+            ),
+            (
+                RvError::TokenNotPresent,
+                ErrorCode::HsmUnavailable,
+                Some(Fault::Token { session_gone: true }),
+            ),
+            (
+                RvError::ObjectHandleInvalid,
+                ErrorCode::HsmUnavailable,
+                Some(Fault::StaleObject),
+            ),
+            (
+                RvError::CryptokiNotInitialized,
+                ErrorCode::HsmUnavailable,
+                Some(Fault::Library),
+            ),
+            (
+                RvError::MechanismInvalid,
+                ErrorCode::HsmMechanismUnsupported,
+                None,
+            ),
+            (
+                RvError::CurveNotSupported,
+                ErrorCode::HsmMechanismUnsupported,
+                None,
+            ),
+            (RvError::GeneralError, ErrorCode::HsmError, None),
+        ];
+        for (r, code, fault) in cases {
+            let e = rv(r);
+            assert_eq!(to_error(&e, "token \"t\"").code, code, "{r:?}");
+            assert_eq!(fault_of(&e), fault, "{r:?}");
+        }
+        let f = Failure::pkcs11(&rv(RvError::SessionClosed), "token \"t\": C_Sign");
+        assert_eq!(f.fault, Some(Fault::Token { session_gone: true }));
+        assert!(
+            f.error.message.starts_with("token \"t\": C_Sign: "),
+            "{}",
+            f.error.message
+        );
+    }
+}

@@ -1,0 +1,85 @@
+//! Shared helpers of the audit-log tests: a real sled store in a temp dir, a software
+//! checkpoint key (tests only: the appliance's key lives in the HSM), sample events.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mpcp_pa::audit::{AuditConfig, AuditLog, SoftwareNoteSigner, Vkey};
+use mpcp_pa::clock::{FixedClock, parse_rfc3339};
+use mpcp_pa::events::{Actor, Event};
+use mpcp_pa::store::Store;
+
+pub const ORIGIN: &str = "pa.test/audit";
+
+/// A fresh directory under the target dir, removed first if left over.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("audit-tests");
+    let d = base.join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn clock() -> Arc<FixedClock> {
+    Arc::new(FixedClock::new(parse_rfc3339("2026-03-01T12:00:00Z", "t").unwrap()))
+}
+
+pub fn open(store: &Store) -> AuditLog {
+    AuditLog::open(store, AuditConfig::new(ORIGIN), clock()).unwrap()
+}
+
+/// The log's checkpoint key for tests (an in-process Ed25519 key behind `NoteSigner`).
+pub fn log_signer() -> SoftwareNoteSigner {
+    SoftwareNoteSigner::from_seed(ORIGIN, &[0x11; 32]).unwrap()
+}
+
+pub fn log_vkey() -> Vkey {
+    use mpcp_pa::audit::NoteSigner;
+    Vkey::ed25519(ORIGIN, log_signer().public_key())
+}
+
+/// Another key under the same name (an impostor).
+pub fn other_signer() -> SoftwareNoteSigner {
+    SoftwareNoteSigner::from_seed(ORIGIN, &[0x22; 32]).unwrap()
+}
+
+pub fn actor(i: u64) -> Actor {
+    Actor {
+        name: format!("token-{}", i % 3),
+        role: "issuer".into(),
+    }
+}
+
+/// A varied event for index `i`.
+pub fn event(i: u64) -> Event {
+    match i % 4 {
+        0 => Event::GrantIssued {
+            grant_id: format!("grant-{i}"),
+            issuer_key_id: "pa-grant-1".into(),
+            policy_hash: format!("{:064x}", i),
+            request_digest: format!("{:064x}", i * 7 + 1),
+        },
+        1 => Event::PolicyStored {
+            policy_hash: format!("{:064x}", i * 3),
+        },
+        2 => Event::KeyGenerated {
+            kid: format!("k{i}"),
+            role: "grant-signing".into(),
+            alg: "EdDSA".into(),
+        },
+        _ => Event::GrantRevoked {
+            grant_id: format!("grant-{}", i - 1),
+            reason: "compromised \u{2014} \"quoted\"\nline".into(),
+        },
+    }
+}
+
+/// Appends `n` events through the durable `record` path.
+pub fn fill(log: &AuditLog, n: u64) {
+    use mpcp_pa::events::EventSink;
+    let start = log.size();
+    for i in start..start + n {
+        assert_eq!(log.record(&actor(i), event(i)).unwrap(), i);
+    }
+}

@@ -1,0 +1,88 @@
+//! Shared helpers of the HSM integration tests (`tests/hsm_*.rs`).
+//!
+//! PKCS#11 library state and `SOFTHSM2_CONF` are per process, so every test runs in its own
+//! child process with its own temporary token directory: [`isolated`] re-runs the current
+//! test binary filtered to exactly one test, and checks that the child really ran it.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::slot::Slot;
+use mpcp_pa::hsm::dev::{SOFTHSM2_MODULE, init_dev};
+use mpcp_pa::hsm::{HsmBackend, HsmConfig};
+
+const CHILD_VAR: &str = "MPCP_PA_HSM_TEST_CHILD";
+
+/// Runs `body` with a fresh temporary directory in a child process of its own. `name` must
+/// be the test function's name.
+pub fn isolated(name: &str, body: impl FnOnce(&Path)) {
+    if std::env::var(CHILD_VAR).as_deref() == Ok(name) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        body(dir.path());
+        return;
+    }
+    let exe = std::env::current_exe().expect("current test binary");
+    let out = Command::new(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_VAR, name)
+        .env_remove("SOFTHSM2_CONF")
+        .output()
+        .expect("spawn child test process");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child test {name} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+}
+
+/// Development tokens in `dir` and a backend on them.
+pub fn dev_backend(dir: &Path) -> (HsmBackend, HsmConfig) {
+    let init = init_dev(dir).expect("init-dev");
+    let backend = HsmBackend::open(&init.config).expect("open backend");
+    (backend, init.config)
+}
+
+/// Development tokens in `dir`, then `edit` applied to the text of `pkcs11.toml`; returns
+/// the config path.
+pub fn dev_config_edited(dir: &Path, edit: impl FnOnce(String) -> String) -> PathBuf {
+    let init = init_dev(dir).expect("init-dev");
+    let text = std::fs::read_to_string(&init.config_path).unwrap();
+    std::fs::write(&init.config_path, edit(text)).unwrap();
+    init.config_path
+}
+
+/// A second, independent handle on the (process-wide) SoftHSM2 library.
+pub fn other_handle() -> Pkcs11 {
+    let p = Pkcs11::new(SOFTHSM2_MODULE).expect("load module");
+    match p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(
+            cryptoki::error::RvError::CryptokiAlreadyInitialized,
+            _,
+        )) => {}
+        Err(e) => panic!("initialize: {e}"),
+    }
+    p
+}
+
+/// The slot of the token labelled `label`.
+pub fn slot_of(p: &Pkcs11, label: &str) -> Slot {
+    p.get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| p.get_token_info(*s).unwrap().label() == label)
+        .unwrap_or_else(|| panic!("no token {label}"))
+}
+
+/// The user PIN that init-dev wrote for `role`.
+pub fn user_pin(dir: &Path, role: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("secrets/{role}.user.pin")))
+        .unwrap()
+        .trim_end()
+        .to_string()
+}
