@@ -24,8 +24,7 @@ fn stored_policies(h: &Harness) -> usize {
 }
 
 fn policy_events(h: &Harness) -> usize {
-    h.sink
-        .events()
+    h.events()
         .iter()
         .filter(|(_, e)| matches!(e, Event::PolicyStored { .. }))
         .count()
@@ -212,7 +211,7 @@ async fn tokens_and_roles() {
         .revoke(
             "issuer-1",
             &mpcp_pa::events::Actor::cli(),
-            h.sink.as_ref(),
+            h.audit.as_ref(),
             &mpcp_pa::clock::SystemClock,
         )
         .unwrap();
@@ -222,7 +221,6 @@ async fn tokens_and_roles() {
         "UNAUTHORIZED",
     );
     let actions: Vec<_> = h
-        .sink
         .events()
         .into_iter()
         .filter_map(|(a, e)| match e {

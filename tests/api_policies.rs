@@ -53,7 +53,6 @@ async fn store_hash_and_read_back() {
         "SCHEMA_INVALID",
     );
     let stored: Vec<_> = h
-        .sink
         .events()
         .into_iter()
         .filter_map(|(a, e)| match e {

@@ -25,6 +25,7 @@ pub mod tokens;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::EventSink;
@@ -86,8 +87,10 @@ pub struct ServiceParts {
     /// The shared store (the service keeps tokens, idempotency records and issued artifacts
     /// in its own trees).
     pub store: Store,
-    /// The audit log (or another durable sink).
+    /// Where events are recorded durably: the audit log (tests may wrap it).
     pub sink: Arc<dyn EventSink>,
+    /// The audit log, for the auditor's reads and readiness.
+    pub audit: Arc<AuditLog>,
     /// The key registry's view of signing keys.
     pub keys: Arc<dyn ActiveKeys>,
     /// Time.
@@ -100,6 +103,7 @@ struct Inner {
     config: ServiceConfig,
     store: Store,
     sink: Arc<dyn EventSink>,
+    audit: Arc<AuditLog>,
     keys: Arc<dyn ActiveKeys>,
     clock: Arc<dyn Clock>,
     readiness: Vec<Arc<dyn ReadinessProbe>>,
@@ -144,6 +148,7 @@ impl AppState {
         Ok(AppState(Arc::new(Inner {
             store: parts.store,
             sink: parts.sink,
+            audit: parts.audit,
             keys: parts.keys,
             clock: parts.clock,
             readiness: parts.readiness,
@@ -188,6 +193,10 @@ impl AppState {
     /// The durable event sink.
     pub fn sink(&self) -> &Arc<dyn EventSink> {
         &self.0.sink
+    }
+    /// The audit log.
+    pub fn audit(&self) -> &Arc<AuditLog> {
+        &self.0.audit
     }
     /// The shared store.
     pub fn store(&self) -> &Store {

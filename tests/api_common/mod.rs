@@ -2,10 +2,9 @@
 //! a loopback port with the development TLS material generated in a temporary data
 //! directory, a real sled store, and a reqwest client that trusts only that certificate.
 //!
-//! Until the key registry, the HSM backend and the audit log are on main, the harness plugs
-//! in [`NoKeys`] (a registry with no keys at all: every signing route answers KEY_NOT_FOUND,
-//! nothing is ever signed) and the in-memory sink of `crate::events`; the routes exercised
-//! here do not sign.
+//! Events go to the real audit log in the same store. Until the key registry is on main, the
+//! harness plugs in [`NoKeys`] (a registry with no keys at all: every signing route answers
+//! KEY_NOT_FOUND, nothing is ever signed); the routes exercised here do not sign.
 
 #![allow(dead_code)]
 
@@ -17,9 +16,10 @@ use mpcp_pa::api::tokens::ApiRole;
 use mpcp_pa::api::{
     AppState, Limits, RunningServer, ServiceConfig, ServiceParts, Transport, router, server,
 };
+use mpcp_pa::audit::{AuditConfig, AuditLog};
 use mpcp_pa::clock::SystemClock;
 use mpcp_pa::error::{Error, ErrorCode, Result};
-use mpcp_pa::events::{Actor, MemorySink};
+use mpcp_pa::events::{Actor, Event};
 use mpcp_pa::jwk::Jwk;
 use mpcp_pa::keys::{ActiveKeys, KeyRole};
 use mpcp_pa::signer::DigestSigner;
@@ -47,7 +47,7 @@ impl ActiveKeys for NoKeys {
 pub struct Harness {
     pub dir: tempfile::TempDir,
     pub store: Store,
-    pub sink: Arc<MemorySink>,
+    pub audit: Arc<AuditLog>,
     pub state: AppState,
     pub tls: TlsPaths,
     pub server: Option<RunningServer>,
@@ -89,13 +89,21 @@ impl Harness {
         let store = Store::open(&dir.path().join("store")).unwrap();
         let tls = TlsPaths::default_in(dir.path());
         ensure_dev_material(&tls, &dev_names()).unwrap();
-        let sink = Arc::new(MemorySink::default());
+        let audit = Arc::new(
+            AuditLog::open(
+                &store,
+                AuditConfig::new("pa.test/audit"),
+                Arc::new(SystemClock),
+            )
+            .unwrap(),
+        );
         let mut config = ServiceConfig::new("pa.test");
         config.limits = limits.clone();
         let state = AppState::new(
             ServiceParts {
                 store: store.clone(),
-                sink: sink.clone(),
+                sink: audit.clone(),
+                audit: audit.clone(),
                 keys: Arc::new(NoKeys),
                 clock: Arc::new(SystemClock),
                 readiness: Vec::new(),
@@ -118,7 +126,7 @@ impl Harness {
             base: format!("https://127.0.0.1:{}", addr.port()),
             dir,
             store,
-            sink,
+            audit,
             state,
             tls,
             server: Some(server),
@@ -130,10 +138,23 @@ impl Harness {
     pub fn token(&self, name: &str, role: ApiRole) -> String {
         self.state
             .tokens()
-            .create(name, role, &Actor::cli(), self.sink.as_ref(), &SystemClock)
+            .create(name, role, &Actor::cli(), self.audit.as_ref(), &SystemClock)
             .unwrap()
             .secret
             .to_string()
+    }
+
+    /// Every event in the audit log, oldest first.
+    pub fn events(&self) -> Vec<(Actor, Event)> {
+        self.audit
+            .entries(0, self.audit.size())
+            .unwrap()
+            .iter()
+            .map(|raw| {
+                let e: mpcp_pa::audit::Entry = serde_json::from_slice(raw).unwrap();
+                (e.actor, e.event)
+            })
+            .collect()
     }
 
     /// URL of `path`.

@@ -3,6 +3,7 @@
 //! idempotency wrapper of signing POSTs.
 
 pub mod allowlists;
+pub mod audit;
 pub mod bundles;
 pub mod grants;
 pub mod keys;
@@ -122,6 +123,30 @@ fn table_with_handlers() -> Vec<(RouteEntry, MethodRouter<AppState>)> {
             "/v1/keys",
             Some(SecurityOfficer),
             get(keys::list),
+        ),
+        entry(
+            Method::GET,
+            "/v1/audit/checkpoint",
+            Some(Auditor),
+            get(audit::checkpoint),
+        ),
+        entry(
+            Method::GET,
+            "/v1/audit/entries",
+            Some(Auditor),
+            get(audit::entries),
+        ),
+        entry(
+            Method::GET,
+            "/v1/audit/proofs/inclusion",
+            Some(Auditor),
+            get(audit::inclusion),
+        ),
+        entry(
+            Method::GET,
+            "/v1/audit/proofs/consistency",
+            Some(Auditor),
+            get(audit::consistency),
         ),
     ]
 }

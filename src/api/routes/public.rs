@@ -30,14 +30,17 @@ pub async fn healthz() -> ApiResult<Response> {
     json_response(StatusCode::OK, &json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: 200 when the store is readable and every probe (HSM login, audit log)
-/// passes; otherwise 503 NOT_READY naming what is not.
+/// `GET /readyz`: 200 when the store is readable, the audit log accepts appends and every
+/// probe (HSM tokens logged in, active keys) passes; otherwise 503 NOT_READY naming what is not.
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Response> {
     let s = state.clone();
     let failures = blocking(move || {
         let mut failures = Vec::new();
         if let Err(e) = s.tokens().list() {
             failures.push(format!("store: {}", e.code));
+        }
+        if let Some(e) = s.audit().failed() {
+            failures.push(format!("audit log: {}", e.code));
         }
         for p in s.readiness() {
             if let Err(e) = p.check() {

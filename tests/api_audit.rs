@@ -1,0 +1,109 @@
+//! Audit log reads through the service (auditor role): entries written by service actions,
+//! proofs that verify with the audit module's RFC 9162 verifier, and the latest checkpoint.
+//!
+//! The checkpoint is signed here with the audit module's in-process note key: the service
+//! only reads checkpoints, and the HSM-backed checkpoint key is wired by `serve`.
+
+mod api_common;
+
+use api_common::{Harness, assert_error};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use mpcp_pa::api::Limits;
+use mpcp_pa::api::tokens::ApiRole;
+use mpcp_pa::audit::SoftwareNoteSigner;
+use mpcp_pa::audit::merkle::{Hash, leaf_hash, verify_consistency, verify_inclusion};
+
+fn hash(v: &serde_json::Value) -> Hash {
+    STANDARD
+        .decode(v.as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auditor_reads_entries_proofs_and_checkpoint() {
+    let h = Harness::start(Limits::default()).await;
+    let auditor = h.token("auditor-1", ApiRole::Auditor);
+    let issuer = h.token("issuer-1", ApiRole::Issuer);
+    let a = Some(auditor.as_str());
+    assert_eq!(
+        h.post("/v1/policies", Some(&issuer), r#"{"version":"1.0"}"#)
+            .await
+            .0,
+        201
+    );
+
+    // Only the auditor reads the log.
+    assert_error(
+        &h.get("/v1/audit/entries", Some(&issuer)).await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(&h.get("/v1/audit/entries", None).await, 401, "UNAUTHORIZED");
+
+    let (status, body) = h.get("/v1/audit/entries", a).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["size"], 3);
+    let entries = body["entries"].as_array().unwrap();
+    let actions: Vec<_> = entries
+        .iter()
+        .map(|e| e["event"]["action"].clone())
+        .collect();
+    assert_eq!(actions, ["token_created", "token_created", "policy_stored"]);
+    assert_eq!(entries[2]["actor"]["name"], "issuer-1");
+    assert_eq!(entries[2]["actor"]["role"], "issuer");
+    // No secret ever reaches the log.
+    let text = body.to_string();
+    for secret in [&auditor, &issuer] {
+        let tail = secret.rsplit('_').next().unwrap();
+        assert!(!text.contains(tail));
+    }
+
+    // Inclusion of entry 2 in the tree of size 3, by index and by leaf hash.
+    let raw = h.audit.entries(2, 3).unwrap().remove(0);
+    let leaf = leaf_hash(&raw);
+    let (_, p) = h.get("/v1/audit/proofs/inclusion?index=2&size=3", a).await;
+    let proof: Vec<Hash> = p["proof"].as_array().unwrap().iter().map(hash).collect();
+    verify_inclusion(2, 3, &leaf, &proof, &hash(&p["rootHash"])).unwrap();
+    let by_hash = h
+        .get(
+            &format!("/v1/audit/proofs/inclusion?leafHash={}", hex::encode(leaf)),
+            a,
+        )
+        .await;
+    assert_eq!(by_hash.1["index"], 2);
+    assert_error(
+        &h.get("/v1/audit/proofs/inclusion?index=1&leafHash=00", a)
+            .await,
+        400,
+        "SCHEMA_INVALID",
+    );
+    assert_error(
+        &h.get("/v1/audit/proofs/inclusion?index=5&size=3", a).await,
+        400,
+        "PROOF_OUT_OF_RANGE",
+    );
+
+    // Consistency from 1 to 3.
+    let (_, c) = h.get("/v1/audit/proofs/consistency?from=1&to=3", a).await;
+    let proof: Vec<Hash> = c["proof"].as_array().unwrap().iter().map(hash).collect();
+    verify_consistency(1, 3, &hash(&c["fromRoot"]), &hash(&c["toRoot"]), &proof).unwrap();
+
+    // Checkpoint: none yet, then the one signed.
+    assert_error(&h.get("/v1/audit/checkpoint", a).await, 404, "NOT_FOUND");
+    let key = SoftwareNoteSigner::from_seed("pa.test/audit", &[7u8; 32]).unwrap();
+    h.audit.sign_checkpoint(&key).unwrap();
+    let (status, cp) = h.get("/v1/audit/checkpoint", a).await;
+    assert_eq!(status, 200);
+    assert_eq!(cp["size"], 3);
+    assert_eq!(cp["origin"], "pa.test/audit");
+    assert_eq!(hash(&cp["rootHash"]), h.audit.root(3).unwrap());
+    assert!(
+        cp["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("pa.test/audit\n3\n")
+    );
+}
