@@ -72,6 +72,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     Io,
     Internal,
+    // Appended codes.
+    KeyRoleMismatch,
 }
 
 impl ErrorCode {
@@ -137,6 +139,7 @@ impl ErrorCode {
             UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Io => "IO_ERROR",
             Internal => "INTERNAL",
+            KeyRoleMismatch => "KEY_ROLE_MISMATCH",
         }
     }
 
@@ -152,8 +155,14 @@ impl ErrorCode {
             UnsupportedMediaType => 415,
             RateLimited => 429,
             HsmUnavailable | HsmTimeout | AuditUnavailable | StoreError => 503,
-            HsmError | HsmPinInvalid | HsmTokenNotFound | HsmMechanismUnsupported
-            | HsmKeyAttributesUnsafe | ConfigInvalid | Io | Internal => 500,
+            HsmError
+            | HsmPinInvalid
+            | HsmTokenNotFound
+            | HsmMechanismUnsupported
+            | HsmKeyAttributesUnsafe
+            | ConfigInvalid
+            | Io
+            | Internal => 500,
             _ => 400,
         }
     }

@@ -10,6 +10,8 @@ use crate::error::{Error, ErrorCode, Result};
 pub mod trees {
     /// Key registry: kid -> key record.
     pub const KEYS: &str = "keys";
+    /// Key registry: role -> kid of the role's active key.
+    pub const KEYS_ACTIVE: &str = "keys/active";
     /// Audit log entries: big-endian index -> entry bytes.
     pub const AUDIT_ENTRIES: &str = "audit/entries";
     /// Audit log Merkle nodes.
@@ -53,7 +55,9 @@ impl Store {
 
     /// The named tree.
     pub fn tree(&self, name: &str) -> Result<sled::Tree> {
-        self.db.open_tree(name).map_err(|e| store_error("open tree", e))
+        self.db
+            .open_tree(name)
+            .map_err(|e| store_error("open tree", e))
     }
 
     /// The underlying database (for transactions across trees).
@@ -63,7 +67,10 @@ impl Store {
 
     /// Makes every write so far durable.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush().map(|_| ()).map_err(|e| store_error("flush", e))
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| store_error("flush", e))
     }
 }
 
