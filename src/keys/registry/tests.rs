@@ -761,3 +761,42 @@ fn state_survives_a_new_registry_on_the_same_store() {
     assert_eq!(again.list().unwrap(), f.reg.list().unwrap());
     assert_eq!(again.active_signer(KeyRole::Root).unwrap().kid(), a.kid);
 }
+
+#[test]
+fn commit_refuses_stale_plans() {
+    // The mutex serialises operations in one process; the transaction's compare-and-swap is
+    // the second line (and the one that makes a stale plan harmless).
+    let f = fx();
+    let a = new_key(&f, KeyRole::Root, Alg::EdDSA);
+    let stale = a.clone();
+    f.reg.revoke(&officer(), &a.kid, "x").unwrap();
+    let mut activated = stale.clone();
+    activated.state = KeyState::Active;
+    let before = snapshot(&f);
+    let plan = Plan {
+        records: vec![(Some(stale.clone()), activated.clone())],
+        active: Some((KeyRole::Root, None, Some(a.kid.clone()))),
+    };
+    assert_eq!(f.reg.commit(&plan).unwrap_err().code, ErrorCode::Conflict);
+    assert_eq!(snapshot(&f), before);
+    // A record that must not exist yet.
+    let plan = Plan {
+        records: vec![(None, activated.clone())],
+        active: None,
+    };
+    assert_eq!(f.reg.commit(&plan).unwrap_err().code, ErrorCode::Conflict);
+    assert_eq!(snapshot(&f), before);
+    // The active entry changed under the plan.
+    let b = new_key(&f, KeyRole::Root, Alg::EdDSA);
+    f.reg.activate(&officer(), &b.kid).unwrap();
+    let c = new_key(&f, KeyRole::Root, Alg::EdDSA);
+    let mut c_active = c.clone();
+    c_active.state = KeyState::Active;
+    let plan = Plan {
+        records: vec![(Some(c.clone()), c_active)],
+        active: Some((KeyRole::Root, None, Some(c.kid.clone()))),
+    };
+    let mid = snapshot(&f);
+    assert_eq!(f.reg.commit(&plan).unwrap_err().code, ErrorCode::Conflict);
+    assert_eq!(snapshot(&f), mid);
+}
