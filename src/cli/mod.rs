@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::error::Error;
 
 mod artifact;
+pub mod keys;
 
 /// Default data directory: tokens, store and configuration of one appliance live here.
 pub const DEFAULT_DATA_DIR: &str = "mpcp-data";
@@ -31,6 +32,8 @@ enum Command {
     Verify(artifact::VerifyArgs),
     /// Print the domain digest SHA-256(prefix || canonical_json(file)) in lowercase hex.
     Hash(artifact::HashArgs),
+    /// Manage signing keys (generate, activate, rotate, revoke, destroy) and export key sets.
+    Keys(keys::KeysArgs),
 }
 
 /// Parses the command line and runs it.
@@ -39,6 +42,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Verify(a) => artifact::verify(a),
         Command::Hash(a) => artifact::hash(a),
+        Command::Keys(a) => keys::main(&cli.data_dir, a),
     };
     match result {
         Ok(code) => code,
