@@ -340,14 +340,26 @@ mod tests {
     #[test]
     fn refuses_ambiguous_input() {
         assert_eq!(code(r#"{"a":1,"a":2}"#), ErrorCode::JsonDuplicateKey);
-        assert_eq!(code(r#"{"x":{"a":1,"b":{"a":1,"a":1}}}"#), ErrorCode::JsonDuplicateKey);
+        assert_eq!(
+            code(r#"{"x":{"a":1,"b":{"a":1,"a":1}}}"#),
+            ErrorCode::JsonDuplicateKey
+        );
         assert_eq!(code(r#"{"a":1.5}"#), ErrorCode::JsonNumberNotInteger);
         assert_eq!(code(r#"{"a":1.0}"#), ErrorCode::JsonNumberNotInteger);
         assert_eq!(code(r#"{"a":1e3}"#), ErrorCode::JsonNumberNotInteger);
-        assert_eq!(code(r#"{"a":9007199254740992}"#), ErrorCode::JsonNumberOutOfRange);
-        assert_eq!(code(r#"{"a":-9007199254740992}"#), ErrorCode::JsonNumberOutOfRange);
+        assert_eq!(
+            code(r#"{"a":9007199254740992}"#),
+            ErrorCode::JsonNumberOutOfRange
+        );
+        assert_eq!(
+            code(r#"{"a":-9007199254740992}"#),
+            ErrorCode::JsonNumberOutOfRange
+        );
         assert_eq!(code(r#"{"a":1e300}"#), ErrorCode::JsonNumberOutOfRange);
-        assert_eq!(code(r#"{"a":123456789012345678901234}"#), ErrorCode::JsonNumberOutOfRange);
+        assert_eq!(
+            code(r#"{"a":123456789012345678901234}"#),
+            ErrorCode::JsonNumberOutOfRange
+        );
         assert_eq!(code("{\"a\":1"), ErrorCode::JsonMalformed);
         assert_eq!(code("{\"a\":1} x"), ErrorCode::JsonMalformed);
         assert_eq!(code(r#"{"a":"\ud800"}"#), ErrorCode::JsonMalformed);
@@ -362,8 +374,7 @@ mod tests {
         let big = format!("\"{}\"", "a".repeat(MAX_DOCUMENT_BYTES));
         assert_eq!(code(&big), ErrorCode::JsonTooLarge);
         assert_eq!(
-            parse_strict(br#"{"a":9007199254740991,"b":-9007199254740991}"#)
-                .unwrap()["a"],
+            parse_strict(br#"{"a":9007199254740991,"b":-9007199254740991}"#).unwrap()["a"],
             9007199254740991u64
         );
     }
@@ -379,17 +390,30 @@ mod tests {
     #[test]
     fn canonical_refuses_floats_built_in_code() {
         let v = serde_json::json!({"a": 0.5});
-        assert_eq!(canonical_bytes(&v).unwrap_err().code, ErrorCode::JsonNumberNotInteger);
+        assert_eq!(
+            canonical_bytes(&v).unwrap_err().code,
+            ErrorCode::JsonNumberNotInteger
+        );
     }
 
     #[test]
     fn prefixes_are_closed() {
-        assert_eq!(Domain::PolicyGrant.prefix("1.0").unwrap(), "MPCP:PolicyGrant:1.0:");
         assert_eq!(
-            Domain::parse_prefix("MPCP:DestinationAllowlist:1.0:").unwrap().0,
+            Domain::PolicyGrant.prefix("1.0").unwrap(),
+            "MPCP:PolicyGrant:1.0:"
+        );
+        assert_eq!(
+            Domain::parse_prefix("MPCP:DestinationAllowlist:1.0:")
+                .unwrap()
+                .0,
             Domain::DestinationAllowlist
         );
-        for bad in ["MPCP:Foo:1.0:", "MPCP:Policy:2.0:", "MPCP:Policy:1.0", "Policy"] {
+        for bad in [
+            "MPCP:Foo:1.0:",
+            "MPCP:Policy:2.0:",
+            "MPCP:Policy:1.0",
+            "Policy",
+        ] {
             assert_eq!(
                 Domain::parse_prefix(bad).unwrap_err().code,
                 ErrorCode::CanonicalizationUnsupported,

@@ -69,7 +69,10 @@ pub fn parse_rfc3339(s: &str, field: &str) -> Result<OffsetDateTime> {
 
 /// Formats a time as RFC 3339 in UTC with whole seconds (`2026-01-02T03:04:05Z`).
 pub fn format_rfc3339(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC).replace_nanosecond(0).unwrap_or(t);
+    let t = t
+        .to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .unwrap_or(t);
     t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
@@ -83,8 +86,16 @@ mod tests {
         assert_eq!(format_rfc3339(t), "2026-12-31T23:59:59Z");
         let t2 = parse_rfc3339("2026-12-31T23:59:59.5+01:00", "x").unwrap();
         assert_eq!(format_rfc3339(t2), "2026-12-31T22:59:59Z");
-        for bad in ["2026-12-31", "2026-13-01T00:00:00Z", "yesterday", "2026-12-31T23:59:59"] {
-            assert_eq!(parse_rfc3339(bad, "f").unwrap_err().code, ErrorCode::TimestampInvalid);
+        for bad in [
+            "2026-12-31",
+            "2026-13-01T00:00:00Z",
+            "yesterday",
+            "2026-12-31T23:59:59",
+        ] {
+            assert_eq!(
+                parse_rfc3339(bad, "f").unwrap_err().code,
+                ErrorCode::TimestampInvalid
+            );
         }
         let c = FixedClock::new(t);
         c.advance(Duration::from_secs(1));

@@ -6,7 +6,9 @@
 //! - Signatures travel as base64url without padding; standard base64 is accepted on input.
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD_PAD_INDIFFERENT, URL_SAFE_NO_PAD, URL_SAFE_NO_PAD_INDIFFERENT};
+use base64::engine::general_purpose::{
+    STANDARD_PAD_INDIFFERENT, URL_SAFE_NO_PAD, URL_SAFE_NO_PAD_INDIFFERENT,
+};
 use ecdsa_core::signature::Verifier;
 use sha2::{Digest, Sha256};
 
@@ -42,12 +44,15 @@ impl Alg {
 
     /// Parses a JOSE name; unknown names are refused.
     pub fn parse(s: &str) -> Result<Alg> {
-        Alg::ALL.into_iter().find(|a| a.as_str() == s).ok_or_else(|| {
-            Error::new(
-                ErrorCode::AlgorithmUnsupported,
-                format!("unsupported algorithm {s:?}"),
-            )
-        })
+        Alg::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::AlgorithmUnsupported,
+                    format!("unsupported algorithm {s:?}"),
+                )
+            })
     }
 
     /// JWK `kty` of keys for this algorithm.
@@ -133,14 +138,16 @@ impl PublicKey {
         Ok(match alg {
             Alg::EdDSA => {
                 let arr: [u8; 32] = bytes.try_into().map_err(|_| bad())?;
-                PublicKey::Ed25519(ed25519_dalek::VerifyingKey::from_bytes(&arr).map_err(|_| bad())?)
+                PublicKey::Ed25519(
+                    ed25519_dalek::VerifyingKey::from_bytes(&arr).map_err(|_| bad())?,
+                )
             }
             Alg::ES256K => PublicKey::Secp256k1(
                 k256::ecdsa::VerifyingKey::from_sec1_bytes(bytes).map_err(|_| bad())?,
             ),
-            Alg::ES256 => {
-                PublicKey::P256(p256::ecdsa::VerifyingKey::from_sec1_bytes(bytes).map_err(|_| bad())?)
-            }
+            Alg::ES256 => PublicKey::P256(
+                p256::ecdsa::VerifyingKey::from_sec1_bytes(bytes).map_err(|_| bad())?,
+            ),
         })
     }
 
@@ -151,7 +158,11 @@ impl PublicKey {
         match alg {
             Alg::EdDSA => {
                 if jwk.y.is_some() {
-                    return Err(Error::field(ErrorCode::KeyFormatInvalid, "y", "OKP key has y"));
+                    return Err(Error::field(
+                        ErrorCode::KeyFormatInvalid,
+                        "y",
+                        "OKP key has y",
+                    ));
                 }
                 PublicKey::from_bytes(alg, &x)
             }
@@ -255,7 +266,10 @@ pub fn ecdsa_raw_to_der_low_s(alg: Alg, raw: &[u8]) -> Result<Vec<u8>> {
     let bad = || {
         Error::new(
             ErrorCode::SignatureEncodingInvalid,
-            format!("token returned a malformed {alg} signature ({} bytes)", raw.len()),
+            format!(
+                "token returned a malformed {alg} signature ({} bytes)",
+                raw.len()
+            ),
         )
     };
     match alg {
@@ -267,7 +281,10 @@ pub fn ecdsa_raw_to_der_low_s(alg: Alg, raw: &[u8]) -> Result<Vec<u8>> {
             let sig = p256::ecdsa::Signature::from_slice(raw).map_err(|_| bad())?;
             Ok(sig.normalize_s().to_der().as_bytes().to_vec())
         }
-        Alg::EdDSA => Err(Error::new(ErrorCode::Internal, "EdDSA signatures are not DER")),
+        Alg::EdDSA => Err(Error::new(
+            ErrorCode::Internal,
+            "EdDSA signatures are not DER",
+        )),
     }
 }
 
@@ -276,7 +293,10 @@ pub fn ecdsa_raw_to_der_low_s(alg: Alg, raw: &[u8]) -> Result<Vec<u8>> {
 pub fn secp256k1_flip_s(der: &[u8]) -> Result<Vec<u8>> {
     use k256::elliptic_curve::ff::PrimeField;
     let sig = k256::ecdsa::Signature::from_der(der).map_err(|_| {
-        Error::new(ErrorCode::SignatureEncodingInvalid, "not a DER secp256k1 signature")
+        Error::new(
+            ErrorCode::SignatureEncodingInvalid,
+            "not a DER secp256k1 signature",
+        )
     })?;
     let (r, s) = sig.split_scalars();
     let flipped = k256::ecdsa::Signature::from_scalars(r.to_repr(), (-*s).to_repr())

@@ -43,6 +43,7 @@ pub enum ErrorCode {
     SignatureInvalid,
     PolicyGrantSignatureInvalid,
     PolicyHashMismatch,
+    GrantRevoked,
     IssuerNotApproved,
     BundleRootRequired,
     // Time.
@@ -112,6 +113,7 @@ impl ErrorCode {
             SignatureInvalid => "SIGNATURE_INVALID",
             PolicyGrantSignatureInvalid => "POLICY_GRANT_SIGNATURE_INVALID",
             PolicyHashMismatch => "POLICY_HASH_MISMATCH",
+            GrantRevoked => "GRANT_REVOKED",
             IssuerNotApproved => "ISSUER_NOT_APPROVED",
             BundleRootRequired => "BUNDLE_ROOT_REQUIRED",
             ArtifactExpired => "ARTIFACT_EXPIRED",
@@ -155,8 +157,14 @@ impl ErrorCode {
             UnsupportedMediaType => 415,
             RateLimited => 429,
             HsmUnavailable | HsmTimeout | AuditUnavailable | StoreError => 503,
-            HsmError | HsmPinInvalid | HsmTokenNotFound | HsmMechanismUnsupported
-            | HsmKeyAttributesUnsafe | ConfigInvalid | Io | Internal => 500,
+            HsmError
+            | HsmPinInvalid
+            | HsmTokenNotFound
+            | HsmMechanismUnsupported
+            | HsmKeyAttributesUnsafe
+            | ConfigInvalid
+            | Io
+            | Internal => 500,
             _ => 400,
         }
     }

@@ -41,10 +41,18 @@ impl Actor {
 
 /// One auditable event. The `action` tag and field names are part of the audit-log format.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "action",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
 pub enum Event {
     /// A key pair was generated in the token (state pending).
-    KeyGenerated { kid: String, role: String, alg: String },
+    KeyGenerated {
+        kid: String,
+        role: String,
+        alg: String,
+    },
     /// A pending key became the role's active key.
     KeyActivated {
         kid: String,
@@ -55,9 +63,17 @@ pub enum Event {
     /// A key was retired without a successor being activated in the same step.
     KeyRetired { kid: String, role: String },
     /// Emergency revocation of a key.
-    KeyRevoked { kid: String, role: String, reason: String },
+    KeyRevoked {
+        kid: String,
+        role: String,
+        reason: String,
+    },
     /// Destruction of a revoked key was scheduled.
-    KeyDestroyScheduled { kid: String, role: String, not_before: String },
+    KeyDestroyScheduled {
+        kid: String,
+        role: String,
+        not_before: String,
+    },
     /// A scheduled destruction was cancelled.
     KeyDestroyCancelled { kid: String, role: String },
     /// The key object was destroyed in the token.
@@ -81,7 +97,10 @@ pub enum Event {
         request_digest: String,
     },
     /// A key set was signed.
-    KeySetSigned { signer_key_id: String, digest: String },
+    KeySetSigned {
+        signer_key_id: String,
+        digest: String,
+    },
     /// A trust bundle was signed.
     TrustBundleIssued {
         bundle_id: String,
@@ -89,13 +108,19 @@ pub enum Event {
         request_digest: String,
     },
     /// An API token was created (the secret itself is never recorded).
-    TokenCreated { token_name: String, token_role: String },
+    TokenCreated {
+        token_name: String,
+        token_role: String,
+    },
     /// An API token was revoked.
     TokenRevoked { token_name: String },
     /// A token or role binding of the HSM configuration changed.
     TokenConfigChanged { role: String, token_label: String },
     /// The appliance started, with the digest of its effective configuration.
-    Startup { config_digest: String, version: String },
+    Startup {
+        config_digest: String,
+        version: String,
+    },
     /// The appliance stopped cleanly.
     Shutdown { config_digest: String },
 }

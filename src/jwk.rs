@@ -47,17 +47,17 @@ impl Jwk {
     /// The key's algorithm: derived from kty/crv, refused when `alg` disagrees.
     pub fn algorithm(&self) -> Result<Alg> {
         let implied = Alg::from_kty_crv(&self.kty, &self.crv)?;
-        if let Some(alg) = &self.alg {
-            if alg != implied.as_str() {
-                return Err(Error::field(
-                    ErrorCode::KeyAlgMismatch,
-                    "alg",
-                    format!(
-                        "key {:?}: alg {alg:?} conflicts with kty {} crv {}",
-                        self.kid, self.kty, self.crv
-                    ),
-                ));
-            }
+        if let Some(alg) = &self.alg
+            && alg != implied.as_str()
+        {
+            return Err(Error::field(
+                ErrorCode::KeyAlgMismatch,
+                "alg",
+                format!(
+                    "key {:?}: alg {alg:?} conflicts with kty {} crv {}",
+                    self.kid, self.kty, self.crv
+                ),
+            ));
         }
         Ok(implied)
     }
@@ -77,16 +77,20 @@ impl Jwk {
             ));
         }
         if self.kid.is_empty() {
-            return Err(Error::field(ErrorCode::KeyFormatInvalid, "kid", "empty kid"));
+            return Err(Error::field(
+                ErrorCode::KeyFormatInvalid,
+                "kid",
+                "empty kid",
+            ));
         }
-        if let Some(u) = &self.use_ {
-            if u != "sig" {
-                return Err(Error::field(
-                    ErrorCode::KeyFormatInvalid,
-                    "use",
-                    format!("key {:?} has use {u:?}, expected \"sig\"", self.kid),
-                ));
-            }
+        if let Some(u) = &self.use_
+            && u != "sig"
+        {
+            return Err(Error::field(
+                ErrorCode::KeyFormatInvalid,
+                "use",
+                format!("key {:?} has use {u:?}, expected \"sig\"", self.kid),
+            ));
         }
         PublicKey::from_jwk(self)
     }
@@ -108,9 +112,8 @@ impl KeySet {
     /// Parses and validates a key set from a strict JSON value: version 1.0, every key a valid
     /// public key, kids unique.
     pub fn from_value(value: &Value) -> Result<KeySet> {
-        let set: KeySet = serde_json::from_value(value.clone()).map_err(|e| {
-            Error::new(ErrorCode::KeySetInvalid, format!("not a key set: {e}"))
-        })?;
+        let set: KeySet = serde_json::from_value(value.clone())
+            .map_err(|e| Error::new(ErrorCode::KeySetInvalid, format!("not a key set: {e}")))?;
         set.validate()?;
         Ok(set)
     }
@@ -126,7 +129,8 @@ impl KeySet {
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, k) in self.keys.iter().enumerate() {
-            k.validate_public().map_err(|e| e.within(&format!("keys[{i}]")))?;
+            k.validate_public()
+                .map_err(|e| e.within(&format!("keys[{i}]")))?;
             if !seen.insert(k.kid.as_str()) {
                 return Err(Error::field(
                     ErrorCode::KeySetInvalid,
@@ -177,6 +181,9 @@ mod tests {
             .as_bytes(),
         )
         .unwrap();
-        assert_eq!(KeySet::from_value(&dup).unwrap_err().code, ErrorCode::KeySetInvalid);
+        assert_eq!(
+            KeySet::from_value(&dup).unwrap_err().code,
+            ErrorCode::KeySetInvalid
+        );
     }
 }

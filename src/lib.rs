@@ -20,8 +20,11 @@ pub mod error;
 pub mod events;
 pub mod jwk;
 pub mod keys;
+pub mod model;
 pub mod signer;
 pub mod store;
+pub mod verify;
+pub mod xrpl;
 
 pub use error::{Error, ErrorCode, Result};
 

@@ -53,7 +53,10 @@ pub fn sign_artifact(
             map.insert("signature".into(), Value::String(b64url_encode(&sig.bytes)));
         }
         _ => {
-            return Err(Error::new(ErrorCode::SchemaInvalid, "artifact is not a JSON object"));
+            return Err(Error::new(
+                ErrorCode::SchemaInvalid,
+                "artifact is not a JSON object",
+            ));
         }
     }
     Ok(out)
@@ -180,7 +183,9 @@ mod tests {
         use p256::ecdsa::signature::hazmat::PrehashVerifier;
         let s = SoftwareSigner::from_secret("k", Alg::ES256, &[5u8; 32]).unwrap();
         let sig = s.sign_digest(&d).unwrap();
-        let PublicKey::P256(vk) = s.public_key() else { unreachable!() };
+        let PublicKey::P256(vk) = s.public_key() else {
+            unreachable!()
+        };
         let parsed = p256::ecdsa::Signature::from_der(&sig.bytes).unwrap();
         vk.verify_prehash(&ecdsa_prehash(&d), &parsed).unwrap();
     }

@@ -55,7 +55,9 @@ impl Store {
 
     /// The named tree.
     pub fn tree(&self, name: &str) -> Result<sled::Tree> {
-        self.db.open_tree(name).map_err(|e| store_error("open tree", e))
+        self.db
+            .open_tree(name)
+            .map_err(|e| store_error("open tree", e))
     }
 
     /// The underlying database (for transactions across trees).
@@ -65,7 +67,10 @@ impl Store {
 
     /// Makes every write so far durable.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush().map(|_| ()).map_err(|e| store_error("flush", e))
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| store_error("flush", e))
     }
 }
 

@@ -6,7 +6,13 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::canonical::{Domain, digest_with_prefix, parse_strict};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, FixedClock, SystemClock, parse_rfc3339};
 use crate::error::{Error, ErrorCode, Result};
+use crate::jwk::KeySet;
+use crate::verify::{Verified, Verifier};
 
 /// Arguments of `mpcp-pa verify`.
 #[derive(Debug, Args)]
@@ -39,10 +45,14 @@ pub struct HashArgs {
 /// Reads a file, mapping failures to a stable code.
 pub fn read_file(path: &PathBuf) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
-        Error::new(ErrorCode::Io, format!("cannot read {}: {e}", path.display()))
+        Error::new(
+            ErrorCode::Io,
+            format!("cannot read {}: {e}", path.display()),
+        )
     })
 }
 
+/// Runs `hash`: prints the lowercase hex domain digest.
 pub fn hash(a: HashArgs) -> Result<ExitCode> {
     Domain::parse_prefix(&a.prefix)?;
     let value = parse_strict(&read_file(&a.file)?)?;
@@ -50,6 +60,43 @@ pub fn hash(a: HashArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn verify(_a: VerifyArgs) -> Result<ExitCode> {
-    Err(Error::new(ErrorCode::Internal, "verify: wired in the next commit"))
+/// Runs `verify`: prints exactly one verdict line, `VALID ...` (exit 0) or
+/// `INVALID <CODE> ...` (exit 1), whatever went wrong (unreadable file, bad JSON, bad keys).
+pub fn verify(a: VerifyArgs) -> Result<ExitCode> {
+    match verify_files(&a) {
+        Ok(v) => {
+            println!(
+                "VALID {} {} kid={} alg={}",
+                v.kind.name(),
+                v.id,
+                v.kid,
+                v.alg
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let field = e
+                .field
+                .as_deref()
+                .map(|f| format!(" (field {f})"))
+                .unwrap_or_default();
+            println!("INVALID {} {}{field}", e.code, e.message);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn verify_files(a: &VerifyArgs) -> Result<Verified> {
+    let clock: Arc<dyn Clock> = match &a.at {
+        Some(at) => Arc::new(FixedClock::new(parse_rfc3339(at, "--at")?)),
+        None => Arc::new(SystemClock),
+    };
+    let verifier = Verifier::new(clock).with_drift(Duration::from_secs(a.drift_seconds));
+    let root = match &a.root {
+        Some(p) => Some(KeySet::from_value(&parse_strict(&read_file(p)?)?)?),
+        None => None,
+    };
+    let keys = verifier.key_source(&parse_strict(&read_file(&a.keys)?)?, root.as_ref())?;
+    let artifact = parse_strict(&read_file(&a.artifact)?)?;
+    verifier.verify(&artifact, &keys)
 }

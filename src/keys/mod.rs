@@ -56,7 +56,9 @@ impl KeyRole {
         }
         let lowered = s.to_ascii_lowercase();
         let msg = if lowered.contains("gateway") || lowered.contains("settlement") {
-            format!("role {s:?} refused: the Policy Authority never holds gateway or settlement keys")
+            format!(
+                "role {s:?} refused: the Policy Authority never holds gateway or settlement keys"
+            )
         } else {
             format!("unknown key role {s:?} (expected grant-signing, root or audit)")
         };
@@ -118,6 +120,9 @@ mod tests {
         assert_eq!(KeyRole::parse("root").unwrap(), KeyRole::Root);
         let e = KeyRole::parse("gateway-settlement").unwrap_err();
         assert!(e.message.contains("never holds"));
-        assert_eq!(KeyRole::parse("nope").unwrap_err().code, ErrorCode::ConfigInvalid);
+        assert_eq!(
+            KeyRole::parse("nope").unwrap_err().code,
+            ErrorCode::ConfigInvalid
+        );
     }
 }

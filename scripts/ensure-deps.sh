@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs what mpcp-pa needs on a fresh Debian machine, only where missing:
+# SoftHSM2 (the development/test PKCS#11 token) and Node.js (interop test against the
+# MPCP reference SDK's crypto). Needs root for apt-get; the Rust toolchain is assumed.
+set -euo pipefail
+missing=()
+[ -e /usr/lib/softhsm/libsofthsm2.so ] || missing+=(softhsm2)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v cargo >/dev/null 2>&1 || { echo "cargo is required (install Rust with rustup)" >&2; exit 1; }
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
