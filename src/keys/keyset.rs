@@ -14,18 +14,21 @@
 //! convention ([`crate::signer::sign_artifact`]). Lifetime at most [`MAX_SIGNED_LIFETIME`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use crate::canonical::{Domain, signing_digest};
-use crate::clock::{Clock, format_rfc3339, parse_rfc3339};
+use crate::clock::{Clock, FixedClock, format_rfc3339, parse_rfc3339};
 use crate::crypto::{AlgorithmGate, decode_signature};
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, Event, EventSink};
 use crate::jwk::KeySet;
 use crate::keys::{ActiveKeys, KeyRole};
+use crate::model::from_value;
 use crate::signer::sign_artifact;
+use crate::verify::{ArtifactKind, KeySource, SignedKeySet, Verifier};
 
 /// Where the key set is served.
 pub const WELL_KNOWN_PATH: &str = "/.well-known/mpcp-keys.json";
@@ -39,15 +42,6 @@ pub const MPCP_VERSION_MEMBER: &str = "mpcpVersion";
 pub const DEFAULT_SIGNED_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Longest lifetime of a signed key set (as for trust bundles).
 pub const MAX_SIGNED_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
-
-const SIGNED_MEMBERS: [&str; 6] = [
-    "version",
-    "keySet",
-    "issuedAt",
-    "expiresAt",
-    "signerKeyId",
-    "signature",
-];
 
 /// Builds the published key set of the grant-signing role. Guarantees every key has kid,
 /// use "sig", kty, crv, x[, y], alg and an explicit `active`, and that none carries `d`.
@@ -113,13 +107,20 @@ pub fn sign_key_set(
     let set = build_key_set(keys)?;
     let signer = keys.active_signer(KeyRole::Root)?;
     let now = clock.now();
-    let unsigned = json!({
-        "version": SIGNED_KEY_SET_VERSION,
-        "keySet": key_set_value(&set)?,
-        "issuedAt": format_rfc3339(now),
-        "expiresAt": format_rfc3339(now + lifetime),
-        "signerKeyId": signer.kid(),
-    });
+    let unsigned = serde_json::to_value(SignedKeySet {
+        version: SIGNED_KEY_SET_VERSION.to_string(),
+        key_set: set,
+        issued_at: format_rfc3339(now),
+        expires_at: format_rfc3339(now + lifetime),
+        signer_key_id: signer.kid().to_string(),
+        signature: None,
+    })
+    .map_err(|e| {
+        Error::new(
+            ErrorCode::Internal,
+            format!("signed key set serialisation: {e}"),
+        )
+    })?;
     let signed = sign_artifact(
         signer.as_ref(),
         Domain::KeySet,
@@ -158,81 +159,36 @@ pub fn verify_signed_key_set(
     verify_signed_key_set_gated(value, root, clock, drift, None)
 }
 
-fn string_member<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<&'a str> {
-    obj.get(name).and_then(Value::as_str).ok_or_else(|| {
-        Error::field(
-            ErrorCode::SchemaInvalid,
-            name,
-            format!("{name} must be a string"),
-        )
-    })
-}
-
-/// Verifies a signed key set: exactly the six members, version "1.0", signer listed in
-/// `root` and active there (KEY_NOT_FOUND / KEY_REVOKED), algorithm accepted by `gate` for the
-/// document's issuedAt (when a gate is given), signature valid over the `MPCP:KeySet:1.0:`
-/// digest, `issuedAt` not after now + drift, `expiresAt` after issuedAt and not before
-/// now - drift, lifetime at most [`MAX_SIGNED_LIFETIME`], and the inner key set valid.
+/// Verifies a signed key set as a gateway that pins `root` would, judged at `clock.now()`:
+/// the offline verifier's checks ([`crate::verify::Verifier`]: exactly the signed-key-set
+/// members, version "1.0", inner key set valid, signer listed in `root` (KEY_NOT_FOUND) and
+/// active there (KEY_REVOKED), algorithm accepted by `gate` for the document's issuedAt,
+/// signature valid over the `MPCP:KeySet:1.0:` digest, not expired and not issued in the
+/// future beyond `drift`), plus what this publisher guarantees: the pinned root set is itself
+/// valid, `expiresAt` is after `issuedAt`, and the lifetime is at most [`MAX_SIGNED_LIFETIME`].
 pub fn verify_signed_key_set_gated(
     value: &Value,
     root: &KeySet,
     clock: &dyn Clock,
     drift: Duration,
-    gate: Option<&dyn AlgorithmGate>,
+    gate: Option<Arc<dyn AlgorithmGate>>,
 ) -> Result<KeySet> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| Error::new(ErrorCode::SchemaInvalid, "signed key set is not an object"))?;
-    if let Some(k) = obj.keys().find(|k| !SIGNED_MEMBERS.contains(&k.as_str())) {
-        return Err(Error::field(
-            ErrorCode::UnknownField,
-            k.clone(),
-            format!("unknown member {k:?} in signed key set"),
-        ));
-    }
-    let version = string_member(obj, "version")?;
-    if version != SIGNED_KEY_SET_VERSION {
-        return Err(Error::field(
-            ErrorCode::VersionUnsupported,
-            "version",
-            format!("signed key set version {version:?} is not supported"),
-        ));
-    }
-    let issued_at = parse_rfc3339(string_member(obj, "issuedAt")?, "issuedAt")?;
-    let expires_at = parse_rfc3339(string_member(obj, "expiresAt")?, "expiresAt")?;
-    let signer_kid = string_member(obj, "signerKeyId")?;
-    let signature = decode_signature(string_member(obj, "signature")?)?;
-    let inner = obj.get("keySet").filter(|v| v.is_object()).ok_or_else(|| {
-        Error::field(
+    if ArtifactKind::detect(value).ok() != Some(ArtifactKind::SignedKeySet) {
+        return Err(Error::new(
             ErrorCode::SchemaInvalid,
-            "keySet",
-            "keySet must be an object",
-        )
-    })?;
-
-    root.validate().map_err(|e| e.within("root"))?;
-    let jwk = root.find(signer_kid).ok_or_else(|| {
-        Error::field(
-            ErrorCode::KeyNotFound,
-            "signerKeyId",
-            format!("signer {signer_kid:?} is not a pinned root key"),
-        )
-    })?;
-    if !jwk.is_active() {
-        return Err(Error::field(
-            ErrorCode::KeyRevoked,
-            "signerKeyId",
-            format!("root key {signer_kid:?} is revoked"),
+            "not a signed key set (version, keySet, issuedAt, expiresAt, signerKeyId, signature)",
         ));
     }
-    let public = jwk.validate_public()?;
-    let now = clock.now();
+    root.validate().map_err(|e| e.within("root"))?;
+    // One instant for every time decision of this verification.
+    let mut verifier = Verifier::new(Arc::new(FixedClock::new(clock.now()))).with_drift(drift);
     if let Some(gate) = gate {
-        gate.check_artifact(public.alg(), Some(issued_at), now)?;
+        verifier = verifier.with_algorithm_gate(gate);
     }
-    let digest = signing_digest(Domain::KeySet, version, value)?;
-    public.verify_digest(&digest, &signature)?;
-
+    verifier.verify(value, &KeySource::Jwks(root.clone()))?;
+    let signed: SignedKeySet = from_value(value, "SignedKeySet")?;
+    let issued_at = parse_rfc3339(&signed.issued_at, "issuedAt")?;
+    let expires_at = parse_rfc3339(&signed.expires_at, "expiresAt")?;
     if expires_at <= issued_at {
         return Err(Error::field(
             ErrorCode::SchemaInvalid,
@@ -247,21 +203,7 @@ pub fn verify_signed_key_set_gated(
             "signed key set lifetime exceeds 7 days",
         ));
     }
-    if issued_at > now + drift {
-        return Err(Error::field(
-            ErrorCode::ArtifactNotYetValid,
-            "issuedAt",
-            "signed key set is issued in the future",
-        ));
-    }
-    if now > expires_at + drift {
-        return Err(Error::field(
-            ErrorCode::ArtifactExpired,
-            "expiresAt",
-            "signed key set has expired",
-        ));
-    }
-    KeySet::from_value(inner).map_err(|e| e.within("keySet"))
+    Ok(signed.key_set)
 }
 
 /// The root role's published keys as a key set, for out-of-band distribution to gateways

@@ -14,6 +14,7 @@ use crate::keys::test_support::{FlakySink, SoftBackend};
 use crate::keys::{KeyRegistry, KeyState};
 use crate::signer::{DigestSigner, SoftwareSigner};
 use crate::store::Store;
+use serde_json::json;
 
 const DEPRECATING_ES256K: &str = r#"
 implemented = "1.0"
@@ -206,7 +207,7 @@ fn signed_key_set_round_trip_and_audit() {
         &root,
         f.clock.as_ref(),
         DEFAULT_DRIFT,
-        Some(f.reg.policy()),
+        Some(Arc::new(f.reg.policy().clone())),
     )
     .unwrap();
 }
@@ -272,13 +273,13 @@ fn root_key_of_deprecated_algorithm_no_longer_signs_key_sets() {
         extra: BTreeMap::new(),
     };
     f.clock.set(t("2026-03-01T12:00:00Z"));
-    let gate: &dyn AlgorithmGate = f.reg.policy();
+    let gate: Arc<dyn AlgorithmGate> = Arc::new(f.reg.policy().clone());
     verify_signed_key_set_gated(
         &before,
         &pinned,
         f.clock.as_ref(),
         DEFAULT_DRIFT,
-        Some(gate),
+        Some(gate.clone()),
     )
     .unwrap();
     // ...and refuses one issued at or after it.
@@ -431,8 +432,8 @@ fn verifier_refusals() {
     let backwards = forge(
         &soft,
         &inner,
-        "2026-03-01T00:00:00Z",
-        "2026-03-01T00:00:00Z",
+        "2026-03-01T12:00:00Z",
+        "2026-03-01T11:59:00Z",
     );
     assert_eq!(
         check(&backwards, &pinned).unwrap_err().code,
@@ -456,7 +457,10 @@ fn verifier_refusals() {
     )
     .unwrap_err();
     assert_eq!(e.code, ErrorCode::KeyPrivateMaterial);
-    assert_eq!(e.field.as_deref(), Some("keySet.keys[0].d"));
+    assert!(
+        e.field.as_deref().is_some_and(|f| f.ends_with("keys[0].d")),
+        "{e:?}"
+    );
     let mut bad_version = inner.clone();
     bad_version["version"] = json!("0.9");
     assert_eq!(
@@ -770,5 +774,24 @@ fn schemas_refuse_what_the_appliance_must_never_publish() {
         },
         signed_schema,
         &signed,
+    );
+}
+
+#[test]
+fn project_vectors_replay_through_the_key_set_verifier() {
+    // test-vectors/l2 holds signed key sets made by the vector generator; the publisher's
+    // verifier must agree with the manifest on both.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-vectors/l2");
+    let root = KeySet::from_value(&read_json(&dir.join("keys/root-jwks.json"))).unwrap();
+    let clock = FixedClock::new(t("2026-06-01T12:00:00Z"));
+    let valid = read_json(&dir.join("artifacts/keyset-signed-valid.json"));
+    let inner = verify_signed_key_set(&valid, &root, &clock, DEFAULT_DRIFT).unwrap();
+    assert_eq!(KeySet::from_value(&valid["keySet"]).unwrap(), inner);
+    let tampered = read_json(&dir.join("artifacts/keyset-tampered.json"));
+    assert_eq!(
+        verify_signed_key_set(&tampered, &root, &clock, DEFAULT_DRIFT)
+            .unwrap_err()
+            .code,
+        ErrorCode::SignatureInvalid
     );
 }
