@@ -290,7 +290,9 @@ impl KeyRegistry {
             .db()
             .generate_id()
             .map_err(|e| store_error("id", e))?;
-        let label = format!("mpcp-pa/{role}/{seq}");
+        // The backend prefixes the role (e.g. `mpcp-pa/grant-signing/key-7`); the kid is not
+        // known before the public key exists.
+        let label = format!("key-{seq}");
         let generated = self.backend.generate(role, alg, &label)?;
         // From here on, a failure removes the new objects again so the token is unchanged.
         let registered = self.register_generated(
