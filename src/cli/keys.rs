@@ -20,7 +20,7 @@ use crate::crypto::Alg;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, EventSink};
 use crate::keys::keyset::{
-    DEFAULT_SIGNED_LIFETIME, build_key_set, build_root_key_set, key_set_value, sign_key_set,
+    DEFAULT_SIGNED_LIFETIME, build_root_key_set, key_set_value, sign_key_set,
 };
 use crate::keys::{KeyBackend, KeyRecord, KeyRegistry, KeyRole};
 use crate::store::Store;
@@ -351,8 +351,8 @@ fn export(
     out: &mut dyn Write,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| io_err(&format!("create {}", dir.display()), e))?;
-    let set = key_set_value(&build_key_set(reg)?)?;
-    // Signed (and audited) before anything is written, so a refusal writes nothing.
+    // Signed (and audited) before anything is written, so a refusal writes nothing. The plain
+    // document is the signed one's key set, so both files always agree.
     let signed = sign_key_set(
         reg,
         ctx.sink.as_ref(),
@@ -360,6 +360,10 @@ fn export(
         ctx.clock.as_ref(),
         lifetime,
     )?;
+    let set = signed
+        .get("keySet")
+        .cloned()
+        .ok_or_else(|| Error::new(ErrorCode::Internal, "signed key set without keySet"))?;
     let plain = dir.join("mpcp-keys.json");
     let signed_path = dir.join("mpcp-keys.signed.json");
     write_json_atomic(&plain, &set)?;
