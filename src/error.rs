@@ -78,6 +78,8 @@ pub enum ErrorCode {
     AuditLogInvalid,
     CheckpointInvalid,
     CheckpointInconsistent,
+    // Appended codes.
+    KeyRoleMismatch,
 }
 
 impl ErrorCode {
@@ -148,6 +150,7 @@ impl ErrorCode {
             AuditLogInvalid => "AUDIT_LOG_INVALID",
             CheckpointInvalid => "CHECKPOINT_INVALID",
             CheckpointInconsistent => "CHECKPOINT_INCONSISTENT",
+            KeyRoleMismatch => "KEY_ROLE_MISMATCH",
         }
     }
 

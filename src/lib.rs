@@ -12,6 +12,7 @@
 //! - [`error`]: one error type with stable codes.
 
 pub mod audit;
+pub mod algorithms;
 pub mod canonical;
 pub mod cli;
 pub mod clock;

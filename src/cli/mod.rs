@@ -12,6 +12,7 @@ use crate::error::Error;
 mod artifact;
 mod audit;
 mod hsm;
+pub mod keys;
 
 /// Default data directory: tokens, store and configuration of one appliance live here.
 pub const DEFAULT_DATA_DIR: &str = "mpcp-data";
@@ -37,6 +38,8 @@ enum Command {
     Audit(audit::AuditArgs),
     /// HSM setup and checks (development tokens, startup probe).
     Hsm(hsm::HsmArgs),
+    /// Manage signing keys (generate, activate, rotate, revoke, destroy) and export key sets.
+    Keys(keys::KeysArgs),
 }
 
 /// Parses the command line and runs it.
@@ -47,6 +50,7 @@ pub fn main() -> ExitCode {
         Command::Hash(a) => artifact::hash(a),
         Command::Audit(a) => audit::run(&cli.data_dir, a),
         Command::Hsm(a) => hsm::run(a, &cli.data_dir),
+        Command::Keys(a) => keys::main(&cli.data_dir, a),
     };
     match result {
         Ok(code) => code,
