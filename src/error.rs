@@ -166,8 +166,14 @@ impl ErrorCode {
             UnsupportedMediaType => 415,
             RateLimited => 429,
             HsmUnavailable | HsmTimeout | AuditUnavailable | StoreError => 503,
-            HsmError | HsmPinInvalid | HsmTokenNotFound | HsmMechanismUnsupported
-            | HsmKeyAttributesUnsafe | ConfigInvalid | Io | Internal => 500,
+            HsmError
+            | HsmPinInvalid
+            | HsmTokenNotFound
+            | HsmMechanismUnsupported
+            | HsmKeyAttributesUnsafe
+            | ConfigInvalid
+            | Io
+            | Internal => 500,
             AuditLogInvalid | CheckpointInconsistent => 500,
             _ => 400,
         }

@@ -11,8 +11,8 @@
 //! - [`clock`]: time behind a trait.
 //! - [`error`]: one error type with stable codes.
 
-pub mod audit;
 pub mod algorithms;
+pub mod audit;
 pub mod canonical;
 pub mod cli;
 pub mod clock;

@@ -150,14 +150,45 @@ pub fn load_policy(path: Option<&Path>) -> Result<AlgorithmPolicy> {
     }
 }
 
-/// Builds the context for the binary from the data directory: store, HSM backend and audit
-/// log. The HSM backend (`crate::hsm`) and the audit log are wired here when they are part of
-/// the build; until then the commands are refused rather than run against anything else.
-pub fn open_context(_data_dir: &Path, _policy: AlgorithmPolicy) -> Result<KeysContext> {
-    Err(Error::new(
-        ErrorCode::HsmUnavailable,
-        "this build has no PKCS#11 backend and audit log wired into `keys` yet",
-    ))
+/// Audit-log origin used when the appliance creates its log on first use.
+pub const DEFAULT_AUDIT_ORIGIN: &str = "mpcp-pa.local/audit";
+
+/// Builds the context for the binary from the data directory: the PKCS#11 backend from
+/// `DIR/pkcs11.toml` (made by `mpcp-pa hsm init-dev` for development), the sled store, and the
+/// audit log as the event sink (created on first use), so every key operation is recorded.
+pub fn open_context(data_dir: &Path, policy: AlgorithmPolicy) -> Result<KeysContext> {
+    let config_path = data_dir.join(crate::hsm::dev::CONFIG_FILE);
+    if !config_path.is_file() {
+        return Err(Error::new(
+            ErrorCode::ConfigInvalid,
+            format!(
+                "no HSM configuration at {} (run `mpcp-pa hsm init-dev --data-dir {}` for development tokens)",
+                config_path.display(),
+                data_dir.display()
+            ),
+        ));
+    }
+    let config = crate::hsm::HsmConfig::load(&config_path)?;
+    let backend = Arc::new(crate::hsm::HsmBackend::open(&config)?);
+    let store = Store::open(&crate::store::store_path(data_dir))?;
+    let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
+    let log = match crate::audit::AuditLog::open_existing(&store, clock.clone()) {
+        Ok(log) => log,
+        Err(e) if e.code == ErrorCode::NotFound => crate::audit::AuditLog::open(
+            &store,
+            crate::audit::AuditConfig::new(DEFAULT_AUDIT_ORIGIN),
+            clock.clone(),
+        )?,
+        Err(e) => return Err(e),
+    };
+    Ok(KeysContext {
+        store,
+        backend,
+        sink: Arc::new(log),
+        clock,
+        policy: Arc::new(policy),
+        actor: Actor::cli(),
+    })
 }
 
 /// Entry point of `mpcp-pa keys`.
