@@ -80,6 +80,10 @@ pub enum ErrorCode {
     CheckpointInconsistent,
     // Appended codes.
     KeyRoleMismatch,
+    // Service routing.
+    RouteNotFound,
+    MethodNotAllowed,
+    NotReady,
 }
 
 impl ErrorCode {
@@ -151,6 +155,9 @@ impl ErrorCode {
             CheckpointInvalid => "CHECKPOINT_INVALID",
             CheckpointInconsistent => "CHECKPOINT_INCONSISTENT",
             KeyRoleMismatch => "KEY_ROLE_MISMATCH",
+            RouteNotFound => "ROUTE_NOT_FOUND",
+            MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            NotReady => "NOT_READY",
         }
     }
 
@@ -160,12 +167,13 @@ impl ErrorCode {
         match self {
             Unauthorized => 401,
             Forbidden => 403,
-            NotFound | KeyNotFound => 404,
+            NotFound | KeyNotFound | RouteNotFound => 404,
+            MethodNotAllowed => 405,
             IdempotencyConflict | Conflict | KeyStateInvalid => 409,
             PayloadTooLarge | JsonTooLarge => 413,
             UnsupportedMediaType => 415,
             RateLimited => 429,
-            HsmUnavailable | HsmTimeout | AuditUnavailable | StoreError => 503,
+            HsmUnavailable | HsmTimeout | AuditUnavailable | StoreError | NotReady => 503,
             HsmError
             | HsmPinInvalid
             | HsmTokenNotFound

@@ -12,6 +12,7 @@
 //! - [`error`]: one error type with stable codes.
 
 pub mod algorithms;
+pub mod api;
 pub mod audit;
 pub mod canonical;
 pub mod cli;

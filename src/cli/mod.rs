@@ -13,6 +13,8 @@ mod artifact;
 mod audit;
 mod hsm;
 pub mod keys;
+pub mod serve;
+pub mod tokens;
 
 /// Default data directory: tokens, store and configuration of one appliance live here.
 pub const DEFAULT_DATA_DIR: &str = "mpcp-data";
@@ -40,6 +42,8 @@ enum Command {
     Hsm(hsm::HsmArgs),
     /// Manage signing keys (generate, activate, rotate, revoke, destroy) and export key sets.
     Keys(keys::KeysArgs),
+    /// Print the pin-sha256 of the current and the next (backup) TLS key.
+    Pins(serve::PinsArgs),
 }
 
 /// Parses the command line and runs it.
@@ -51,6 +55,7 @@ pub fn main() -> ExitCode {
         Command::Audit(a) => audit::run(&cli.data_dir, a),
         Command::Hsm(a) => hsm::run(a, &cli.data_dir),
         Command::Keys(a) => keys::main(&cli.data_dir, a),
+        Command::Pins(a) => serve::pins_cmd(&cli.data_dir, a),
     };
     match result {
         Ok(code) => code,

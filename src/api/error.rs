@@ -1,0 +1,87 @@
+//! The one place where an appliance [`Error`] becomes an HTTP response: status from
+//! [`ErrorCode::http_status`], body `{code, message, field?}`. Handlers return
+//! `Result<_, ApiError>`; axum's own rejections never reach the client in their plain-text form.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::error::{Error, ErrorCode};
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+impl ApiError {
+    /// An error with a code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError(Error::new(code, message))
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'static str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+/// Renders an error as the JSON body every failure carries.
+pub fn error_body(e: &Error) -> Vec<u8> {
+    let body = Body {
+        code: e.code.as_str(),
+        message: &e.message,
+        field: e.field.as_deref(),
+    };
+    // Serialising three strings cannot fail; fall back to a fixed body rather than panic.
+    serde_json::to_vec(&body)
+        .unwrap_or_else(|_| br#"{"code":"INTERNAL","message":"error"}"#.to_vec())
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (status, error_body(&self.0)).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.0.code == ErrorCode::Unauthorized {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+/// Result type of handlers.
+pub type ApiResult<T> = std::result::Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_carries_code_message_and_field() {
+        let e = Error::field(ErrorCode::UnknownField, "extra", "unknown member");
+        let v: serde_json::Value = serde_json::from_slice(&error_body(&e)).unwrap();
+        assert_eq!(v["code"], "UNKNOWN_FIELD");
+        assert_eq!(v["field"], "extra");
+        let r = ApiError(Error::new(ErrorCode::IdempotencyConflict, "x")).into_response();
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        let r = ApiError(Error::new(ErrorCode::Unauthorized, "x")).into_response();
+        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let v: serde_json::Value =
+            serde_json::from_slice(&error_body(&Error::new(ErrorCode::Internal, "m"))).unwrap();
+        assert!(v.get("field").is_none());
+    }
+}

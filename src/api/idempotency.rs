@@ -1,0 +1,340 @@
+//! `Idempotency-Key` for signing POSTs.
+//!
+//! A record maps (principal, key) to the digest of the canonical request and the response
+//! first returned. The same key with the same request replays that response byte for byte
+//! (same signature, no second signature, no second audit entry), even when the client never
+//! saw it; the same key with a different request is IDEMPOTENCY_CONFLICT (409). Concurrent
+//! requests with one key are serialised by a per-key lock held from lookup until the record
+//! is written, so two duplicates never both sign. Only successful responses are stored: a
+//! refused or failed request can be retried with its key.
+//!
+//! Remaining window, by design of the seams: a crash after the audit entry is durable and
+//! before the record is written leaves an audited signature that was never released; the
+//! retry signs again (a second audit entry, no second released signature for the first).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::canonical::canonical_bytes;
+use crate::clock::{Clock, format_rfc3339, parse_rfc3339};
+use crate::error::{Error, ErrorCode, Result};
+use crate::store::{Store, store_error};
+
+/// sled tree: `principal \n key` -> [`StoredResponse`] (JSON).
+pub const TREE_IDEMPOTENCY: &str = "api/idempotency";
+
+/// Domain prefix of the request digest.
+const DIGEST_PREFIX: &str = "MPCP-PA:IdempotentRequest:1:";
+
+/// Longest accepted `Idempotency-Key`.
+pub const MAX_KEY_LEN: usize = 255;
+
+/// The response stored for a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredResponse {
+    /// Hex digest of the canonical request.
+    pub request_digest: String,
+    /// HTTP status first returned.
+    pub status: u16,
+    /// JSON body first returned (UTF-8).
+    pub body: String,
+    /// When it was stored (RFC 3339).
+    pub stored_at: String,
+}
+
+/// What a lookup found.
+#[derive(Debug)]
+pub enum Begin {
+    /// No record: run the request, then [`IdempotencyStore::complete`] the reservation.
+    Fresh(Reservation),
+    /// A record for the same request: answer with it.
+    Replay(StoredResponse),
+}
+
+type LockMap = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
+/// The right to run a request for one key; holds the key's lock until dropped.
+pub struct Reservation {
+    scope: String,
+    digest: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    locks: Arc<LockMap>,
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("scope", &self.scope)
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reservation {
+    /// Hex digest of the reserved request.
+    pub fn request_digest(&self) -> &str {
+        &self.digest
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        // The map and this reservation hold the only references: nobody waits, forget the key.
+        if Arc::strong_count(&self.lock) == 2 {
+            map.remove(&self.scope);
+        }
+    }
+}
+
+/// Idempotency records in the shared store.
+pub struct IdempotencyStore {
+    store: Store,
+    tree: sled::Tree,
+    ttl: Duration,
+    locks: Arc<LockMap>,
+}
+
+impl std::fmt::Debug for IdempotencyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotencyStore")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks an `Idempotency-Key` value: 1..=255 visible ASCII characters.
+pub fn validate_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::field(
+            ErrorCode::SchemaInvalid,
+            "Idempotency-Key",
+            format!("Idempotency-Key must be 1-{MAX_KEY_LEN} visible ASCII characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// The digest that identifies a request: method, path and the canonical JSON body.
+pub fn request_digest(method: &str, path: &str, body: &Value) -> Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    h.update(DIGEST_PREFIX.as_bytes());
+    h.update(method.as_bytes());
+    h.update(b" ");
+    h.update(path.as_bytes());
+    h.update(b"\n");
+    h.update(canonical_bytes(body)?);
+    Ok(h.finalize().into())
+}
+
+impl IdempotencyStore {
+    /// Opens the record tree; records older than `ttl` count as absent.
+    pub fn open(store: &Store, ttl: Duration) -> Result<IdempotencyStore> {
+        Ok(IdempotencyStore {
+            store: store.clone(),
+            tree: store.tree(TREE_IDEMPOTENCY)?,
+            ttl,
+            locks: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    fn expired(&self, rec: &StoredResponse, now: OffsetDateTime) -> bool {
+        match parse_rfc3339(&rec.stored_at, "storedAt") {
+            Ok(t) => now - t > self.ttl,
+            Err(_) => true,
+        }
+    }
+
+    /// Locks `key` for `principal`, then looks it up against `digest`.
+    pub async fn begin(
+        &self,
+        principal: &str,
+        key: &str,
+        digest: &[u8; 32],
+        clock: &dyn Clock,
+    ) -> Result<Begin> {
+        validate_key(key)?;
+        let scope = format!("{principal}\n{key}");
+        let lock = {
+            let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(scope.clone()).or_default().clone()
+        };
+        let guard = lock.clone().lock_owned().await;
+        let reservation = Reservation {
+            scope,
+            digest: hex::encode(digest),
+            guard: Some(guard),
+            lock,
+            locks: self.locks.clone(),
+        };
+        let found = self
+            .tree
+            .get(reservation.scope.as_bytes())
+            .map_err(|e| store_error("read idempotency record", e))?;
+        let Some(raw) = found else {
+            return Ok(Begin::Fresh(reservation));
+        };
+        let rec: StoredResponse = serde_json::from_slice(&raw).map_err(|e| {
+            Error::new(
+                ErrorCode::StoreError,
+                format!("corrupt idempotency record: {e}"),
+            )
+        })?;
+        if self.expired(&rec, clock.now()) {
+            return Ok(Begin::Fresh(reservation));
+        }
+        if rec.request_digest != reservation.digest {
+            return Err(Error::field(
+                ErrorCode::IdempotencyConflict,
+                "Idempotency-Key",
+                "this Idempotency-Key was already used for a different request",
+            ));
+        }
+        Ok(Begin::Replay(rec))
+    }
+
+    /// Stores the response of a reserved request durably, then releases the key.
+    pub fn complete(
+        &self,
+        reservation: Reservation,
+        status: u16,
+        body: &[u8],
+        clock: &dyn Clock,
+    ) -> Result<StoredResponse> {
+        let rec = StoredResponse {
+            request_digest: reservation.digest.clone(),
+            status,
+            body: String::from_utf8(body.to_vec())
+                .map_err(|_| Error::new(ErrorCode::Internal, "response body is not UTF-8"))?,
+            stored_at: format_rfc3339(clock.now()),
+        };
+        let raw = serde_json::to_vec(&rec)
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("idempotency record: {e}")))?;
+        self.tree
+            .insert(reservation.scope.as_bytes(), raw)
+            .map_err(|e| store_error("write idempotency record", e))?;
+        self.store.flush()?;
+        drop(reservation);
+        Ok(rec)
+    }
+
+    /// Removes records older than the TTL; returns how many.
+    pub fn purge_expired(&self, clock: &dyn Clock) -> Result<usize> {
+        let now = clock.now();
+        let mut n = 0;
+        for item in self.tree.iter() {
+            let (k, raw) = item.map_err(|e| store_error("read idempotency record", e))?;
+            let stale = serde_json::from_slice::<StoredResponse>(&raw)
+                .map(|r| self.expired(&r, now))
+                .unwrap_or(true);
+            if stale {
+                self.tree
+                    .remove(k)
+                    .map_err(|e| store_error("purge idempotency record", e))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Number of keys currently locked (for tests of the lock table's cleanup).
+    pub fn locked_keys(&self) -> usize {
+        self.locks.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canonical::parse_strict;
+    use crate::clock::FixedClock;
+
+    fn digest(body: &str) -> [u8; 32] {
+        request_digest(
+            "POST",
+            "/v1/grants",
+            &parse_strict(body.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn replay_conflict_and_expiry() {
+        let store = Store::temporary().unwrap();
+        let idem = IdempotencyStore::open(&store, Duration::from_secs(60)).unwrap();
+        let clock = FixedClock::new(parse_rfc3339("2026-01-01T00:00:00Z", "t").unwrap());
+        let d1 = digest(r#"{"a":"1","b":"2"}"#);
+        // Key order and whitespace do not change the request.
+        assert_eq!(d1, digest(r#"{ "b":"2", "a":"1" }"#));
+        let Begin::Fresh(r) = idem.begin("alice", "k1", &d1, &clock).await.unwrap() else {
+            panic!("expected fresh")
+        };
+        idem.complete(r, 201, br#"{"sig":"x"}"#, &clock).unwrap();
+        assert_eq!(idem.locked_keys(), 0);
+        match idem.begin("alice", "k1", &d1, &clock).await.unwrap() {
+            Begin::Replay(rec) => {
+                assert_eq!((rec.status, rec.body.as_str()), (201, r#"{"sig":"x"}"#))
+            }
+            Begin::Fresh(_) => panic!("expected replay"),
+        }
+        let e = idem
+            .begin("alice", "k1", &digest(r#"{"a":"2"}"#), &clock)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::IdempotencyConflict);
+        // Keys are per principal.
+        assert!(matches!(
+            idem.begin("bob", "k1", &d1, &clock).await.unwrap(),
+            Begin::Fresh(_)
+        ));
+        assert_eq!(idem.locked_keys(), 0);
+        clock.advance(Duration::from_secs(61));
+        assert!(matches!(
+            idem.begin("alice", "k1", &d1, &clock).await.unwrap(),
+            Begin::Fresh(_)
+        ));
+        assert_eq!(idem.purge_expired(&clock).unwrap(), 1);
+        assert_eq!(validate_key("").unwrap_err().code, ErrorCode::SchemaInvalid);
+        assert!(validate_key("a b").is_err());
+    }
+
+    #[tokio::test]
+    async fn concurrent_duplicates_are_serialised() {
+        let store = Store::temporary().unwrap();
+        let idem = Arc::new(IdempotencyStore::open(&store, Duration::from_secs(60)).unwrap());
+        let clock = Arc::new(FixedClock::new(
+            OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1),
+        ));
+        let d = digest(r#"{"a":"1"}"#);
+        let Begin::Fresh(first) = idem.begin("p", "k", &d, clock.as_ref()).await.unwrap() else {
+            panic!()
+        };
+        let (idem2, clock2) = (idem.clone(), clock.clone());
+        let waiter = tokio::spawn(async move { idem2.begin("p", "k", &d, clock2.as_ref()).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiter.is_finished(),
+            "duplicate must wait for the first request"
+        );
+        idem.complete(first, 200, b"{}", clock.as_ref()).unwrap();
+        assert!(matches!(waiter.await.unwrap().unwrap(), Begin::Replay(_)));
+        // A dropped (failed) reservation leaves no record: the retry runs fresh.
+        let Begin::Fresh(r) = idem.begin("p", "k2", &d, clock.as_ref()).await.unwrap() else {
+            panic!()
+        };
+        drop(r);
+        assert!(matches!(
+            idem.begin("p", "k2", &d, clock.as_ref()).await.unwrap(),
+            Begin::Fresh(_)
+        ));
+    }
+}

@@ -1,0 +1,216 @@
+//! The appliance's HTTPS service.
+//!
+//! Layers, one file each: [`server`] (TLS on rustls, connection limit, graceful drain),
+//! [`tls`] (certificate, next key, pins), [`error`] (the one mapping from [`crate::Error`] to
+//! `{code, message, field?}` responses), [`body`] (strict JSON bodies), [`tokens`] and
+//! [`auth`] (bearer tokens with one role each), [`ratelimit`], [`idempotency`],
+//! [`signing`] (HSM signing off the runtime, audit entry before release) and the handlers in
+//! [`routes`]. The service depends only on the seams ([`ActiveKeys`], [`EventSink`],
+//! [`Clock`], [`Store`]); the key registry, the HSM backend and the audit log plug in there.
+//!
+//! Every route the service answers is listed once, in [`routes::table`]; the router is built
+//! from that table and the OpenAPI document is checked against it.
+
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod idempotency;
+pub mod ratelimit;
+pub mod routes;
+pub mod server;
+pub mod signing;
+pub mod tls;
+pub mod tokens;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::error::{Error, ErrorCode, Result};
+use crate::events::EventSink;
+use crate::keys::ActiveKeys;
+use crate::store::Store;
+
+pub use server::{Limits, RunningServer, Transport};
+
+/// Something that must be up for the service to be ready (`GET /readyz`): HSM tokens logged
+/// in, the audit log open. The store and the token table are checked by the service itself.
+pub trait ReadinessProbe: Send + Sync {
+    /// Short name shown in the readiness report.
+    fn name(&self) -> &str;
+    /// Ok when ready; the error says why not (never a secret).
+    fn check(&self) -> Result<()>;
+}
+
+/// Service settings that are not limits.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The PA's identifier, written as `issuer` / `bundleIssuer` of what it signs.
+    pub issuer: String,
+    /// Request limits.
+    pub limits: Limits,
+    /// How long an idempotency record answers for its key.
+    pub idempotency_ttl: Duration,
+    /// Validity of a signed key set from its signing.
+    pub keyset_lifetime: Duration,
+    /// `Cache-Control: max-age` of the public documents.
+    pub public_max_age: Duration,
+    /// Longest trust-bundle lifetime the PA signs.
+    pub max_bundle_lifetime: Duration,
+    /// Longest destination-allowlist lifetime the PA signs.
+    pub max_allowlist_lifetime: Duration,
+    /// Clock drift tolerance of the self-check every signed artifact passes.
+    pub drift: Duration,
+}
+
+impl ServiceConfig {
+    /// Defaults: key sets valid 24 h, public documents cached 5 min, bundles at most 7 days
+    /// (the spec's ceiling for all but low-assurance IoT), allowlists at most 30 days,
+    /// idempotency records kept 24 h, drift 300 s.
+    pub fn new(issuer: impl Into<String>) -> ServiceConfig {
+        ServiceConfig {
+            issuer: issuer.into(),
+            limits: Limits::default(),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            keyset_lifetime: Duration::from_secs(24 * 3600),
+            public_max_age: Duration::from_secs(300),
+            max_bundle_lifetime: Duration::from_secs(7 * 24 * 3600),
+            max_allowlist_lifetime: Duration::from_secs(30 * 24 * 3600),
+            drift: crate::clock::DEFAULT_DRIFT,
+        }
+    }
+}
+
+/// The parts the service is built from.
+pub struct ServiceParts {
+    /// The shared store (the service keeps tokens, idempotency records and issued artifacts
+    /// in its own trees).
+    pub store: Store,
+    /// The audit log (or another durable sink).
+    pub sink: Arc<dyn EventSink>,
+    /// The key registry's view of signing keys.
+    pub keys: Arc<dyn ActiveKeys>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Extra readiness checks (HSM login, audit log).
+    pub readiness: Vec<Arc<dyn ReadinessProbe>>,
+}
+
+struct Inner {
+    config: ServiceConfig,
+    store: Store,
+    sink: Arc<dyn EventSink>,
+    keys: Arc<dyn ActiveKeys>,
+    clock: Arc<dyn Clock>,
+    readiness: Vec<Arc<dyn ReadinessProbe>>,
+    tokens: tokens::TokenStore,
+    rate: ratelimit::RateLimiter,
+    idempotency: idempotency::IdempotencyStore,
+    artifacts: routes::ArtifactStore,
+    keyset_cache: tokio::sync::Mutex<Option<routes::public::CachedKeySet>>,
+    serial_lock: tokio::sync::Mutex<()>,
+}
+
+/// Shared state of every handler. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("issuer", &self.0.config.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Opens the service's trees in the store and assembles the state.
+    pub fn new(parts: ServiceParts, config: ServiceConfig) -> Result<AppState> {
+        if config.issuer.trim().is_empty() {
+            return Err(Error::new(
+                ErrorCode::ConfigInvalid,
+                "the PA issuer id is empty",
+            ));
+        }
+        let tokens = tokens::TokenStore::open(&parts.store)?;
+        let idempotency =
+            idempotency::IdempotencyStore::open(&parts.store, config.idempotency_ttl)?;
+        idempotency.purge_expired(parts.clock.as_ref())?;
+        let artifacts = routes::ArtifactStore::open(&parts.store)?;
+        let rate = ratelimit::RateLimiter::new(
+            config.limits.requests_per_second_per_token,
+            config.limits.burst_per_token,
+        );
+        Ok(AppState(Arc::new(Inner {
+            store: parts.store,
+            sink: parts.sink,
+            keys: parts.keys,
+            clock: parts.clock,
+            readiness: parts.readiness,
+            tokens,
+            rate,
+            idempotency,
+            artifacts,
+            keyset_cache: tokio::sync::Mutex::new(None),
+            serial_lock: tokio::sync::Mutex::new(()),
+            config,
+        })))
+    }
+
+    /// Settings.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.0.config
+    }
+    /// Request limits.
+    pub fn limits(&self) -> &Limits {
+        &self.0.config.limits
+    }
+    /// The token table.
+    pub fn tokens(&self) -> &tokens::TokenStore {
+        &self.0.tokens
+    }
+    /// Per-token rate limiter.
+    pub fn rate_limiter(&self) -> &ratelimit::RateLimiter {
+        &self.0.rate
+    }
+    /// Idempotency records.
+    pub fn idempotency(&self) -> &idempotency::IdempotencyStore {
+        &self.0.idempotency
+    }
+    /// Time.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.0.clock
+    }
+    /// The key registry view.
+    pub fn keys(&self) -> &Arc<dyn ActiveKeys> {
+        &self.0.keys
+    }
+    /// The durable event sink.
+    pub fn sink(&self) -> &Arc<dyn EventSink> {
+        &self.0.sink
+    }
+    /// The shared store.
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+    /// Policies, grants, allowlists and bundles issued by this PA.
+    pub fn artifacts(&self) -> &routes::ArtifactStore {
+        &self.0.artifacts
+    }
+    pub(crate) fn keyset_cache(&self) -> &tokio::sync::Mutex<Option<routes::public::CachedKeySet>> {
+        &self.0.keyset_cache
+    }
+    pub(crate) fn serial_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.0.serial_lock
+    }
+    /// Extra readiness probes.
+    pub fn readiness(&self) -> &[Arc<dyn ReadinessProbe>] {
+        &self.0.readiness
+    }
+}
+
+/// The complete router: every route of [`routes::table`], JSON 404/405 fallbacks, panic
+/// containment and response headers.
+pub fn router(state: AppState) -> axum::Router {
+    routes::build(state)
+}

@@ -1,0 +1,283 @@
+//! Trust bundles. `POST /v1/trust-bundles` (security officer) takes a bundle without the
+//! members the PA sets (`bundleIssuer`, `bundleKeyId`, `issuedAt`, `revokedGrantIds`,
+//! `signature`; `bundleId` generated when absent), refuses lifetimes over the configured
+//! ceiling and, for the PA's own issuer entry, any key that is not a currently active
+//! grant-signing key; adds the revoked, unexpired grants as `revokedGrantIds`; signs with
+//! the root key (never the grant-signing key), records `trust_bundle_issued` and answers 201.
+//! Public reads: the newest unexpired bundle at `/.well-known/mpcp-trust-bundle.json`, and
+//! `GET /v1/trust-bundles?category=&merchant=&region=` for the unexpired bundles matching
+//! every given filter, newest first.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::public::cacheable;
+use super::{ApiQuery, idempotent, insert_new, random_id, refuse_pa_members};
+use crate::api::AppState;
+use crate::api::auth::{Auth, SecurityOfficer};
+use crate::api::body::StrictJson;
+use crate::api::error::ApiResult;
+use crate::api::signing::{active_signer, blocking, record, sign};
+use crate::canonical::{Domain, canonical_bytes, parse_strict};
+use crate::clock::{format_rfc3339, parse_rfc3339};
+use crate::error::{Error, ErrorCode, Result};
+use crate::events::{Actor, Event};
+use crate::keys::KeyRole;
+use crate::model::TrustBundle;
+use crate::store::store_error;
+
+const PA_MEMBERS: [&str; 5] = [
+    "bundleIssuer",
+    "bundleKeyId",
+    "issuedAt",
+    "revokedGrantIds",
+    "signature",
+];
+
+/// `POST /v1/trust-bundles`.
+pub async fn issue(
+    State(state): State<AppState>,
+    auth: Auth<SecurityOfficer>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    StrictJson(body): StrictJson,
+) -> ApiResult<Response> {
+    let st = state.clone();
+    let b = body.clone();
+    let actor = auth.actor();
+    idempotent(
+        &state,
+        &auth.principal,
+        &headers,
+        &method,
+        uri.path(),
+        &body,
+        |digest| async move { issue_inner(&st, b, digest, actor).await },
+    )
+    .await
+}
+
+async fn issue_inner(
+    state: &AppState,
+    body: Value,
+    request_digest: String,
+    actor: Actor,
+) -> Result<(StatusCode, Value)> {
+    let mut obj = body.as_object().cloned().ok_or_else(|| {
+        Error::new(
+            ErrorCode::SchemaInvalid,
+            "request body must be a JSON object",
+        )
+    })?;
+    refuse_pa_members(&obj, &PA_MEMBERS)?;
+    if !obj.contains_key("bundleId") {
+        obj.insert("bundleId".into(), Value::String(random_id("bundle")?));
+    }
+    obj.entry("version")
+        .or_insert_with(|| Value::String(crate::MPCP_SPEC_VERSION.into()));
+    let now = state.clock().now();
+    let s = state.clone();
+    let revoked = blocking(move || super::grants::revoked_ids(&s)).await?;
+    obj.insert(
+        "bundleIssuer".into(),
+        Value::String(state.config().issuer.clone()),
+    );
+    obj.insert("bundleKeyId".into(), Value::String("pending".into()));
+    obj.insert("issuedAt".into(), Value::String(format_rfc3339(now)));
+    obj.insert("revokedGrantIds".into(), json!(revoked));
+    let bundle = TrustBundle::from_value(&Value::Object(obj.clone()))?;
+    let expires = parse_rfc3339(&bundle.expires_at, "expiresAt")?;
+    if expires <= now {
+        return Err(Error::field(
+            ErrorCode::TimestampInvalid,
+            "expiresAt",
+            "expiresAt must be in the future",
+        ));
+    }
+    let ceiling = state.config().max_bundle_lifetime;
+    if expires - now > ceiling {
+        return Err(Error::field(
+            ErrorCode::LifetimeExceeded,
+            "expiresAt",
+            format!("a trust bundle may live at most {} s", ceiling.as_secs()),
+        ));
+    }
+    check_own_keys(state, &bundle).await?;
+    let bundles = state.artifacts().bundles.clone();
+    let id = bundle.bundle_id.clone();
+    if blocking(move || {
+        bundles
+            .contains_key(&id)
+            .map_err(|e| store_error("read bundle", e))
+    })
+    .await?
+    {
+        return Err(conflict(&bundle.bundle_id));
+    }
+
+    let signer = active_signer(state, KeyRole::Root).await?;
+    let kid = signer.kid().to_string();
+    obj.insert("bundleKeyId".into(), Value::String(kid.clone()));
+    let signed = sign(
+        signer,
+        Domain::TrustBundle,
+        bundle.version.clone(),
+        Value::Object(obj),
+    )
+    .await?;
+    let raw = canonical_bytes(&signed)?;
+    let bundles = state.artifacts().bundles.clone();
+    let id = bundle.bundle_id.clone();
+    if !blocking(move || insert_new(&bundles, &id, &raw)).await? {
+        return Err(conflict(&bundle.bundle_id));
+    }
+    let event = Event::TrustBundleIssued {
+        bundle_id: bundle.bundle_id.clone(),
+        bundle_key_id: kid,
+        request_digest,
+    };
+    if let Err(e) = record(state, &actor, event).await {
+        let bundles = state.artifacts().bundles.clone();
+        let id = bundle.bundle_id.clone();
+        let _ = blocking(move || {
+            bundles
+                .remove(id.as_bytes())
+                .map_err(|e| store_error("remove bundle", e))
+        })
+        .await;
+        return Err(e);
+    }
+    let artifacts = state.artifacts().clone();
+    blocking(move || artifacts.flush()).await?;
+    Ok((StatusCode::CREATED, signed))
+}
+
+fn conflict(id: &str) -> Error {
+    Error::field(
+        ErrorCode::Conflict,
+        "bundleId",
+        format!("bundle {id:?} already exists"),
+    )
+}
+
+/// Keys embedded under the PA's own issuer must be its active grant-signing keys, exactly.
+async fn check_own_keys(state: &AppState, bundle: &TrustBundle) -> Result<()> {
+    let own = &state.config().issuer;
+    let entries: Vec<_> = bundle
+        .issuers
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| &e.issuer == own)
+        .collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let keys = state.keys().clone();
+    let published = blocking(move || keys.published_keys(KeyRole::GrantSigning)).await?;
+    for (i, entry) in entries {
+        for (j, k) in entry.keys.iter().enumerate() {
+            let field = format!("issuers[{i}].keys[{j}]");
+            match published.iter().find(|p| p.kid == k.kid) {
+                None => {
+                    return Err(Error::field(
+                        ErrorCode::KeyNotFound,
+                        field,
+                        format!("{:?} is not a grant-signing key of this PA", k.kid),
+                    ));
+                }
+                Some(p) if !p.is_active() => {
+                    return Err(Error::field(
+                        ErrorCode::KeyRevoked,
+                        field,
+                        format!("key {:?} is revoked", k.kid),
+                    ));
+                }
+                Some(p)
+                    if (p.kty.as_str(), p.crv.as_str(), p.x.as_str(), p.y.as_deref())
+                        != (k.kty.as_str(), k.crv.as_str(), k.x.as_str(), k.y.as_deref()) =>
+                {
+                    return Err(Error::field(
+                        ErrorCode::KeyFormatInvalid,
+                        field,
+                        format!("key {:?} does not match the published key", k.kid),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Filters of `GET /v1/trust-bundles`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleQuery {
+    /// Exact category.
+    pub category: Option<String>,
+    /// Exact merchant.
+    pub merchant: Option<String>,
+    /// Exact geography region.
+    pub region: Option<String>,
+}
+
+/// Unexpired bundles matching `q`, newest `issuedAt` first.
+fn matching(state: &AppState, q: &BundleQuery) -> Result<Vec<Value>> {
+    let now = state.clock().now();
+    let mut found: Vec<(String, Value)> = Vec::new();
+    for item in state.artifacts().bundles.iter() {
+        let (_, raw) = item.map_err(|e| store_error("read bundle", e))?;
+        let v = parse_strict(&raw)?;
+        let b = TrustBundle::from_value(&v)?;
+        if parse_rfc3339(&b.expires_at, "expiresAt")? <= now {
+            continue;
+        }
+        let region = b.geography.as_ref().and_then(|g| g.region.as_deref());
+        let ok = q.category.as_deref().is_none_or(|c| c == b.category)
+            && q.merchant
+                .as_deref()
+                .is_none_or(|m| Some(m) == b.merchant.as_deref())
+            && q.region.as_deref().is_none_or(|r| Some(r) == region);
+        if ok {
+            found.push((b.issued_at.clone().unwrap_or_default(), v));
+        }
+    }
+    // RFC 3339 in UTC with whole seconds (as the PA writes it) sorts as text.
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    Ok(found.into_iter().map(|(_, v)| v).collect())
+}
+
+/// `GET /v1/trust-bundles`.
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<BundleQuery>,
+) -> ApiResult<Response> {
+    let s = state.clone();
+    let bundles = blocking(move || matching(&s, &q)).await?;
+    Ok(cacheable(
+        &state,
+        &headers,
+        canonical_bytes(&json!({"bundles": bundles}))?,
+    ))
+}
+
+/// `GET /.well-known/mpcp-trust-bundle.json`: the newest unexpired bundle.
+pub async fn well_known(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    let s = state.clone();
+    let newest = blocking(move || matching(&s, &BundleQuery::default()))
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            Error::new(
+                ErrorCode::NotFound,
+                "no unexpired trust bundle has been issued",
+            )
+        })?;
+    Ok(cacheable(&state, &headers, canonical_bytes(&newest)?))
+}

@@ -1,0 +1,382 @@
+//! The route table, the router built from it, and what handlers share: the store of issued
+//! artifacts, JSON responses, path/query extractors with JSON rejections, and the
+//! idempotency wrapper of signing POSTs.
+
+pub mod allowlists;
+pub mod bundles;
+pub mod grants;
+pub mod keys;
+pub mod policies;
+pub mod public;
+
+use std::future::Future;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult};
+use super::idempotency::{Begin, request_digest};
+use super::tokens::{ApiRole, Principal};
+use crate::canonical::canonical_bytes;
+use crate::error::{Error, ErrorCode, Result};
+use crate::store::{Store, store_error};
+
+/// One served route: method, path (axum / OpenAPI template syntax) and the role it requires
+/// (`None` = public).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteEntry {
+    /// HTTP method.
+    pub method: Method,
+    /// Path template, e.g. `/v1/grants/{grantId}`.
+    pub path: &'static str,
+    /// Required role, or public.
+    pub role: Option<ApiRole>,
+}
+
+fn entry(
+    method: Method,
+    path: &'static str,
+    role: Option<ApiRole>,
+    handler: MethodRouter<AppState>,
+) -> (RouteEntry, MethodRouter<AppState>) {
+    (RouteEntry { method, path, role }, handler)
+}
+
+/// Every route the service serves, with its handler. The router is built from exactly this
+/// list, and the OpenAPI document is tested against it.
+fn table_with_handlers() -> Vec<(RouteEntry, MethodRouter<AppState>)> {
+    use ApiRole::*;
+    vec![
+        entry(Method::GET, "/healthz", None, get(public::healthz)),
+        entry(Method::GET, "/readyz", None, get(public::readyz)),
+        entry(
+            Method::GET,
+            "/.well-known/mpcp-keys.json",
+            None,
+            get(public::key_set),
+        ),
+        entry(
+            Method::GET,
+            "/.well-known/mpcp-trust-bundle.json",
+            None,
+            get(bundles::well_known),
+        ),
+        entry(Method::GET, "/v1/trust-bundles", None, get(bundles::list)),
+        entry(
+            Method::GET,
+            "/v1/destination-allowlists/{allowlistId}",
+            None,
+            get(allowlists::get_latest),
+        ),
+        entry(
+            Method::POST,
+            "/v1/policies",
+            Some(Issuer),
+            post(policies::store),
+        ),
+        entry(
+            Method::GET,
+            "/v1/policies/{policyHash}",
+            Some(Issuer),
+            get(policies::fetch),
+        ),
+        entry(
+            Method::POST,
+            "/v1/grants",
+            Some(Issuer),
+            post(grants::issue),
+        ),
+        entry(
+            Method::GET,
+            "/v1/grants/{grantId}",
+            Some(Issuer),
+            get(grants::fetch),
+        ),
+        entry(
+            Method::POST,
+            "/v1/grants/{grantId}/revoke",
+            Some(Issuer),
+            post(grants::revoke),
+        ),
+        entry(
+            Method::POST,
+            "/v1/destination-allowlists",
+            Some(Issuer),
+            post(allowlists::issue),
+        ),
+        entry(
+            Method::POST,
+            "/v1/trust-bundles",
+            Some(SecurityOfficer),
+            post(bundles::issue),
+        ),
+        entry(
+            Method::GET,
+            "/v1/keys",
+            Some(SecurityOfficer),
+            get(keys::list),
+        ),
+    ]
+}
+
+/// Every route the service serves.
+pub fn table() -> Vec<RouteEntry> {
+    table_with_handlers().into_iter().map(|(e, _)| e).collect()
+}
+
+/// Builds the router from [`table`].
+pub fn build(state: AppState) -> Router {
+    let mut by_path: Vec<(&'static str, MethodRouter<AppState>)> = Vec::new();
+    for (e, handler) in table_with_handlers() {
+        match by_path.iter_mut().find(|(p, _)| *p == e.path) {
+            Some((_, existing)) => {
+                let merged = std::mem::take(existing).merge(handler);
+                *existing = merged;
+            }
+            None => by_path.push((e.path, handler)),
+        }
+    }
+    let mut router = Router::new();
+    for (path, handler) in by_path {
+        router = router.route(path, handler);
+    }
+    router
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(common_headers))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+        .with_state(state)
+}
+
+async fn route_not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        ErrorCode::RouteNotFound,
+        format!("no route for {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    // The panic message may carry request data; it is not echoed.
+    ApiError::new(ErrorCode::Internal, "internal error").into_response()
+}
+
+async fn common_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
+/// A JSON response with the canonical bytes of `value`.
+pub fn json_response(status: StatusCode, value: &Value) -> ApiResult<Response> {
+    Ok(bytes_response(status, canonical_bytes(value)?))
+}
+
+fn bytes_response(status: StatusCode, bytes: Vec<u8>) -> Response {
+    let mut r = (status, bytes).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// `axum::extract::Path` whose rejection is a JSON error.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| ApiPath(v))
+            .map_err(|e| ApiError::new(ErrorCode::SchemaInvalid, format!("bad path: {e}")))
+    }
+}
+
+/// `axum::extract::Query` whose rejection is a JSON error (unknown parameters are refused
+/// by the target type's `deny_unknown_fields`).
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|e| ApiError::new(ErrorCode::SchemaInvalid, format!("bad query: {e}")))
+    }
+}
+
+/// Runs a POST under `Idempotency-Key` semantics (see [`super::idempotency`]). `run` gets the
+/// hex digest of the canonical request (recorded in audit events) and returns the status and
+/// body; only a success is stored. Replays carry `Idempotent-Replayed: true`.
+pub async fn idempotent<F, Fut>(
+    state: &AppState,
+    who: &Principal,
+    headers: &HeaderMap,
+    method: &Method,
+    path: &str,
+    body: &Value,
+    run: F,
+) -> ApiResult<Response>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = Result<(StatusCode, Value)>>,
+{
+    let digest = request_digest(method.as_str(), path, body)?;
+    let digest_hex = hex::encode(digest);
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| {
+            Error::field(
+                ErrorCode::SchemaInvalid,
+                "Idempotency-Key",
+                "Idempotency-Key must be visible ASCII",
+            )
+        })?),
+    };
+    let Some(key) = key else {
+        let (status, value) = run(digest_hex).await?;
+        return json_response(status, &value);
+    };
+    let clock = state.clock().clone();
+    match state
+        .idempotency()
+        .begin(&who.name, key, &digest, clock.as_ref())
+        .await?
+    {
+        Begin::Replay(rec) => {
+            let status = StatusCode::from_u16(rec.status).unwrap_or(StatusCode::OK);
+            let mut r = bytes_response(status, rec.body.into_bytes());
+            r.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(r)
+        }
+        Begin::Fresh(reservation) => {
+            let (status, value) = run(digest_hex).await?;
+            let bytes = canonical_bytes(&value)?;
+            // The artifact is audited and stored; a failure to keep the idempotency record
+            // must not withhold it (a retry then gets CONFLICT on the artifact's id rather
+            // than a second signature).
+            let _ =
+                state
+                    .idempotency()
+                    .complete(reservation, status.as_u16(), &bytes, clock.as_ref());
+            Ok(bytes_response(status, bytes))
+        }
+    }
+}
+
+/// Trees of what this PA stored or issued.
+pub mod trees {
+    /// policyHash -> canonical policy document.
+    pub const POLICIES: &str = "api/policies";
+    /// grantId -> grant record.
+    pub const GRANTS: &str = "api/grants";
+    /// allowlistId -> latest signed allowlist.
+    pub const ALLOWLISTS: &str = "api/allowlists";
+    /// bundleId -> signed trust bundle.
+    pub const BUNDLES: &str = "api/bundles";
+}
+
+/// The service's artifact trees.
+#[derive(Debug, Clone)]
+pub struct ArtifactStore {
+    store: Store,
+    /// Policies.
+    pub policies: sled::Tree,
+    /// Grants.
+    pub grants: sled::Tree,
+    /// Allowlists.
+    pub allowlists: sled::Tree,
+    /// Bundles.
+    pub bundles: sled::Tree,
+}
+
+impl ArtifactStore {
+    /// Opens the trees.
+    pub fn open(store: &Store) -> Result<ArtifactStore> {
+        Ok(ArtifactStore {
+            store: store.clone(),
+            policies: store.tree(trees::POLICIES)?,
+            grants: store.tree(trees::GRANTS)?,
+            allowlists: store.tree(trees::ALLOWLISTS)?,
+            bundles: store.tree(trees::BUNDLES)?,
+        })
+    }
+
+    /// Makes every write durable.
+    pub fn flush(&self) -> Result<()> {
+        self.store.flush()
+    }
+}
+
+/// Reads a JSON value from a tree.
+pub fn get_json<T: DeserializeOwned>(tree: &sled::Tree, key: &str) -> Result<Option<T>> {
+    match tree.get(key).map_err(|e| store_error("read", e))? {
+        None => Ok(None),
+        Some(raw) => serde_json::from_slice(&raw).map(Some).map_err(|e| {
+            Error::new(
+                ErrorCode::StoreError,
+                format!("corrupt record {key:?}: {e}"),
+            )
+        }),
+    }
+}
+
+/// Inserts `value` under `key` only if the key is absent; false when it exists.
+pub fn insert_new(tree: &sled::Tree, key: &str, value: &[u8]) -> Result<bool> {
+    tree.compare_and_swap(key, None as Option<&[u8]>, Some(value))
+        .map_err(|e| store_error("write", e))
+        .map(|r| r.is_ok())
+}
+
+/// A random identifier `prefix-<16 hex>`.
+pub fn random_id(prefix: &str) -> Result<String> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b)
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("system RNG failed: {e}")))?;
+    Ok(format!("{prefix}-{}", hex::encode(b)))
+}
+
+/// Refuses members the PA sets itself.
+pub fn refuse_pa_members(obj: &serde_json::Map<String, Value>, members: &[&str]) -> Result<()> {
+    if let Some(m) = members.iter().find(|m| obj.contains_key(**m)) {
+        return Err(Error::field(
+            ErrorCode::SchemaInvalid,
+            *m,
+            format!("{m} is set by the Policy Authority and must not be supplied"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! Policy documents (issuer role). `POST /v1/policies` validates a document, stores its
+//! canonical form under `policyHash = SHA-256("MPCP:Policy:1.0:" || canonical_json)` and
+//! records `policy_stored`; storing the same document again answers 200 with the same hash
+//! and records nothing. Grants may only name a stored policy.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::{ApiPath, get_json, insert_new, json_response};
+use crate::api::AppState;
+use crate::api::auth::{Auth, Issuer};
+use crate::api::body::StrictJson;
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::signing::{blocking, record};
+use crate::canonical::canonical_bytes;
+use crate::error::{Error, ErrorCode, Result};
+use crate::events::Event;
+use crate::model::{PolicyDocument, check_sha256_hex};
+
+/// `POST /v1/policies`.
+pub async fn store(
+    State(state): State<AppState>,
+    auth: Auth<Issuer>,
+    StrictJson(doc): StrictJson,
+) -> ApiResult<Response> {
+    let policy_hash = PolicyDocument::policy_hash(&doc)?;
+    let canonical = canonical_bytes(&doc)?;
+    let tree = state.artifacts().policies.clone();
+    let (h, c) = (policy_hash.clone(), canonical.clone());
+    let created = blocking(move || insert_new(&tree, &h, &c)).await?;
+    let body = json!({"policyHash": policy_hash, "version": doc["version"]});
+    if !created {
+        return json_response(StatusCode::OK, &body);
+    }
+    let event = Event::PolicyStored {
+        policy_hash: policy_hash.clone(),
+    };
+    if let Err(e) = record(&state, &auth.actor(), event).await {
+        let tree = state.artifacts().policies.clone();
+        let _ = blocking(move || {
+            tree.remove(policy_hash.as_bytes())
+                .map_err(|e| crate::store::store_error("remove policy", e))
+        })
+        .await;
+        return Err(e.into());
+    }
+    let artifacts = state.artifacts().clone();
+    blocking(move || artifacts.flush()).await?;
+    json_response(StatusCode::CREATED, &body)
+}
+
+/// The stored policy document with `policy_hash`, if any.
+pub fn load(state: &AppState, policy_hash: &str) -> Result<Option<PolicyDocument>> {
+    let Some(raw) = state
+        .artifacts()
+        .policies
+        .get(policy_hash)
+        .map_err(|e| crate::store::store_error("read policy", e))?
+    else {
+        return Ok(None);
+    };
+    let value: Value = crate::canonical::parse_strict(&raw)?;
+    PolicyDocument::from_value(&value).map(Some)
+}
+
+/// `GET /v1/policies/{policyHash}`.
+pub async fn fetch(
+    State(state): State<AppState>,
+    _auth: Auth<Issuer>,
+    ApiPath(policy_hash): ApiPath<String>,
+) -> ApiResult<Response> {
+    check_sha256_hex(&policy_hash, "policyHash")?;
+    let tree = state.artifacts().policies.clone();
+    let h = policy_hash.clone();
+    let doc: Option<Value> = blocking(move || get_json(&tree, &h)).await?;
+    match doc {
+        Some(doc) => json_response(
+            StatusCode::OK,
+            &json!({"policyHash": policy_hash, "policy": doc}),
+        ),
+        None => Err(ApiError(Error::field(
+            ErrorCode::NotFound,
+            "policyHash",
+            format!("no policy with hash {policy_hash}"),
+        ))),
+    }
+}

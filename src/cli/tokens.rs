@@ -1,0 +1,97 @@
+//! `tokens`: API token administration at the console. A secret is printed once, on stdout,
+//! at creation and never again; `list` shows names, roles and states only. Creation and
+//! revocation are recorded in the audit log as the CLI operator.
+//!
+//! sled locks the data directory, so these commands run while the service is stopped.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use crate::api::tokens::{ApiRole, NewToken, TokenStore};
+use crate::clock::Clock;
+use crate::error::Result;
+use crate::events::{Actor, EventSink};
+use crate::store::Store;
+
+/// Arguments of `mpcp-pa tokens`.
+#[derive(Debug, Args)]
+pub struct TokensArgs {
+    #[command(subcommand)]
+    pub command: TokensCommand,
+}
+
+/// Token subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a token with exactly one role and print its secret once.
+    Create {
+        /// Unique name (1-64 of A-Z a-z 0-9 . _ -); names of revoked tokens stay taken.
+        #[arg(long)]
+        name: String,
+        /// issuer, security-officer or auditor.
+        #[arg(long, value_parser = parse_role)]
+        role: ApiRole,
+    },
+    /// List tokens (names, roles, creation and revocation times; never secrets).
+    List,
+    /// Revoke a token by name.
+    Revoke {
+        /// Token name.
+        name: String,
+    },
+    /// Create the first security-officer token, only if none was ever created.
+    Bootstrap,
+}
+
+fn parse_role(s: &str) -> std::result::Result<ApiRole, String> {
+    ApiRole::parse(s).map_err(|e| e.message)
+}
+
+fn print_new(t: &NewToken) {
+    eprintln!(
+        "created token {:?} (role {}); the secret below is shown only now:",
+        t.name, t.role
+    );
+    println!("{}", t.secret.as_str());
+}
+
+/// Runs a token subcommand against `store`, recording through `sink`.
+pub fn run(
+    args: TokensArgs,
+    store: &Store,
+    sink: &dyn EventSink,
+    clock: &dyn Clock,
+) -> Result<ExitCode> {
+    let tokens = TokenStore::open(store)?;
+    let actor = Actor::cli();
+    match args.command {
+        TokensCommand::Create { name, role } => {
+            print_new(&tokens.create(&name, role, &actor, sink, clock)?);
+        }
+        TokensCommand::List => {
+            for t in tokens.list()? {
+                let state = match &t.revoked_at {
+                    Some(at) => format!("revoked {at}"),
+                    None => "active".to_string(),
+                };
+                println!(
+                    "{}\t{}\tcreated {}\t{}",
+                    t.name, t.role, t.created_at, state
+                );
+            }
+        }
+        TokensCommand::Revoke { name } => {
+            tokens.revoke(&name, &actor, sink, clock)?;
+            eprintln!("revoked token {name:?}");
+        }
+        TokensCommand::Bootstrap => match tokens.bootstrap(&actor, sink, clock)? {
+            Some(t) => print_new(&t),
+            None => {
+                eprintln!("a security-officer token already exists; nothing created");
+                return Ok(ExitCode::from(1));
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,216 @@
+//! Shared harness of the service's end-to-end tests: the real service (axum over rustls) on
+//! a loopback port with the development TLS material generated in a temporary data
+//! directory, a real sled store, and a reqwest client that trusts only that certificate.
+//!
+//! Until the key registry, the HSM backend and the audit log are on main, the harness plugs
+//! in [`NoKeys`] (a registry with no keys at all: every signing route answers KEY_NOT_FOUND,
+//! nothing is ever signed) and the in-memory sink of `crate::events`; the routes exercised
+//! here do not sign.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mpcp_pa::api::tls::{TlsPaths, dev_names, ensure_dev_material, server_config};
+use mpcp_pa::api::tokens::ApiRole;
+use mpcp_pa::api::{
+    AppState, Limits, RunningServer, ServiceConfig, ServiceParts, Transport, router, server,
+};
+use mpcp_pa::clock::SystemClock;
+use mpcp_pa::error::{Error, ErrorCode, Result};
+use mpcp_pa::events::{Actor, MemorySink};
+use mpcp_pa::jwk::Jwk;
+use mpcp_pa::keys::{ActiveKeys, KeyRole};
+use mpcp_pa::signer::DigestSigner;
+use mpcp_pa::store::Store;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde_json::Value;
+
+/// A key registry with no keys.
+pub struct NoKeys;
+
+impl ActiveKeys for NoKeys {
+    fn active_signer(&self, role: KeyRole) -> Result<Arc<dyn DigestSigner>> {
+        Err(Error::new(
+            ErrorCode::KeyNotFound,
+            format!("no active {role} key"),
+        ))
+    }
+    fn published_keys(&self, _role: KeyRole) -> Result<Vec<Jwk>> {
+        Ok(Vec::new())
+    }
+}
+
+/// A running service and what the test needs to drive it.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub store: Store,
+    pub sink: Arc<MemorySink>,
+    pub state: AppState,
+    pub tls: TlsPaths,
+    pub server: Option<RunningServer>,
+    pub addr: SocketAddr,
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+/// A rustls client configuration trusting only the certificate in `paths`.
+pub fn client_tls(paths: &TlsPaths, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&paths.cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+/// A reqwest client trusting only the development certificate.
+pub fn client_for(paths: &TlsPaths) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(client_tls(paths, &[b"http/1.1"]))
+        .tls_info(true)
+        .build()
+        .unwrap()
+}
+
+impl Harness {
+    /// Starts the service with `limits` over TLS.
+    pub async fn start(limits: Limits) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let tls = TlsPaths::default_in(dir.path());
+        ensure_dev_material(&tls, &dev_names()).unwrap();
+        let sink = Arc::new(MemorySink::default());
+        let mut config = ServiceConfig::new("pa.test");
+        config.limits = limits.clone();
+        let state = AppState::new(
+            ServiceParts {
+                store: store.clone(),
+                sink: sink.clone(),
+                keys: Arc::new(NoKeys),
+                clock: Arc::new(SystemClock),
+                readiness: Vec::new(),
+            },
+            config,
+        )
+        .unwrap();
+        let server = server::start(
+            "127.0.0.1:0".parse().unwrap(),
+            router(state.clone()),
+            Transport::Tls(server_config(&tls).unwrap()),
+            limits,
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+        let addr = server.local_addr();
+        Harness {
+            client: client_for(&tls),
+            base: format!("https://127.0.0.1:{}", addr.port()),
+            dir,
+            store,
+            sink,
+            state,
+            tls,
+            server: Some(server),
+            addr,
+        }
+    }
+
+    /// Creates an API token and returns its bearer value.
+    pub fn token(&self, name: &str, role: ApiRole) -> String {
+        self.state
+            .tokens()
+            .create(name, role, &Actor::cli(), self.sink.as_ref(), &SystemClock)
+            .unwrap()
+            .secret
+            .to_string()
+    }
+
+    /// URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs `body` (raw bytes) as JSON with an optional bearer token.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+        let mut req = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        read(req.send().await.unwrap()).await
+    }
+
+    /// GETs `path` with an optional bearer token.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        read(req.send().await.unwrap()).await
+    }
+
+    /// Stops the server (drains in-flight requests).
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.unwrap();
+        }
+    }
+}
+
+/// Status and JSON body of a response (Null for an empty body).
+pub async fn read(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.unwrap();
+    let v = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("non-JSON body: {}", String::from_utf8_lossy(&bytes)))
+    };
+    (status, v)
+}
+
+/// Asserts an error response: status, code, and that the body is exactly {code, message,
+/// field?}.
+pub fn assert_error(got: &(u16, Value), status: u16, code: &str) {
+    assert_eq!(got.0, status, "status of {}", got.1);
+    assert_eq!(got.1["code"], code, "code of {}", got.1);
+    let obj = got.1.as_object().unwrap();
+    assert!(obj["message"].is_string());
+    assert!(
+        obj.keys()
+            .all(|k| ["code", "message", "field"].contains(&k.as_str()))
+    );
+}
+
+/// A raw TLS connection to the service (HTTP/1.1 ALPN).
+pub async fn raw_connect(h: &Harness) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls(&h.tls, &[b"http/1.1"])));
+    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+/// Sends raw request bytes on a new connection and reads until the server closes it.
+pub async fn raw_exchange(h: &Harness, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = raw_connect(h).await;
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
