@@ -78,6 +78,8 @@ pub enum ErrorCode {
     AuditLogInvalid,
     CheckpointInvalid,
     CheckpointInconsistent,
+    // Appended codes.
+    KeyRoleMismatch,
     // Service routing.
     RouteNotFound,
     MethodNotAllowed,
@@ -152,6 +154,7 @@ impl ErrorCode {
             AuditLogInvalid => "AUDIT_LOG_INVALID",
             CheckpointInvalid => "CHECKPOINT_INVALID",
             CheckpointInconsistent => "CHECKPOINT_INCONSISTENT",
+            KeyRoleMismatch => "KEY_ROLE_MISMATCH",
             RouteNotFound => "ROUTE_NOT_FOUND",
             MethodNotAllowed => "METHOD_NOT_ALLOWED",
             NotReady => "NOT_READY",
@@ -171,8 +174,14 @@ impl ErrorCode {
             UnsupportedMediaType => 415,
             RateLimited => 429,
             HsmUnavailable | HsmTimeout | AuditUnavailable | StoreError | NotReady => 503,
-            HsmError | HsmPinInvalid | HsmTokenNotFound | HsmMechanismUnsupported
-            | HsmKeyAttributesUnsafe | ConfigInvalid | Io | Internal => 500,
+            HsmError
+            | HsmPinInvalid
+            | HsmTokenNotFound
+            | HsmMechanismUnsupported
+            | HsmKeyAttributesUnsafe
+            | ConfigInvalid
+            | Io
+            | Internal => 500,
             AuditLogInvalid | CheckpointInconsistent => 500,
             _ => 400,
         }

@@ -11,6 +11,7 @@
 //! - [`clock`]: time behind a trait.
 //! - [`error`]: one error type with stable codes.
 
+pub mod algorithms;
 pub mod api;
 pub mod audit;
 pub mod canonical;

@@ -10,6 +10,8 @@ use crate::error::{Error, ErrorCode, Result};
 pub mod trees {
     /// Key registry: kid -> key record.
     pub const KEYS: &str = "keys";
+    /// Key registry: role -> kid of the role's active key.
+    pub const KEYS_ACTIVE: &str = "keys/active";
     /// Audit log entries: big-endian index -> entry bytes.
     pub const AUDIT_ENTRIES: &str = "audit/entries";
     /// Audit log Merkle nodes.

@@ -12,6 +12,7 @@ use crate::error::Error;
 mod artifact;
 mod audit;
 mod hsm;
+pub mod keys;
 pub mod serve;
 pub mod tokens;
 
@@ -39,6 +40,8 @@ enum Command {
     Audit(audit::AuditArgs),
     /// HSM setup and checks (development tokens, startup probe).
     Hsm(hsm::HsmArgs),
+    /// Manage signing keys (generate, activate, rotate, revoke, destroy) and export key sets.
+    Keys(keys::KeysArgs),
     /// Print the pin-sha256 of the current and the next (backup) TLS key.
     Pins(serve::PinsArgs),
 }
@@ -51,6 +54,7 @@ pub fn main() -> ExitCode {
         Command::Hash(a) => artifact::hash(a),
         Command::Audit(a) => audit::run(&cli.data_dir, a),
         Command::Hsm(a) => hsm::run(a, &cli.data_dir),
+        Command::Keys(a) => keys::main(&cli.data_dir, a),
         Command::Pins(a) => serve::pins_cmd(&cli.data_dir, a),
     };
     match result {

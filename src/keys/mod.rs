@@ -8,6 +8,15 @@
 
 use std::sync::Arc;
 
+pub mod keyset;
+pub mod record;
+pub mod registry;
+#[cfg(test)]
+pub(crate) mod test_support;
+
+pub use record::{KeyRecord, KeyState};
+pub use registry::KeyRegistry;
+
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Alg, PublicKey};

@@ -1,0 +1,135 @@
+//! TEST-ONLY doubles for the key registry's unit tests: a [`KeyBackend`] whose "token" is a
+//! map of in-memory [`SoftwareSigner`] secrets, and an event sink that can be made to fail.
+//! Compiled only under `cfg(test)`; the appliance never signs with these. End-to-end tests
+//! under tests/ use real SoftHSM2 tokens through `crate::hsm`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use crate::crypto::Alg;
+use crate::error::{Error, ErrorCode, Result};
+use crate::events::{Actor, Event, EventSink, MemorySink};
+use crate::keys::{GeneratedKey, KeyBackend, KeyRole};
+use crate::signer::{DigestSigner, SoftwareSigner};
+
+/// One object pair in the fake token.
+#[derive(Debug, Clone)]
+pub struct FakeObject {
+    pub role: KeyRole,
+    pub alg: Alg,
+    pub label: String,
+    secret: [u8; 32],
+}
+
+/// In-memory fake token (test only).
+#[derive(Debug, Default)]
+pub struct SoftBackend {
+    objects: Mutex<BTreeMap<Vec<u8>, FakeObject>>,
+    counter: AtomicU64,
+    ids: AtomicU64,
+    /// Make `generate` fail (HSM_ERROR) without creating anything.
+    pub fail_generate: AtomicBool,
+    /// Make `destroy` fail (HSM_ERROR) without destroying anything.
+    pub fail_destroy: AtomicBool,
+    /// Make the next `generate` reuse the previous secret (forces a kid collision).
+    pub repeat_secret: AtomicBool,
+    /// Number of `signer` calls (to observe caching).
+    pub signer_loads: AtomicU64,
+}
+
+impl SoftBackend {
+    /// Snapshot of the token contents: object id -> object.
+    pub fn objects(&self) -> BTreeMap<Vec<u8>, FakeObject> {
+        self.objects.lock().unwrap().clone()
+    }
+}
+
+impl KeyBackend for SoftBackend {
+    fn generate(&self, role: KeyRole, alg: Alg, label: &str) -> Result<GeneratedKey> {
+        if self.fail_generate.load(Ordering::SeqCst) {
+            return Err(Error::new(ErrorCode::HsmError, "injected generate failure"));
+        }
+        let n = if self.repeat_secret.swap(false, Ordering::SeqCst) {
+            self.counter.load(Ordering::SeqCst)
+        } else {
+            self.counter.fetch_add(1, Ordering::SeqCst) + 1
+        };
+        let secret: [u8; 32] = Sha256::digest(format!("soft-backend-secret-{n}")).into();
+        let signer = SoftwareSigner::from_secret("tmp", alg, &secret)?;
+        let object_id = format!("obj-{}", self.ids.fetch_add(1, Ordering::SeqCst)).into_bytes();
+        self.objects.lock().unwrap().insert(
+            object_id.clone(),
+            FakeObject {
+                role,
+                alg,
+                label: label.to_string(),
+                secret,
+            },
+        );
+        Ok(GeneratedKey {
+            object_id,
+            label: label.to_string(),
+            public: signer.public_key().clone(),
+        })
+    }
+
+    fn signer(
+        &self,
+        role: KeyRole,
+        alg: Alg,
+        object_id: &[u8],
+        kid: &str,
+    ) -> Result<Arc<dyn DigestSigner>> {
+        self.signer_loads.fetch_add(1, Ordering::SeqCst);
+        let objects = self.objects.lock().unwrap();
+        let o = objects
+            .get(object_id)
+            .filter(|o| o.role == role && o.alg == alg)
+            .ok_or_else(|| Error::new(ErrorCode::KeyNotFound, "no such object"))?;
+        Ok(Arc::new(SoftwareSigner::from_secret(kid, alg, &o.secret)?))
+    }
+
+    fn destroy(&self, role: KeyRole, object_id: &[u8]) -> Result<()> {
+        if self.fail_destroy.load(Ordering::SeqCst) {
+            return Err(Error::new(ErrorCode::HsmError, "injected destroy failure"));
+        }
+        let mut objects = self.objects.lock().unwrap();
+        match objects.get(object_id) {
+            Some(o) if o.role == role => {
+                objects.remove(object_id);
+                Ok(())
+            }
+            _ => Err(Error::new(ErrorCode::KeyNotFound, "no such object")),
+        }
+    }
+}
+
+/// A memory sink that can be switched to failing (test only).
+#[derive(Debug, Default)]
+pub struct FlakySink {
+    pub inner: MemorySink,
+    /// While set, `record` fails with AUDIT_UNAVAILABLE and records nothing.
+    pub fail: AtomicBool,
+}
+
+impl FlakySink {
+    /// Events recorded so far (without actors).
+    pub fn events(&self) -> Vec<Event> {
+        self.inner.events().into_iter().map(|(_, e)| e).collect()
+    }
+}
+
+impl EventSink for FlakySink {
+    fn record(&self, actor: &Actor, event: Event) -> Result<u64> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(Error::new(
+                ErrorCode::AuditUnavailable,
+                "injected audit failure",
+            ));
+        }
+        self.inner.record(actor, event)
+    }
+}
