@@ -25,6 +25,8 @@ fn hash(v: &serde_json::Value) -> Hash {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auditor_reads_entries_proofs_and_checkpoint() {
     let h = Harness::start(Limits::default()).await;
+    // The harness's key generation and activation come first.
+    let base = h.audit.size();
     let auditor = h.token("auditor-1", ApiRole::Auditor);
     let issuer = h.token("issuer-1", ApiRole::Issuer);
     let a = Some(auditor.as_str());
@@ -43,9 +45,9 @@ async fn auditor_reads_entries_proofs_and_checkpoint() {
     );
     assert_error(&h.get("/v1/audit/entries", None).await, 401, "UNAUTHORIZED");
 
-    let (status, body) = h.get("/v1/audit/entries", a).await;
+    let (status, body) = h.get(&format!("/v1/audit/entries?start={base}"), a).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["size"], 3);
+    assert_eq!(body["size"], base + 3);
     let entries = body["entries"].as_array().unwrap();
     let actions: Vec<_> = entries
         .iter()
@@ -61,19 +63,25 @@ async fn auditor_reads_entries_proofs_and_checkpoint() {
         assert!(!text.contains(tail));
     }
 
-    // Inclusion of entry 2 in the tree of size 3, by index and by leaf hash.
-    let raw = h.audit.entries(2, 3).unwrap().remove(0);
+    // Inclusion of the policy entry in the current tree, by index and by leaf hash.
+    let (last, size) = (base + 2, base + 3);
+    let raw = h.audit.entries(last, size).unwrap().remove(0);
     let leaf = leaf_hash(&raw);
-    let (_, p) = h.get("/v1/audit/proofs/inclusion?index=2&size=3", a).await;
+    let (_, p) = h
+        .get(
+            &format!("/v1/audit/proofs/inclusion?index={last}&size={size}"),
+            a,
+        )
+        .await;
     let proof: Vec<Hash> = p["proof"].as_array().unwrap().iter().map(hash).collect();
-    verify_inclusion(2, 3, &leaf, &proof, &hash(&p["rootHash"])).unwrap();
+    verify_inclusion(last, size, &leaf, &proof, &hash(&p["rootHash"])).unwrap();
     let by_hash = h
         .get(
             &format!("/v1/audit/proofs/inclusion?leafHash={}", hex::encode(leaf)),
             a,
         )
         .await;
-    assert_eq!(by_hash.1["index"], 2);
+    assert_eq!(by_hash.1["index"], last);
     assert_error(
         &h.get("/v1/audit/proofs/inclusion?index=1&leafHash=00", a)
             .await,
@@ -81,15 +89,28 @@ async fn auditor_reads_entries_proofs_and_checkpoint() {
         "SCHEMA_INVALID",
     );
     assert_error(
-        &h.get("/v1/audit/proofs/inclusion?index=5&size=3", a).await,
+        &h.get(
+            &format!("/v1/audit/proofs/inclusion?index={size}&size={size}"),
+            a,
+        )
+        .await,
         400,
         "PROOF_OUT_OF_RANGE",
     );
 
-    // Consistency from 1 to 3.
-    let (_, c) = h.get("/v1/audit/proofs/consistency?from=1&to=3", a).await;
+    // Consistency from the tree before the requests to now.
+    let (_, c) = h
+        .get(&format!("/v1/audit/proofs/consistency?from={base}"), a)
+        .await;
     let proof: Vec<Hash> = c["proof"].as_array().unwrap().iter().map(hash).collect();
-    verify_consistency(1, 3, &hash(&c["fromRoot"]), &hash(&c["toRoot"]), &proof).unwrap();
+    verify_consistency(
+        base,
+        size,
+        &hash(&c["fromRoot"]),
+        &hash(&c["toRoot"]),
+        &proof,
+    )
+    .unwrap();
 
     // Checkpoint: none yet, then the one signed.
     assert_error(&h.get("/v1/audit/checkpoint", a).await, 404, "NOT_FOUND");
@@ -97,13 +118,9 @@ async fn auditor_reads_entries_proofs_and_checkpoint() {
     h.audit.sign_checkpoint(&key).unwrap();
     let (status, cp) = h.get("/v1/audit/checkpoint", a).await;
     assert_eq!(status, 200);
-    assert_eq!(cp["size"], 3);
+    assert_eq!(cp["size"], size);
     assert_eq!(cp["origin"], "pa.test/audit");
-    assert_eq!(hash(&cp["rootHash"]), h.audit.root(3).unwrap());
-    assert!(
-        cp["note"]
-            .as_str()
-            .unwrap()
-            .starts_with("pa.test/audit\n3\n")
-    );
+    assert_eq!(hash(&cp["rootHash"]), h.audit.root(size).unwrap());
+    let head = format!("pa.test/audit\n{size}\n");
+    assert!(cp["note"].as_str().unwrap().starts_with(&head));
 }

@@ -71,6 +71,8 @@ fn document_and_route_table_agree_both_ways() {
 
 fn concrete(path: &str) -> String {
     path.replace("{policyHash}", &"0".repeat(64))
+        .replace("{role}", "root")
+        .replace("{kid}", "kid-x")
         .replace("{grantId}", "grant-x")
         .replace("{allowlistId}", "list-x")
 }

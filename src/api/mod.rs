@@ -29,7 +29,7 @@ use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::EventSink;
-use crate::keys::ActiveKeys;
+use crate::keys::{ActiveKeys, KeyRegistry};
 use crate::store::Store;
 
 pub use server::{Limits, RunningServer, Transport};
@@ -91,8 +91,10 @@ pub struct ServiceParts {
     pub sink: Arc<dyn EventSink>,
     /// The audit log, for the auditor's reads and readiness.
     pub audit: Arc<AuditLog>,
-    /// The key registry's view of signing keys.
+    /// The key registry's view of signing keys (what signing handlers use).
     pub keys: Arc<dyn ActiveKeys>,
+    /// The key registry, for the security officer's key management.
+    pub registry: Arc<KeyRegistry>,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Extra readiness checks (HSM login, audit log).
@@ -105,6 +107,7 @@ struct Inner {
     sink: Arc<dyn EventSink>,
     audit: Arc<AuditLog>,
     keys: Arc<dyn ActiveKeys>,
+    registry: Arc<KeyRegistry>,
     clock: Arc<dyn Clock>,
     readiness: Vec<Arc<dyn ReadinessProbe>>,
     tokens: tokens::TokenStore,
@@ -150,6 +153,7 @@ impl AppState {
             sink: parts.sink,
             audit: parts.audit,
             keys: parts.keys,
+            registry: parts.registry,
             clock: parts.clock,
             readiness: parts.readiness,
             tokens,
@@ -189,6 +193,10 @@ impl AppState {
     /// The key registry view.
     pub fn keys(&self) -> &Arc<dyn ActiveKeys> {
         &self.0.keys
+    }
+    /// The key registry.
+    pub fn registry(&self) -> &Arc<KeyRegistry> {
+        &self.0.registry
     }
     /// The durable event sink.
     pub fn sink(&self) -> &Arc<dyn EventSink> {

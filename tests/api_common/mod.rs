@@ -2,15 +2,18 @@
 //! a loopback port with the development TLS material generated in a temporary data
 //! directory, a real sled store, and a reqwest client that trusts only that certificate.
 //!
-//! Events go to the real audit log in the same store. Until the key registry is on main, the
-//! harness plugs in [`NoKeys`] (a registry with no keys at all: every signing route answers
-//! KEY_NOT_FOUND, nothing is ever signed); the routes exercised here do not sign.
+//! Every part is the real one: keys live in SoftHSM2 tokens (one set of development tokens per
+//! test process, in a temporary directory, because PKCS#11 library state is process-wide),
+//! the key registry and the audit log share each test's own sled store, and the audit log is
+//! the service's event sink. Each harness generates and activates its own grant-signing and
+//! root keys.
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use mpcp_pa::algorithms::AlgorithmPolicy;
 use mpcp_pa::api::tls::{TlsPaths, dev_names, ensure_dev_material, server_config};
 use mpcp_pa::api::tokens::ApiRole;
 use mpcp_pa::api::{
@@ -18,29 +21,27 @@ use mpcp_pa::api::{
 };
 use mpcp_pa::audit::{AuditConfig, AuditLog};
 use mpcp_pa::clock::SystemClock;
-use mpcp_pa::error::{Error, ErrorCode, Result};
+use mpcp_pa::crypto::Alg;
 use mpcp_pa::events::{Actor, Event};
-use mpcp_pa::jwk::Jwk;
-use mpcp_pa::keys::{ActiveKeys, KeyRole};
-use mpcp_pa::signer::DigestSigner;
+use mpcp_pa::hsm::HsmBackend;
+use mpcp_pa::keys::{KeyRegistry, KeyRole};
 use mpcp_pa::store::Store;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 
-/// A key registry with no keys.
-pub struct NoKeys;
+static HSM: OnceLock<(tempfile::TempDir, Arc<HsmBackend>)> = OnceLock::new();
 
-impl ActiveKeys for NoKeys {
-    fn active_signer(&self, role: KeyRole) -> Result<Arc<dyn DigestSigner>> {
-        Err(Error::new(
-            ErrorCode::KeyNotFound,
-            format!("no active {role} key"),
-        ))
-    }
-    fn published_keys(&self, _role: KeyRole) -> Result<Vec<Jwk>> {
-        Ok(Vec::new())
-    }
+/// The process's SoftHSM2 backend (development tokens in a temporary directory).
+pub fn hsm() -> Arc<HsmBackend> {
+    HSM.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let init = mpcp_pa::hsm::dev::init_dev(dir.path()).unwrap();
+        let backend = HsmBackend::open(&init.config).unwrap();
+        (dir, Arc::new(backend))
+    })
+    .1
+    .clone()
 }
 
 /// A running service and what the test needs to drive it.
@@ -48,6 +49,7 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     pub store: Store,
     pub audit: Arc<AuditLog>,
+    pub registry: Arc<KeyRegistry>,
     pub state: AppState,
     pub tls: TlsPaths,
     pub server: Option<RunningServer>,
@@ -83,8 +85,13 @@ pub fn client_for(paths: &TlsPaths) -> reqwest::Client {
 }
 
 impl Harness {
-    /// Starts the service with `limits` over TLS.
+    /// Starts the service with `limits` over TLS, with EdDSA grant-signing and root keys.
     pub async fn start(limits: Limits) -> Harness {
+        Harness::start_with(limits, |_| {}).await
+    }
+
+    /// Starts the service with `limits` and a configuration adjusted by `tune`.
+    pub async fn start_with(limits: Limits, tune: impl FnOnce(&mut ServiceConfig)) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("store")).unwrap();
         let tls = TlsPaths::default_in(dir.path());
@@ -97,15 +104,37 @@ impl Harness {
             )
             .unwrap(),
         );
+        let clock = Arc::new(SystemClock);
+        let registry = Arc::new(
+            KeyRegistry::new(
+                &store,
+                hsm(),
+                audit.clone(),
+                clock.clone(),
+                Arc::new(AlgorithmPolicy::builtin().unwrap()),
+            )
+            .unwrap(),
+        );
+        for role in [KeyRole::GrantSigning, KeyRole::Root] {
+            let reg = registry.clone();
+            tokio::task::spawn_blocking(move || {
+                reg.rotate(&Actor::cli(), role, None, Some(Alg::EdDSA))
+                    .unwrap()
+            })
+            .await
+            .unwrap();
+        }
         let mut config = ServiceConfig::new("pa.test");
         config.limits = limits.clone();
+        tune(&mut config);
         let state = AppState::new(
             ServiceParts {
                 store: store.clone(),
                 sink: audit.clone(),
                 audit: audit.clone(),
-                keys: Arc::new(NoKeys),
-                clock: Arc::new(SystemClock),
+                keys: registry.clone(),
+                registry: registry.clone(),
+                clock,
                 readiness: Vec::new(),
             },
             config,
@@ -127,6 +156,7 @@ impl Harness {
             dir,
             store,
             audit,
+            registry,
             state,
             tls,
             server: Some(server),

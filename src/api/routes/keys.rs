@@ -1,40 +1,153 @@
-//! Key listing for the security officer. `GET /v1/keys` lists every published key of each
-//! role (revoked and destroyed ones with `active:false`) through the registry's
-//! [`crate::keys::ActiveKeys`] view; private material never appears.
+//! Key management for the security officer, the HTTP face of [`crate::keys::KeyRegistry`]
+//! (which records every change in the audit log before it takes effect):
+//! - `GET /v1/keys`: every key record (state, timestamps, public JWK; never private material);
+//! - `POST /v1/keys/{role}/rotate` `{kid?, alg?}`: a pending key (or a new one) becomes the
+//!   role's active key, the previous one retired, atomically;
+//! - `POST /v1/keys/{kid}/revoke` `{reason}`: emergency revocation, published `active:false`;
+//! - `POST /v1/keys/{kid}/destroy` `{waitDays?}`: schedules destruction of a revoked key's
+//!   token objects after the waiting period (default 30 days), which the registry's
+//!   destruction run carries out.
+//!
+//! The first path segment after `/v1/keys/` is a role for `rotate` and a kid otherwise; the
+//! router names it `{id}` in both (one parameter name per position).
+
+use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
-use serde_json::{Map, Value};
+use serde_json::{Value, json};
 
-use super::json_response;
+use super::{ApiPath, idempotent, json_response};
 use crate::api::AppState;
 use crate::api::auth::{Auth, SecurityOfficer};
+use crate::api::body::{OptionalStrictJson, StrictJson, closed_object, optional_str, required_str};
 use crate::api::error::ApiResult;
 use crate::api::signing::blocking;
-use crate::keys::KeyRole;
+use crate::crypto::Alg;
+use crate::error::{Error, ErrorCode, Result};
+use crate::keys::{KeyRecord, KeyRole};
 
-/// `GET /v1/keys`: `{"keys": {"grant-signing": [JWK...], "root": [...], "audit": [...]}}`.
+fn record_json(r: &KeyRecord) -> Result<Value> {
+    serde_json::to_value(r).map_err(|e| Error::new(ErrorCode::Internal, format!("key record: {e}")))
+}
+
+/// `GET /v1/keys`.
 pub async fn list(
     State(state): State<AppState>,
     _auth: Auth<SecurityOfficer>,
 ) -> ApiResult<Response> {
-    let keys = state.keys().clone();
-    let by_role = blocking(move || {
-        let mut out = Map::new();
-        for role in KeyRole::ALL {
-            let jwks = keys.published_keys(role)?;
-            out.insert(
-                role.as_str().to_string(),
-                serde_json::to_value(jwks).map_err(|e| {
-                    crate::Error::new(crate::ErrorCode::Internal, format!("jwk: {e}"))
-                })?,
-            );
-        }
-        Ok(out)
-    })
-    .await?;
-    let mut body = Map::new();
-    body.insert("keys".into(), Value::Object(by_role));
-    json_response(StatusCode::OK, &Value::Object(body))
+    let reg = state.registry().clone();
+    let records = blocking(move || reg.list()).await?;
+    let keys = records
+        .iter()
+        .map(record_json)
+        .collect::<Result<Vec<_>>>()?;
+    json_response(StatusCode::OK, &json!({"keys": keys}))
+}
+
+/// `POST /v1/keys/{role}/rotate`.
+pub async fn rotate(
+    State(state): State<AppState>,
+    auth: Auth<SecurityOfficer>,
+    ApiPath(role): ApiPath<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    OptionalStrictJson(body): OptionalStrictJson,
+) -> ApiResult<Response> {
+    let obj = closed_object(&body, &["kid", "alg"])?;
+    let role = KeyRole::parse(&role)
+        .map_err(|e| Error::field(ErrorCode::SchemaInvalid, "role", e.message))?;
+    let kid = optional_str(obj, "kid")?.map(str::to_string);
+    let alg = optional_str(obj, "alg")?
+        .map(|a| Alg::parse(a).map_err(|e| e.within("alg")))
+        .transpose()?;
+    let (reg, actor) = (state.registry().clone(), auth.actor());
+    idempotent(
+        &state,
+        &auth.principal,
+        &headers,
+        &method,
+        uri.path(),
+        &body,
+        |_| async move {
+            let r = blocking(move || reg.rotate(&actor, role, kid.as_deref(), alg)).await?;
+            Ok((
+                StatusCode::OK,
+                json!({
+                    "activated": record_json(&r.activated)?,
+                    "retired": r.retired.as_ref().map(record_json).transpose()?,
+                    "generated": r.generated,
+                }),
+            ))
+        },
+    )
+    .await
+}
+
+/// `POST /v1/keys/{kid}/revoke`.
+pub async fn revoke(
+    State(state): State<AppState>,
+    auth: Auth<SecurityOfficer>,
+    ApiPath(kid): ApiPath<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    StrictJson(body): StrictJson,
+) -> ApiResult<Response> {
+    let obj = closed_object(&body, &["reason"])?;
+    let reason = required_str(obj, "reason")?.to_string();
+    let (reg, actor) = (state.registry().clone(), auth.actor());
+    idempotent(
+        &state,
+        &auth.principal,
+        &headers,
+        &method,
+        uri.path(),
+        &body,
+        |_| async move {
+            let r = blocking(move || reg.revoke(&actor, &kid, &reason)).await?;
+            Ok((StatusCode::OK, json!({"key": record_json(&r)?})))
+        },
+    )
+    .await
+}
+
+/// `POST /v1/keys/{kid}/destroy`.
+pub async fn destroy(
+    State(state): State<AppState>,
+    auth: Auth<SecurityOfficer>,
+    ApiPath(kid): ApiPath<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    OptionalStrictJson(body): OptionalStrictJson,
+) -> ApiResult<Response> {
+    let obj = closed_object(&body, &["waitDays"])?;
+    let days = match obj.get("waitDays") {
+        None => 30,
+        Some(v) => v.as_u64().ok_or_else(|| {
+            Error::field(
+                ErrorCode::SchemaInvalid,
+                "waitDays",
+                "waitDays must be a non-negative integer",
+            )
+        })?,
+    };
+    let wait = Duration::from_secs(days.saturating_mul(86400));
+    let (reg, actor) = (state.registry().clone(), auth.actor());
+    idempotent(
+        &state,
+        &auth.principal,
+        &headers,
+        &method,
+        uri.path(),
+        &body,
+        |_| async move {
+            let r = blocking(move || reg.schedule_destroy(&actor, &kid, wait)).await?;
+            Ok((StatusCode::OK, json!({"key": record_json(&r)?})))
+        },
+    )
+    .await
 }

@@ -125,6 +125,24 @@ fn table_with_handlers() -> Vec<(RouteEntry, MethodRouter<AppState>)> {
             get(keys::list),
         ),
         entry(
+            Method::POST,
+            "/v1/keys/{role}/rotate",
+            Some(SecurityOfficer),
+            post(keys::rotate),
+        ),
+        entry(
+            Method::POST,
+            "/v1/keys/{kid}/revoke",
+            Some(SecurityOfficer),
+            post(keys::revoke),
+        ),
+        entry(
+            Method::POST,
+            "/v1/keys/{kid}/destroy",
+            Some(SecurityOfficer),
+            post(keys::destroy),
+        ),
+        entry(
             Method::GET,
             "/v1/audit/checkpoint",
             Some(Auditor),

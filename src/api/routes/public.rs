@@ -1,8 +1,8 @@
 //! Public routes: liveness, readiness and the signed key set at
 //! `/.well-known/mpcp-keys.json`.
 //!
-//! The key set is the grant-signing keys (revoked ones listed with `active:false`) wrapped in
-//! a [`crate::verify::SignedKeySet`] signed by the root key. It is signed again only when the
+//! The key set is the registry's grant-signing key set (revoked ones listed with
+//! `active:false`) wrapped in a [`crate::verify::SignedKeySet`] signed by the root key. It is signed again only when the
 //! published keys change or half its lifetime has passed, so a GET costs no HSM operation;
 //! each signing is recorded (`key_set_signed`) before the document is served. Public
 //! documents carry `Cache-Control: public, max-age=…` and a strong ETag of the body, and
@@ -11,19 +11,18 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::json_response;
 use crate::api::AppState;
 use crate::api::error::{ApiError, ApiResult};
-use crate::api::signing::{active_signer, blocking, record, sign};
-use crate::canonical::{Domain, canonical_bytes};
-use crate::clock::format_rfc3339;
+use crate::api::signing::blocking;
+use crate::canonical::canonical_bytes;
 use crate::error::{ErrorCode, Result};
-use crate::events::{Actor, Event};
-use crate::keys::KeyRole;
+use crate::events::Actor;
+use crate::keys::keyset::{build_key_set, key_set_value, sign_key_set};
 
 /// `GET /healthz`: the process answers.
 pub async fn healthz() -> ApiResult<Response> {
@@ -119,17 +118,13 @@ pub async fn key_set(State(state): State<AppState>, headers: HeaderMap) -> ApiRe
     Ok(cacheable(&state, &headers, body))
 }
 
-/// The published grant-signing keys as a key-set document.
-async fn published_key_set(state: &AppState) -> Result<Value> {
-    let keys = state.keys().clone();
-    let jwks = blocking(move || keys.published_keys(KeyRole::GrantSigning)).await?;
-    Ok(json!({"version": crate::MPCP_SPEC_VERSION, "keys": jwks}))
-}
-
-/// The signed key set, re-signed when the keys changed or it is past half its life.
+/// The signed key set, re-signed when the keys changed or it is past half its life. The key
+/// set and its signing are the registry's ([`crate::keys::keyset`]); signing records
+/// `key_set_signed` before the document is returned.
 pub async fn current_key_set(state: &AppState) -> Result<Vec<u8>> {
-    let key_set = published_key_set(state).await?;
-    let keys_digest: [u8; 32] = Sha256::digest(canonical_bytes(&key_set)?).into();
+    let keys = state.keys().clone();
+    let set = blocking(move || build_key_set(keys.as_ref())).await?;
+    let keys_digest: [u8; 32] = Sha256::digest(canonical_bytes(&key_set_value(&set)?)?).into();
     let now = state.clock().now();
     let mut cache = state.keyset_cache().lock().await;
     if let Some(c) = cache.as_ref()
@@ -138,32 +133,21 @@ pub async fn current_key_set(state: &AppState) -> Result<Vec<u8>> {
     {
         return Ok(c.body.clone());
     }
-    let signer = active_signer(state, KeyRole::Root).await?;
+    let (keys, sink, clock) = (
+        state.keys().clone(),
+        state.sink().clone(),
+        state.clock().clone(),
+    );
     let lifetime = state.config().keyset_lifetime;
-    let unsigned = json!({
-        "version": crate::MPCP_SPEC_VERSION,
-        "keySet": key_set,
-        "issuedAt": format_rfc3339(now),
-        "expiresAt": format_rfc3339(now + lifetime),
-        "signerKeyId": signer.kid(),
-    });
-    let kid = signer.kid().to_string();
-    let signed = sign(
-        signer,
-        Domain::KeySet,
-        crate::MPCP_SPEC_VERSION.to_string(),
-        unsigned,
-    )
-    .await?;
-    let digest = crate::canonical::signing_digest(Domain::KeySet, "1.0", &signed)?;
-    record(
-        state,
-        &Actor::system(),
-        Event::KeySetSigned {
-            signer_key_id: kid,
-            digest: hex::encode(digest),
-        },
-    )
+    let signed = blocking(move || {
+        sign_key_set(
+            keys.as_ref(),
+            sink.as_ref(),
+            &Actor::system(),
+            clock.as_ref(),
+            lifetime,
+        )
+    })
     .await?;
     let body = canonical_bytes(&signed)?;
     *cache = Some(CachedKeySet {
