@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use mpcp_pa::algorithms::AlgorithmPolicy;
@@ -22,7 +23,7 @@ use mpcp_pa::api::{
 use mpcp_pa::audit::{AuditConfig, AuditLog};
 use mpcp_pa::clock::SystemClock;
 use mpcp_pa::crypto::Alg;
-use mpcp_pa::events::{Actor, Event};
+use mpcp_pa::events::{Actor, Event, EventSink};
 use mpcp_pa::hsm::HsmBackend;
 use mpcp_pa::keys::{KeyRegistry, KeyRole};
 use mpcp_pa::store::Store;
@@ -44,11 +45,31 @@ pub fn hsm() -> Arc<HsmBackend> {
     .clone()
 }
 
+/// The audit log as the service's sink, with a switch that simulates an audit outage (every
+/// record fails, as the log's own failure would) to check that nothing is released then.
+pub struct SwitchableSink {
+    pub log: Arc<AuditLog>,
+    pub down: AtomicBool,
+}
+
+impl EventSink for SwitchableSink {
+    fn record(&self, actor: &Actor, event: Event) -> mpcp_pa::Result<u64> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(mpcp_pa::Error::new(
+                mpcp_pa::ErrorCode::AuditUnavailable,
+                "audit log unavailable (simulated)",
+            ));
+        }
+        self.log.record(actor, event)
+    }
+}
+
 /// A running service and what the test needs to drive it.
 pub struct Harness {
     pub dir: tempfile::TempDir,
     pub store: Store,
     pub audit: Arc<AuditLog>,
+    pub sink: Arc<SwitchableSink>,
     pub registry: Arc<KeyRegistry>,
     pub state: AppState,
     pub tls: TlsPaths,
@@ -124,13 +145,17 @@ impl Harness {
             .await
             .unwrap();
         }
+        let sink = Arc::new(SwitchableSink {
+            log: audit.clone(),
+            down: AtomicBool::new(false),
+        });
         let mut config = ServiceConfig::new("pa.test");
         config.limits = limits.clone();
         tune(&mut config);
         let state = AppState::new(
             ServiceParts {
                 store: store.clone(),
-                sink: audit.clone(),
+                sink: sink.clone(),
                 audit: audit.clone(),
                 keys: registry.clone(),
                 registry: registry.clone(),
@@ -156,6 +181,7 @@ impl Harness {
             dir,
             store,
             audit,
+            sink,
             registry,
             state,
             tls,
