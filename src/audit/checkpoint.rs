@@ -123,10 +123,7 @@ pub fn verify_checkpoint(
     let mut known = vec![log.clone()];
     known.extend(witnesses.iter().cloned());
     // Any failing known signature rejects; unknown ones are ignored.
-    let verified = match note.verify(&known) {
-        Ok(v) => v,
-        Err(e) => return Err(e),
-    };
+    let verified = note.verify(&known)?;
     if !verified.iter().any(|v| &v.key == log) {
         return Err(Error::new(
             ErrorCode::CheckpointInvalid,

@@ -463,7 +463,7 @@ mod tests {
         assert_eq!(rendered, format!("{TEXT}\n{SIG_LINE}"));
         let parsed = Note::parse(&rendered).unwrap();
         assert_eq!(parsed, note);
-        parsed.verify(&[vk.clone()]).unwrap();
+        parsed.verify(std::slice::from_ref(&vk)).unwrap();
         let tampered = Note::parse(&rendered.replace("cryptography", "cryptographY")).unwrap();
         assert_eq!(
             tampered.verify(&[vk]).unwrap_err().code,

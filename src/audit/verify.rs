@@ -227,7 +227,7 @@ pub fn verify_export(
         if Some(index) == trusted_size {
             root_at_trusted = Some(frontier.root());
         }
-        if index % 4096 == 0 {
+        if index.is_multiple_of(4096) {
             progress(consumed);
         }
     }
