@@ -44,6 +44,10 @@ enum Command {
     Keys(keys::KeysArgs),
     /// Print the pin-sha256 of the current and the next (backup) TLS key.
     Pins(serve::PinsArgs),
+    /// Run the HTTPS service.
+    Serve(serve::ServeArgs),
+    /// API tokens: create, list, revoke, bootstrap (with the service stopped).
+    Tokens(tokens::TokensArgs),
 }
 
 /// Parses the command line and runs it.
@@ -56,6 +60,8 @@ pub fn main() -> ExitCode {
         Command::Hsm(a) => hsm::run(a, &cli.data_dir),
         Command::Keys(a) => keys::main(&cli.data_dir, a),
         Command::Pins(a) => serve::pins_cmd(&cli.data_dir, a),
+        Command::Serve(a) => serve::serve_cmd(&cli.data_dir, a),
+        Command::Tokens(a) => tokens::main(&cli.data_dir, a),
     };
     match result {
         Ok(code) => code,

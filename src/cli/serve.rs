@@ -1,12 +1,29 @@
 //! `serve` and `pins`: the HTTPS service and the TLS key pins gateways hold.
+//!
+//! `serve` opens the appliance in the data directory (the PKCS#11 backend from
+//! `pkcs11.toml`, the sled store, the audit log, the key registry), records a `startup`
+//! event with the digest of the effective configuration, serves until SIGINT or SIGTERM,
+//! drains in-flight requests and records `shutdown`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
+use serde_json::json;
+use sha2::{Digest, Sha256};
 
-use crate::api::tls::{TlsPaths, pins};
+use crate::api::tls::{TlsPaths, dev_names, ensure_dev_material, pins, server_config};
+use crate::api::{AppState, Limits, ReadinessProbe, ServiceConfig, ServiceParts, Transport};
+use crate::audit::{AuditConfig, AuditLog};
+use crate::canonical::canonical_bytes;
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorCode, Result};
+use crate::events::{Actor, Event, EventSink};
+use crate::keys::{ActiveKeys, KeyRegistry, KeyRole};
+use crate::store::Store;
 
 /// TLS material options shared by `serve` and `pins`.
 #[derive(Debug, Clone, Args)]
@@ -79,4 +96,254 @@ pub fn pins_cmd(data_dir: &Path, a: PinsArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `mpcp-pa serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// The Policy Authority's identifier, written as issuer / bundleIssuer.
+    #[arg(long, env = "MPCP_PA_ISSUER", default_value = "mpcp-pa.local")]
+    pub issuer: String,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// DEVELOPMENT ONLY: plain HTTP instead of TLS; refused unless --listen is a loopback
+    /// address.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_next_key"])]
+    pub insecure_http_loopback: bool,
+    /// Algorithm policy file (default: the built-in policy).
+    #[arg(long, env = "MPCP_PA_ALGORITHM_POLICY")]
+    pub algorithm_policy: Option<PathBuf>,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
+    pub max_body_bytes: usize,
+    /// Sustained requests per second per API token (0 = unlimited).
+    #[arg(long, default_value_t = Limits::default().requests_per_second_per_token)]
+    pub rate_per_token: u32,
+    /// Burst of requests per API token.
+    #[arg(long, default_value_t = Limits::default().burst_per_token)]
+    pub burst_per_token: u32,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    pub max_connections: usize,
+    /// Seconds shutdown waits for in-flight requests.
+    #[arg(long, default_value_t = 30)]
+    pub drain_seconds: u64,
+    /// Minutes between runs of due key destructions (0 = never from the service).
+    #[arg(long, default_value_t = 60)]
+    pub destruction_interval_minutes: u64,
+}
+
+impl ServeArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_body_bytes: self.max_body_bytes,
+            requests_per_second_per_token: self.rate_per_token,
+            burst_per_token: self.burst_per_token,
+            max_connections: self.max_connections,
+            drain_timeout: Duration::from_secs(self.drain_seconds),
+            ..Limits::default()
+        }
+    }
+}
+
+/// Ready when the grant-signing and root roles each have a usable active key (which needs
+/// their tokens logged in).
+struct SigningKeysProbe(Arc<dyn ActiveKeys>);
+
+impl ReadinessProbe for SigningKeysProbe {
+    fn name(&self) -> &str {
+        "signing keys"
+    }
+    fn check(&self) -> Result<()> {
+        for role in [KeyRole::GrantSigning, KeyRole::Root] {
+            self.0.active_signer(role)?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens the audit log of `store`, creating it under the default origin on first use (as the
+/// `keys` commands do).
+pub fn open_audit(store: &Store, clock: Arc<dyn Clock>) -> Result<AuditLog> {
+    match AuditLog::open_existing(store, clock.clone()) {
+        Ok(log) => Ok(log),
+        Err(e) if e.code == ErrorCode::NotFound => AuditLog::open(
+            store,
+            AuditConfig::new(crate::cli::keys::DEFAULT_AUDIT_ORIGIN),
+            clock,
+        ),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs the service until SIGINT or SIGTERM.
+pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
+    let transport_desc;
+    let transport = if a.insecure_http_loopback {
+        crate::api::server::check_bind(&a.listen, &Transport::InsecureLoopback)?;
+        eprintln!("WARNING: plain HTTP on {} (development only)", a.listen);
+        transport_desc = json!({"insecureHttpLoopback": true});
+        Transport::InsecureLoopback
+    } else {
+        let paths = a.tls.paths(data_dir);
+        if a.tls.is_default() && ensure_dev_material(&paths, &dev_names())? {
+            eprintln!(
+                "generated a self-signed development certificate and a next key in {}",
+                paths
+                    .cert
+                    .parent()
+                    .map(Path::display)
+                    .map(|d| d.to_string())
+                    .unwrap_or_default()
+            );
+        }
+        let p = pins(&paths)?;
+        eprintln!("TLS pin-sha256 current \"{}\"", p.current);
+        if let Some(n) = &p.next {
+            eprintln!("TLS pin-sha256 next    \"{n}\"");
+        }
+        transport_desc = json!({
+            "cert": paths.cert.display().to_string(),
+            "pinCurrent": p.current,
+            "pinNext": p.next,
+        });
+        Transport::Tls(server_config(&paths)?)
+    };
+
+    let policy = Arc::new(crate::cli::keys::load_policy(
+        a.algorithm_policy.as_deref(),
+    )?);
+    let config_path = data_dir.join(crate::hsm::dev::CONFIG_FILE);
+    if !config_path.is_file() {
+        return Err(Error::new(
+            ErrorCode::ConfigInvalid,
+            format!(
+                "no HSM configuration at {} (run `mpcp-pa hsm init-dev --data-dir {}` for development tokens)",
+                config_path.display(),
+                data_dir.display()
+            ),
+        ));
+    }
+    let backend = Arc::new(crate::hsm::HsmBackend::open(&crate::hsm::HsmConfig::load(
+        &config_path,
+    )?)?);
+    let store = Store::open(&crate::store::store_path(data_dir))?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let audit = Arc::new(open_audit(&store, clock.clone())?);
+    let registry = Arc::new(KeyRegistry::new(
+        &store,
+        backend,
+        audit.clone(),
+        clock.clone(),
+        policy,
+    )?);
+    let mut config = ServiceConfig::new(a.issuer.clone());
+    config.limits = a.limits();
+    let effective = json!({
+        "listen": a.listen.to_string(),
+        "issuer": config.issuer,
+        "transport": transport_desc,
+        "limits": {
+            "maxBodyBytes": config.limits.max_body_bytes,
+            "ratePerToken": config.limits.requests_per_second_per_token,
+            "burstPerToken": config.limits.burst_per_token,
+            "maxConnections": config.limits.max_connections,
+        },
+        "auditOrigin": audit.origin(),
+    });
+    let config_digest = hex::encode(Sha256::digest(canonical_bytes(&effective)?));
+    let state = AppState::new(
+        ServiceParts {
+            store: store.clone(),
+            sink: audit.clone(),
+            audit: audit.clone(),
+            keys: registry.clone(),
+            registry: registry.clone(),
+            clock: clock.clone(),
+            readiness: vec![Arc::new(SigningKeysProbe(registry.clone()))],
+        },
+        config,
+    )?;
+    if !state.tokens().any_active()? {
+        eprintln!(
+            "warning: no API token exists; create the first one with `mpcp-pa tokens bootstrap` \
+             (with the service stopped)"
+        );
+    }
+    audit.record(
+        &Actor::system(),
+        Event::Startup {
+            config_digest: config_digest.clone(),
+            version: crate::VERSION_STRING.to_string(),
+        },
+    )?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("async runtime: {e}")))?;
+    let limits = state.limits().clone();
+    let listen = a.listen;
+    let interval = Duration::from_secs(a.destruction_interval_minutes * 60);
+    let result = runtime.block_on(async move {
+        if !interval.is_zero() {
+            let reg = registry.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                loop {
+                    tick.tick().await;
+                    let r = reg.clone();
+                    // Failures are retried on the next run; each outcome is in the audit log.
+                    let _ = tokio::task::spawn_blocking(move || {
+                        r.run_due_destructions(&Actor::system())
+                    })
+                    .await;
+                }
+            });
+        }
+        let server = crate::api::server::start(
+            listen,
+            crate::api::router(state),
+            transport,
+            limits,
+            shutdown_signal(),
+        )
+        .await?;
+        eprintln!(
+            "mpcp-pa {} listening on {}",
+            crate::VERSION_STRING,
+            server.local_addr()
+        );
+        server.wait().await
+    });
+    audit.record(&Actor::system(), Event::Shutdown { config_digest })?;
+    result?;
+    eprintln!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -56,6 +56,22 @@ fn print_new(t: &NewToken) {
     println!("{}", t.secret.as_str());
 }
 
+/// Entry point of `mpcp-pa tokens`: the store and audit log of `data_dir`.
+pub fn main(data_dir: &std::path::Path, args: TokensArgs) -> Result<ExitCode> {
+    let store = Store::open(&crate::store::store_path(data_dir)).map_err(|e| {
+        crate::error::Error::new(
+            e.code,
+            format!(
+                "{} (is the service running? it holds the store lock)",
+                e.message
+            ),
+        )
+    })?;
+    let clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(crate::clock::SystemClock);
+    let log = super::serve::open_audit(&store, clock.clone())?;
+    run(args, &store, &log, clock.as_ref())
+}
+
 /// Runs a token subcommand against `store`, recording through `sink`.
 pub fn run(
     args: TokensArgs,

@@ -1,0 +1,209 @@
+//! The `mpcp-pa` binary end to end: development tokens, keys and API tokens from the CLI,
+//! `serve` over TLS with the generated development certificate, SIGTERM drains and stops it,
+//! and the audit log holds startup, the requests' events and shutdown.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde_json::Value;
+
+fn bin(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mpcp-pa"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stdout {}\nstderr {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn client(data: &Path) -> reqwest::Client {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(data.join("tls/cert.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    ok(&bin(data, &["hsm", "init-dev"]));
+    for role in ["grant-signing", "root"] {
+        ok(&bin(
+            data,
+            &["keys", "rotate", "--role", role, "--alg", "EdDSA"],
+        ));
+    }
+    let officer = ok(&bin(data, &["tokens", "bootstrap"])).trim().to_string();
+    assert!(officer.starts_with("mpcppa_"));
+    let again = bin(data, &["tokens", "bootstrap"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(again.stdout.is_empty(), "no second secret");
+    let issuer = ok(&bin(
+        data,
+        &["tokens", "create", "--name", "iss-1", "--role", "issuer"],
+    ))
+    .trim()
+    .to_string();
+    let listed = ok(&bin(data, &["tokens", "list"]));
+    assert!(listed.contains("iss-1\tissuer") && listed.contains("security-officer"));
+    for secret in [&officer, &issuer] {
+        assert!(!listed.contains(secret.rsplit('_').next().unwrap()));
+    }
+    let bad = bin(
+        data,
+        &["tokens", "create", "--name", "x", "--role", "admin"],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+
+    // Plain HTTP off loopback is refused before anything starts.
+    let refused = bin(
+        data,
+        &["serve", "--insecure-http-loopback", "--listen", "0.0.0.0:0"],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("CONFIG_INVALID"));
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mpcp-pa"))
+        .arg("--data-dir")
+        .arg(data)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--issuer",
+            "pa.cli.test",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let server = Server(child);
+    let mut addr = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split(" listening on ").nth(1) {
+            addr = Some(rest.trim().to_string());
+            break;
+        }
+    }
+    let addr = addr.expect("server announced its address");
+    std::thread::spawn(move || for _ in lines {});
+    let base = format!("https://{addr}");
+    let c = client(data);
+
+    assert_eq!(
+        c.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let ks = c
+        .get(format!("{base}/.well-known/mpcp-keys.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ks.status(), 200);
+    let r = c
+        .post(format!("{base}/v1/policies"))
+        .bearer_auth(&issuer)
+        .header("content-type", "application/json")
+        .body(r#"{"version":"1.0"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = c
+        .get(format!("{base}/v1/keys"))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The pins printed by the CLI are those of the key the server presents.
+    let pins: Value = serde_json::from_str(&ok(&bin(data, &["pins", "--json"]))).unwrap();
+    assert!(pins["current"].is_string() && pins["next"].is_string());
+    // The store is the running service's: token administration waits for it to stop.
+    let locked = bin(data, &["tokens", "list"]);
+    assert_eq!(locked.status.code(), Some(1));
+
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut server = server;
+    let mut status = None;
+    for _ in 0..100 {
+        if let Some(s) = server.0.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(status.expect("server stopped on SIGTERM").success());
+
+    let entries = ok(&bin(data, &["audit", "entries"]));
+    let actions: Vec<String> = entries
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["event"]["action"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let tail: Vec<&str> = actions
+        .iter()
+        .rev()
+        .take(4)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        tail,
+        ["startup", "key_set_signed", "policy_stored", "shutdown"],
+        "{actions:?}"
+    );
+    assert!(actions.iter().filter(|a| *a == "token_created").count() == 2);
+}
