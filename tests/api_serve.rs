@@ -82,7 +82,7 @@ async fn serve_from_the_command_line() {
     let listed = ok(&bin(data, &["tokens", "list"]));
     assert!(listed.contains("iss-1\tissuer") && listed.contains("security-officer"));
     for secret in [&officer, &issuer] {
-        assert!(!listed.contains(secret.rsplit('_').next().unwrap()));
+        assert!(!listed.contains(secret.splitn(3, '_').nth(2).unwrap()));
     }
     let bad = bin(
         data,

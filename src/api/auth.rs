@@ -1,7 +1,7 @@
 //! Authentication and authorisation of requests: `Authorization: Bearer <token>` checked
-//! against the [`TokenStore`], then the caller's rate limit, then the role the route
-//! requires. Handlers take an [`Auth<R>`] argument and get the principal as an audit
-//! [`crate::events::Actor`]. A missing, unknown or revoked token is 401; a valid token of
+//! against the [`crate::api::tokens::TokenStore`], then the caller's rate limit, then the
+//! role the route requires. Handlers take an [`Auth<R>`] argument and get the principal as
+//! an audit [`crate::events::Actor`]. A missing, unknown or revoked token is 401; a valid token of
 //! another role is 403. Both are decided before the body is read.
 
 use std::marker::PhantomData;
