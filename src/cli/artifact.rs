@@ -39,10 +39,7 @@ pub struct HashArgs {
 /// Reads a file, mapping failures to a stable code.
 pub fn read_file(path: &PathBuf) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
-        Error::new(
-            ErrorCode::Io,
-            format!("cannot read {}: {e}", path.display()),
-        )
+        Error::new(ErrorCode::Io, format!("cannot read {}: {e}", path.display()))
     })
 }
 
@@ -54,8 +51,5 @@ pub fn hash(a: HashArgs) -> Result<ExitCode> {
 }
 
 pub fn verify(_a: VerifyArgs) -> Result<ExitCode> {
-    Err(Error::new(
-        ErrorCode::Internal,
-        "verify: wired in the next commit",
-    ))
+    Err(Error::new(ErrorCode::Internal, "verify: wired in the next commit"))
 }
