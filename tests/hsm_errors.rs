@@ -57,18 +57,23 @@ fn pin_from_environment() {
 fn missing_module_names_the_path() {
     isolated("missing_module_names_the_path", |dir| {
         let path = dev_config_edited(dir, |t| {
-            t.replace("/usr/lib/softhsm/libsofthsm2.so", "/nonexistent/libpkcs11-missing.so")
+            t.replace(
+                "/usr/lib/softhsm/libsofthsm2.so",
+                "/nonexistent/libpkcs11-missing.so",
+            )
         });
         let e = open_err(&path);
         assert_eq!(e.code, ErrorCode::HsmUnavailable);
-        assert!(e.message.contains("/nonexistent/libpkcs11-missing.so"), "{e}");
+        assert!(
+            e.message.contains("/nonexistent/libpkcs11-missing.so"),
+            "{e}"
+        );
 
         let fake = dir.join("not-a-module.so");
         std::fs::write(&fake, "not an ELF file").unwrap();
-        let text = std::fs::read_to_string(&path).unwrap().replace(
-            "/nonexistent/libpkcs11-missing.so",
-            fake.to_str().unwrap(),
-        );
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("/nonexistent/libpkcs11-missing.so", fake.to_str().unwrap());
         std::fs::write(&path, text).unwrap();
         let e = open_err(&path);
         assert_eq!(e.code, ErrorCode::HsmUnavailable);
@@ -115,12 +120,18 @@ fn missing_mechanism_is_refused() {
         let hsm = HsmBackend::open(&HsmConfig::load(&init.config_path).unwrap()).unwrap();
         assert_eq!(hsm.report()[0].algorithms, vec![Alg::ES256K, Alg::ES256]);
         assert_eq!(
-            hsm.generate(KeyRole::Root, Alg::EdDSA, "x").unwrap_err().code,
+            hsm.generate(KeyRole::Root, Alg::EdDSA, "x")
+                .unwrap_err()
+                .code,
             ErrorCode::AlgorithmUnsupported
         );
         let k = hsm.generate(KeyRole::Root, Alg::ES256K, "x").unwrap();
-        let s = hsm.signer(KeyRole::Root, Alg::ES256K, &k.object_id, "kid").unwrap();
-        k.public.verify_digest(&[1; 32], &s.sign_digest(&[1; 32]).unwrap().bytes).unwrap();
+        let s = hsm
+            .signer(KeyRole::Root, Alg::ES256K, &k.object_id, "kid")
+            .unwrap();
+        k.public
+            .verify_digest(&[1; 32], &s.sign_digest(&[1; 32]).unwrap().bytes)
+            .unwrap();
     });
 }
 
@@ -128,8 +139,11 @@ fn missing_mechanism_is_refused() {
 fn shared_tokens_need_the_dev_flag() {
     isolated("shared_tokens_need_the_dev_flag", |dir| {
         let path = dev_config_edited(dir, |t| {
-            t.replace("[tokens.mpcp-root]\npin_file = \"secrets/root.user.pin\"\n", "")
-                .replace("token = \"mpcp-root\"", "token = \"mpcp-grant-signing\"")
+            t.replace(
+                "[tokens.mpcp-root]\npin_file = \"secrets/root.user.pin\"\n",
+                "",
+            )
+            .replace("token = \"mpcp-root\"", "token = \"mpcp-grant-signing\"")
         });
         let e = HsmConfig::load(&path).unwrap_err();
         assert_eq!(e.code, ErrorCode::ConfigInvalid);
@@ -140,30 +154,43 @@ fn shared_tokens_need_the_dev_flag() {
         let hsm = HsmBackend::open(&HsmConfig::load(&path).unwrap()).unwrap();
         assert_eq!(hsm.token_of(KeyRole::Root).unwrap(), "mpcp-grant-signing");
         let root = hsm.generate(KeyRole::Root, Alg::EdDSA, "r").unwrap();
-        let grant = hsm.generate(KeyRole::GrantSigning, Alg::EdDSA, "g").unwrap();
+        let grant = hsm
+            .generate(KeyRole::GrantSigning, Alg::EdDSA, "g")
+            .unwrap();
         assert_eq!(root.label, "mpcp-pa/root/r");
         for (role, k) in [(KeyRole::Root, &root), (KeyRole::GrantSigning, &grant)] {
             let s = hsm.signer(role, Alg::EdDSA, &k.object_id, "kid").unwrap();
-            k.public.verify_digest(&[7; 32], &s.sign_digest(&[7; 32]).unwrap().bytes).unwrap();
+            k.public
+                .verify_digest(&[7; 32], &s.sign_digest(&[7; 32]).unwrap().bytes)
+                .unwrap();
         }
     });
 }
 
 #[test]
 fn timeout_abandons_the_call_and_the_process_carries_on() {
-    isolated("timeout_abandons_the_call_and_the_process_carries_on", |dir| {
-        let (_, config) = dev_backend(dir);
-        // The startup probe (login, key generation and a signature per algorithm) cannot
-        // finish within 1 ms.
-        let mut hurried = config.clone();
-        hurried.call_timeout = std::time::Duration::from_millis(1);
-        let e = HsmBackend::open(&hurried).err().expect("times out");
-        assert_eq!(e.code, ErrorCode::HsmTimeout, "{e}");
-        assert!(e.message.contains("abandoned"), "{e}");
-        // The abandoned call finishes on its own thread; the module stays usable.
-        let hsm = HsmBackend::open(&config).unwrap();
-        let k = hsm.generate(KeyRole::Audit, Alg::EdDSA, "after-timeout").unwrap();
-        let s = hsm.signer(KeyRole::Audit, Alg::EdDSA, &k.object_id, "kid").unwrap();
-        k.public.verify_digest(&[2; 32], &s.sign_digest(&[2; 32]).unwrap().bytes).unwrap();
-    });
+    isolated(
+        "timeout_abandons_the_call_and_the_process_carries_on",
+        |dir| {
+            let (_, config) = dev_backend(dir);
+            // The startup probe (login, key generation and a signature per algorithm) cannot
+            // finish within 1 ms.
+            let mut hurried = config.clone();
+            hurried.call_timeout = std::time::Duration::from_millis(1);
+            let e = HsmBackend::open(&hurried).err().expect("times out");
+            assert_eq!(e.code, ErrorCode::HsmTimeout, "{e}");
+            assert!(e.message.contains("abandoned"), "{e}");
+            // The abandoned call finishes on its own thread; the module stays usable.
+            let hsm = HsmBackend::open(&config).unwrap();
+            let k = hsm
+                .generate(KeyRole::Audit, Alg::EdDSA, "after-timeout")
+                .unwrap();
+            let s = hsm
+                .signer(KeyRole::Audit, Alg::EdDSA, &k.object_id, "kid")
+                .unwrap();
+            k.public
+                .verify_digest(&[2; 32], &s.sign_digest(&[2; 32]).unwrap().bytes)
+                .unwrap();
+        },
+    );
 }

@@ -25,7 +25,9 @@ fn signer(hsm: &HsmBackend, role: KeyRole, alg: Alg) -> Arc<dyn DigestSigner> {
 
 fn sign_ok(s: &Arc<dyn DigestSigner>, i: u8) {
     let d = [i; 32];
-    let sig = s.sign_digest(&d).unwrap_or_else(|e| panic!("sign {i}: {e}"));
+    let sig = s
+        .sign_digest(&d)
+        .unwrap_or_else(|e| panic!("sign {i}: {e}"));
     s.public_key().verify_digest(&d, &sig.bytes).unwrap();
 }
 
@@ -49,7 +51,10 @@ fn sessions_closed_elsewhere() {
         let slot = slot_of(&other_handle(), "mpcp-grant-signing");
         // C_CloseAllSessions through a raw handle on the same library.
         let raw = unsafe { cryptoki_sys::Pkcs11::new(SOFTHSM2_MODULE) }.unwrap();
-        assert_eq!(unsafe { raw.C_CloseAllSessions(slot.id()) }, cryptoki_sys::CKR_OK);
+        assert_eq!(
+            unsafe { raw.C_CloseAllSessions(slot.id()) },
+            cryptoki_sys::CKR_OK
+        );
 
         let e = grant.sign_digest(&[0; 32]).unwrap_err();
         assert_eq!(e.code, ErrorCode::HsmUnavailable, "{e}");
@@ -71,7 +76,9 @@ fn login_lost_elsewhere() {
         let grant = signer(&hsm, KeyRole::GrantSigning, Alg::EdDSA);
         warm(&grant);
         let p = other_handle();
-        let session = p.open_ro_session(slot_of(&p, "mpcp-grant-signing")).unwrap();
+        let session = p
+            .open_ro_session(slot_of(&p, "mpcp-grant-signing"))
+            .unwrap();
         // Login state is per token and application: this logs out every pooled session.
         session.logout().unwrap();
 
@@ -113,7 +120,9 @@ fn failed_recovery_backs_off_then_recovers() {
         let old = AuthPin::new(user_pin(dir, "grant-signing").into());
         let new = AuthPin::new("a-different-user-pin".into());
         let p = other_handle();
-        let session = p.open_rw_session(slot_of(&p, "mpcp-grant-signing")).unwrap();
+        let session = p
+            .open_rw_session(slot_of(&p, "mpcp-grant-signing"))
+            .unwrap();
         // Change the PIN behind the backend's back and drop the login.
         session.set_pin(&old, &new).unwrap();
         session.logout().unwrap();

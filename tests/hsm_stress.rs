@@ -30,7 +30,8 @@ fn concurrent_signing_all_verifies() {
         .into_iter()
         .map(|(role, alg)| {
             let k = hsm.generate(role, alg, &format!("stress-{alg}")).unwrap();
-            hsm.signer(role, alg, &k.object_id, &format!("kid-{alg}")).unwrap()
+            hsm.signer(role, alg, &k.object_id, &format!("kid-{alg}"))
+                .unwrap()
         })
         .collect();
         let verified = AtomicUsize::new(0);
@@ -48,7 +49,9 @@ fn concurrent_signing_all_verifies() {
                             .unwrap_or_else(|e| panic!("thread {t} signature {i}: {e}"));
                         s.public_key()
                             .verify_digest(&d, &sig.bytes)
-                            .unwrap_or_else(|e| panic!("thread {t} signature {i} ({}): {e}", s.alg()));
+                            .unwrap_or_else(|e| {
+                                panic!("thread {t} signature {i} ({}): {e}", s.alg())
+                            });
                         verified.fetch_add(1, Ordering::Relaxed);
                     }
                 });
@@ -59,7 +62,11 @@ fn concurrent_signing_all_verifies() {
                 sc.spawn(move || {
                     for i in 0..6 {
                         let alg = Alg::ALL[(g + i) % 3];
-                        let role = if g == 0 { KeyRole::GrantSigning } else { KeyRole::Audit };
+                        let role = if g == 0 {
+                            KeyRole::GrantSigning
+                        } else {
+                            KeyRole::Audit
+                        };
                         let k = hsm.generate(role, alg, &format!("churn-{g}-{i}")).unwrap();
                         hsm.destroy(role, &k.object_id).unwrap();
                         churned.fetch_add(1, Ordering::Relaxed);
