@@ -81,10 +81,10 @@ impl KeyRef {
 
     /// The private key's handle valid in `ctx`'s epoch, looked up again by CKA_ID if needed.
     fn handle(&self, ctx: &SessionCtx<'_>) -> Result<ObjectHandle, Failure> {
-        if let Some((epoch, h)) = *lock(&self.cached) {
-            if epoch == ctx.epoch {
-                return Ok(h);
-            }
+        if let Some((epoch, h)) = *lock(&self.cached)
+            && epoch == ctx.epoch
+        {
+            return Ok(h);
         }
         let h = find_key(ctx, ObjectClass::PRIVATE_KEY, &self.object_id)?;
         *lock(&self.cached) = Some((ctx.epoch, h));

@@ -77,12 +77,13 @@ impl SessionSlot {
     /// Lets go of the session. It is closed only when its handle is known to still be ours:
     /// same library generation and not reported dead.
     fn discard(&mut self, session_gone: bool) {
-        if let Some(s) = self.session.take() {
-            if !session_gone && self.epoch.module == self.module.generation() {
-                // A failure to close a session we are abandoning changes nothing.
-                let _ = s.close();
-            }
-            // Otherwise: opened with "no close on drop", so dropping it makes no call.
+        // Otherwise (opened with "no close on drop") dropping the session makes no call.
+        if let Some(s) = self.session.take()
+            && !session_gone
+            && self.epoch.module == self.module.generation()
+        {
+            // A failure to close a session we are abandoning changes nothing.
+            let _ = s.close();
         }
     }
 }
@@ -366,10 +367,10 @@ impl TokenPool {
             return Err(f);
         }
         let current = self.epoch();
-        if let (Some(session), Some(slot_id)) = (&slot.session, slot.slot) {
-            if slot.epoch == current {
-                return self.check(session, slot_id);
-            }
+        if let (Some(session), Some(slot_id)) = (&slot.session, slot.slot)
+            && slot.epoch == current
+        {
+            return self.check(session, slot_id);
         }
         // No session yet, or one from an older epoch: replace it.
         slot.discard(false);
@@ -428,10 +429,10 @@ impl TokenPool {
 
     fn resolve_slot(&self, epoch: Epoch) -> Result<Slot, Failure> {
         let mut cache = lock(&self.slot_cache);
-        if let Some((e, slot)) = *cache {
-            if e == epoch {
-                return Ok(slot);
-            }
+        if let Some((e, slot)) = *cache
+            && e == epoch
+        {
+            return Ok(slot);
         }
         let slot = self.module.find_token(&self.label)?;
         *cache = Some((epoch, slot));
