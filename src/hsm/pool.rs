@@ -19,7 +19,7 @@
 //!   `HSM_UNAVAILABLE` until an exponential backoff (configured initial and maximum) allows
 //!   the next attempt; a success resets it. The process never needs restarting.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -97,6 +97,8 @@ impl Drop for SessionSlot {
 struct Slots {
     idle: Vec<Worker<SessionSlot>>,
     live: usize,
+    /// Requests waiting for a slot (so that check-in skips the wake-up call when none is).
+    waiting: usize,
 }
 
 #[derive(Default)]
@@ -116,6 +118,8 @@ pub(crate) struct TokenPool {
     slots: Mutex<Slots>,
     freed: Condvar,
     health: Mutex<Health>,
+    /// True while `health` holds a failed recovery (lets the hot path skip its lock).
+    degraded: AtomicBool,
     slot_cache: Mutex<Option<(Epoch, Slot)>>,
     worker_seq: AtomicU64,
 }
@@ -146,9 +150,11 @@ impl TokenPool {
             slots: Mutex::new(Slots {
                 idle: Vec::new(),
                 live: 0,
+                waiting: 0,
             }),
             freed: Condvar::new(),
             health: Mutex::new(Health::default()),
+            degraded: AtomicBool::new(false),
             slot_cache: Mutex::new(None),
             worker_seq: AtomicU64::new(0),
         })
@@ -204,6 +210,9 @@ impl TokenPool {
 
     /// Fails fast while a failed recovery's backoff is running.
     fn gate(&self) -> Result<(), Failure> {
+        if !self.degraded.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let h = lock(&self.health);
         if let Some(at) = h.retry_at {
             let now = Instant::now();
@@ -236,12 +245,15 @@ impl TokenPool {
             .min(self.settings.backoff_max);
         h.retry_at = Some(Instant::now() + delay);
         h.last_error = f.error.to_string();
+        self.degraded.store(true, Ordering::Release);
     }
 
     fn recovery_succeeded(&self) {
-        let mut h = lock(&self.health);
-        if h.failures != 0 || h.retry_at.is_some() {
+        if self.degraded.load(Ordering::Acquire) {
+            // Both flag updates happen under the health lock, so they cannot cross.
+            let mut h = lock(&self.health);
             *h = Health::default();
+            self.degraded.store(false, Ordering::Release);
         }
     }
 
@@ -276,17 +288,22 @@ impl TokenPool {
                 )
                 .into());
             }
+            st.waiting += 1;
             st = self
                 .freed
                 .wait_timeout(st, deadline - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            st.waiting -= 1;
         }
     }
 
     fn checkin(&self, worker: Worker<SessionSlot>) {
-        lock(&self.slots).idle.push(worker);
-        self.freed.notify_one();
+        let mut st = lock(&self.slots);
+        st.idle.push(worker);
+        if st.waiting > 0 {
+            self.freed.notify_one();
+        }
     }
 
     fn spawn_worker(self: &Arc<Self>) -> Result<Worker<SessionSlot>, Failure> {
