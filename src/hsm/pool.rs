@@ -124,6 +124,18 @@ pub(crate) struct TokenPool {
     worker_seq: AtomicU64,
 }
 
+impl Drop for TokenPool {
+    /// Closes the idle sessions and waits for their threads, so that no session is being
+    /// closed while the process tears the module down. Abandoned (timed-out) workers are not
+    /// waited for: they exit when their call returns.
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut lock(&self.slots).idle);
+        for w in idle {
+            w.shutdown();
+        }
+    }
+}
+
 impl std::fmt::Debug for TokenPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenPool")
