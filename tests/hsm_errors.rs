@@ -5,7 +5,7 @@ mod hsm_support;
 
 use std::path::Path;
 
-use hsm_support::{dev_backend, dev_config_edited, isolated, user_pin};
+use hsm_support::{dev_backend, dev_config_edited, isolated, refused, user_pin};
 use mpcp_pa::ErrorCode;
 use mpcp_pa::crypto::Alg;
 use mpcp_pa::hsm::dev::init_dev;
@@ -14,7 +14,7 @@ use mpcp_pa::keys::{KeyBackend, KeyRole};
 
 fn open_err(config: &Path) -> mpcp_pa::Error {
     let c = HsmConfig::load(config).unwrap();
-    HsmBackend::open(&c).expect_err("open must fail")
+    refused(HsmBackend::open(&c))
 }
 
 #[test]
@@ -24,7 +24,7 @@ fn wrong_pin_is_refused() {
         let real = user_pin(dir, "root");
         // Rewriting the content keeps the file's 0600 mode.
         std::fs::write(dir.join("secrets/root.user.pin"), "wrong-pin-0000\n").unwrap();
-        let e = HsmBackend::open(&init.config).expect_err("refused");
+        let e = refused(HsmBackend::open(&init.config));
         assert_eq!(e.code, ErrorCode::HsmPinInvalid, "{e}");
         assert!(e.message.contains("mpcp-root"), "{e}");
         assert!(!e.message.contains("wrong-pin-0000") && !e.message.contains(&real));
@@ -107,7 +107,7 @@ fn missing_mechanism_is_refused() {
         )
         .unwrap();
         let init = init_dev(dir).unwrap();
-        let e = HsmBackend::open(&init.config).expect_err("refused");
+        let e = refused(HsmBackend::open(&init.config));
         assert_eq!(e.code, ErrorCode::HsmMechanismUnsupported, "{e}");
         assert!(e.message.contains("CKM_EDDSA"), "{e}");
 
@@ -177,7 +177,7 @@ fn timeout_abandons_the_call_and_the_process_carries_on() {
             // finish within 1 ms.
             let mut hurried = config.clone();
             hurried.call_timeout = std::time::Duration::from_millis(1);
-            let e = HsmBackend::open(&hurried).expect_err("times out");
+            let e = refused(HsmBackend::open(&hurried));
             assert_eq!(e.code, ErrorCode::HsmTimeout, "{e}");
             assert!(e.message.contains("abandoned"), "{e}");
             // The abandoned call finishes on its own thread; the module stays usable.

@@ -5,7 +5,7 @@ mod hsm_support;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use hsm_support::{dev_backend, isolated, other_handle, slot_of, user_pin};
+use hsm_support::{dev_backend, isolated, other_handle, refused, slot_of, user_pin};
 use mpcp_pa::ErrorCode;
 use mpcp_pa::crypto::{Alg, PublicKey};
 use mpcp_pa::keys::{KeyBackend, KeyRole};
@@ -61,10 +61,7 @@ fn generate_and_sign_each_algorithm() {
             format!("mpcp-pa/root/{}", hex::encode(&k.object_id))
         );
         // Keys of a role live on that role's token only.
-        let e = hsm
-            .signer(KeyRole::Audit, Alg::EdDSA, &k.object_id, "x")
-            .err()
-            .expect("refused");
+        let e = refused(hsm.signer(KeyRole::Audit, Alg::EdDSA, &k.object_id, "x"));
         assert_eq!(e.code, ErrorCode::KeyNotFound);
     });
 }
@@ -202,10 +199,7 @@ fn destroy_and_unknown_keys() {
             ErrorCode::KeyNotFound
         );
         assert_eq!(
-            hsm.signer(KeyRole::Audit, Alg::EdDSA, &k.object_id, "kid")
-                .err()
-                .expect("refused")
-                .code,
+            refused(hsm.signer(KeyRole::Audit, Alg::EdDSA, &k.object_id, "kid")).code,
             ErrorCode::KeyNotFound
         );
         assert_eq!(
@@ -213,19 +207,13 @@ fn destroy_and_unknown_keys() {
             ErrorCode::KeyNotFound
         );
         assert_eq!(
-            hsm.signer(KeyRole::Audit, Alg::EdDSA, &[0xee; 16], "kid")
-                .err()
-                .expect("refused")
-                .code,
+            refused(hsm.signer(KeyRole::Audit, Alg::EdDSA, &[0xee; 16], "kid")).code,
             ErrorCode::KeyNotFound
         );
         // Asking for a key as another algorithm is refused.
         let k = hsm.generate(KeyRole::Audit, Alg::EdDSA, "ed").unwrap();
         assert_eq!(
-            hsm.signer(KeyRole::Audit, Alg::ES256, &k.object_id, "kid")
-                .err()
-                .expect("refused")
-                .code,
+            refused(hsm.signer(KeyRole::Audit, Alg::ES256, &k.object_id, "kid")).code,
             ErrorCode::KeyAlgMismatch
         );
         // Other keys are untouched by a destroy.

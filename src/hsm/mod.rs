@@ -234,6 +234,10 @@ impl KeyBackend for HsmBackend {
     /// Generates the key pair on `role`'s token. CKA_LABEL is the role's label prefix
     /// followed by `label` (printable ASCII, at most [`MAX_KEY_LABEL`]; when empty, the hex
     /// of the random CKA_ID is used instead).
+    ///
+    /// On `HSM_TIMEOUT` the generation may still complete on the token after the call was
+    /// abandoned, leaving a key pair nobody knows the id of; it carries the requested
+    /// label, so an operator can find and destroy it.
     fn generate(&self, role: KeyRole, alg: Alg, label: &str) -> Result<GeneratedKey> {
         let b = self.enabled(role, alg)?;
         if label.len() > MAX_KEY_LABEL || !label.bytes().all(|c| c.is_ascii_graphic()) {
@@ -284,5 +288,18 @@ impl KeyBackend for HsmBackend {
                 key_management::destroy(ctx, &id).map(|_| ())
             })
             .map_err(|f| f.error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_and_signer_are_shareable_across_threads() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<HsmBackend>();
+        shareable::<HsmSigner>();
+        shareable::<Pin>();
     }
 }

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -18,6 +18,12 @@ use crate::hsm::utils::{CkResultExt, Failure, lock, to_error};
 
 /// The SoftHSM2 configuration this process is bound to (PKCS#11 state is process-global).
 static SOFTHSM2_CONF_BOUND: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// The loaded modules of this process, by path. PKCS#11 library state is per process, so
+/// every backend on the same module shares one [`Module`]: one context, one generation
+/// counter (a re-initialisation invalidates every backend's sessions alike) and one
+/// object lock.
+static LOADED: Mutex<Vec<(PathBuf, Weak<Module>)>> = Mutex::new(Vec::new());
 
 /// Points `SOFTHSM2_CONF` at `conf` for this process, once. Binding the same file again is a
 /// no-op; binding another file is refused, because the library reads the variable only when
@@ -84,26 +90,35 @@ fn initialize(ctx: &Pkcs11) -> Result<(), CkError> {
 }
 
 impl Module {
-    /// Loads and initialises the module at `path`. Errors: `HSM_UNAVAILABLE` naming the path
-    /// when it cannot be loaded or initialised.
+    /// Loads and initialises the module at `path`, or returns the one this process already
+    /// has loaded from there. Errors: `HSM_UNAVAILABLE` naming the path when it cannot be
+    /// loaded or initialised.
     pub(crate) fn load(path: &Path) -> Result<Arc<Module>> {
         let what = format!("PKCS#11 module {}", path.display());
-        if !path.exists() {
-            return Err(Error::new(
-                ErrorCode::HsmUnavailable,
-                format!("{what}: no such file"),
-            ));
+        let key = path
+            .canonicalize()
+            .map_err(|e| Error::new(ErrorCode::HsmUnavailable, format!("{what}: {e}")))?;
+        let mut loaded = lock(&LOADED);
+        loaded.retain(|(_, m)| m.strong_count() > 0);
+        if let Some(m) = loaded
+            .iter()
+            .find(|(p, _)| *p == key)
+            .and_then(|(_, m)| m.upgrade())
+        {
+            return Ok(m);
         }
-        let ctx = Pkcs11::new(path).map_err(|e| to_error(&e, &what))?;
+        let ctx = Pkcs11::new(&key).map_err(|e| to_error(&e, &what))?;
         initialize(&ctx).map_err(|e| to_error(&e, &what))?;
-        Ok(Arc::new(Module {
+        let module = Arc::new(Module {
             ctx,
             path: path.to_path_buf(),
             generation: AtomicU64::new(0),
             needs_init: AtomicBool::new(false),
             init_lock: Mutex::new(()),
             object_lock: Mutex::new(()),
-        }))
+        });
+        loaded.push((key, Arc::downgrade(&module)));
+        Ok(module)
     }
 
     /// The shared context.

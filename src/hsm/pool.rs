@@ -19,7 +19,7 @@
 //!   `HSM_UNAVAILABLE` until an exponential backoff (configured initial and maximum) allows
 //!   the next attempt; a success resets it. The process never needs restarting.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,7 @@ impl SessionSlot {
     /// Lets go of the session. It is closed only when its handle is known to still be ours:
     /// same library generation and not reported dead.
     fn discard(&mut self, session_gone: bool) {
+        // Otherwise (opened with "no close on drop") dropping the session makes no call.
         if let Some(s) = self.session.take()
             && !session_gone
             && self.epoch.module == self.module.generation()
@@ -84,7 +85,6 @@ impl SessionSlot {
             // A failure to close a session we are abandoning changes nothing.
             let _ = s.close();
         }
-        // Otherwise: opened with "no close on drop", so dropping it makes no call.
     }
 }
 
@@ -97,6 +97,8 @@ impl Drop for SessionSlot {
 struct Slots {
     idle: Vec<Worker<SessionSlot>>,
     live: usize,
+    /// Requests waiting for a slot (so that check-in skips the wake-up call when none is).
+    waiting: usize,
 }
 
 #[derive(Default)]
@@ -116,8 +118,22 @@ pub(crate) struct TokenPool {
     slots: Mutex<Slots>,
     freed: Condvar,
     health: Mutex<Health>,
+    /// True while `health` holds a failed recovery (lets the hot path skip its lock).
+    degraded: AtomicBool,
     slot_cache: Mutex<Option<(Epoch, Slot)>>,
     worker_seq: AtomicU64,
+}
+
+impl Drop for TokenPool {
+    /// Closes the idle sessions and waits for their threads, so that no session is being
+    /// closed while the process tears the module down. Abandoned (timed-out) workers are not
+    /// waited for: they exit when their call returns.
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut lock(&self.slots).idle);
+        for w in idle {
+            w.shutdown();
+        }
+    }
 }
 
 impl std::fmt::Debug for TokenPool {
@@ -146,9 +162,11 @@ impl TokenPool {
             slots: Mutex::new(Slots {
                 idle: Vec::new(),
                 live: 0,
+                waiting: 0,
             }),
             freed: Condvar::new(),
             health: Mutex::new(Health::default()),
+            degraded: AtomicBool::new(false),
             slot_cache: Mutex::new(None),
             worker_seq: AtomicU64::new(0),
         })
@@ -204,6 +222,9 @@ impl TokenPool {
 
     /// Fails fast while a failed recovery's backoff is running.
     fn gate(&self) -> Result<(), Failure> {
+        if !self.degraded.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let h = lock(&self.health);
         if let Some(at) = h.retry_at {
             let now = Instant::now();
@@ -236,12 +257,15 @@ impl TokenPool {
             .min(self.settings.backoff_max);
         h.retry_at = Some(Instant::now() + delay);
         h.last_error = f.error.to_string();
+        self.degraded.store(true, Ordering::Release);
     }
 
     fn recovery_succeeded(&self) {
-        let mut h = lock(&self.health);
-        if h.failures != 0 || h.retry_at.is_some() {
+        if self.degraded.load(Ordering::Acquire) {
+            // Both flag updates happen under the health lock, so they cannot cross.
+            let mut h = lock(&self.health);
             *h = Health::default();
+            self.degraded.store(false, Ordering::Release);
         }
     }
 
@@ -276,17 +300,22 @@ impl TokenPool {
                 )
                 .into());
             }
+            st.waiting += 1;
             st = self
                 .freed
                 .wait_timeout(st, deadline - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            st.waiting -= 1;
         }
     }
 
     fn checkin(&self, worker: Worker<SessionSlot>) {
-        lock(&self.slots).idle.push(worker);
-        self.freed.notify_one();
+        let mut st = lock(&self.slots);
+        st.idle.push(worker);
+        if st.waiting > 0 {
+            self.freed.notify_one();
+        }
     }
 
     fn spawn_worker(self: &Arc<Self>) -> Result<Worker<SessionSlot>, Failure> {

@@ -121,7 +121,14 @@ pub(crate) fn to_error(err: &CkError, context: &str) -> Error {
                 RvError::KeyFunctionNotPermitted | RvError::KeyTypeInconsistent => KeyAlgMismatch,
                 _ => HsmError,
             };
-            (code, format!("{function} failed with {rv:?}"))
+            let f = format!("C_{function:?}");
+            // Contexts usually end with the function already ("token \"x\": C_Sign").
+            let msg = if context.ends_with(&f) {
+                format!("{context} failed: {rv:?}")
+            } else {
+                format!("{context}: {f} failed: {rv:?}")
+            };
+            return Error::new(code, msg);
         }
         other => (HsmError, format!("PKCS#11 wrapper error: {other}")),
     };
@@ -220,10 +227,8 @@ mod tests {
         }
         let f = Failure::pkcs11(&rv(RvError::SessionClosed), "token \"t\": C_Sign");
         assert_eq!(f.fault, Some(Fault::Token { session_gone: true }));
-        assert!(
-            f.error.message.starts_with("token \"t\": C_Sign: "),
-            "{}",
-            f.error.message
-        );
+        assert_eq!(f.error.message, "token \"t\": C_Sign failed: SessionClosed");
+        let e = to_error(&rv(RvError::PinIncorrect), "token \"t\"");
+        assert_eq!(e.message, "token \"t\": C_Sign failed: PinIncorrect");
     }
 }

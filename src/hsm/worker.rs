@@ -22,9 +22,11 @@ pub(crate) enum CallError {
     Gone,
 }
 
-/// Handle to one worker thread. Dropping it lets the thread finish its current job and exit.
+/// Handle to one worker thread. Dropping it lets the thread finish its current job and exit
+/// (detached); [`Worker::shutdown`] waits for that.
 pub(crate) struct Worker<S> {
     tx: mpsc::Sender<Job<S>>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 struct OnExit<F: FnOnce()>(Option<F>);
@@ -46,7 +48,7 @@ impl<S: Send + 'static> Worker<S> {
         on_exit: impl FnOnce() + Send + 'static,
     ) -> std::io::Result<Worker<S>> {
         let (tx, rx) = mpsc::channel::<Job<S>>();
-        std::thread::Builder::new().name(name).spawn(move || {
+        let thread = std::thread::Builder::new().name(name).spawn(move || {
             // Declared first so that it runs last, after the state is gone.
             let _exit = OnExit(Some(on_exit));
             let mut state = state;
@@ -54,7 +56,15 @@ impl<S: Send + 'static> Worker<S> {
                 job(&mut state);
             }
         })?;
-        Ok(Worker { tx })
+        Ok(Worker { tx, thread })
+    }
+
+    /// Stops an idle worker and waits until its thread has dropped its state. Only for
+    /// workers that run no job (a hung job would block this forever).
+    pub(crate) fn shutdown(self) {
+        drop(self.tx);
+        // A panic on that thread was already reported to the caller of its job.
+        let _ = self.thread.join();
     }
 
     /// Runs `f` on the worker's state and waits at most `timeout` for its result. On
@@ -114,12 +124,12 @@ mod tests {
             })
             .unwrap();
         assert_eq!((a, b), (1, 2));
-        drop(w);
-        let t = Instant::now();
-        while exited.load(Ordering::SeqCst) == 0 && t.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(exited.load(Ordering::SeqCst), 1);
+        w.shutdown();
+        assert_eq!(
+            exited.load(Ordering::SeqCst),
+            1,
+            "shutdown waits for the thread"
+        );
     }
 
     #[test]

@@ -40,6 +40,14 @@ pub fn isolated(name: &str, body: impl FnOnce(&Path)) {
     );
 }
 
+/// The error of a call that must fail (also for results whose value is not `Debug`).
+pub fn refused<T>(r: mpcp_pa::Result<T>) -> mpcp_pa::Error {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e,
+    }
+}
+
 /// Development tokens in `dir` and a backend on them.
 pub fn dev_backend(dir: &Path) -> (HsmBackend, HsmConfig) {
     let init = init_dev(dir).expect("init-dev");
