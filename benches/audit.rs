@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use mpcp_pa::audit::log::CACHED_LEVEL;
 use mpcp_pa::audit::merkle::{leaf_hash, verify_inclusion};
 use mpcp_pa::audit::{AuditConfig, AuditLog};
 use mpcp_pa::clock::SystemClock;
@@ -35,8 +36,12 @@ fn actor() -> Actor {
 fn open(dir: &std::path::Path) -> (Store, AuditLog) {
     let _ = std::fs::remove_dir_all(dir);
     let store = Store::open(dir).expect("open store");
-    let log = AuditLog::open(&store, AuditConfig::new("bench.local/audit"), Arc::new(SystemClock))
-        .expect("open log");
+    let log = AuditLog::open(
+        &store,
+        AuditConfig::new("bench.local/audit"),
+        Arc::new(SystemClock),
+    )
+    .expect("open log");
     (store, log)
 }
 
@@ -68,7 +73,10 @@ fn appends_per_second(base: &std::path::Path, writers: usize, seconds: f64) -> (
     let elapsed = start.elapsed().as_secs_f64();
     let n = done.load(Ordering::Relaxed);
     assert_eq!(log.size(), n);
-    (n as f64 / elapsed, n as f64 / log.stats().batches.max(1) as f64)
+    (
+        n as f64 / elapsed,
+        n as f64 / log.stats().batches.max(1) as f64,
+    )
 }
 
 /// Mean time of one inclusion proof for pseudo-random indices at the current size, the
@@ -139,7 +147,10 @@ fn main() {
         );
     }
 
-    println!("inclusion proof (sled-backed, O(log n) node reads), mean of 2000 random leaves");
+    println!(
+        "inclusion proof (sled-backed; O(log n) nodes, levels >= {CACHED_LEVEL} cached in memory), \
+         mean of 2000 random leaves"
+    );
     let (_store, log) = open(&base.join("proofs"));
     let mut first = None;
     for target in [1_000u64, 100_000, 1_000_000] {
@@ -149,8 +160,8 @@ fn main() {
         let (t, len, reads) = proof_time(&log, 2000);
         let (t0, reads0) = *first.get_or_insert((t, reads));
         println!(
-            "  {target:>9} entries: {:>7.2} us/proof, ratio to 10^3 {:.2}x | {reads:.1} node reads \
-             (ratio {:.2}x; log2 n ratio {:.2}x) | {len} hashes | {:.2} us/read | build {:.1} s",
+            "  {target:>9} entries: {:>7.2} us/proof, ratio to 10^3 {:.2}x | {reads:.1} store reads \
+             (ratio {:.2}x; log2 n ratio {:.2}x) | {len} hashes | {:.2} us per store read | build {:.1} s",
             t.as_secs_f64() * 1e6,
             t.as_secs_f64() / t0.as_secs_f64(),
             reads / reads0,

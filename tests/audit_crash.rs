@@ -43,7 +43,9 @@ struct ChildSigners {
 
 fn child_signers() -> ChildSigners {
     ChildSigners {
-        artifact: Box::new(SoftwareSigner::from_secret("crash-grant-1", Alg::EdDSA, &[5; 32]).unwrap()),
+        artifact: Box::new(
+            SoftwareSigner::from_secret("crash-grant-1", Alg::EdDSA, &[5; 32]).unwrap(),
+        ),
         checkpoint: Box::new(log_signer()),
     }
 }
@@ -69,7 +71,8 @@ fn crash_child() {
             Err(e) => panic!("cannot open the store: {e}"),
         }
     };
-    let log = Arc::new(AuditLog::open(&store, AuditConfig::new(ORIGIN), Arc::new(SystemClock)).unwrap());
+    let log =
+        Arc::new(AuditLog::open(&store, AuditConfig::new(ORIGIN), Arc::new(SystemClock)).unwrap());
     let signers = Arc::new(child_signers());
     println!("READY {}", log.size());
     for w in 0..WRITERS {
@@ -85,7 +88,13 @@ fn crash_child() {
                     "grantId": format!("g-{w}-{n}"),
                     "issuerKeyId": signers.artifact.kid(),
                 });
-                let signed = sign_artifact(signers.artifact.as_ref(), Domain::PolicyGrant, "1.0", &grant).unwrap();
+                let signed = sign_artifact(
+                    signers.artifact.as_ref(),
+                    Domain::PolicyGrant,
+                    "1.0",
+                    &grant,
+                )
+                .unwrap();
                 let digest = signing_digest(Domain::PolicyGrant, "1.0", &signed).unwrap();
                 let event = Event::GrantIssued {
                     grant_id: format!("g-{w}-{n}"),
@@ -121,7 +130,11 @@ impl Rng {
 #[test]
 fn audit_crash_kill_loop() {
     let dir = temp_dir("crash");
-    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
     println!("seed {seed}");
     let mut rng = Rng(seed);
     let mut reported: Vec<(u64, String)> = Vec::new();
@@ -129,10 +142,18 @@ fn audit_crash_kill_loop() {
     let mut rounds_with_progress = 0;
     for round in 0..ROUNDS {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "crash_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(ENV_DIR, &dir)
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(dir.with_extension("stderr")).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.with_extension("stderr")).unwrap(),
+            ))
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -148,10 +169,13 @@ fn audit_crash_kill_loop() {
         // Wait until the child is up, then let it run for a random while.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|e| {
-                let err = std::fs::read_to_string(dir.with_extension("stderr")).unwrap_or_default();
-                panic!("round {round}: child never got ready ({e}): {err}")
-            });
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|e| {
+                    let err =
+                        std::fs::read_to_string(dir.with_extension("stderr")).unwrap_or_default();
+                    panic!("round {round}: child never got ready ({e}): {err}")
+                });
             // libtest prints "test crash_child ... " before the child's first line.
             if line.contains("READY ") {
                 break;
@@ -180,7 +204,10 @@ fn audit_crash_kill_loop() {
             .unwrap_or_else(|e| panic!("round {round}: log does not reopen: {e}"));
         let size = log.size();
         for (i, grant) in &reported {
-            assert!(*i < size, "round {round}: reported index {i} lost (size {size})");
+            assert!(
+                *i < size,
+                "round {round}: reported index {i} lost (size {size})"
+            );
             let e: Entry = serde_json::from_slice(&log.entries(*i, i + 1).unwrap()[0]).unwrap();
             match e.event {
                 Event::GrantIssued { grant_id, .. } => assert_eq!(&grant_id, grant),
@@ -188,7 +215,12 @@ fn audit_crash_kill_loop() {
             }
         }
         // Checkpoints: each verifies and is consistent with the next and with the head.
-        let cps: Vec<_> = log.checkpoints().unwrap().iter().map(|c| c.verify().unwrap()).collect();
+        let cps: Vec<_> = log
+            .checkpoints()
+            .unwrap()
+            .iter()
+            .map(|c| c.verify().unwrap())
+            .collect();
         for w in cps.windows(2) {
             let p = log.consistency_proof(w[0].size, w[1].size).unwrap();
             verify_consistency(w[0].size, w[1].size, &w[0].root, &w[1].root, &p).unwrap();
@@ -217,7 +249,10 @@ fn audit_crash_kill_loop() {
         "{ROUNDS} kills, {} indices reported durable, {rounds_with_progress} rounds with progress",
         reported.len()
     );
-    assert!(rounds_with_progress >= ROUNDS / 2, "the child made too little progress to test anything");
+    assert!(
+        rounds_with_progress >= ROUNDS / 2,
+        "the child made too little progress to test anything"
+    );
     assert!(trusted.is_some(), "no checkpoint was ever signed");
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(dir.with_extension("stderr"));

@@ -36,9 +36,15 @@ fn concurrent_records_are_durable_distinct_and_ordered() {
             })
         })
         .collect();
-    let mut all: Vec<(u64, u64)> = threads.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut all: Vec<(u64, u64)> = threads
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     all.sort_unstable();
-    assert_eq!(all.iter().map(|x| x.0).collect::<Vec<_>>(), (0..320).collect::<Vec<_>>());
+    assert_eq!(
+        all.iter().map(|x| x.0).collect::<Vec<_>>(),
+        (0..320).collect::<Vec<_>>()
+    );
     assert_eq!(log.size(), 320);
     // Each index holds the event its caller recorded, in canonical form.
     let entries = log.entries(0, 320).unwrap();
@@ -49,7 +55,10 @@ fn concurrent_records_are_durable_distinct_and_ordered() {
         assert_eq!(e.actor, actor(*n));
         assert_eq!(e.time, "2026-03-01T12:00:00Z");
         assert_eq!(e.to_bytes().unwrap(), entries[*index as usize]);
-        assert_eq!(log.index_of(&leaf_hash(&entries[*index as usize])).unwrap(), Some(*index));
+        assert_eq!(
+            log.index_of(&leaf_hash(&entries[*index as usize])).unwrap(),
+            Some(*index)
+        );
     }
 }
 
@@ -76,7 +85,10 @@ fn checkpoints_are_signed_consistent_and_survive_reopen() {
         assert_eq!(log.sign_checkpoint(&signer).unwrap(), first);
         // A key with another name is refused.
         let wrong = mpcp_pa::audit::SoftwareNoteSigner::from_seed("other.log", &[1; 32]).unwrap();
-        assert_eq!(log.sign_checkpoint(&wrong).unwrap_err().code, ErrorCode::ConfigInvalid);
+        assert_eq!(
+            log.sign_checkpoint(&wrong).unwrap_err().code,
+            ErrorCode::ConfigInvalid
+        );
         fill(&log, 7);
         assert!(log.maybe_checkpoint(&signer).unwrap().is_some());
         assert_eq!(log.checkpoints().unwrap().len(), 3);
@@ -87,11 +99,20 @@ fn checkpoints_are_signed_consistent_and_survive_reopen() {
     let latest = log.latest_checkpoint().unwrap().unwrap();
     let (a, b) = (first.verify().unwrap(), latest.verify().unwrap());
     assert_eq!(b.size, 17);
-    verify_consistency(a.size, b.size, &a.root, &b.root, &log.consistency_proof(10, 17).unwrap())
-        .unwrap();
+    verify_consistency(
+        a.size,
+        b.size,
+        &a.root,
+        &b.root,
+        &log.consistency_proof(10, 17).unwrap(),
+    )
+    .unwrap();
     // Appends continue after reopen.
     fill(&log, 3);
-    assert_eq!(log.sign_checkpoint(&signer).unwrap().verify().unwrap().size, 20);
+    assert_eq!(
+        log.sign_checkpoint(&signer).unwrap().verify().unwrap().size,
+        20
+    );
     // The origin is the log's identity.
     drop(log);
     let e = AuditLog::open(&store, AuditConfig::new("another.origin"), clock()).unwrap_err();
@@ -115,7 +136,11 @@ fn refuses_to_sign_a_tree_inconsistent_with_the_last_checkpoint() {
     nodes.insert(key, &[0x42u8; 32]).unwrap();
     let e = log.sign_checkpoint(&signer).unwrap_err();
     assert_eq!(e.code, ErrorCode::CheckpointInconsistent, "{e}");
-    assert_eq!(log.checkpoints().unwrap().len(), 1, "nothing new was signed");
+    assert_eq!(
+        log.checkpoints().unwrap().len(),
+        1,
+        "nothing new was signed"
+    );
     drop(log);
     // Nor does the log reopen over a tree that no longer matches its checkpoint.
     let e = AuditLog::open(&store, AuditConfig::new(ORIGIN), clock()).unwrap_err();
@@ -141,15 +166,23 @@ fn background_checkpointer_follows_the_log() {
             if size == Some(round * 5) {
                 break;
             }
-            assert!(Instant::now() < deadline, "no checkpoint of size {}", round * 5);
+            assert!(
+                Instant::now() < deadline,
+                "no checkpoint of size {}",
+                round * 5
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
     assert!(task.last_error().is_none());
     task.stop();
     // The log only grows by checkpoints' sizes: each consecutive pair is consistent.
-    let cps: Vec<Checkpoint> =
-        log.checkpoints().unwrap().iter().map(|c| c.verify().unwrap()).collect();
+    let cps: Vec<Checkpoint> = log
+        .checkpoints()
+        .unwrap()
+        .iter()
+        .map(|c| c.verify().unwrap())
+        .collect();
     for w in cps.windows(2) {
         let p = log.consistency_proof(w[0].size, w[1].size).unwrap();
         verify_consistency(w[0].size, w[1].size, &w[0].root, &w[1].root, &p).unwrap();
@@ -171,7 +204,11 @@ fn cli(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
 }
 
 fn b64hash(v: &serde_json::Value) -> Hash {
-    STANDARD.decode(v.as_str().unwrap()).unwrap().try_into().unwrap()
+    STANDARD
+        .decode(v.as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap()
 }
 
 #[test]
@@ -188,19 +225,40 @@ fn cli_reads_exports_and_verifies() {
     }
     let (code, note, _) = cli(&dir, &["audit", "checkpoint"]);
     assert_eq!(code, 0);
-    let cp = verify_checkpoint(&note, &log_vkey(), &[], 0).unwrap().checkpoint;
+    let cp = verify_checkpoint(&note, &log_vkey(), &[], 0)
+        .unwrap()
+        .checkpoint;
     assert_eq!(cp.size, 25);
     let (_, vkey, _) = cli(&dir, &["audit", "checkpoint", "--vkey"]);
     assert_eq!(vkey.trim(), log_vkey().to_string());
 
-    let (code, out, _) = cli(&dir, &["audit", "proof", "inclusion", "--index", "5", "--size", "25"]);
+    let (code, out, _) = cli(
+        &dir,
+        &[
+            "audit",
+            "proof",
+            "inclusion",
+            "--index",
+            "5",
+            "--size",
+            "25",
+        ],
+    );
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let proof: Vec<Hash> = v["proof"].as_array().unwrap().iter().map(b64hash).collect();
     verify_inclusion(5, 25, &leaf5, &proof, &cp.root).unwrap();
     let (code, out2, _) = cli(
         &dir,
-        &["audit", "proof", "inclusion", "--leaf-hash", &hex::encode(leaf5), "--size", "25"],
+        &[
+            "audit",
+            "proof",
+            "inclusion",
+            "--leaf-hash",
+            &hex::encode(leaf5),
+            "--size",
+            "25",
+        ],
     );
     assert_eq!(code, 0);
     assert_eq!(out, out2);
@@ -217,11 +275,22 @@ fn cli_reads_exports_and_verifies() {
     assert_eq!(out.lines().count(), 2);
 
     let export = dir.join("export");
-    let (code, out, err) = cli(&dir, &["audit", "export", "--out", export.to_str().unwrap()]);
+    let (code, out, err) = cli(
+        &dir,
+        &["audit", "export", "--out", export.to_str().unwrap()],
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("exported 27 entries"), "{out}");
-    let (code, out, _) =
-        cli(&dir, &["audit", "verify", export.to_str().unwrap(), "--vkey", &log_vkey().to_string()]);
+    let (code, out, _) = cli(
+        &dir,
+        &[
+            "audit",
+            "verify",
+            export.to_str().unwrap(),
+            "--vkey",
+            &log_vkey().to_string(),
+        ],
+    );
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("OK: 27 entries"), "{out}");
     assert!(out.contains("2 entries after the checkpoint"), "{out}");
@@ -230,10 +299,19 @@ fn cli_reads_exports_and_verifies() {
     std::fs::write(&trusted, &note).unwrap();
     let (code, out, _) = cli(
         &dir,
-        &["audit", "verify", export.to_str().unwrap(), "--trusted-checkpoint", trusted.to_str().unwrap()],
+        &[
+            "audit",
+            "verify",
+            export.to_str().unwrap(),
+            "--trusted-checkpoint",
+            trusted.to_str().unwrap(),
+        ],
     );
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("extends the trusted checkpoint of size 25"), "{out}");
+    assert!(
+        out.contains("extends the trusted checkpoint of size 25"),
+        "{out}"
+    );
     assert!(out.contains("key came from the export"), "{out}");
     // A missing store is an error, not a freshly created one.
     let (code, _, err) = cli(&dir.join("nowhere"), &["audit", "checkpoint"]);

@@ -96,12 +96,21 @@ fn ref_root_from_path(m: usize, n: usize, leaf: Hash, proof: &[Hash]) -> Option<
     if m < k {
         Some(node_hash(&ref_root_from_path(m, k, leaf, rest)?, last))
     } else {
-        Some(node_hash(last, &ref_root_from_path(m - k, n - k, leaf, rest)?))
+        Some(node_hash(
+            last,
+            &ref_root_from_path(m - k, n - k, leaf, rest)?,
+        ))
     }
 }
 
 /// Recursive consistency verifier mirroring SUBPROOF: the (old, new) roots implied.
-fn ref_roots_from_proof(m: usize, n: usize, b: bool, old: Hash, proof: &[Hash]) -> Option<(Hash, Hash)> {
+fn ref_roots_from_proof(
+    m: usize,
+    n: usize,
+    b: bool,
+    old: Hash,
+    proof: &[Hash],
+) -> Option<(Hash, Hash)> {
     if m == n {
         return if b {
             proof.is_empty().then_some((old, old))
@@ -205,10 +214,17 @@ fn sled_log_matches_reference_for_every_size_index_and_pair() {
         for m in 0..=n {
             let old = r.mth(0, m);
             let got = log.consistency_proof(m as u64, n as u64).unwrap();
-            let want = if m == 0 || m == n { vec![] } else { r.subproof(m, 0, n, true) };
+            let want = if m == 0 || m == n {
+                vec![]
+            } else {
+                r.subproof(m, 0, n, true)
+            };
             assert_eq!(got, want, "PROOF({m}, {n})");
             verify_consistency(m as u64, n as u64, &old, &root, &got).unwrap();
-            assert!(ref_verify_consistency(m, n, old, root, &got), "ref PROOF({m}, {n})");
+            assert!(
+                ref_verify_consistency(m, n, old, root, &got),
+                "ref PROOF({m}, {n})"
+            );
             if n <= 40 && m > 0 && m < n {
                 for bad in corruptions(&got) {
                     assert!(verify_consistency(m as u64, n as u64, &old, &root, &bad).is_err());
@@ -279,22 +295,38 @@ fn rfc6962_vectors() {
         assert_eq!(t.root(), hx(ROOTS[i]));
     }
     let inclusion: [(u64, u64, &[&str]); 5] = [
-        (0, 8, &[
-            "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
-            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
-        ]),
-        (5, 8, &[
-            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
-            "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-        ]),
-        (2, 3, &["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"]),
-        (1, 5, &[
-            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
-            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
-        ]),
+        (
+            0,
+            8,
+            &[
+                "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+            ],
+        ),
+        (
+            5,
+            8,
+            &[
+                "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+                "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+                "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+            ],
+        ),
+        (
+            2,
+            3,
+            &["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"],
+        ),
+        (
+            1,
+            5,
+            &[
+                "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+            ],
+        ),
         (0, 1, &[]),
     ];
     for (index, size, want) in inclusion {
@@ -306,32 +338,54 @@ fn rfc6962_vectors() {
     }
     let consistency: [(u64, u64, &[&str]); 5] = [
         (1, 1, &[]),
-        (1, 8, &[
-            "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
-            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
-        ]),
-        (6, 8, &[
-            "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
-            "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-        ]),
-        (2, 5, &[
-            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
-        ]),
-        (6, 7, &[
-            "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
-            "b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f",
-            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-        ]),
+        (
+            1,
+            8,
+            &[
+                "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+            ],
+        ),
+        (
+            6,
+            8,
+            &[
+                "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+                "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+                "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+            ],
+        ),
+        (
+            2,
+            5,
+            &[
+                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+            ],
+        ),
+        (
+            6,
+            7,
+            &[
+                "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+                "b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f",
+                "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+            ],
+        ),
     ];
     for (m, n, want) in consistency {
         let want: Vec<Hash> = want.iter().map(|s| hx(s)).collect();
         let got = consistency_proof(&t, m, n).unwrap();
         assert_eq!(got, want, "consistency ({m}, {n})");
-        verify_consistency(m, n, &hx(ROOTS[m as usize - 1]), &hx(ROOTS[n as usize - 1]), &got)
-            .unwrap();
+        verify_consistency(
+            m,
+            n,
+            &hx(ROOTS[m as usize - 1]),
+            &hx(ROOTS[n as usize - 1]),
+            &got,
+        )
+        .unwrap();
     }
     // From the same source: sizes that are always consistent, and time travel.
     let (a, b) = ([1u8; 32], [2u8; 32]);

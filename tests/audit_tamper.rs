@@ -65,7 +65,10 @@ fn reopen_fails(dir: &Path) {
 fn untouched_log_verifies() {
     let (dir, at30, _) = build("untouched");
     let r = check(&dir, Some(&at30), true).unwrap();
-    assert_eq!((r.entries, r.checkpoint.size, r.trusted.unwrap().size), (SIZE, SIZE, 30));
+    assert_eq!(
+        (r.entries, r.checkpoint.size, r.trusted.unwrap().size),
+        (SIZE, SIZE, 30)
+    );
 }
 
 #[test]
@@ -80,8 +83,16 @@ fn changed_byte_in_one_entry_is_named() {
         v[at] = b'T';
         entries.insert(key(17), v).unwrap();
     }
-    assert_bad(check(&dir, None, true), ErrorCode::AuditLogInvalid, Some(17));
-    assert_bad(check(&dir, Some(&at30), false), ErrorCode::AuditLogInvalid, Some(17));
+    assert_bad(
+        check(&dir, None, true),
+        ErrorCode::AuditLogInvalid,
+        Some(17),
+    );
+    assert_bad(
+        check(&dir, Some(&at30), false),
+        ErrorCode::AuditLogInvalid,
+        Some(17),
+    );
     // Through the CLI, with the verdict line naming the index.
     let out = Command::new(env!("CARGO_BIN_EXE_mpcp-pa"))
         .args(["audit", "verify"])
@@ -90,7 +101,10 @@ fn changed_byte_in_one_entry_is_named() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.starts_with("FAIL: first bad entry index 17:"), "{stdout}");
+    assert!(
+        stdout.starts_with("FAIL: first bad entry index 17:"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -103,7 +117,11 @@ fn broken_json_in_one_entry_is_named() {
         v[0] = b'[';
         entries.insert(key(22), v).unwrap();
     }
-    assert_bad(check(&dir, None, true), ErrorCode::AuditLogInvalid, Some(22));
+    assert_bad(
+        check(&dir, None, true),
+        ErrorCode::AuditLogInvalid,
+        Some(22),
+    );
 }
 
 #[test]
@@ -120,7 +138,9 @@ fn entry_and_its_recorded_hash_changed_together_still_fail() {
         v[at] = b'T';
         let mut nk = [0u8; 9];
         nk[1..].copy_from_slice(&key(3));
-        nodes.insert(nk, &mpcp_pa::audit::merkle::leaf_hash(&v)).unwrap();
+        nodes
+            .insert(nk, &mpcp_pa::audit::merkle::leaf_hash(&v))
+            .unwrap();
         entries.insert(key(3), v).unwrap();
     }
     assert_bad(check(&dir, None, true), ErrorCode::AuditLogInvalid, None);
@@ -131,7 +151,11 @@ fn deleted_entry_is_named() {
     let (dir, _, _) = build("deleted");
     {
         let store = Store::open(&store_path(&dir)).unwrap();
-        store.tree(trees::AUDIT_ENTRIES).unwrap().remove(key(9)).unwrap();
+        store
+            .tree(trees::AUDIT_ENTRIES)
+            .unwrap()
+            .remove(key(9))
+            .unwrap();
     }
     assert_bad(check(&dir, None, true), ErrorCode::AuditLogInvalid, Some(9));
 }
@@ -161,20 +185,36 @@ fn truncated_log_fails_against_an_earlier_trusted_checkpoint() {
         for i in 35..SIZE {
             entries.remove(key(i)).unwrap();
         }
-        store.tree(trees::AUDIT_META).unwrap().insert("size", &35u64.to_be_bytes()).unwrap();
-        store.tree(trees::AUDIT_CHECKPOINTS).unwrap().remove(key(SIZE)).unwrap();
+        store
+            .tree(trees::AUDIT_META)
+            .unwrap()
+            .insert("size", &35u64.to_be_bytes())
+            .unwrap();
+        store
+            .tree(trees::AUDIT_CHECKPOINTS)
+            .unwrap()
+            .remove(key(SIZE))
+            .unwrap();
     }
     // On its own the shortened log is self-consistent (checkpoint 30 plus an unsigned tail)...
     let r = check(&dir, None, true).unwrap();
-    assert_eq!((r.entries, r.checkpoint.size, r.unsigned_tail()), (35, 30, 5));
+    assert_eq!(
+        (r.entries, r.checkpoint.size, r.unsigned_tail()),
+        (35, 30, 5)
+    );
     // ...but not for an auditor who saw the checkpoint of size 40.
-    assert_bad(check(&dir, Some(&at40), true), ErrorCode::CheckpointInconsistent, Some(35));
+    assert_bad(
+        check(&dir, Some(&at40), true),
+        ErrorCode::CheckpointInconsistent,
+        Some(35),
+    );
 }
 
 fn replace_latest_checkpoint(dir: &Path, record: &StoredCheckpoint, size: u64) {
     let store = Store::open(&store_path(dir)).unwrap();
     let cps = store.tree(trees::AUDIT_CHECKPOINTS).unwrap();
-    cps.insert(key(size), canonical_bytes_of(record).unwrap()).unwrap();
+    cps.insert(key(size), canonical_bytes_of(record).unwrap())
+        .unwrap();
 }
 
 #[test]
@@ -222,8 +262,16 @@ fn checkpoint_larger_than_the_log_fails() {
         for i in 38..SIZE {
             entries.remove(key(i)).unwrap();
         }
-        store.tree(trees::AUDIT_META).unwrap().insert("size", &38u64.to_be_bytes()).unwrap();
+        store
+            .tree(trees::AUDIT_META)
+            .unwrap()
+            .insert("size", &38u64.to_be_bytes())
+            .unwrap();
     }
-    assert_bad(check(&dir, None, true), ErrorCode::AuditLogInvalid, Some(38));
+    assert_bad(
+        check(&dir, None, true),
+        ErrorCode::AuditLogInvalid,
+        Some(38),
+    );
     reopen_fails(&dir); // the latest checkpoint covers more than the log holds
 }

@@ -34,14 +34,18 @@ impl Witness {
         let cp = v.checkpoint;
         if let Some((size, root)) = self.seen {
             if cp.size < size {
-                return Err(Error::new(ErrorCode::CheckpointInconsistent, "older than seen"));
+                return Err(Error::new(
+                    ErrorCode::CheckpointInconsistent,
+                    "older than seen",
+                ));
             }
             verify_consistency(size, cp.size, &root, &cp.root, proof_from_seen)
                 .map_err(|e| Error::new(ErrorCode::CheckpointInconsistent, e.message))?;
         }
         self.now += 60;
         let mut n = Note::parse(note)?;
-        n.signatures.push(cosign_text(&n.text, &self.key, self.now)?);
+        n.signatures
+            .push(cosign_text(&n.text, &self.key, self.now)?);
         self.seen = Some((cp.size, cp.root));
         Ok(n.render())
     }
@@ -81,11 +85,19 @@ fn witness_cosignature_catches_a_split_view() {
     let a_cosigned = witness.cosign(&a, &[]).unwrap();
     // The witness added exactly one line.
     assert_eq!(a_cosigned.lines().count(), a.lines().count() + 1);
-    assert!(a_cosigned.lines().last().unwrap().starts_with("\u{2014} witness.test/w1 "));
+    assert!(
+        a_cosigned
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("\u{2014} witness.test/w1 ")
+    );
 
     fill(&honest, 5);
     let b = honest.sign_checkpoint(&signer).unwrap().note;
-    let b_cosigned = witness.cosign(&b, &honest.consistency_proof(10, 15).unwrap()).unwrap();
+    let b_cosigned = witness
+        .cosign(&b, &honest.consistency_proof(10, 15).unwrap())
+        .unwrap();
 
     let mallory = Actor {
         name: "mallory".into(),
@@ -96,8 +108,12 @@ fn witness_cosignature_catches_a_split_view() {
     }
     let b_fork = fork.sign_checkpoint(&signer).unwrap().note;
     // The fork's checkpoint is validly signed by the log key: without witnesses it passes.
-    let forked = verify_checkpoint(&b_fork, &log_vkey(), &[], 0).unwrap().checkpoint;
-    let genuine = verify_checkpoint(&b, &log_vkey(), &[], 0).unwrap().checkpoint;
+    let forked = verify_checkpoint(&b_fork, &log_vkey(), &[], 0)
+        .unwrap()
+        .checkpoint;
+    let genuine = verify_checkpoint(&b, &log_vkey(), &[], 0)
+        .unwrap()
+        .checkpoint;
     assert_eq!(forked.size, genuine.size);
     assert_ne!(forked.root, genuine.root);
 
@@ -109,7 +125,11 @@ fn witness_cosignature_catches_a_split_view() {
     // ...and a fork that grows further cannot prove consistency with what it saw.
     fork.record(&mallory, fork_event(15)).unwrap();
     let c_fork = fork.sign_checkpoint(&signer).unwrap().note;
-    assert!(witness.cosign(&c_fork, &fork.consistency_proof(15, 16).unwrap()).is_err());
+    assert!(
+        witness
+            .cosign(&c_fork, &fork.consistency_proof(15, 16).unwrap())
+            .is_err()
+    );
 
     // A relying party that requires the witness accepts the cosigned genuine checkpoints...
     for note in [&a_cosigned, &b_cosigned] {
@@ -125,8 +145,8 @@ fn witness_cosignature_catches_a_split_view() {
     pasted
         .signatures
         .push(Note::parse(&b_cosigned).unwrap().signatures.pop().unwrap());
-    let e = verify_checkpoint(&pasted.render(), &log_vkey(), std::slice::from_ref(&wk), 1)
-        .unwrap_err();
+    let e =
+        verify_checkpoint(&pasted.render(), &log_vkey(), std::slice::from_ref(&wk), 1).unwrap_err();
     assert_eq!(e.code, ErrorCode::CheckpointInvalid);
     // A verifier that does not know the witness simply ignores its line.
     verify_checkpoint(&b_cosigned, &log_vkey(), &[], 0).unwrap();

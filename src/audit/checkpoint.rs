@@ -21,19 +21,29 @@ pub struct Checkpoint {
 }
 
 fn invalid(why: impl std::fmt::Display) -> Error {
-    Error::new(ErrorCode::CheckpointInvalid, format!("invalid checkpoint: {why}"))
+    Error::new(
+        ErrorCode::CheckpointInvalid,
+        format!("invalid checkpoint: {why}"),
+    )
 }
 
 impl Checkpoint {
     /// The note text the log signs.
     pub fn body(&self) -> String {
-        format!("{}\n{}\n{}\n", self.origin, self.size, STANDARD.encode(self.root))
+        format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            STANDARD.encode(self.root)
+        )
     }
 
     /// Parses a checkpoint body. Extension lines are refused: this log writes none, and a
     /// verifier must not be asked to trust lines nobody can audit.
     pub fn parse_body(text: &str) -> Result<Checkpoint> {
-        let body = text.strip_suffix('\n').ok_or_else(|| invalid("no final newline"))?;
+        let body = text
+            .strip_suffix('\n')
+            .ok_or_else(|| invalid("no final newline"))?;
         let lines: Vec<&str> = body.split('\n').collect();
         if lines.len() != 3 {
             return Err(invalid(format!(
@@ -50,7 +60,9 @@ impl Checkpoint {
         if !canonical_number || !size_s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(invalid("tree size is not a decimal without leading zeros"));
         }
-        let size: u64 = size_s.parse().map_err(|_| invalid("tree size out of range"))?;
+        let size: u64 = size_s
+            .parse()
+            .map_err(|_| invalid("tree size out of range"))?;
         let root_raw = STANDARD
             .decode(lines[2])
             .map_err(|_| invalid("root is not base64"))?;
@@ -111,10 +123,7 @@ pub fn verify_checkpoint(
     let mut known = vec![log.clone()];
     known.extend(witnesses.iter().cloned());
     // Any failing known signature rejects; unknown ones are ignored.
-    let verified = match note.verify(&known) {
-        Ok(v) => v,
-        Err(e) => return Err(e),
-    };
+    let verified = note.verify(&known)?;
     if !verified.iter().any(|v| &v.key == log) {
         return Err(Error::new(
             ErrorCode::CheckpointInvalid,
@@ -186,7 +195,10 @@ mod tests {
         };
         let note = cp.sign(&log).unwrap();
         let vk = Vkey::ed25519("pa.example/audit", log.public_key());
-        assert_eq!(verify_checkpoint(&note, &vk, &[], 0).unwrap().checkpoint, cp);
+        assert_eq!(
+            verify_checkpoint(&note, &vk, &[], 0).unwrap().checkpoint,
+            cp
+        );
         let other = SoftwareNoteSigner::from_seed("pa.example/audit", &[2; 32]).unwrap();
         let forged = cp.sign(&other).unwrap();
         assert_eq!(

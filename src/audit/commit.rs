@@ -244,7 +244,11 @@ mod tests {
         got.extend(rest.into_iter().map(|h| h.join().unwrap().unwrap()));
         got.sort_unstable();
         assert_eq!(got, (0..64).collect::<Vec<u64>>());
-        assert_eq!(flushes.load(Ordering::SeqCst), 2, "63 queued callers share one flush");
+        assert_eq!(
+            flushes.load(Ordering::SeqCst),
+            2,
+            "63 queued callers share one flush"
+        );
     }
 
     #[test]

@@ -119,7 +119,12 @@ mod tests {
         assert!(e.message.contains("index field is 7"), "{e}");
         // Same content, not canonical (whitespace).
         let spaced = String::from_utf8(b.clone()).unwrap().replacen(',', ", ", 1);
-        assert!(check_entry_bytes(spaced.as_bytes(), 7).unwrap_err().message.contains("canonical"));
+        assert!(
+            check_entry_bytes(spaced.as_bytes(), 7)
+                .unwrap_err()
+                .message
+                .contains("canonical")
+        );
         let extra = br#"{"actor":{"name":"a","role":"b"},"event":{"action":"x"},"index":0,"pin":"1","time":"2026-01-02T03:04:05Z"}"#;
         assert!(check_entry_bytes(extra, 0).is_err());
         let bad_time = br#"{"actor":{"name":"a","role":"b"},"event":{"action":"x"},"index":0,"time":"yesterday"}"#;

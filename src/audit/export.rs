@@ -85,7 +85,10 @@ pub fn export(store: &Store, out: &Path) -> Result<ExportSummary> {
     let wrote_checkpoint = match latest {
         Some((_, v)) => {
             let cp: StoredCheckpoint = serde_json::from_slice(&v).map_err(|e| {
-                Error::new(ErrorCode::AuditLogInvalid, format!("stored checkpoint is corrupt: {e}"))
+                Error::new(
+                    ErrorCode::AuditLogInvalid,
+                    format!("stored checkpoint is corrupt: {e}"),
+                )
             })?;
             std::fs::write(out.join(CHECKPOINT_FILE), cp.note.as_bytes())
                 .map_err(|e| io("write checkpoint", e))?;

@@ -14,8 +14,8 @@
 //! is an insert of a key checked to be absent (entries, checkpoints) or new by construction
 //! (nodes, leaf index), and the API offers no other operation.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -219,14 +219,23 @@ impl AuditLog {
         // The origin is the log's identity: set once, then only compared.
         let prev = t
             .meta
-            .compare_and_swap(META_ORIGIN, None as Option<&[u8]>, Some(config.origin.as_bytes()))
+            .compare_and_swap(
+                META_ORIGIN,
+                None as Option<&[u8]>,
+                Some(config.origin.as_bytes()),
+            )
             .map_err(|e| store_error("write", e))?;
         if let Err(cas) = prev {
-            let stored = cas.current.map(|v| String::from_utf8_lossy(&v).into_owned());
+            let stored = cas
+                .current
+                .map(|v| String::from_utf8_lossy(&v).into_owned());
             if stored.as_deref() != Some(config.origin.as_str()) {
                 return Err(Error::new(
                     ErrorCode::ConfigInvalid,
-                    format!("audit log origin is {stored:?}, configuration says {:?}", config.origin),
+                    format!(
+                        "audit log origin is {stored:?}, configuration says {:?}",
+                        config.origin
+                    ),
                 ));
             }
         }
@@ -313,7 +322,9 @@ impl AuditLog {
     pub fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>> {
         self.inner.check_size(end)?;
         if start > end {
-            return Err(merkle::out_of_range(format!("start {start} is after end {end}")));
+            return Err(merkle::out_of_range(format!(
+                "start {start} is after end {end}"
+            )));
         }
         if end - start > MAX_ENTRIES_PER_READ {
             return Err(merkle::out_of_range(format!(
@@ -321,7 +332,12 @@ impl AuditLog {
             )));
         }
         let mut out = Vec::with_capacity((end - start) as usize);
-        for r in self.inner.t.entries.range(start.to_be_bytes()..end.to_be_bytes()) {
+        for r in self
+            .inner
+            .t
+            .entries
+            .range(start.to_be_bytes()..end.to_be_bytes())
+        {
             let (_, v) = r.map_err(|e| store_error("read", e))?;
             out.push(v.to_vec());
         }
@@ -346,7 +362,10 @@ impl AuditLog {
             .inner
             .index_of(leaf)?
             .ok_or_else(|| Error::new(ErrorCode::NotFound, "no entry with that leaf hash"))?;
-        Ok((index, merkle::inclusion_proof(self.inner.as_ref(), index, size)?))
+        Ok((
+            index,
+            merkle::inclusion_proof(self.inner.as_ref(), index, size)?,
+        ))
     }
 
     /// The index of the durable entry with leaf hash `leaf`, if any.
@@ -444,7 +463,12 @@ impl LogInner {
     }
 
     fn index_of(&self, leaf: &Hash) -> Result<Option<u64>> {
-        match self.t.leaves.get(leaf).map_err(|e| store_error("read", e))? {
+        match self
+            .t
+            .leaves
+            .get(leaf)
+            .map_err(|e| store_error("read", e))?
+        {
             Some(v) => {
                 let i = be_u64(&v)?;
                 Ok((i < self.size()).then_some(i))
@@ -454,7 +478,12 @@ impl LogInner {
     }
 
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
-        match self.t.checkpoints.last().map_err(|e| store_error("read", e))? {
+        match self
+            .t
+            .checkpoints
+            .last()
+            .map_err(|e| store_error("read", e))?
+        {
             Some((_, v)) => Ok(Some(decode_checkpoint(&v)?)),
             None => Ok(None),
         }
@@ -588,7 +617,9 @@ impl LogInner {
                 if prev.root == root_m {
                     return Ok(last);
                 }
-                return Err(inconsistent(format!("tree at size {m} differs from its checkpoint")));
+                return Err(inconsistent(format!(
+                    "tree at size {m} differs from its checkpoint"
+                )));
             }
             let proof = merkle::consistency_proof(self, prev.size, m)?;
             merkle::verify_consistency(prev.size, m, &prev.root, &root_m, &proof).map_err(|e| {
@@ -670,7 +701,12 @@ impl CheckpointTask {
                     *le.lock().unwrap_or_else(|p| p.into_inner()) = r.err();
                 }
             })
-            .map_err(|e| Error::new(ErrorCode::Internal, format!("cannot start checkpointer: {e}")))?;
+            .map_err(|e| {
+                Error::new(
+                    ErrorCode::Internal,
+                    format!("cannot start checkpointer: {e}"),
+                )
+            })?;
         Ok(CheckpointTask {
             stop,
             last_error,

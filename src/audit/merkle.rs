@@ -88,7 +88,9 @@ pub fn root_at(src: &dyn NodeSource, size: u64) -> Result<Hash> {
 /// the stored size.
 pub fn inclusion_proof(src: &dyn NodeSource, index: u64, size: u64) -> Result<Vec<Hash>> {
     if index >= size {
-        return Err(out_of_range(format!("leaf index {index} is not below tree size {size}")));
+        return Err(out_of_range(format!(
+            "leaf index {index} is not below tree size {size}"
+        )));
     }
     let mut out = Vec::new();
     path(src, index, 0, size, &mut out)?;
@@ -115,7 +117,9 @@ fn path(src: &dyn NodeSource, m: u64, lo: u64, hi: u64, out: &mut Vec<Hash>) -> 
 /// Empty when `m == 0` or `m == n` (every tree extends the empty tree and itself).
 pub fn consistency_proof(src: &dyn NodeSource, m: u64, n: u64) -> Result<Vec<Hash>> {
     if m > n {
-        return Err(out_of_range(format!("first size {m} is larger than second size {n}")));
+        return Err(out_of_range(format!(
+            "first size {m} is larger than second size {n}"
+        )));
     }
     let mut out = Vec::new();
     if m == 0 || m == n {
@@ -165,7 +169,9 @@ pub fn verify_inclusion(
     root: &Hash,
 ) -> Result<()> {
     if index >= size {
-        return Err(proof_invalid(format!("leaf index {index} is not below tree size {size}")));
+        return Err(proof_invalid(format!(
+            "leaf index {index} is not below tree size {size}"
+        )));
     }
     if proof.len() > MAX_PROOF_LEN {
         return Err(proof_invalid("inclusion proof too long"));
@@ -211,7 +217,9 @@ pub fn verify_consistency(
     }
     if m == n {
         if !proof.is_empty() {
-            return Err(proof_invalid("consistency proof between equal sizes must be empty"));
+            return Err(proof_invalid(
+                "consistency proof between equal sizes must be empty",
+            ));
         }
         if root_m != root_n {
             return Err(proof_invalid("different roots for the same tree size"));
@@ -220,7 +228,9 @@ pub fn verify_consistency(
     }
     if m == 0 {
         if !proof.is_empty() {
-            return Err(proof_invalid("consistency proof from the empty tree must be empty"));
+            return Err(proof_invalid(
+                "consistency proof from the empty tree must be empty",
+            ));
         }
         return Ok(());
     }
@@ -262,7 +272,9 @@ pub fn verify_consistency(
         return Err(proof_invalid("consistency proof has too few nodes"));
     }
     if &fr != root_m || &sr != root_n {
-        return Err(proof_invalid("consistency proof does not lead to both roots"));
+        return Err(proof_invalid(
+            "consistency proof does not lead to both roots",
+        ));
     }
     Ok(())
 }
@@ -377,7 +389,12 @@ impl NodeSource for MemoryTree {
             .get(level as usize)
             .and_then(|l| l.get(index as usize))
             .copied()
-            .ok_or_else(|| Error::new(ErrorCode::Internal, format!("missing node ({level}, {index})")))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::Internal,
+                    format!("missing node ({level}, {index})"),
+                )
+            })
     }
 }
 
@@ -390,8 +407,16 @@ mod tests {
     }
 
     // RFC 6962 vectors as published by transparency-dev/merkle (testonly/constants.go).
-    const LEAVES: [&str; 8] = ["", "00", "10", "2021", "3031", "40414243", "5051525354555657",
-        "606162636465666768696a6b6c6d6e6f"];
+    const LEAVES: [&str; 8] = [
+        "",
+        "00",
+        "10",
+        "2021",
+        "3031",
+        "40414243",
+        "5051525354555657",
+        "606162636465666768696a6b6c6d6e6f",
+    ];
     const ROOTS: [&str; 8] = [
         "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
         "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
@@ -414,7 +439,10 @@ mod tests {
             t.push(leaf_hash(&hex::decode(leaf).unwrap()));
             assert_eq!(t.root(), hx(ROOTS[i]), "size {}", i + 1);
             assert_eq!(root_at(&t, i as u64 + 1).unwrap(), hx(ROOTS[i]));
-            assert_eq!(Frontier::load(&t, i as u64 + 1).unwrap().root(), hx(ROOTS[i]));
+            assert_eq!(
+                Frontier::load(&t, i as u64 + 1).unwrap().root(),
+                hx(ROOTS[i])
+            );
         }
     }
 
@@ -432,7 +460,13 @@ mod tests {
     fn out_of_range_is_an_error() {
         let mut t = MemoryTree::new();
         t.push(leaf_hash(b"a"));
-        assert_eq!(inclusion_proof(&t, 1, 1).unwrap_err().code, ErrorCode::ProofOutOfRange);
-        assert_eq!(consistency_proof(&t, 2, 1).unwrap_err().code, ErrorCode::ProofOutOfRange);
+        assert_eq!(
+            inclusion_proof(&t, 1, 1).unwrap_err().code,
+            ErrorCode::ProofOutOfRange
+        );
+        assert_eq!(
+            consistency_proof(&t, 2, 1).unwrap_err().code,
+            ErrorCode::ProofOutOfRange
+        );
     }
 }

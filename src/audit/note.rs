@@ -80,7 +80,10 @@ impl NoteSigner for SoftwareNoteSigner {
 
 /// Key names are non-empty and contain no Unicode whitespace and no `+`.
 pub fn check_key_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '+' || c.is_control())
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|c| c.is_whitespace() || c == '+' || c.is_control())
     {
         return Err(Error::new(
             ErrorCode::ConfigInvalid,
@@ -139,12 +142,19 @@ impl Vkey {
     /// Parses `name+hexid+base64`; the ID must match the key, the type must be known and the
     /// public key a valid Ed25519 point.
     pub fn parse(s: &str) -> Result<Vkey> {
-        let bad = |why: &str| Error::new(ErrorCode::KeyFormatInvalid, format!("invalid vkey: {why}"));
+        let bad =
+            |why: &str| Error::new(ErrorCode::KeyFormatInvalid, format!("invalid vkey: {why}"));
         let s = s.trim();
         let (name, rest) = s.split_once('+').ok_or_else(|| bad("missing '+'"))?;
-        let (id_hex, b64) = rest.split_once('+').ok_or_else(|| bad("missing second '+'"))?;
+        let (id_hex, b64) = rest
+            .split_once('+')
+            .ok_or_else(|| bad("missing second '+'"))?;
         check_key_name(name).map_err(|_| bad("invalid key name"))?;
-        if id_hex.len() != 8 || !id_hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if id_hex.len() != 8
+            || !id_hex
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(bad("key ID is not 8 lowercase hex digits"));
         }
         let raw = STANDARD.decode(b64).map_err(|_| bad("key is not base64"))?;
@@ -174,7 +184,13 @@ impl std::fmt::Display for Vkey {
         let mut raw = Vec::with_capacity(33);
         raw.push(self.sig_type);
         raw.extend_from_slice(&self.public);
-        write!(f, "{}+{}+{}", self.name, hex::encode(self.key_id()), STANDARD.encode(raw))
+        write!(
+            f,
+            "{}+{}+{}",
+            self.name,
+            hex::encode(self.key_id()),
+            STANDARD.encode(raw)
+        )
     }
 }
 
@@ -208,7 +224,10 @@ pub struct Note {
 }
 
 fn malformed(why: impl std::fmt::Display) -> Error {
-    Error::new(ErrorCode::CheckpointInvalid, format!("malformed signed note: {why}"))
+    Error::new(
+        ErrorCode::CheckpointInvalid,
+        format!("malformed signed note: {why}"),
+    )
 }
 
 impl Note {
@@ -223,7 +242,9 @@ impl Note {
             return Err(malformed("control character"));
         }
         // The text is separated from the signatures by the last blank line.
-        let split = note.rfind("\n\n").ok_or_else(|| malformed("no blank line"))?;
+        let split = note
+            .rfind("\n\n")
+            .ok_or_else(|| malformed("no blank line"))?;
         let text = &note[..split + 1];
         let sigs = &note[split + 2..];
         if !sigs.ends_with('\n') {
@@ -320,7 +341,9 @@ fn verify_one(text: &str, key: &Vkey, sig: &[u8]) -> Result<Option<u64>> {
     let vk = VerifyingKey::from_bytes(&key.public).map_err(|_| bad("bad public key"))?;
     match key.sig_type {
         TYPE_ED25519 => {
-            let sig: [u8; 64] = sig.try_into().map_err(|_| bad("signature is not 64 bytes"))?;
+            let sig: [u8; 64] = sig
+                .try_into()
+                .map_err(|_| bad("signature is not 64 bytes"))?;
             vk.verify(text.as_bytes(), &Signature::from_bytes(&sig))
                 .map_err(|_| bad("Ed25519 signature invalid"))?;
             Ok(None)
@@ -367,7 +390,10 @@ pub fn sign_text(text: &str, signer: &dyn NoteSigner) -> Result<NoteSignature> {
     // A faulty signer must not produce a checkpoint that nobody can verify.
     let vk = Vkey::ed25519(signer.key_name(), public);
     verify_one(text, &vk, &sig).map_err(|_| {
-        Error::new(ErrorCode::HsmError, "note signer returned a signature that does not verify")
+        Error::new(
+            ErrorCode::HsmError,
+            "note signer returned a signature that does not verify",
+        )
     })?;
     Ok(NoteSignature {
         name: signer.key_name().to_string(),
@@ -380,14 +406,20 @@ pub fn sign_text(text: &str, signer: &dyn NoteSigner) -> Result<NoteSignature> {
 pub fn cosign_text(text: &str, signer: &dyn NoteSigner, timestamp: u64) -> Result<NoteSignature> {
     check_note_text(text)?;
     if timestamp > i64::MAX as u64 {
-        return Err(Error::new(ErrorCode::TimestampInvalid, "timestamp out of range"));
+        return Err(Error::new(
+            ErrorCode::TimestampInvalid,
+            "timestamp out of range",
+        ));
     }
     let vk = Vkey::cosignature_v1(signer.key_name(), signer.public_key());
     let sig = signer.sign(&cosignature_message(text, timestamp))?;
     let mut blob = timestamp.to_be_bytes().to_vec();
     blob.extend_from_slice(&sig);
     verify_one(text, &vk, &blob).map_err(|_| {
-        Error::new(ErrorCode::SignatureInvalid, "cosigner returned a signature that does not verify")
+        Error::new(
+            ErrorCode::SignatureInvalid,
+            "cosigner returned a signature that does not verify",
+        )
     })?;
     Ok(NoteSignature {
         name: vk.name.clone(),
@@ -431,9 +463,12 @@ mod tests {
         assert_eq!(rendered, format!("{TEXT}\n{SIG_LINE}"));
         let parsed = Note::parse(&rendered).unwrap();
         assert_eq!(parsed, note);
-        parsed.verify(&[vk.clone()]).unwrap();
+        parsed.verify(std::slice::from_ref(&vk)).unwrap();
         let tampered = Note::parse(&rendered.replace("cryptography", "cryptographY")).unwrap();
-        assert_eq!(tampered.verify(&[vk]).unwrap_err().code, ErrorCode::CheckpointInvalid);
+        assert_eq!(
+            tampered.verify(&[vk]).unwrap_err().code,
+            ErrorCode::CheckpointInvalid
+        );
     }
 
     #[test]
@@ -455,7 +490,10 @@ mod tests {
         let other = SoftwareNoteSigner::from_seed("PeterNeumann", &[9; 32]).unwrap();
         let mut note = Note {
             text: TEXT.into(),
-            signatures: vec![sign_text(TEXT, &other).unwrap(), sign_text(TEXT, &s).unwrap()],
+            signatures: vec![
+                sign_text(TEXT, &other).unwrap(),
+                sign_text(TEXT, &s).unwrap(),
+            ],
         };
         let vk = Vkey::ed25519("PeterNeumann", s.public_key());
         assert_eq!(note.verify(std::slice::from_ref(&vk)).unwrap().len(), 1);
@@ -482,7 +520,10 @@ mod tests {
         let v = note.verify(std::slice::from_ref(&wk)).unwrap();
         assert_eq!(v[0].timestamp, Some(1_679_315_147));
         // The same key as a plain Ed25519 vkey has another key ID: not recognised.
-        assert!(note.verify(&[Vkey::ed25519("witness.example/w1", w.public_key())]).is_err());
+        assert!(
+            note.verify(&[Vkey::ed25519("witness.example/w1", w.public_key())])
+                .is_err()
+        );
         assert_eq!(Vkey::parse(&wk.to_string()).unwrap(), wk);
     }
 

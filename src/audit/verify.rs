@@ -139,7 +139,10 @@ pub fn verify_export(
     let (cp, vkey) = verify_with_any(&note, &keys).map_err(|e| {
         fail(
             ErrorCode::CheckpointInvalid,
-            format!("checkpoint does not verify under the trusted log key: {}", e.message),
+            format!(
+                "checkpoint does not verify under the trusted log key: {}",
+                e.message
+            ),
             None,
         )
     })?;
@@ -155,7 +158,10 @@ pub fn verify_export(
             if tc.origin != cp.origin {
                 return Err(fail(
                     ErrorCode::CheckpointInconsistent,
-                    format!("trusted checkpoint is for log {:?}, not {:?}", tc.origin, cp.origin),
+                    format!(
+                        "trusted checkpoint is for log {:?}, not {:?}",
+                        tc.origin, cp.origin
+                    ),
                     None,
                 ));
             }
@@ -190,7 +196,11 @@ pub fn verify_export(
         }
         consumed += n as u64;
         if line.last() != Some(&b'\n') {
-            return Err(fail(ErrorCode::AuditLogInvalid, "last line is cut short", Some(index)));
+            return Err(fail(
+                ErrorCode::AuditLogInvalid,
+                "last line is cut short",
+                Some(index),
+            ));
         }
         let bytes = &line[..line.len() - 1];
         check_entry_bytes(bytes, index).map_err(|e| VerifyFailure {
@@ -217,7 +227,7 @@ pub fn verify_export(
         if Some(index) == trusted_size {
             root_at_trusted = Some(frontier.root());
         }
-        if index % 4096 == 0 {
+        if index.is_multiple_of(4096) {
             progress(consumed);
         }
     }

@@ -64,7 +64,11 @@ enum ProofCommand {
     /// Inclusion of one entry (by index or by leaf hash) in the tree of a given size.
     Inclusion {
         /// Entry index.
-        #[arg(long, conflicts_with = "leaf_hash", required_unless_present = "leaf_hash")]
+        #[arg(
+            long,
+            conflicts_with = "leaf_hash",
+            required_unless_present = "leaf_hash"
+        )]
         index: Option<u64>,
         /// Leaf hash SHA-256(0x00 || entry) in hex.
         #[arg(long)]
@@ -157,7 +161,10 @@ pub fn run(data_dir: &Path, a: AuditArgs) -> Result<ExitCode> {
                 (Some(i), _) => (i, log.inclusion_proof(i, size)?),
                 (None, Some(h)) => log.inclusion_proof_by_hash(&parse_hash(&h)?, size)?,
                 (None, None) => {
-                    return Err(Error::new(ErrorCode::SchemaInvalid, "give --index or --leaf-hash"));
+                    return Err(Error::new(
+                        ErrorCode::SchemaInvalid,
+                        "give --index or --leaf-hash",
+                    ));
                 }
             };
             let out = json!({
@@ -208,7 +215,10 @@ fn open_store(data_dir: &Path) -> Result<Store> {
     Store::open(&path).map_err(|e| {
         Error::new(
             e.code,
-            format!("{} (is the appliance running? it holds the store lock)", e.message),
+            format!(
+                "{} (is the appliance running? it holds the store lock)",
+                e.message
+            ),
         )
     })
 }
@@ -223,9 +233,10 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
         options.trusted_vkeys.push(Vkey::parse(k)?);
     }
     if let Some(p) = &a.trusted_checkpoint {
-        options.trusted_checkpoint = Some(std::fs::read_to_string(p).map_err(|e| {
-            Error::new(ErrorCode::Io, format!("cannot read {}: {e}", p.display()))
-        })?);
+        options.trusted_checkpoint =
+            Some(std::fs::read_to_string(p).map_err(|e| {
+                Error::new(ErrorCode::Io, format!("cannot read {}: {e}", p.display()))
+            })?);
     }
     let total = std::fs::metadata(a.dir.join(ENTRIES_FILE))
         .map(|m| m.len())
@@ -258,7 +269,10 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
                 r.vkey
             );
             if let Some(t) = &r.trusted {
-                println!("OK: the log extends the trusted checkpoint of size {}", t.size);
+                println!(
+                    "OK: the log extends the trusted checkpoint of size {}",
+                    t.size
+                );
             }
             if r.unsigned_tail() > 0 {
                 println!(

@@ -22,7 +22,9 @@ pub fn temp_dir(name: &str) -> PathBuf {
 }
 
 pub fn clock() -> Arc<FixedClock> {
-    Arc::new(FixedClock::new(parse_rfc3339("2026-03-01T12:00:00Z", "t").unwrap()))
+    Arc::new(FixedClock::new(
+        parse_rfc3339("2026-03-01T12:00:00Z", "t").unwrap(),
+    ))
 }
 
 pub fn open(store: &Store) -> AuditLog {
