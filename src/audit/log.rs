@@ -14,8 +14,9 @@
 //! is an insert of a key checked to be absent (entries, checkpoints) or new by construction
 //! (nodes, leaf index), and the API offers no other operation.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -39,6 +40,9 @@ const META_ORIGIN: &[u8] = b"origin";
 
 /// Most entries one [`AuditLog::entries`] call returns.
 pub const MAX_ENTRIES_PER_READ: u64 = 10_000;
+/// Stored nodes at this level and above (one per 2^level entries) are also kept in memory
+/// once read or written: every proof passes through them, and they never change.
+pub const CACHED_LEVEL: u8 = 8;
 /// Default largest batch the committer writes with one flush.
 pub const DEFAULT_MAX_BATCH: usize = 1024;
 
@@ -105,6 +109,20 @@ struct LogInner {
     writer: Mutex<Frontier>,
     /// Serialises checkpoint signing.
     signing: Mutex<()>,
+    /// Upper Merkle nodes (level >= [`CACHED_LEVEL`]); immutable once stored.
+    upper: RwLock<HashMap<(u8, u64), Hash>>,
+    /// Counters for [`AuditLog::stats`].
+    batches: AtomicU64,
+    node_reads: AtomicU64,
+}
+
+/// Counters since the log was opened (for benchmarks and monitoring).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogStats {
+    /// Batches written (each durable batch is one flush).
+    pub batches: u64,
+    /// Merkle nodes read from the store for heads and proofs (cached upper nodes excluded).
+    pub node_reads: u64,
 }
 
 fn node_key(level: u8, index: u64) -> [u8; 9] {
@@ -127,15 +145,33 @@ fn invalid(msg: impl Into<String>) -> Error {
 
 impl NodeSource for LogInner {
     fn node(&self, level: u8, index: u64) -> Result<Hash> {
+        if level >= CACHED_LEVEL
+            && let Some(h) = self
+                .upper
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&(level, index))
+        {
+            return Ok(*h);
+        }
+        self.node_reads.fetch_add(1, Ordering::Relaxed);
         let v = self
             .t
             .nodes
             .get(node_key(level, index))
             .map_err(|e| store_error("read", e))?
             .ok_or_else(|| invalid(format!("Merkle node ({level}, {index}) is missing")))?;
-        v.as_ref()
+        let h: Hash = v
+            .as_ref()
             .try_into()
-            .map_err(|_| invalid(format!("Merkle node ({level}, {index}) is not 32 bytes")))
+            .map_err(|_| invalid(format!("Merkle node ({level}, {index}) is not 32 bytes")))?;
+        if level >= CACHED_LEVEL {
+            self.upper
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((level, index), h);
+        }
+        Ok(h)
     }
 }
 
@@ -225,6 +261,9 @@ impl AuditLog {
             size: AtomicU64::new(size),
             writer: Mutex::new(Frontier::new()),
             signing: Mutex::new(()),
+            upper: RwLock::new(HashMap::new()),
+            batches: AtomicU64::new(0),
+            node_reads: AtomicU64::new(0),
         };
         let frontier = Frontier::load(&inner, size)?;
         if let Some(cp) = inner.latest_checkpoint()? {
@@ -388,6 +427,14 @@ impl AuditLog {
         Ok(first)
     }
 
+    /// Counters since the log was opened.
+    pub fn stats(&self) -> LogStats {
+        LogStats {
+            batches: self.inner.batches.load(Ordering::Relaxed),
+            node_reads: self.inner.node_reads.load(Ordering::Relaxed),
+        }
+    }
+
     /// Whether appends are refused after a failed write (reopen the log to recover).
     pub fn failed(&self) -> Option<Error> {
         self.committer.failed()
@@ -512,8 +559,18 @@ impl LogInner {
         if durable {
             self.store.flush()?;
         }
+        {
+            let mut upper = self.upper.write().unwrap_or_else(|p| p.into_inner());
+            for (key, h) in &nodes {
+                if key[0] >= CACHED_LEVEL {
+                    let index = u64::from_be_bytes(key[1..].try_into().unwrap_or_default());
+                    upper.insert((key[0], index), *h);
+                }
+            }
+        }
         *frontier = next;
         self.size.store(new_size, Ordering::Release);
+        self.batches.fetch_add(1, Ordering::Relaxed);
         Ok(first)
     }
 

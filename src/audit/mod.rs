@@ -48,6 +48,6 @@ pub mod verify;
 
 pub use checkpoint::{Checkpoint, VerifiedCheckpoint, verify_checkpoint};
 pub use entry::Entry;
-pub use log::{AuditConfig, AuditLog, CheckpointTask, StoredCheckpoint};
+pub use log::{AuditConfig, AuditLog, CheckpointTask, LogStats, StoredCheckpoint};
 pub use merkle::Hash;
 pub use note::{NoteSigner, SoftwareNoteSigner, Vkey};

@@ -12,9 +12,26 @@ use mpcp_pa::store::Store;
 
 pub const ORIGIN: &str = "pa.test/audit";
 
-/// A fresh directory under the target dir, removed first if left over.
+/// A fresh directory under the target dir, removed first if left over. Directories left by
+/// test processes that no longer run are removed too.
 pub fn temp_dir(name: &str) -> PathBuf {
     let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("audit-tests");
+    if let Ok(rd) = std::fs::read_dir(&base) {
+        for e in rd.flatten() {
+            let file_name = e.file_name();
+            let stem = file_name
+                .to_string_lossy()
+                .split('.')
+                .next()
+                .map(str::to_string);
+            let pid = stem.and_then(|s| s.rsplit('-').next().map(str::to_string));
+            let alive = pid.is_some_and(|p| Path::new("/proc").join(p).exists());
+            if !alive {
+                let _ =
+                    std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
+            }
+        }
+    }
     let d = base.join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
