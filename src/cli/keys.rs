@@ -2,7 +2,8 @@
 //!
 //! The commands run against a [`KeysContext`] (store, key backend, event sink, clock,
 //! algorithm policy, actor), so they are independent of how the appliance wires its HSM
-//! backend and audit log; [`open_context`] does that wiring for the binary. Every command
+//! backend and audit log; [`open_context`] does that wiring for the binary (PKCS#11 backend
+//! from DATA_DIR/pkcs11.toml, store in DATA_DIR, the audit log as the event sink). Every command
 //! prints what it did; refusals return the registry's stable error code.
 
 use std::io::Write;
@@ -15,15 +16,17 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use crate::algorithms::AlgorithmPolicy;
-use crate::clock::Clock;
+use crate::audit::{AuditConfig, AuditLog};
+use crate::clock::{Clock, SystemClock};
 use crate::crypto::Alg;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, EventSink};
+use crate::hsm::{HsmBackend, HsmConfig};
 use crate::keys::keyset::{
     DEFAULT_SIGNED_LIFETIME, build_root_key_set, key_set_value, sign_key_set,
 };
 use crate::keys::{KeyBackend, KeyRecord, KeyRegistry, KeyRole};
-use crate::store::Store;
+use crate::store::{Store, store_path};
 
 /// Arguments of `mpcp-pa keys`.
 #[derive(Debug, Args)]
@@ -32,6 +35,13 @@ pub struct KeysArgs {
     /// policies/algorithms.toml).
     #[arg(long, global = true, env = "MPCP_PA_ALGORITHM_POLICY")]
     pub algorithm_policy: Option<PathBuf>,
+    /// HSM configuration file (default: DATA_DIR/pkcs11.toml).
+    #[arg(long, global = true)]
+    pub hsm_config: Option<PathBuf>,
+    /// Origin of the audit log (e.g. `pa.example.com/audit`); needed only to create the log
+    /// when the store holds none yet, and must match the existing log otherwise.
+    #[arg(long, global = true, env = "MPCP_PA_AUDIT_ORIGIN")]
+    pub audit_origin: Option<String>,
     #[command(subcommand)]
     pub command: KeysCommand,
 }
@@ -150,21 +160,71 @@ pub fn load_policy(path: Option<&Path>) -> Result<AlgorithmPolicy> {
     }
 }
 
-/// Builds the context for the binary from the data directory: store, HSM backend and audit
-/// log. The HSM backend (`crate::hsm`) and the audit log are wired here when they are part of
-/// the build; until then the commands are refused rather than run against anything else.
-pub fn open_context(_data_dir: &Path, _policy: AlgorithmPolicy) -> Result<KeysContext> {
-    Err(Error::new(
-        ErrorCode::HsmUnavailable,
-        "this build has no PKCS#11 backend and audit log wired into `keys` yet",
-    ))
+/// Builds the context for the binary from the data directory: the HSM backend from the HSM
+/// configuration (logging in to every token and probing it), the store in DATA_DIR, and the
+/// audit log in that store as the event sink (created with `audit_origin` if the store holds
+/// none yet). Actor: the operator at the CLI; clock: the system clock.
+pub fn open_context(
+    data_dir: &Path,
+    policy: AlgorithmPolicy,
+    hsm_config: Option<&Path>,
+    audit_origin: Option<&str>,
+) -> Result<KeysContext> {
+    let config_path = hsm_config
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| data_dir.join(crate::hsm::dev::CONFIG_FILE));
+    let backend = HsmBackend::open(&HsmConfig::load(&config_path)?)?;
+    let store = Store::open(&store_path(data_dir)).map_err(|e| {
+        Error::new(
+            e.code,
+            format!(
+                "{} (is the appliance running? it holds the store lock)",
+                e.message
+            ),
+        )
+    })?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let log = match audit_origin {
+        Some(origin) => AuditLog::open(&store, AuditConfig::new(origin), clock.clone())?,
+        None => AuditLog::open_existing(&store, clock.clone()).map_err(|e| {
+            if e.code == ErrorCode::NotFound {
+                Error::new(
+                    ErrorCode::ConfigInvalid,
+                    "the store holds no audit log yet: give --audit-origin (e.g. \
+                     pa.example.com/audit) to create it",
+                )
+            } else {
+                e
+            }
+        })?,
+    };
+    Ok(KeysContext {
+        store,
+        backend: Arc::new(backend),
+        sink: Arc::new(log),
+        clock,
+        policy: Arc::new(policy),
+        actor: Actor::cli(),
+    })
 }
 
 /// Entry point of `mpcp-pa keys`.
 pub fn main(data_dir: &Path, args: KeysArgs) -> Result<ExitCode> {
     let policy = load_policy(args.algorithm_policy.as_deref())?;
-    let ctx = open_context(data_dir, policy)?;
-    run(args.command, &ctx, &mut std::io::stdout().lock())
+    let ctx = open_context(
+        data_dir,
+        policy,
+        args.hsm_config.as_deref(),
+        args.audit_origin.as_deref(),
+    )?;
+    let result = run(args.command, &ctx, &mut std::io::stdout().lock());
+    // Keep the PKCS#11 backend alive until the process exits. Dropping it lets its detached
+    // session worker threads drop the last reference to the module and unload it while the
+    // main thread is already running the library's exit handlers, which crashes SoftHSM2
+    // (SIGSEGV in its static destructors, seen in tests/keys_cli.rs). The process ends right
+    // after this, so nothing is lost by not unloading the module.
+    std::mem::forget(ctx.backend.clone());
+    result
 }
 
 fn io_err(what: &str, e: impl std::fmt::Display) -> Error {
