@@ -2,7 +2,8 @@
 //!
 //! The commands run against a [`KeysContext`] (store, key backend, event sink, clock,
 //! algorithm policy, actor), so they are independent of how the appliance wires its HSM
-//! backend and audit log; [`open_context`] does that wiring for the binary. Every command
+//! backend and audit log; [`open_context`] does that wiring for the binary (PKCS#11 backend
+//! from DATA_DIR/pkcs11.toml, store in DATA_DIR, the audit log as the event sink). Every command
 //! prints what it did; refusals return the registry's stable error code.
 
 use std::io::Write;
@@ -15,15 +16,17 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use crate::algorithms::AlgorithmPolicy;
-use crate::clock::Clock;
+use crate::audit::{AuditConfig, AuditLog};
+use crate::clock::{Clock, SystemClock};
 use crate::crypto::Alg;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, EventSink};
+use crate::hsm::{HsmBackend, HsmConfig};
 use crate::keys::keyset::{
     DEFAULT_SIGNED_LIFETIME, build_root_key_set, key_set_value, sign_key_set,
 };
 use crate::keys::{KeyBackend, KeyRecord, KeyRegistry, KeyRole};
-use crate::store::Store;
+use crate::store::{Store, store_path};
 
 /// Arguments of `mpcp-pa keys`.
 #[derive(Debug, Args)]
@@ -32,6 +35,14 @@ pub struct KeysArgs {
     /// policies/algorithms.toml).
     #[arg(long, global = true, env = "MPCP_PA_ALGORITHM_POLICY")]
     pub algorithm_policy: Option<PathBuf>,
+    /// HSM configuration file (default: DATA_DIR/pkcs11.toml).
+    #[arg(long, global = true)]
+    pub hsm_config: Option<PathBuf>,
+    /// Origin of the audit log (e.g. `pa.example.com/audit`); used only to create the log
+    /// when the store holds none yet (default `mpcp-pa.local/audit`), and must match the
+    /// existing log otherwise.
+    #[arg(long, global = true, env = "MPCP_PA_AUDIT_ORIGIN")]
+    pub audit_origin: Option<String>,
     #[command(subcommand)]
     pub command: KeysCommand,
 }
@@ -150,40 +161,41 @@ pub fn load_policy(path: Option<&Path>) -> Result<AlgorithmPolicy> {
     }
 }
 
-/// Audit-log origin used when the appliance creates its log on first use.
+/// Audit-log origin used when the appliance creates its log on first use and no origin is
+/// given.
 pub const DEFAULT_AUDIT_ORIGIN: &str = "mpcp-pa.local/audit";
 
-/// Builds the context for the binary from the data directory: the PKCS#11 backend from
-/// `DIR/pkcs11.toml` (made by `mpcp-pa hsm init-dev` for development), the sled store, and the
-/// audit log as the event sink (created on first use), so every key operation is recorded.
-pub fn open_context(data_dir: &Path, policy: AlgorithmPolicy) -> Result<KeysContext> {
-    let config_path = data_dir.join(crate::hsm::dev::CONFIG_FILE);
-    if !config_path.is_file() {
-        return Err(Error::new(
-            ErrorCode::ConfigInvalid,
+/// Builds the context for the binary from the data directory: the HSM backend from the HSM
+/// configuration (logging in to every token and probing it), the store in DATA_DIR, and the
+/// audit log in that store as the event sink (created with `audit_origin`, or [`DEFAULT_AUDIT_ORIGIN`] when none is
+/// given, if the store holds none yet). Actor: the operator at the CLI; clock: the system clock.
+pub fn open_context(
+    data_dir: &Path,
+    policy: AlgorithmPolicy,
+    hsm_config: Option<&Path>,
+    audit_origin: Option<&str>,
+) -> Result<KeysContext> {
+    let config_path = hsm_config
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| data_dir.join(crate::hsm::dev::CONFIG_FILE));
+    let backend = HsmBackend::open(&HsmConfig::load(&config_path)?)?;
+    let store = Store::open(&store_path(data_dir)).map_err(|e| {
+        Error::new(
+            e.code,
             format!(
-                "no HSM configuration at {} (run `mpcp-pa hsm init-dev --data-dir {}` for development tokens)",
-                config_path.display(),
-                data_dir.display()
+                "{} (is the appliance running? it holds the store lock)",
+                e.message
             ),
-        ));
-    }
-    let config = crate::hsm::HsmConfig::load(&config_path)?;
-    let backend = Arc::new(crate::hsm::HsmBackend::open(&config)?);
-    let store = Store::open(&crate::store::store_path(data_dir))?;
-    let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
-    let log = match crate::audit::AuditLog::open_existing(&store, clock.clone()) {
-        Ok(log) => log,
-        Err(e) if e.code == ErrorCode::NotFound => crate::audit::AuditLog::open(
-            &store,
-            crate::audit::AuditConfig::new(DEFAULT_AUDIT_ORIGIN),
-            clock.clone(),
-        )?,
-        Err(e) => return Err(e),
+        )
+    })?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let log = match audit_origin {
+        Some(origin) => AuditLog::open(&store, AuditConfig::new(origin), clock.clone())?,
+        None => crate::cli::serve::open_audit(&store, clock.clone())?,
     };
     Ok(KeysContext {
         store,
-        backend,
+        backend: Arc::new(backend),
         sink: Arc::new(log),
         clock,
         policy: Arc::new(policy),
@@ -194,8 +206,20 @@ pub fn open_context(data_dir: &Path, policy: AlgorithmPolicy) -> Result<KeysCont
 /// Entry point of `mpcp-pa keys`.
 pub fn main(data_dir: &Path, args: KeysArgs) -> Result<ExitCode> {
     let policy = load_policy(args.algorithm_policy.as_deref())?;
-    let ctx = open_context(data_dir, policy)?;
-    run(args.command, &ctx, &mut std::io::stdout().lock())
+    let ctx = open_context(
+        data_dir,
+        policy,
+        args.hsm_config.as_deref(),
+        args.audit_origin.as_deref(),
+    )?;
+    let result = run(args.command, &ctx, &mut std::io::stdout().lock());
+    // Keep the PKCS#11 backend alive until the process exits. Dropping it lets its detached
+    // session worker threads drop the last reference to the module and unload it while the
+    // main thread is already running the library's exit handlers, which crashes SoftHSM2
+    // (SIGSEGV in its static destructors, seen in tests/keys_cli.rs). The process ends right
+    // after this, so nothing is lost by not unloading the module.
+    std::mem::forget(ctx.backend.clone());
+    result
 }
 
 fn io_err(what: &str, e: impl std::fmt::Display) -> Error {
