@@ -60,19 +60,24 @@ fn key_lifecycle_export_and_audit_through_the_binary() {
     let dir = tmp.path();
     ok(dir, &["hsm", "init-dev"]);
 
-    // Without an audit log and without an origin to create one, nothing runs.
-    let out = mpcp(
-        dir,
-        &["keys", "generate", "--role", "root", "--alg", "EdDSA"],
-        false,
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("CONFIG_INVALID"));
-
     let root = generated_kid(&ok(
         dir,
         &["keys", "generate", "--role", "root", "--alg", "ES256"],
     ));
+    // The log now exists under ORIGIN: another origin is refused and changes nothing, and
+    // no origin at all means the existing one.
+    let out = Command::new(env!("CARGO_BIN_EXE_mpcp-pa"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["keys", "generate", "--role", "root", "--alg", "EdDSA"])
+        .env_remove("SOFTHSM2_CONF")
+        .env("MPCP_PA_AUDIT_ORIGIN", "other.example/audit")
+        .output()
+        .expect("run mpcp-pa");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CONFIG_INVALID"));
+    let listed = String::from_utf8(mpcp(dir, &["keys", "list"], false).stdout).unwrap();
+    assert_eq!(listed.matches("root-").count(), 1, "{listed}");
     let grant = generated_kid(&ok(
         dir,
         &[
