@@ -172,10 +172,12 @@ fn mechanism(alg: Alg) -> Mechanism<'static> {
 }
 
 fn main() {
+    // `cargo bench` passes `--bench`; under `cargo test` it runs as a short smoke test.
+    let full = std::env::args().any(|a| a == "--bench");
     let secs: f64 = std::env::var("HSM_BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
+        .unwrap_or(if full { 1.0 } else { 0.05 });
     let dir = tempfile::tempdir().expect("tempdir");
     let init = init_dev(dir.path()).expect("init-dev (is softhsm2 installed?)");
     let text = std::fs::read_to_string(&init.config_path).unwrap();
