@@ -185,7 +185,8 @@ impl TokenStore {
         })
     }
 
-    fn get(&self, name: &str) -> Result<Option<TokenRecord>> {
+    /// The record of the token named `name`, if any.
+    pub fn get(&self, name: &str) -> Result<Option<TokenRecord>> {
         let Some(raw) = self
             .by_name
             .get(name)

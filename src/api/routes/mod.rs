@@ -9,6 +9,7 @@ pub mod grants;
 pub mod keys;
 pub mod policies;
 pub mod public;
+pub mod tokens;
 
 use std::future::Future;
 
@@ -141,6 +142,24 @@ fn table_with_handlers() -> Vec<(RouteEntry, MethodRouter<AppState>)> {
             "/v1/keys/{kid}/destroy",
             Some(SecurityOfficer),
             post(keys::destroy),
+        ),
+        entry(
+            Method::GET,
+            "/v1/tokens",
+            Some(SecurityOfficer),
+            get(tokens::list),
+        ),
+        entry(
+            Method::POST,
+            "/v1/tokens",
+            Some(SecurityOfficer),
+            post(tokens::create),
+        ),
+        entry(
+            Method::POST,
+            "/v1/tokens/{name}/revoke",
+            Some(SecurityOfficer),
+            post(tokens::revoke),
         ),
         entry(
             Method::GET,
