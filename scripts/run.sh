@@ -1,15 +1,11 @@
 #!/usr/bin/env bash
-# The main job on the embedded default. At this stage: build the appliance and verify the
-# shipped signed vectors offline (a grant per algorithm, a grant through a Trust Bundle).
+# The main job on the embedded default: the Policy Authority service over HTTPS on
+# 127.0.0.1:8443, with SoftHSM2 tokens, keys, the sled store and a self-signed development
+# certificate under ./mpcp-data (MPCP_PA_DATA_DIR), all created on first start. The first
+# start prints the security-officer API token once. Extra arguments go to `mpcp-pa up`
+# (e.g. --listen 127.0.0.1:9443). Stop with Ctrl-C: in-flight requests are drained.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/ensure-deps.sh
 cargo build --release --locked
-bin=target/release/mpcp-pa
-v=test-vectors/l2
-at=2026-06-01T12:00:00Z
-for g in grant-eddsa-valid grant-es256k-valid grant-es256-valid; do
-  "$bin" verify "$v/artifacts/$g.json" --keys "$v/keys/jwks.json" --at "$at"
-done
-"$bin" verify "$v/artifacts/grant-eddsa-valid.json" --keys "$v/keys/bundle.json" --root "$v/keys/root-jwks.json" --at "$at"
-"$bin" verify "$v/artifacts/grant-tampered.json" --keys "$v/keys/jwks.json" --at "$at" || echo "(refused, as it must be)"
+exec target/release/mpcp-pa up "$@"

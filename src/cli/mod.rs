@@ -15,6 +15,7 @@ mod hsm;
 pub mod keys;
 pub mod serve;
 pub mod tokens;
+pub mod up;
 
 /// Default data directory: tokens, store and configuration of one appliance live here.
 pub const DEFAULT_DATA_DIR: &str = "mpcp-data";
@@ -46,8 +47,12 @@ enum Command {
     Pins(serve::PinsArgs),
     /// Run the HTTPS service.
     Serve(serve::ServeArgs),
-    /// API tokens: create, list, revoke, bootstrap (with the service stopped).
+    /// API tokens: create, list, revoke, bootstrap (with the service stopped; while it runs,
+    /// the security officer uses /v1/tokens).
     Tokens(tokens::TokensArgs),
+    /// Run the appliance on the embedded default: create on first use the development
+    /// tokens, one key per role and the first security-officer API token, then serve.
+    Up(up::UpArgs),
 }
 
 /// Parses the command line and runs it.
@@ -62,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::Pins(a) => serve::pins_cmd(&cli.data_dir, a),
         Command::Serve(a) => serve::serve_cmd(&cli.data_dir, a),
         Command::Tokens(a) => tokens::main(&cli.data_dir, a),
+        Command::Up(a) => up::up_cmd(&cli.data_dir, a),
     };
     match result {
         Ok(code) => code,

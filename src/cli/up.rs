@@ -1,0 +1,119 @@
+//! `mpcp-pa up`: the embedded default, the README's "run" command. It creates on first use
+//! what an appliance in DATA_DIR lacks, then runs `serve`:
+//! - SoftHSM2 development tokens and `pkcs11.toml` (as `hsm init-dev`), if no HSM
+//!   configuration exists; an existing configuration (a real HSM) is used as it is;
+//! - for each key role that has never had a key, an Ed25519 key generated in its token and
+//!   activated (as `keys rotate --role ROLE --alg EdDSA`); a role whose keys were all revoked
+//!   is left to the security team, since generating one behind its back would undo an
+//!   emergency revocation;
+//! - the first security-officer API token (as `tokens bootstrap`), printed once on stdout.
+//!
+//! Every step goes through the same registry and token store as the separate commands, so
+//! each is in the audit log as the console operator. A second `up` changes nothing.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+
+use crate::api::tokens::TokenStore;
+use crate::clock::{Clock, SystemClock};
+use crate::crypto::Alg;
+use crate::error::Result;
+use crate::events::Actor;
+use crate::hsm::dev::{CONFIG_FILE, init_dev};
+use crate::hsm::{HsmBackend, HsmConfig};
+use crate::keys::{KeyRegistry, KeyRole};
+use crate::store::{Store, store_path};
+
+use super::serve::{ServeArgs, open_audit, serve_cmd};
+
+/// Arguments of `mpcp-pa up`: those of `serve`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// What the first-use steps did, for the operator.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// One line per change made.
+    pub actions: Vec<String>,
+    /// Roles with no active key after preparation (the service is not ready for them).
+    pub without_active_key: Vec<KeyRole>,
+}
+
+/// Creates what DATA_DIR lacks (see the module doc). The bootstrap token, if created, is
+/// printed on stdout here, the only time it is ever shown.
+pub fn prepare(data_dir: &Path, serve: &ServeArgs) -> Result<Prepared> {
+    let mut out = Prepared::default();
+    let config_path = data_dir.join(CONFIG_FILE);
+    if !config_path.exists() {
+        let init = init_dev(data_dir)?;
+        out.actions.extend(init.actions);
+        out.actions.push(format!(
+            "development SoftHSM2 tokens in {} (their PINs are in files: development only)",
+            data_dir.display()
+        ));
+    }
+    let backend = Arc::new(HsmBackend::open(&HsmConfig::load(&config_path)?)?);
+    let store = Store::open(&store_path(data_dir))?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let audit = Arc::new(open_audit(&store, clock.clone())?);
+    let policy = Arc::new(super::keys::load_policy(serve.algorithm_policy.as_deref())?);
+    let registry = KeyRegistry::new(&store, backend, audit.clone(), clock.clone(), policy)?;
+    let actor = Actor::cli();
+    for role in KeyRole::ALL {
+        if registry.list_role(role)?.is_empty() {
+            let r = registry.rotate(&actor, role, None, Some(Alg::EdDSA))?;
+            out.actions.push(format!(
+                "generated and activated {} key {}",
+                role, r.activated.kid
+            ));
+        }
+        if registry.active_kid(role)?.is_none() {
+            out.without_active_key.push(role);
+        }
+    }
+    let tokens = TokenStore::open(&store)?;
+    if let Some(t) = tokens.bootstrap(&actor, audit.as_ref(), clock.as_ref())? {
+        out.actions.push(format!(
+            "created the first security-officer API token {:?}",
+            t.name
+        ));
+        eprintln!(
+            "The security-officer API token below is shown only now. Keep it; it creates the \
+             issuer and auditor tokens (POST /v1/tokens):"
+        );
+        println!("{}", t.secret.as_str());
+    }
+    store.flush()?;
+    Ok(out)
+}
+
+/// Entry point of `mpcp-pa up`.
+pub fn up_cmd(data_dir: &Path, a: UpArgs) -> Result<ExitCode> {
+    let prepared = prepare(data_dir, &a.serve)?;
+    for line in &prepared.actions {
+        eprintln!("first use: {line}");
+    }
+    for role in &prepared.without_active_key {
+        eprintln!(
+            "warning: the {role} role has no active key (revoked?); rotate one in with \
+             `POST /v1/keys/{role}/rotate` or `mpcp-pa keys rotate --role {role}`"
+        );
+    }
+    let scheme = if a.serve.insecure_http_loopback {
+        "http"
+    } else {
+        "https"
+    };
+    eprintln!(
+        "authenticate with `Authorization: Bearer <token>`; the public key set is at \
+         {scheme}://{}/.well-known/mpcp-keys.json",
+        a.serve.listen
+    );
+    serve_cmd(data_dir, a.serve)
+}

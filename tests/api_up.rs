@@ -1,0 +1,219 @@
+//! `mpcp-pa up`, the README's run command, on an empty data directory: it creates the
+//! development tokens, one active key per role and the first security-officer token (shown
+//! once), serves over TLS, and a second start changes nothing and shows no secret again.
+//! The officer then creates an issuer token over the API and a grant is issued and verified
+//! against the served key set.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use mpcp_pa::clock::SystemClock;
+use mpcp_pa::verify::Verifier;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde_json::{Value, json};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Server {
+    /// SIGTERM, then waits for a clean exit.
+    fn stop(mut self) {
+        let pid = self.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        for _ in 0..150 {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                assert!(s.success(), "exit status {s}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("server did not stop on SIGTERM");
+    }
+}
+
+/// Starts `up` and returns the server, its address, stdout (the secret, if shown) and the
+/// stderr lines before the address was announced.
+fn up(data: &Path) -> (Server, String, String, Vec<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mpcp-pa"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["up", "--listen", "127.0.0.1:0"])
+        .env_remove("SOFTHSM2_CONF")
+        .env_remove("MPCP_PA_AUDIT_ORIGIN")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut stdout = child.stdout.take().unwrap();
+    let server = Server(child);
+    let mut seen = Vec::new();
+    let mut addr = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split(" listening on ").nth(1) {
+            addr = Some(rest.trim().to_string());
+            break;
+        }
+        seen.push(line);
+    }
+    let addr = addr.unwrap_or_else(|| panic!("no address announced: {seen:#?}"));
+    std::thread::spawn(move || for _ in lines {});
+    // Everything `prepare` prints on stdout is written before serving starts; the pipe
+    // stays open while the server runs, so read what is there without waiting for EOF.
+    let out = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let n = stdout.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let stdout = if out.is_finished() {
+        out.join().unwrap()
+    } else {
+        String::new()
+    };
+    (server, addr, stdout, seen)
+}
+
+fn client(data: &Path) -> reqwest::Client {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(data.join("tls/cert.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .build()
+        .unwrap()
+}
+
+async fn post(c: &reqwest::Client, url: String, token: &str, body: &Value) -> (u16, Value) {
+    let r = c
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_creates_the_embedded_default_once_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("appliance");
+    let (server, addr, stdout, seen) = up(&data);
+    let officer = stdout.trim().to_string();
+    assert!(officer.starts_with("mpcppa_"), "{stdout:?} {seen:#?}");
+    let said = seen.join("\n");
+    for role in ["grant-signing", "root", "audit"] {
+        assert!(
+            said.contains(&format!("generated and activated {role} key")),
+            "{said}"
+        );
+    }
+    assert!(!said.contains(&officer), "secret on stderr");
+
+    let base = format!("https://{addr}");
+    let c = client(&data);
+    assert_eq!(
+        c.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (s, created) = post(
+        &c,
+        format!("{base}/v1/tokens"),
+        &officer,
+        &json!({"name": "issuer-1", "role": "issuer"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{created}");
+    let issuer = created["token"].as_str().unwrap().to_string();
+
+    let (s, policy) = post(
+        &c,
+        format!("{base}/v1/policies"),
+        &issuer,
+        &json!({"version": "1.0"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{policy}");
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let grant_req = json!({
+        "version": "1.0",
+        "policyHash": policy["policyHash"],
+        "subjectId": "agent-7",
+        "scope": "SESSION",
+        "allowedRails": ["xrpl"],
+        "budgetMinor": "50000",
+        "budgetCurrency": "XRP",
+        "authorizedGateway": "r3wiVnf7xstXYBR4iVNdfie69BdV6xg7b5",
+        "velocityLimit": {"maxPayments": 10, "windowSeconds": 3600},
+        "expiresAt": fmt(now + time::Duration::hours(1)),
+    });
+    let (s, grant) = post(&c, format!("{base}/v1/grants"), &issuer, &grant_req).await;
+    assert_eq!(s, 201, "{grant}");
+    let keys: Value = serde_json::from_slice(
+        &c.get(format!("{base}/.well-known/mpcp-keys.json"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let verifier = Verifier::new(std::sync::Arc::new(SystemClock));
+    // The key set as published (its root signature is checked in tests/api_signing.rs).
+    let source = verifier.key_source(&keys["keySet"], None).unwrap();
+    let verified = verifier.verify(&grant, &source).unwrap();
+    assert!(
+        verified.kid.starts_with("grant-signing-"),
+        "{}",
+        verified.kid
+    );
+    server.stop();
+
+    // A second start creates nothing and shows no secret.
+    let (server, _addr, stdout, seen) = up(&data);
+    assert!(stdout.trim().is_empty(), "secret shown again: {stdout:?}");
+    assert!(
+        !seen.iter().any(|l| l.starts_with("first use:")),
+        "{seen:#?}"
+    );
+    server.stop();
+}
