@@ -143,3 +143,55 @@ fn collect(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+/// `verify` applies version-gated deprecation: the valid ES256K vector is refused once a
+/// policy deprecates ES256K before its issuedAt, and still accepted when the deprecation
+/// takes effect after it.
+#[test]
+fn verify_cli_applies_algorithm_deprecation() {
+    let dir = root().join("test-vectors/l2");
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = |effective: &str| {
+        let p = tmp.path().join(format!("alg-{}.toml", &effective[..4]));
+        std::fs::write(
+            &p,
+            format!(
+                "implemented = \"1.0\"\n\
+                 [[deprecations]]\nalgorithm = \"ES256K\"\ndeprecated_in = \"1.1\"\n\
+                 effective = \"{effective}\"\n\
+                 [versions.\"1.0\"]\nalgorithms = [\"EdDSA\", \"ES256K\", \"ES256\"]\n\
+                 [versions.\"1.0\".roles]\ngrant-signing = [\"EdDSA\", \"ES256K\"]\n\
+                 root = [\"EdDSA\", \"ES256K\", \"ES256\"]\naudit = [\"EdDSA\"]\n"
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let run = |p: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_mpcp-pa"))
+            .arg("verify")
+            .arg(dir.join("artifacts/grant-es256k-valid.json"))
+            .arg("--keys")
+            .arg(dir.join("keys/jwks.json"))
+            .arg("--at")
+            .arg("2026-06-01T12:00:00Z")
+            .arg("--algorithm-policy")
+            .arg(p)
+            .env_remove("MPCP_PA_ALGORITHM_POLICY")
+            .output()
+            .unwrap()
+    };
+    let before = run(&policy("2020-01-01T00:00:00Z"));
+    let stdout = String::from_utf8_lossy(&before.stdout);
+    assert_eq!(before.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.starts_with("INVALID ALGORITHM_DEPRECATED "),
+        "{stdout}"
+    );
+    let after = run(&policy("2099-01-01T00:00:00Z"));
+    assert!(
+        after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&after.stdout)
+    );
+}

@@ -31,6 +31,11 @@ pub struct VerifyArgs {
     /// Clock drift tolerance in seconds.
     #[arg(long, default_value_t = 300)]
     pub drift_seconds: u64,
+    /// Algorithm policy whose deprecations apply (default: the policy built into this
+    /// binary, policies/algorithms.toml): an artifact issued at or after a deprecation's
+    /// effective date with that algorithm is ALGORITHM_DEPRECATED.
+    #[arg(long, env = "MPCP_PA_ALGORITHM_POLICY")]
+    pub algorithm_policy: Option<PathBuf>,
 }
 
 /// Arguments of `mpcp-pa hash`.
@@ -91,7 +96,10 @@ fn verify_files(a: &VerifyArgs) -> Result<Verified> {
         Some(at) => Arc::new(FixedClock::new(parse_rfc3339(at, "--at")?)),
         None => Arc::new(SystemClock),
     };
-    let verifier = Verifier::new(clock).with_drift(Duration::from_secs(a.drift_seconds));
+    let policy = crate::cli::keys::load_policy(a.algorithm_policy.as_deref())?;
+    let verifier = Verifier::new(clock)
+        .with_drift(Duration::from_secs(a.drift_seconds))
+        .with_algorithm_gate(Arc::new(policy));
     let root = match &a.root {
         Some(p) => Some(KeySet::from_value(&parse_strict(&read_file(p)?)?)?),
         None => None,
