@@ -216,4 +216,29 @@ async fn up_creates_the_embedded_default_once_and_serves() {
         "{seen:#?}"
     );
     server.stop();
+
+    // The audit log holds it all, and no secret.
+    let all = Command::new(env!("CARGO_BIN_EXE_mpcp-pa"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["audit", "entries"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(all.stdout).unwrap();
+    for action in [
+        "key_generated",
+        "token_created",
+        "grant_issued",
+        "startup",
+        "shutdown",
+    ] {
+        assert!(
+            text.contains(&format!("\"{action}\"")),
+            "no {action}: {text}"
+        );
+    }
+    assert!(
+        !text.contains(&officer[10..]),
+        "token secret in the audit log"
+    );
 }

@@ -2,6 +2,7 @@
 //! proofs), export it, and verify an export offline. None of these needs the HSM: signing
 //! checkpoints is the running appliance's job; these commands use what is stored.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -138,12 +139,26 @@ pub fn run(data_dir: &Path, a: AuditArgs) -> Result<ExitCode> {
             let log = open_log(data_dir)?;
             let end = end.unwrap_or(log.size());
             let mut at = start;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             while at < end {
                 let chunk_end = end.min(at + crate::audit::log::MAX_ENTRIES_PER_READ);
                 for e in log.entries(at, chunk_end)? {
-                    println!("{}", String::from_utf8_lossy(&e));
+                    let written = out.write_all(&e).and_then(|()| out.write_all(b"\n"));
+                    // A reader that stops early (`| head`) is not an error.
+                    if let Err(err) = written {
+                        if err.kind() == std::io::ErrorKind::BrokenPipe {
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                        return Err(Error::new(ErrorCode::Io, format!("write entries: {err}")));
+                    }
                 }
                 at = chunk_end;
+            }
+            match out.flush() {
+                Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(Error::new(ErrorCode::Io, format!("write entries: {err}")));
+                }
+                _ => {}
             }
             if start > end {
                 log.entries(start, end)?; // reports the range error
