@@ -14,6 +14,7 @@
 pub mod algorithms;
 pub mod api;
 pub mod audit;
+pub mod bundle_profiles;
 pub mod canonical;
 pub mod cli;
 pub mod clock;

@@ -56,8 +56,9 @@ pub struct ServiceConfig {
     pub keyset_lifetime: Duration,
     /// `Cache-Control: max-age` of the public documents.
     pub public_max_age: Duration,
-    /// Longest trust-bundle lifetime the PA signs.
-    pub max_bundle_lifetime: Duration,
+    /// Trust-bundle assurance profiles: the longest lifetime the PA signs, per profile
+    /// (7 days at most).
+    pub bundle_profiles: crate::bundle_profiles::BundleProfiles,
     /// Longest destination-allowlist lifetime the PA signs.
     pub max_allowlist_lifetime: Duration,
     /// Clock drift tolerance of the self-check every signed artifact passes.
@@ -65,9 +66,9 @@ pub struct ServiceConfig {
 }
 
 impl ServiceConfig {
-    /// Defaults: key sets valid 24 h, public documents cached 5 min, bundles at most 7 days
-    /// (the spec's ceiling for all but low-assurance IoT), allowlists at most 30 days,
-    /// idempotency records kept 24 h, drift 300 s.
+    /// Defaults: key sets valid 24 h, public documents cached 5 min, the built-in bundle
+    /// profiles (policies/bundle-profiles.toml: 6 h, 24 h, 7 days), allowlists at most 30
+    /// days, idempotency records kept 24 h, drift 300 s.
     pub fn new(issuer: impl Into<String>) -> ServiceConfig {
         ServiceConfig {
             issuer: issuer.into(),
@@ -75,7 +76,8 @@ impl ServiceConfig {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             keyset_lifetime: Duration::from_secs(24 * 3600),
             public_max_age: Duration::from_secs(300),
-            max_bundle_lifetime: Duration::from_secs(7 * 24 * 3600),
+            bundle_profiles: crate::bundle_profiles::BundleProfiles::builtin()
+                .expect("the built-in bundle profiles are valid (unit-tested)"),
             max_allowlist_lifetime: Duration::from_secs(30 * 24 * 3600),
             drift: crate::clock::DEFAULT_DRIFT,
         }

@@ -116,6 +116,10 @@ pub struct ServeArgs {
     /// Algorithm policy file (default: the built-in policy).
     #[arg(long, env = "MPCP_PA_ALGORITHM_POLICY")]
     pub algorithm_policy: Option<PathBuf>,
+    /// Trust-bundle assurance profiles file (default: the built-in
+    /// policies/bundle-profiles.toml).
+    #[arg(long, env = "MPCP_PA_BUNDLE_PROFILES")]
+    pub bundle_profiles: Option<PathBuf>,
     /// Largest request body in bytes.
     #[arg(long, default_value_t = Limits::default().max_body_bytes)]
     pub max_body_bytes: usize,
@@ -242,6 +246,9 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
     )?);
     let mut config = ServiceConfig::new(a.issuer.clone());
     config.limits = a.limits();
+    if let Some(p) = &a.bundle_profiles {
+        config.bundle_profiles = crate::bundle_profiles::BundleProfiles::load(p)?;
+    }
     let effective = json!({
         "listen": a.listen.to_string(),
         "issuer": config.issuer,

@@ -1,7 +1,8 @@
 //! Trust bundles. `POST /v1/trust-bundles` (security officer) takes a bundle without the
 //! members the PA sets (`bundleIssuer`, `bundleKeyId`, `issuedAt`, `revokedGrantIds`,
-//! `signature`; `bundleId` generated when absent), refuses lifetimes over the configured
-//! ceiling and, for the PA's own issuer entry, any key that is not a currently active
+//! `signature`; `bundleId` generated when absent), refuses a lifetime over that of the
+//! bundle's assurance profile (`assuranceProfile`, default from policies/bundle-profiles.toml,
+//! kept in the signed bundle; 7 days at most) and, for the PA's own issuer entry, any key that is not a currently active
 //! grant-signing key; adds the revoked, unexpired grants as `revokedGrantIds`; signs with
 //! the root key (never the grant-signing key), records `trust_bundle_issued` and answers 201.
 //! Public reads: the newest unexpired bundle at `/.well-known/mpcp-trust-bundle.json`, and
@@ -21,6 +22,7 @@ use crate::api::auth::{Auth, SecurityOfficer};
 use crate::api::body::StrictJson;
 use crate::api::error::ApiResult;
 use crate::api::signing::{active_signer, blocking, record, sign};
+use crate::bundle_profiles::PROFILE_MEMBER;
 use crate::canonical::{Domain, canonical_bytes, parse_strict};
 use crate::clock::{format_rfc3339, parse_rfc3339};
 use crate::error::{Error, ErrorCode, Result};
@@ -61,6 +63,19 @@ pub async fn issue(
     .await
 }
 
+/// The bundle's assurance profile: the one it names, else the configured default.
+fn bundle_profile(state: &AppState, bundle: &TrustBundle) -> Result<String> {
+    match bundle.extra.get(PROFILE_MEMBER) {
+        None => Ok(state.config().bundle_profiles.default_profile().to_string()),
+        Some(Value::String(p)) => Ok(p.clone()),
+        Some(_) => Err(Error::field(
+            ErrorCode::SchemaInvalid,
+            PROFILE_MEMBER,
+            "assuranceProfile must be a string",
+        )),
+    }
+}
+
 async fn issue_inner(
     state: &AppState,
     body: Value,
@@ -98,14 +113,19 @@ async fn issue_inner(
             "expiresAt must be in the future",
         ));
     }
-    let ceiling = state.config().max_bundle_lifetime;
+    let profile = bundle_profile(state, &bundle)?;
+    let ceiling = state.config().bundle_profiles.max_lifetime(&profile)?;
     if expires - now > ceiling {
         return Err(Error::field(
             ErrorCode::LifetimeExceeded,
             "expiresAt",
-            format!("a trust bundle may live at most {} s", ceiling.as_secs()),
+            format!(
+                "a trust bundle of the {profile} assurance profile may live at most {} s",
+                ceiling.as_secs()
+            ),
         ));
     }
+    obj.insert(PROFILE_MEMBER.into(), Value::String(profile));
     check_own_keys(state, &bundle).await?;
     let bundles = state.artifacts().bundles.clone();
     let id = bundle.bundle_id.clone();
