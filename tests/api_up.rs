@@ -4,47 +4,17 @@
 //! The officer then creates an issuer token over the API and a grant is issued and verified
 //! against the served key set.
 
+mod bin_support;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use bin_support::{Server, client};
 use mpcp_pa::clock::SystemClock;
 use mpcp_pa::verify::Verifier;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Server {
-    /// SIGTERM, then waits for a clean exit.
-    fn stop(mut self) {
-        let pid = self.0.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        for _ in 0..150 {
-            if let Some(s) = self.0.try_wait().unwrap() {
-                assert!(s.success(), "exit status {s}");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("server did not stop on SIGTERM");
-    }
-}
 
 /// Starts `up` and returns the server, its address, stdout (the secret, if shown) and the
 /// stderr lines before the address was announced.
@@ -88,24 +58,6 @@ fn up(data: &Path) -> (Server, String, String, Vec<String>) {
         String::new()
     };
     (server, addr, stdout, seen)
-}
-
-fn client(data: &Path) -> reqwest::Client {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(data.join("tls/cert.pem")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
-        .build()
-        .unwrap()
 }
 
 async fn post(c: &reqwest::Client, url: String, token: &str, body: &Value) -> (u16, Value) {
