@@ -68,6 +68,7 @@ pub enum ErrorCode {
     NotFound,
     Unauthorized,
     Forbidden,
+    ClientCertificateRequired,
     RateLimited,
     PayloadTooLarge,
     UnsupportedMediaType,
@@ -145,6 +146,7 @@ impl ErrorCode {
             NotFound => "NOT_FOUND",
             Unauthorized => "UNAUTHORIZED",
             Forbidden => "FORBIDDEN",
+            ClientCertificateRequired => "CLIENT_CERTIFICATE_REQUIRED",
             RateLimited => "RATE_LIMITED",
             PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
@@ -166,7 +168,7 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             Unauthorized => 401,
-            Forbidden => 403,
+            Forbidden | ClientCertificateRequired => 403,
             NotFound | KeyNotFound | RouteNotFound => 404,
             MethodNotAllowed => 405,
             IdempotencyConflict | Conflict | KeyStateInvalid => 409,

@@ -6,59 +6,12 @@
 
 mod bin_support;
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use bin_support::{Server, client};
+use bin_support::{client, up};
 use mpcp_pa::clock::SystemClock;
 use mpcp_pa::verify::Verifier;
 use serde_json::{Value, json};
-
-/// Starts `up` and returns the server, its address, stdout (the secret, if shown) and the
-/// stderr lines before the address was announced.
-fn up(data: &Path) -> (Server, String, String, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mpcp-pa"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(["up", "--listen", "127.0.0.1:0"])
-        .env_remove("SOFTHSM2_CONF")
-        .env_remove("MPCP_PA_AUDIT_ORIGIN")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut stdout = child.stdout.take().unwrap();
-    let server = Server(child);
-    let mut seen = Vec::new();
-    let mut addr = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.split(" listening on ").nth(1) {
-            addr = Some(rest.trim().to_string());
-            break;
-        }
-        seen.push(line);
-    }
-    let addr = addr.unwrap_or_else(|| panic!("no address announced: {seen:#?}"));
-    std::thread::spawn(move || for _ in lines {});
-    // Everything `prepare` prints on stdout is written before serving starts; the pipe
-    // stays open while the server runs, so read what is there without waiting for EOF.
-    let out = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        let n = stdout.read(&mut buf).unwrap_or(0);
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let stdout = if out.is_finished() {
-        out.join().unwrap()
-    } else {
-        String::new()
-    };
-    (server, addr, stdout, seen)
-}
 
 async fn post(c: &reqwest::Client, url: String, token: &str, body: &Value) -> (u16, Value) {
     let r = c
@@ -80,7 +33,7 @@ async fn post(c: &reqwest::Client, url: String, token: &str, body: &Value) -> (u
 async fn up_creates_the_embedded_default_once_and_serves() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("appliance");
-    let (server, addr, stdout, seen) = up(&data);
+    let (server, addr, stdout, seen) = up(&data, &[]);
     let officer = stdout.trim().to_string();
     assert!(officer.starts_with("mpcppa_"), "{stdout:?} {seen:#?}");
     let said = seen.join("\n");
@@ -161,7 +114,7 @@ async fn up_creates_the_embedded_default_once_and_serves() {
     server.stop();
 
     // A second start creates nothing and shows no secret.
-    let (server, _addr, stdout, seen) = up(&data);
+    let (server, _addr, stdout, seen) = up(&data, &[]);
     assert!(stdout.trim().is_empty(), "secret shown again: {stdout:?}");
     assert!(
         !seen.iter().any(|l| l.starts_with("first use:")),

@@ -2,7 +2,9 @@
 //! against the [`crate::api::tokens::TokenStore`], then the caller's rate limit, then the
 //! role the route requires. Handlers take an [`Auth<R>`] argument and get the principal as
 //! an audit [`crate::events::Actor`]. A missing, unknown or revoked token is 401; a valid token of
-//! another role is 403. Both are decided before the body is read.
+//! another role is 403. Both are decided before the body is read. With mutual TLS configured
+//! for the issuer role, an issuer request over a connection without a verified client
+//! certificate is 403 CLIENT_CERTIFICATE_REQUIRED, whatever its token.
 
 use std::marker::PhantomData;
 
@@ -82,6 +84,19 @@ impl<R: RequiredRole> FromRequestParts<AppState> for Auth<R> {
             return Err(Error::new(
                 ErrorCode::Forbidden,
                 format!("this operation requires the {} role", R::ROLE),
+            )
+            .into());
+        }
+        if R::ROLE == ApiRole::Issuer
+            && state.config().issuer_requires_client_certificate
+            && parts
+                .extensions
+                .get::<super::tls::ClientCertificate>()
+                .is_none()
+        {
+            return Err(Error::new(
+                ErrorCode::ClientCertificateRequired,
+                "the issuer role requires a TLS client certificate from the configured client CA",
             )
             .into());
         }

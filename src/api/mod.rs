@@ -63,6 +63,9 @@ pub struct ServiceConfig {
     pub max_allowlist_lifetime: Duration,
     /// Clock drift tolerance of the self-check every signed artifact passes.
     pub drift: Duration,
+    /// Whether issuer-role requests must also come over a TLS connection with a client
+    /// certificate verified against the configured client CA (mutual TLS).
+    pub issuer_requires_client_certificate: bool,
 }
 
 impl ServiceConfig {
@@ -80,6 +83,7 @@ impl ServiceConfig {
                 .expect("the built-in bundle profiles are valid (unit-tested)"),
             max_allowlist_lifetime: Duration::from_secs(30 * 24 * 3600),
             drift: crate::clock::DEFAULT_DRIFT,
+            issuer_requires_client_certificate: false,
         }
     }
 }

@@ -188,7 +188,7 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
@@ -202,10 +202,17 @@ pub async fn serve(
                     else {
                         return;
                     };
+                    // The verified client certificate travels with each request of the
+                    // connection, for routes that require one.
+                    let service = match crate::api::tls::ClientCertificate::of(tls.get_ref().1) {
+                        Some(cert) => TowerToHyperService::new(app.layer(axum::Extension(cert))),
+                        None => TowerToHyperService::new(app),
+                    };
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
                     let _ = watcher.watch(conn.into_owned()).await;
                 }
                 None => {
+                    let service = TowerToHyperService::new(app);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
                     let _ = watcher.watch(conn.into_owned()).await;
                 }

@@ -87,6 +87,43 @@ fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     Ok(chain)
 }
 
+/// The SHA-256 of the DER leaf certificate a client presented and the server verified
+/// against the configured client CA (a request extension; absent without a certificate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// Lowercase hex SHA-256 of the leaf certificate.
+    pub sha256: String,
+}
+
+impl ClientCertificate {
+    /// The verified leaf of a TLS connection, if the client presented one.
+    pub fn of(conn: &rustls::ServerConnection) -> Option<ClientCertificate> {
+        let leaf = conn.peer_certificates()?.first()?;
+        Some(ClientCertificate {
+            sha256: hex::encode(Sha256::digest(leaf.as_ref())),
+        })
+    }
+}
+
+fn client_verifier(
+    client_ca: Option<&Path>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    let Some(path) = client_ca else {
+        return Ok(rustls::server::WebPkiClientVerifier::no_client_auth());
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in load_chain(path)? {
+        roots
+            .add(ca)
+            .map_err(|e| tls_err("unusable client CA certificate in", path, e))?;
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| tls_err("client CA", path, e))
+}
+
 /// `pin-sha256` of the public half of the private key in `path`.
 pub fn key_pin(path: &Path) -> Result<String> {
     let key = provider()
@@ -196,6 +233,17 @@ pub fn dev_names() -> Vec<String> {
 /// ALPN h2 and http/1.1, no client authentication. Refuses a certificate whose public key is
 /// not the key's.
 pub fn server_config(paths: &TlsPaths) -> Result<Arc<rustls::ServerConfig>> {
+    server_config_with_client_ca(paths, None)
+}
+
+/// Like [`server_config`], and when `client_ca` (PEM, one or more CA certificates) is given,
+/// the server asks every client for a certificate and accepts a connection without one, but
+/// a presented certificate must chain to one of those CAs or the handshake fails. Which
+/// routes need a certificate is decided per request ([`ClientCertificate`]).
+pub fn server_config_with_client_ca(
+    paths: &TlsPaths,
+    client_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>> {
     let provider = provider();
     let chain = load_chain(&paths.cert)?;
     let key = load_key(&paths.key)?;
@@ -208,10 +256,11 @@ pub fn server_config(paths: &TlsPaths) -> Result<Arc<rustls::ServerConfig>> {
             "mismatch",
         ));
     }
+    let verifier = client_verifier(client_ca, &provider)?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("TLS versions: {e}")))?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))

@@ -15,7 +15,9 @@ use clap::Args;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::api::tls::{TlsPaths, dev_names, ensure_dev_material, pins, server_config};
+use crate::api::tls::{
+    TlsPaths, dev_names, ensure_dev_material, pins, server_config_with_client_ca,
+};
 use crate::api::{AppState, Limits, ReadinessProbe, ServiceConfig, ServiceParts, Transport};
 use crate::audit::{AuditConfig, AuditLog};
 use crate::canonical::canonical_bytes;
@@ -113,6 +115,10 @@ pub struct ServeArgs {
     /// address.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_next_key"])]
     pub insecure_http_loopback: bool,
+    /// Mutual TLS for the issuer role: CA certificate(s) (PEM) that issuer clients'
+    /// certificates must chain to; issuer requests without one are refused.
+    #[arg(long, conflicts_with = "insecure_http_loopback")]
+    pub issuer_client_ca: Option<PathBuf>,
     /// Algorithm policy file (default: the built-in policy).
     #[arg(long, env = "MPCP_PA_ALGORITHM_POLICY")]
     pub algorithm_policy: Option<PathBuf>,
@@ -213,8 +219,12 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
             "cert": paths.cert.display().to_string(),
             "pinCurrent": p.current,
             "pinNext": p.next,
+            "issuerClientCa": a.issuer_client_ca.as_ref().map(|p| p.display().to_string()),
         });
-        Transport::Tls(server_config(&paths)?)
+        Transport::Tls(server_config_with_client_ca(
+            &paths,
+            a.issuer_client_ca.as_deref(),
+        )?)
     };
 
     let policy = Arc::new(crate::cli::keys::load_policy(
@@ -246,6 +256,7 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
     )?);
     let mut config = ServiceConfig::new(a.issuer.clone());
     config.limits = a.limits();
+    config.issuer_requires_client_certificate = a.issuer_client_ca.is_some();
     if let Some(p) = &a.bundle_profiles {
         config.bundle_profiles = crate::bundle_profiles::BundleProfiles::load(p)?;
     }

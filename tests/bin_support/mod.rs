@@ -4,8 +4,9 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
@@ -60,4 +61,49 @@ pub fn client(data: &Path) -> reqwest::Client {
         .tls_backend_preconfigured(config)
         .build()
         .unwrap()
+}
+
+/// Starts `mpcp-pa up` (with `extra` arguments) on `data` and returns the server, its address, stdout (the secret, if shown) and the
+/// stderr lines before the address was announced.
+pub fn up(data: &Path, extra: &[&str]) -> (Server, String, String, Vec<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mpcp-pa"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["up", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env_remove("SOFTHSM2_CONF")
+        .env_remove("MPCP_PA_AUDIT_ORIGIN")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut stdout = child.stdout.take().unwrap();
+    let server = Server(child);
+    let mut seen = Vec::new();
+    let mut addr = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split(" listening on ").nth(1) {
+            addr = Some(rest.trim().to_string());
+            break;
+        }
+        seen.push(line);
+    }
+    let addr = addr.unwrap_or_else(|| panic!("no address announced: {seen:#?}"));
+    std::thread::spawn(move || for _ in lines {});
+    // Everything `prepare` prints on stdout is written before serving starts; the pipe
+    // stays open while the server runs, so read what is there without waiting for EOF.
+    let out = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let n = stdout.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let stdout = if out.is_finished() {
+        out.join().unwrap()
+    } else {
+        String::new()
+    };
+    (server, addr, stdout, seen)
 }
