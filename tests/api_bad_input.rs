@@ -76,6 +76,10 @@ impl Row {
     fn get(name: &str, path: &str, who: Who) -> Row {
         Row::new(name, Method::GET, path, who)
     }
+    /// A GET of the audit log, as the auditor.
+    fn audit(name: &str, path_and_query: &str) -> Row {
+        Row::get(name, path_and_query, Who::As(ApiRole::Auditor))
+    }
     /// A JSON body (sent as application/json).
     fn json(self, v: &Value) -> Row {
         self.raw(v.to_string().as_bytes())
@@ -279,11 +283,13 @@ async fn setup(h: &Harness) -> Fixture {
 
 /// The table. `fx` names what exists; every row must be refused.
 fn rows(fx: &Fixture) -> Vec<Row> {
-    use ApiRole::{Auditor, Issuer, SecurityOfficer as Officer};
+    use ApiRole::{Issuer, SecurityOfficer as Officer};
     let policy = json!({"version": "1.0", "maxGrantLifetimeSeconds": 60});
     let revoke = |grant: &str| format!("/v1/grants/{grant}/revoke");
     let key_op = |kid: &str, op: &str| format!("/v1/keys/{kid}/{op}");
     let huge_pad = "x".repeat(MAX_BODY + 1);
+    let (zero, unknown_hash) = ("00".repeat(32), "ab".repeat(32));
+    let inclusion = "/v1/audit/proofs/inclusion";
     vec![
         // --- POST /v1/policies
         Row::post("policy: truncated JSON", "/v1/policies", Issuer)
@@ -362,15 +368,19 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             }))
             .expect(400, "GRANT_NOT_CONFORMING")
             .field("velocityLimit"),
-        Row::post("grant: velocityLimit of zero payments", "/v1/grants", Issuer)
-            .json(&fx.grant_with(|g| {
-                g.insert(
-                    "velocityLimit".into(),
-                    json!({"maxPayments": 0, "windowSeconds": 60}),
-                );
-            }))
-            .expect(400, "GRANT_NOT_CONFORMING")
-            .field("velocityLimit"),
+        Row::post(
+            "grant: velocityLimit of zero payments",
+            "/v1/grants",
+            Issuer,
+        )
+        .json(&fx.grant_with(|g| {
+            g.insert(
+                "velocityLimit".into(),
+                json!({"maxPayments": 0, "windowSeconds": 60}),
+            );
+        }))
+        .expect(400, "GRANT_NOT_CONFORMING")
+        .field("velocityLimit"),
         Row::post("grant: revocationEndpoint", "/v1/grants", Issuer)
             .json(&fx.grant_with(|g| {
                 g.insert("revocationEndpoint".into(), json!("https://pa.test/r"));
@@ -474,19 +484,26 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             .raw(
                 fx.grant("g-new")
                     .to_string()
-                    .replace(r#""maxPayments":10"#, r#""maxPayments":10,"maxPayments":99"#)
+                    .replace(
+                        r#""maxPayments":10"#,
+                        r#""maxPayments":10,"maxPayments":99"#,
+                    )
                     .as_bytes(),
             )
             .expect(400, "JSON_DUPLICATE_KEY"),
-        Row::post("grant: unknown member of velocityLimit", "/v1/grants", Issuer)
-            .json(&fx.grant_with(|g| {
-                g.insert(
-                    "velocityLimit".into(),
-                    json!({"maxPayments": 1, "windowSeconds": 60, "burst": 2}),
-                );
-            }))
-            .expect(400, "UNKNOWN_FIELD")
-            .field("burst"),
+        Row::post(
+            "grant: unknown member of velocityLimit",
+            "/v1/grants",
+            Issuer,
+        )
+        .json(&fx.grant_with(|g| {
+            g.insert(
+                "velocityLimit".into(),
+                json!({"maxPayments": 1, "windowSeconds": 60, "burst": 2}),
+            );
+        }))
+        .expect(400, "UNKNOWN_FIELD")
+        .field("burst"),
         Row::post("grant: reused grantId", "/v1/grants", Issuer)
             .json(&fx.grant("g-live"))
             .expect(409, "CONFLICT")
@@ -510,7 +527,10 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             .json(&fx.grant_with(|g| {
                 g.insert(
                     "allowedAssets".into(),
-                    json!([{"kind": "XRP"}, {"kind": "IOU", "currency": "USD", "issuer": BAD_CHECKSUM}]),
+                    json!([
+                        {"kind": "XRP"},
+                        {"kind": "IOU", "currency": "USD", "issuer": BAD_CHECKSUM}
+                    ]),
                 );
             }))
             .expect(400, "ADDRESS_INVALID")
@@ -549,11 +569,15 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             }))
             .expect(400, "SCHEMA_INVALID")
             .field("subjectId"),
-        Row::post("grant: Idempotency-Key reused for another request", "/v1/grants", Issuer)
-            .json(&fx.grant("g-other"))
-            .header("idempotency-key", "k-setup")
-            .expect(409, "IDEMPOTENCY_CONFLICT")
-            .field("Idempotency-Key"),
+        Row::post(
+            "grant: Idempotency-Key reused for another request",
+            "/v1/grants",
+            Issuer,
+        )
+        .json(&fx.grant("g-other"))
+        .header("idempotency-key", "k-setup")
+        .expect(409, "IDEMPOTENCY_CONFLICT")
+        .field("Idempotency-Key"),
         Row::post("grant: Idempotency-Key with a space", "/v1/grants", Issuer)
             .json(&fx.grant("g-new"))
             .header("idempotency-key", "a b")
@@ -590,10 +614,14 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             .json(&json!({"reason": "  "}))
             .expect(400, "SCHEMA_INVALID")
             .field("reason"),
-        Row::post("revoke grant: reason not a string", &revoke("g-live"), Issuer)
-            .json(&json!({"reason": 7}))
-            .expect(400, "SCHEMA_INVALID")
-            .field("reason"),
+        Row::post(
+            "revoke grant: reason not a string",
+            &revoke("g-live"),
+            Issuer,
+        )
+        .json(&json!({"reason": 7}))
+        .expect(400, "SCHEMA_INVALID")
+        .field("reason"),
         Row::post("revoke grant: unknown member", &revoke("g-live"), Issuer)
             .json(&json!({"reason": "x", "because": "y"}))
             .expect(400, "UNKNOWN_FIELD")
@@ -602,36 +630,64 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             .content_type(None)
             .expect(415, "UNSUPPORTED_MEDIA_TYPE"),
         // --- POST /v1/destination-allowlists
-        Row::post("allowlist: bad address", "/v1/destination-allowlists", Issuer)
-            .json(&fx.allowlist_with(|a| a["destinations"] = json!([DESTS[0], BAD_CHECKSUM])))
-            .expect(400, "ADDRESS_INVALID")
-            .field("destinations[1]"),
-        Row::post("allowlist: duplicate destination", "/v1/destination-allowlists", Issuer)
-            .json(&fx.allowlist_with(|a| a["destinations"] = json!([DESTS[0], DESTS[0]])))
-            .expect(400, "SCHEMA_INVALID")
-            .field("destinations[1]"),
-        Row::post("allowlist: sequence supplied", "/v1/destination-allowlists", Issuer)
-            .json(&fx.allowlist_with(|a| a["sequence"] = json!(7)))
-            .expect(400, "UNKNOWN_FIELD")
-            .field("sequence"),
+        Row::post(
+            "allowlist: bad address",
+            "/v1/destination-allowlists",
+            Issuer,
+        )
+        .json(&fx.allowlist_with(|a| a["destinations"] = json!([DESTS[0], BAD_CHECKSUM])))
+        .expect(400, "ADDRESS_INVALID")
+        .field("destinations[1]"),
+        Row::post(
+            "allowlist: duplicate destination",
+            "/v1/destination-allowlists",
+            Issuer,
+        )
+        .json(&fx.allowlist_with(|a| a["destinations"] = json!([DESTS[0], DESTS[0]])))
+        .expect(400, "SCHEMA_INVALID")
+        .field("destinations[1]"),
+        Row::post(
+            "allowlist: sequence supplied",
+            "/v1/destination-allowlists",
+            Issuer,
+        )
+        .json(&fx.allowlist_with(|a| a["sequence"] = json!(7)))
+        .expect(400, "UNKNOWN_FIELD")
+        .field("sequence"),
         Row::post("allowlist: expired", "/v1/destination-allowlists", Issuer)
             .json(&fx.allowlist_with(|a| a["expiresAt"] = json!(in_secs(-1))))
             .expect(400, "TIMESTAMP_INVALID")
             .field("expiresAt"),
-        Row::post("allowlist: lifetime over 30 days", "/v1/destination-allowlists", Issuer)
-            .json(&fx.allowlist_with(|a| a["expiresAt"] = json!(in_secs(31 * 86400))))
-            .expect(400, "LIFETIME_EXCEEDED")
-            .field("expiresAt"),
-        Row::post("allowlist: no allowlistId", "/v1/destination-allowlists", Issuer)
-            .json(&json!({"destinations": DESTS, "expiresAt": in_secs(3600)}))
-            .expect(400, "SCHEMA_INVALID")
-            .field("allowlistId"),
-        Row::post("allowlist: version 2.0", "/v1/destination-allowlists", Issuer)
-            .json(&fx.allowlist_with(|a| a["version"] = json!("2.0")))
-            .expect(400, "VERSION_UNSUPPORTED"),
-        Row::post("allowlist: destinations not a list", "/v1/destination-allowlists", Issuer)
-            .json(&fx.allowlist_with(|a| a["destinations"] = json!(DESTS[0])))
-            .expect(400, "SCHEMA_INVALID"),
+        Row::post(
+            "allowlist: lifetime over 30 days",
+            "/v1/destination-allowlists",
+            Issuer,
+        )
+        .json(&fx.allowlist_with(|a| a["expiresAt"] = json!(in_secs(31 * 86400))))
+        .expect(400, "LIFETIME_EXCEEDED")
+        .field("expiresAt"),
+        Row::post(
+            "allowlist: no allowlistId",
+            "/v1/destination-allowlists",
+            Issuer,
+        )
+        .json(&json!({"destinations": DESTS, "expiresAt": in_secs(3600)}))
+        .expect(400, "SCHEMA_INVALID")
+        .field("allowlistId"),
+        Row::post(
+            "allowlist: version 2.0",
+            "/v1/destination-allowlists",
+            Issuer,
+        )
+        .json(&fx.allowlist_with(|a| a["version"] = json!("2.0")))
+        .expect(400, "VERSION_UNSUPPORTED"),
+        Row::post(
+            "allowlist: destinations not a list",
+            "/v1/destination-allowlists",
+            Issuer,
+        )
+        .json(&fx.allowlist_with(|a| a["destinations"] = json!(DESTS[0])))
+        .expect(400, "SCHEMA_INVALID"),
         // --- POST /v1/trust-bundles
         Row::post("bundle: lifetime over 7 days", "/v1/trust-bundles", Officer)
             .json(&fx.bundle_with(|b| b["expiresAt"] = json!(in_secs(7 * 86400 + 3600))))
@@ -649,20 +705,28 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             .json(&fx.bundle_with(|b| b["issuers"][0]["keys"][0]["kid"] = json!("not-ours")))
             .expect(404, "KEY_NOT_FOUND")
             .field("issuers[0].keys[0]"),
-        Row::post("bundle: revoked key as published", "/v1/trust-bundles", Officer)
-            .json(&fx.bundle_with(|b| {
-                b["issuers"][0]["keys"] = json!([fx.jwk(&fx.active_kid), fx.jwk(&fx.revoked_kid)])
-            }))
-            .expect(400, "KEY_REVOKED")
-            .field("issuers[0].keys[1]"),
-        Row::post("bundle: revoked key claimed active", "/v1/trust-bundles", Officer)
-            .json(&fx.bundle_with(|b| {
-                let mut k = fx.jwk(&fx.revoked_kid);
-                k["active"] = json!(true);
-                b["issuers"][0]["keys"] = json!([k]);
-            }))
-            .expect(400, "KEY_REVOKED")
-            .field("issuers[0].keys[0]"),
+        Row::post(
+            "bundle: revoked key as published",
+            "/v1/trust-bundles",
+            Officer,
+        )
+        .json(&fx.bundle_with(|b| {
+            b["issuers"][0]["keys"] = json!([fx.jwk(&fx.active_kid), fx.jwk(&fx.revoked_kid)])
+        }))
+        .expect(400, "KEY_REVOKED")
+        .field("issuers[0].keys[1]"),
+        Row::post(
+            "bundle: revoked key claimed active",
+            "/v1/trust-bundles",
+            Officer,
+        )
+        .json(&fx.bundle_with(|b| {
+            let mut k = fx.jwk(&fx.revoked_kid);
+            k["active"] = json!(true);
+            b["issuers"][0]["keys"] = json!([k]);
+        }))
+        .expect(400, "KEY_REVOKED")
+        .field("issuers[0].keys[0]"),
         Row::post("bundle: key with another x", "/v1/trust-bundles", Officer)
             .json(&fx.bundle_with(|b| {
                 b["issuers"][0]["keys"][0]["x"] = fx.jwk(&fx.revoked_kid)["x"].clone()
@@ -671,18 +735,27 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             .field("issuers[0].keys[0]"),
         Row::post("bundle: private key material", "/v1/trust-bundles", Officer)
             .json(&fx.bundle_with(|b| {
-                b["issuers"][0]["keys"][0]["d"] = json!("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A")
+                b["issuers"][0]["keys"][0]["d"] =
+                    json!("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A");
             }))
             .expect(400, "KEY_PRIVATE_MATERIAL")
             .field("issuers[0].keys[0].d"),
-        Row::post("bundle: alg conflicts with curve", "/v1/trust-bundles", Officer)
-            .json(&fx.bundle_with(|b| b["issuers"][0]["keys"][0]["alg"] = json!("ES256K")))
-            .expect(400, "KEY_ALG_MISMATCH")
-            .field("issuers[0].keys[0].alg"),
-        Row::post("bundle: revokedGrantIds supplied", "/v1/trust-bundles", Officer)
-            .json(&fx.bundle_with(|b| b["revokedGrantIds"] = json!([])))
-            .expect(400, "SCHEMA_INVALID")
-            .field("revokedGrantIds"),
+        Row::post(
+            "bundle: alg conflicts with curve",
+            "/v1/trust-bundles",
+            Officer,
+        )
+        .json(&fx.bundle_with(|b| b["issuers"][0]["keys"][0]["alg"] = json!("ES256K")))
+        .expect(400, "KEY_ALG_MISMATCH")
+        .field("issuers[0].keys[0].alg"),
+        Row::post(
+            "bundle: revokedGrantIds supplied",
+            "/v1/trust-bundles",
+            Officer,
+        )
+        .json(&fx.bundle_with(|b| b["revokedGrantIds"] = json!([])))
+        .expect(400, "SCHEMA_INVALID")
+        .field("revokedGrantIds"),
         Row::post("bundle: bundleKeyId supplied", "/v1/trust-bundles", Officer)
             .json(&fx.bundle_with(|b| b["bundleKeyId"] = json!(fx.root_kid)))
             .expect(400, "SCHEMA_INVALID")
@@ -706,128 +779,248 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             .json(&json!({}))
             .expect(400, "SCHEMA_INVALID")
             .field("role"),
-        Row::post("rotate: unknown kid", "/v1/keys/grant-signing/rotate", Officer)
-            .json(&json!({"kid": "kid-nope"}))
-            .expect(404, "KEY_NOT_FOUND")
-            .field("kid"),
-        Row::post("rotate: kid of another role", "/v1/keys/grant-signing/rotate", Officer)
-            .json(&json!({"kid": fx.root_kid}))
-            .expect(400, "KEY_ROLE_MISMATCH")
-            .field("kid"),
-        Row::post("rotate: active kid", "/v1/keys/grant-signing/rotate", Officer)
-            .json(&json!({"kid": fx.active_kid}))
-            .expect(409, "KEY_STATE_INVALID")
-            .field("kid"),
-        Row::post("rotate: revoked kid", "/v1/keys/grant-signing/rotate", Officer)
-            .json(&json!({"kid": fx.revoked_kid}))
-            .expect(400, "KEY_REVOKED")
-            .field("kid"),
-        Row::post("rotate: kid and alg", "/v1/keys/grant-signing/rotate", Officer)
-            .json(&json!({"kid": fx.active_kid, "alg": "EdDSA"}))
-            .expect(400, "SCHEMA_INVALID")
-            .field("alg"),
-        Row::post("rotate: unknown alg", "/v1/keys/grant-signing/rotate", Officer)
-            .json(&json!({"alg": "RS256"}))
-            .expect(400, "ALGORITHM_UNSUPPORTED")
-            .field("alg"),
-        Row::post("rotate: unknown member", "/v1/keys/grant-signing/rotate", Officer)
-            .json(&json!({"size": 256}))
-            .expect(400, "UNKNOWN_FIELD")
-            .field("size"),
-        Row::post("rotate: text/plain", "/v1/keys/grant-signing/rotate", Officer)
-            .raw(b"{}")
-            .content_type(Some("text/plain"))
-            .expect(415, "UNSUPPORTED_MEDIA_TYPE"),
-        Row::post("rotate: untyped non-empty body", "/v1/keys/grant-signing/rotate", Officer)
-            .raw(b"{}")
-            .content_type(None)
-            .expect(415, "UNSUPPORTED_MEDIA_TYPE"),
+        Row::post(
+            "rotate: unknown kid",
+            "/v1/keys/grant-signing/rotate",
+            Officer,
+        )
+        .json(&json!({"kid": "kid-nope"}))
+        .expect(404, "KEY_NOT_FOUND")
+        .field("kid"),
+        Row::post(
+            "rotate: kid of another role",
+            "/v1/keys/grant-signing/rotate",
+            Officer,
+        )
+        .json(&json!({"kid": fx.root_kid}))
+        .expect(400, "KEY_ROLE_MISMATCH")
+        .field("kid"),
+        Row::post(
+            "rotate: active kid",
+            "/v1/keys/grant-signing/rotate",
+            Officer,
+        )
+        .json(&json!({"kid": fx.active_kid}))
+        .expect(409, "KEY_STATE_INVALID")
+        .field("kid"),
+        Row::post(
+            "rotate: revoked kid",
+            "/v1/keys/grant-signing/rotate",
+            Officer,
+        )
+        .json(&json!({"kid": fx.revoked_kid}))
+        .expect(400, "KEY_REVOKED")
+        .field("kid"),
+        Row::post(
+            "rotate: kid and alg",
+            "/v1/keys/grant-signing/rotate",
+            Officer,
+        )
+        .json(&json!({"kid": fx.active_kid, "alg": "EdDSA"}))
+        .expect(400, "SCHEMA_INVALID")
+        .field("alg"),
+        Row::post(
+            "rotate: unknown alg",
+            "/v1/keys/grant-signing/rotate",
+            Officer,
+        )
+        .json(&json!({"alg": "RS256"}))
+        .expect(400, "ALGORITHM_UNSUPPORTED")
+        .field("alg"),
+        Row::post(
+            "rotate: unknown member",
+            "/v1/keys/grant-signing/rotate",
+            Officer,
+        )
+        .json(&json!({"size": 256}))
+        .expect(400, "UNKNOWN_FIELD")
+        .field("size"),
+        Row::post(
+            "rotate: text/plain",
+            "/v1/keys/grant-signing/rotate",
+            Officer,
+        )
+        .raw(b"{}")
+        .content_type(Some("text/plain"))
+        .expect(415, "UNSUPPORTED_MEDIA_TYPE"),
+        Row::post(
+            "rotate: untyped non-empty body",
+            "/v1/keys/grant-signing/rotate",
+            Officer,
+        )
+        .raw(b"{}")
+        .content_type(None)
+        .expect(415, "UNSUPPORTED_MEDIA_TYPE"),
         // --- POST /v1/keys/{kid}/revoke
-        Row::post("revoke key: unknown kid", &key_op("kid-nope", "revoke"), Officer)
-            .json(&json!({"reason": "x"}))
-            .expect(404, "KEY_NOT_FOUND")
-            .field("kid"),
-        Row::post("revoke key: twice", &key_op(&fx.revoked_kid, "revoke"), Officer)
-            .json(&json!({"reason": "again"}))
-            .expect(400, "KEY_REVOKED")
-            .field("kid"),
-        Row::post("revoke key: no reason", &key_op(&fx.active_kid, "revoke"), Officer)
-            .json(&json!({}))
-            .expect(400, "SCHEMA_INVALID")
-            .field("reason"),
-        Row::post("revoke key: control characters", &key_op(&fx.active_kid, "revoke"), Officer)
-            .json(&json!({"reason": "line\nbreak"}))
-            .expect(400, "SCHEMA_INVALID")
-            .field("reason"),
+        Row::post(
+            "revoke key: unknown kid",
+            &key_op("kid-nope", "revoke"),
+            Officer,
+        )
+        .json(&json!({"reason": "x"}))
+        .expect(404, "KEY_NOT_FOUND")
+        .field("kid"),
+        Row::post(
+            "revoke key: twice",
+            &key_op(&fx.revoked_kid, "revoke"),
+            Officer,
+        )
+        .json(&json!({"reason": "again"}))
+        .expect(400, "KEY_REVOKED")
+        .field("kid"),
+        Row::post(
+            "revoke key: no reason",
+            &key_op(&fx.active_kid, "revoke"),
+            Officer,
+        )
+        .json(&json!({}))
+        .expect(400, "SCHEMA_INVALID")
+        .field("reason"),
+        Row::post(
+            "revoke key: control characters",
+            &key_op(&fx.active_kid, "revoke"),
+            Officer,
+        )
+        .json(&json!({"reason": "line\nbreak"}))
+        .expect(400, "SCHEMA_INVALID")
+        .field("reason"),
         // --- POST /v1/keys/{kid}/destroy
-        Row::post("destroy: active key", &key_op(&fx.active_kid, "destroy"), Officer)
-            .json(&json!({"waitDays": 1}))
-            .expect(409, "KEY_STATE_INVALID")
-            .field("kid"),
-        Row::post("destroy: unknown kid", &key_op("kid-nope", "destroy"), Officer)
-            .json(&json!({}))
-            .expect(404, "KEY_NOT_FOUND")
-            .field("kid"),
-        Row::post("destroy: already scheduled", &key_op(&fx.scheduled_kid, "destroy"), Officer)
-            .json(&json!({"waitDays": 2}))
-            .expect(409, "KEY_STATE_INVALID")
-            .field("kid"),
-        Row::post("destroy: negative wait", &key_op(&fx.revoked_kid, "destroy"), Officer)
-            .json(&json!({"waitDays": -1}))
-            .expect(400, "SCHEMA_INVALID")
-            .field("waitDays"),
-        Row::post("destroy: wait as string", &key_op(&fx.revoked_kid, "destroy"), Officer)
-            .json(&json!({"waitDays": "1"}))
-            .expect(400, "SCHEMA_INVALID")
-            .field("waitDays"),
-        Row::post("destroy: wait over ten years", &key_op(&fx.revoked_kid, "destroy"), Officer)
-            .json(&json!({"waitDays": 4000}))
-            .expect(400, "SCHEMA_INVALID")
-            .field("waitDays"),
+        Row::post(
+            "destroy: active key",
+            &key_op(&fx.active_kid, "destroy"),
+            Officer,
+        )
+        .json(&json!({"waitDays": 1}))
+        .expect(409, "KEY_STATE_INVALID")
+        .field("kid"),
+        Row::post(
+            "destroy: unknown kid",
+            &key_op("kid-nope", "destroy"),
+            Officer,
+        )
+        .json(&json!({}))
+        .expect(404, "KEY_NOT_FOUND")
+        .field("kid"),
+        Row::post(
+            "destroy: already scheduled",
+            &key_op(&fx.scheduled_kid, "destroy"),
+            Officer,
+        )
+        .json(&json!({"waitDays": 2}))
+        .expect(409, "KEY_STATE_INVALID")
+        .field("kid"),
+        Row::post(
+            "destroy: negative wait",
+            &key_op(&fx.revoked_kid, "destroy"),
+            Officer,
+        )
+        .json(&json!({"waitDays": -1}))
+        .expect(400, "SCHEMA_INVALID")
+        .field("waitDays"),
+        Row::post(
+            "destroy: wait as string",
+            &key_op(&fx.revoked_kid, "destroy"),
+            Officer,
+        )
+        .json(&json!({"waitDays": "1"}))
+        .expect(400, "SCHEMA_INVALID")
+        .field("waitDays"),
+        Row::post(
+            "destroy: wait over ten years",
+            &key_op(&fx.revoked_kid, "destroy"),
+            Officer,
+        )
+        .json(&json!({"waitDays": 4000}))
+        .expect(400, "SCHEMA_INVALID")
+        .field("waitDays"),
         // --- reads: query parameters and path values
-        Row::get("entries: range past the log", "/v1/audit/entries?start=100000", Who::As(Auditor))
-            .expect(400, "PROOF_OUT_OF_RANGE"),
-        Row::get("entries: more than 1000", "/v1/audit/entries?start=0&end=1001", Who::As(Auditor))
-            .expect(400, "PROOF_OUT_OF_RANGE"),
-        Row::get("entries: negative start", "/v1/audit/entries?start=-1", Who::As(Auditor))
+        Row::audit(
+            "entries: range past the log",
+            "/v1/audit/entries?start=100000",
+        )
+        .expect(400, "PROOF_OUT_OF_RANGE"),
+        Row::audit(
+            "entries: more than 1000",
+            "/v1/audit/entries?start=0&end=1001",
+        )
+        .expect(400, "PROOF_OUT_OF_RANGE"),
+        Row::audit("entries: negative start", "/v1/audit/entries?start=-1")
             .expect(400, "SCHEMA_INVALID"),
-        Row::get("entries: unknown parameter", "/v1/audit/entries?limit=5", Who::As(Auditor))
+        Row::audit("entries: unknown parameter", "/v1/audit/entries?limit=5")
             .expect(400, "SCHEMA_INVALID"),
-        Row::get("inclusion: index out of range", "/v1/audit/proofs/inclusion?index=100000", Who::As(Auditor))
-            .expect(400, "PROOF_OUT_OF_RANGE"),
-        Row::get("inclusion: size beyond the log", "/v1/audit/proofs/inclusion?index=0&size=100000", Who::As(Auditor))
-            .expect(400, "PROOF_OUT_OF_RANGE"),
-        Row::get("inclusion: index and leafHash", &format!("/v1/audit/proofs/inclusion?index=0&leafHash={}", "00".repeat(32)), Who::As(Auditor))
+        Row::audit(
+            "inclusion: index out of range",
+            "/v1/audit/proofs/inclusion?index=100000",
+        )
+        .expect(400, "PROOF_OUT_OF_RANGE"),
+        Row::audit(
+            "inclusion: size beyond the log",
+            "/v1/audit/proofs/inclusion?index=0&size=100000",
+        )
+        .expect(400, "PROOF_OUT_OF_RANGE"),
+        Row::audit(
+            "inclusion: index and leafHash",
+            &format!("{inclusion}?index=0&leafHash={zero}"),
+        )
+        .expect(400, "SCHEMA_INVALID"),
+        Row::audit(
+            "inclusion: leafHash not hex",
+            "/v1/audit/proofs/inclusion?leafHash=xyz",
+        )
+        .expect(400, "SCHEMA_INVALID")
+        .field("leafHash"),
+        Row::audit(
+            "inclusion: unknown leaf",
+            &format!("{inclusion}?leafHash={zero}"),
+        )
+        .expect(404, "NOT_FOUND"),
+        Row::audit(
+            "consistency: from after to",
+            "/v1/audit/proofs/consistency?from=5&to=2",
+        )
+        .expect(400, "PROOF_OUT_OF_RANGE"),
+        Row::audit(
+            "consistency: to beyond the log",
+            "/v1/audit/proofs/consistency?from=1&to=100000",
+        )
+        .expect(400, "PROOF_OUT_OF_RANGE"),
+        Row::audit("consistency: no from", "/v1/audit/proofs/consistency")
             .expect(400, "SCHEMA_INVALID"),
-        Row::get("inclusion: leafHash not hex", "/v1/audit/proofs/inclusion?leafHash=xyz", Who::As(Auditor))
-            .expect(400, "SCHEMA_INVALID")
-            .field("leafHash"),
-        Row::get("inclusion: unknown leaf", &format!("/v1/audit/proofs/inclusion?leafHash={}", "00".repeat(32)), Who::As(Auditor))
-            .expect(404, "NOT_FOUND"),
-        Row::get("consistency: from after to", "/v1/audit/proofs/consistency?from=5&to=2", Who::As(Auditor))
-            .expect(400, "PROOF_OUT_OF_RANGE"),
-        Row::get("consistency: to beyond the log", "/v1/audit/proofs/consistency?from=1&to=100000", Who::As(Auditor))
-            .expect(400, "PROOF_OUT_OF_RANGE"),
-        Row::get("consistency: no from", "/v1/audit/proofs/consistency", Who::As(Auditor))
-            .expect(400, "SCHEMA_INVALID"),
-        Row::get("trust bundles: unknown filter", "/v1/trust-bundles?colour=red", Who::Anonymous)
-            .expect(400, "SCHEMA_INVALID"),
-        Row::get("policy: hash not hex", "/v1/policies/not-a-hash", Who::As(Issuer))
-            .expect(400, "SCHEMA_INVALID")
-            .field("policyHash"),
-        Row::get("policy: unknown hash", &format!("/v1/policies/{}", "ab".repeat(32)), Who::As(Issuer))
-            .expect(404, "NOT_FOUND")
-            .field("policyHash"),
+        Row::get(
+            "trust bundles: unknown filter",
+            "/v1/trust-bundles?colour=red",
+            Who::Anonymous,
+        )
+        .expect(400, "SCHEMA_INVALID"),
+        Row::get(
+            "policy: hash not hex",
+            "/v1/policies/not-a-hash",
+            Who::As(Issuer),
+        )
+        .expect(400, "SCHEMA_INVALID")
+        .field("policyHash"),
+        Row::get(
+            "policy: unknown hash",
+            &format!("/v1/policies/{unknown_hash}"),
+            Who::As(Issuer),
+        )
+        .expect(404, "NOT_FOUND")
+        .field("policyHash"),
         Row::get("grant: unknown", "/v1/grants/g-nope", Who::As(Issuer))
             .expect(404, "NOT_FOUND")
             .field("grantId"),
-        Row::get("allowlist: unknown", "/v1/destination-allowlists/list-nope", Who::Anonymous)
-            .expect(404, "NOT_FOUND")
-            .field("allowlistId"),
+        Row::get(
+            "allowlist: unknown",
+            "/v1/destination-allowlists/list-nope",
+            Who::Anonymous,
+        )
+        .expect(404, "NOT_FOUND")
+        .field("allowlistId"),
     ]
 }
 
-/// Sends a row and returns (status, body as text, parsed body).
+/// Sends a row; returns the status, the body (JSON, or the text as a string) and the
+/// Content-Type.
 async fn send(h: &Harness, fx: &Fixture, row: &Row) -> (u16, Value, Option<String>) {
     let mut req = h.client.request(row.method.clone(), h.url(&row.path));
     if let Who::As(role) = row.who {
