@@ -233,7 +233,9 @@ async fn setup(h: &Harness) -> Fixture {
         Some("k-setup"),
     )
     .await;
-    ok(h, "/v1/grants", &fx.issuer, &fx.grant("g-revoked"), None).await;
+    for id in ["g-revoked", "g-reason-a", "g-reason-b"] {
+        ok(h, "/v1/grants", &fx.issuer, &fx.grant(id), None).await;
+    }
     ok(
         h,
         "/v1/grants/g-revoked/revoke",
@@ -294,6 +296,9 @@ fn rows(fx: &Fixture) -> Vec<Row> {
         // --- POST /v1/policies
         Row::post("policy: truncated JSON", "/v1/policies", Issuer)
             .raw(br#"{"version":"1.0""#)
+            .expect(400, "JSON_MALFORMED"),
+        Row::post("policy: empty body", "/v1/policies", Issuer)
+            .raw(b"")
             .expect(400, "JSON_MALFORMED"),
         Row::post("policy: duplicate key", "/v1/policies", Issuer)
             .raw(br#"{"version":"1.0","version":"1.0"}"#)
@@ -559,6 +564,12 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             }))
             .expect(400, "SCHEMA_INVALID")
             .field("signature"),
+        Row::post("grant: issuedAt supplied", "/v1/grants", Issuer)
+            .json(&fx.grant_with(|g| {
+                g.insert("issuedAt".into(), json!(in_secs(0)));
+            }))
+            .expect(400, "SCHEMA_INVALID")
+            .field("issuedAt"),
         Row::post("grant: empty grantId", "/v1/grants", Issuer)
             .json(&fx.grant(""))
             .expect(400, "SCHEMA_INVALID")
@@ -586,6 +597,11 @@ fn rows(fx: &Fixture) -> Vec<Row> {
         Row::post("grant: Idempotency-Key too long", "/v1/grants", Issuer)
             .json(&fx.grant("g-new"))
             .header("idempotency-key", &"k".repeat(256))
+            .expect(400, "SCHEMA_INVALID")
+            .field("Idempotency-Key"),
+        Row::post("grant: Idempotency-Key not ASCII", "/v1/grants", Issuer)
+            .json(&fx.grant("g-new"))
+            .header("idempotency-key", "schl\u{fc}ssel")
             .expect(400, "SCHEMA_INVALID")
             .field("Idempotency-Key"),
         Row::post("grant: form-encoded", "/v1/grants", Issuer)
@@ -626,6 +642,22 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             .json(&json!({"reason": "x", "because": "y"}))
             .expect(400, "UNKNOWN_FIELD")
             .field("because"),
+        Row::post(
+            "revoke grant: control characters",
+            &revoke("g-reason-a"),
+            Issuer,
+        )
+        .json(&json!({"reason": "line\nbreak"}))
+        .expect(400, "SCHEMA_INVALID")
+        .field("reason"),
+        Row::post(
+            "revoke grant: reason over 512 characters",
+            &revoke("g-reason-b"),
+            Issuer,
+        )
+        .json(&json!({"reason": "r".repeat(513)}))
+        .expect(400, "SCHEMA_INVALID")
+        .field("reason"),
         Row::post("revoke grant: no body", &revoke("g-live"), Issuer)
             .content_type(None)
             .expect(415, "UNSUPPORTED_MEDIA_TYPE"),
@@ -654,6 +686,14 @@ fn rows(fx: &Fixture) -> Vec<Row> {
         .json(&fx.allowlist_with(|a| a["sequence"] = json!(7)))
         .expect(400, "UNKNOWN_FIELD")
         .field("sequence"),
+        Row::post(
+            "allowlist: issuer supplied",
+            "/v1/destination-allowlists",
+            Issuer,
+        )
+        .json(&fx.allowlist_with(|a| a["issuer"] = json!("someone-else")))
+        .expect(400, "UNKNOWN_FIELD")
+        .field("issuer"),
         Row::post("allowlist: expired", "/v1/destination-allowlists", Issuer)
             .json(&fx.allowlist_with(|a| a["expiresAt"] = json!(in_secs(-1))))
             .expect(400, "TIMESTAMP_INVALID")
@@ -697,6 +737,29 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             .json(&fx.bundle_with(|b| b["expiresAt"] = json!(in_secs(-60))))
             .expect(400, "TIMESTAMP_INVALID")
             .field("expiresAt"),
+        Row::post(
+            "bundle: expiresAt not RFC 3339",
+            "/v1/trust-bundles",
+            Officer,
+        )
+        .json(&fx.bundle_with(|b| b["expiresAt"] = json!("2030-02-30T00:00:00Z")))
+        .expect(400, "TIMESTAMP_INVALID")
+        .field("expiresAt"),
+        Row::post("bundle: version 2.0", "/v1/trust-bundles", Officer)
+            .json(&fx.bundle_with(|b| b["version"] = json!("2.0")))
+            .expect(400, "VERSION_UNSUPPORTED"),
+        Row::post("bundle: issuedAt supplied", "/v1/trust-bundles", Officer)
+            .json(&fx.bundle_with(|b| b["issuedAt"] = json!(in_secs(0))))
+            .expect(400, "SCHEMA_INVALID")
+            .field("issuedAt"),
+        Row::post(
+            "bundle: unknown geography member",
+            "/v1/trust-bundles",
+            Officer,
+        )
+        .json(&fx.bundle_with(|b| b["geography"] = json!({"region": "EU", "city": "Berlin"})))
+        .expect(400, "UNKNOWN_FIELD")
+        .field("city"),
         Row::post("bundle: issuer not approved", "/v1/trust-bundles", Officer)
             .json(&fx.bundle_with(|b| b["approvedIssuers"] = json!(["someone-else"])))
             .expect(400, "ISSUER_NOT_APPROVED")
@@ -885,6 +948,14 @@ fn rows(fx: &Fixture) -> Vec<Row> {
         .expect(400, "SCHEMA_INVALID")
         .field("reason"),
         // --- POST /v1/keys/{kid}/destroy
+        Row::post(
+            "revoke key: reason over 512 characters",
+            &key_op(&fx.active_kid, "revoke"),
+            Officer,
+        )
+        .json(&json!({"reason": "r".repeat(513)}))
+        .expect(400, "SCHEMA_INVALID")
+        .field("reason"),
         Row::post(
             "destroy: active key",
             &key_op(&fx.active_kid, "destroy"),
