@@ -1015,6 +1015,16 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             "/v1/audit/entries?start=0&end=1001",
         )
         .expect(400, "PROOF_OUT_OF_RANGE"),
+        Row::audit(
+            "entries: end before start",
+            "/v1/audit/entries?start=5&end=2",
+        )
+        .expect(400, "PROOF_OUT_OF_RANGE"),
+        Row::audit(
+            "inclusion: empty tree",
+            "/v1/audit/proofs/inclusion?index=0&size=0",
+        )
+        .expect(400, "PROOF_OUT_OF_RANGE"),
         Row::audit("entries: negative start", "/v1/audit/entries?start=-1")
             .expect(400, "SCHEMA_INVALID"),
         Row::audit("entries: unknown parameter", "/v1/audit/entries?limit=5")
