@@ -10,6 +10,8 @@
 
 #![allow(dead_code)]
 
+pub mod snapshot;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -43,6 +45,13 @@ pub fn hsm() -> Arc<HsmBackend> {
     })
     .1
     .clone()
+}
+
+/// The directory of the process's development tokens: SoftHSM2 keeps one `*.object` file per
+/// token object under it.
+pub fn hsm_dir() -> std::path::PathBuf {
+    hsm();
+    HSM.get().unwrap().0.path().to_path_buf()
 }
 
 /// The audit log as the service's sink, with a switch that simulates an audit outage (every

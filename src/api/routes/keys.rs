@@ -26,6 +26,7 @@ use crate::api::error::ApiResult;
 use crate::api::signing::blocking;
 use crate::crypto::Alg;
 use crate::error::{Error, ErrorCode, Result};
+use crate::keys::registry::MAX_DESTROY_WAIT;
 use crate::keys::{KeyRecord, KeyRole};
 
 fn record_json(r: &KeyRecord) -> Result<Value> {
@@ -136,6 +137,18 @@ pub async fn destroy(
         })?,
     };
     let wait = Duration::from_secs(days.saturating_mul(86400));
+    // Checked here so the refusal names the request's member, not the registry's argument.
+    if wait > MAX_DESTROY_WAIT {
+        return Err(Error::field(
+            ErrorCode::SchemaInvalid,
+            "waitDays",
+            format!(
+                "waitDays must be at most {}",
+                MAX_DESTROY_WAIT.as_secs() / 86400
+            ),
+        )
+        .into());
+    }
     let (reg, actor) = (state.registry().clone(), auth.actor());
     idempotent(
         &state,
