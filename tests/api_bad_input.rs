@@ -1087,6 +1087,44 @@ fn rows(fx: &Fixture) -> Vec<Row> {
         )
         .expect(404, "NOT_FOUND")
         .field("policyHash"),
+        // --- POST /v1/tokens, POST /v1/tokens/{name}/revoke
+        Row::post("token: unknown role", "/v1/tokens", Officer)
+            .json(&json!({"name": "t-1", "role": "gateway"}))
+            .expect(400, "SCHEMA_INVALID")
+            .field("role"),
+        Row::post("token: role missing", "/v1/tokens", Officer)
+            .json(&json!({"name": "t-1"}))
+            .expect(400, "SCHEMA_INVALID")
+            .field("role"),
+        Row::post("token: name with a space", "/v1/tokens", Officer)
+            .json(&json!({"name": "t 1", "role": "issuer"}))
+            .expect(400, "SCHEMA_INVALID")
+            .field("name"),
+        Row::post("token: name taken", "/v1/tokens", Officer)
+            .json(&json!({"name": "issuer-1", "role": "issuer"}))
+            .expect(409, "CONFLICT")
+            .field("name"),
+        Row::post("token: caller-chosen secret", "/v1/tokens", Officer)
+            .json(&json!({"name": "t-1", "role": "issuer", "secret": "mine"}))
+            .expect(400, "UNKNOWN_FIELD")
+            .field("secret"),
+        Row::post("token: with Idempotency-Key", "/v1/tokens", Officer)
+            .json(&json!({"name": "t-1", "role": "issuer"}))
+            .header("idempotency-key", "k-1")
+            .expect(400, "SCHEMA_INVALID")
+            .field("Idempotency-Key"),
+        Row::post("revoke token: unknown", "/v1/tokens/nobody/revoke", Officer)
+            .json(&json!({}))
+            .expect(404, "NOT_FOUND")
+            .field("name"),
+        Row::post(
+            "revoke token: member in body",
+            "/v1/tokens/issuer-1/revoke",
+            Officer,
+        )
+        .json(&json!({"reason": "x"}))
+        .expect(400, "UNKNOWN_FIELD")
+        .field("reason"),
         Row::get("grant: unknown", "/v1/grants/g-nope", Who::As(Issuer))
             .expect(404, "NOT_FOUND")
             .field("grantId"),

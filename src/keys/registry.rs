@@ -115,7 +115,9 @@ fn wrong_state(rec: &KeyRecord, wanted: &str) -> Error {
     )
 }
 
-fn validate_reason(reason: &str) -> Result<String> {
+/// A revocation reason as it is recorded: trimmed, 1-[`MAX_REASON_CHARS`] characters, no
+/// control characters (SCHEMA_INVALID on `reason` otherwise).
+pub fn validate_reason(reason: &str) -> Result<String> {
     let r = reason.trim();
     if r.is_empty() || r.chars().count() > MAX_REASON_CHARS || r.chars().any(char::is_control) {
         return Err(Error::field(

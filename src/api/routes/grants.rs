@@ -256,7 +256,7 @@ pub async fn revoke(
     StrictJson(body): StrictJson,
 ) -> ApiResult<Response> {
     let obj = closed_object(&body, &["reason"])?;
-    let reason = required_str(obj, "reason")?.to_string();
+    let reason = crate::keys::registry::validate_reason(required_str(obj, "reason")?)?;
     check_id(&grant_id, "grantId")?;
     let st = state.clone();
     let actor = auth.actor();
