@@ -96,8 +96,9 @@ pub struct VerifyArgs {
     /// A checkpoint saved earlier; the log must still contain what it committed to.
     #[arg(long)]
     pub trusted_checkpoint: Option<PathBuf>,
-    /// The log's published vkey (repeatable, for rotated keys). Without it the export's own
-    /// log.vkey is used, which proves integrity only against that key.
+    /// A published audit vkey (repeatable: give every audit key the log was signed with
+    /// across rotations). Without it the keys in the export's own log.vkey are used, which
+    /// proves integrity only against those keys.
     #[arg(long = "vkey")]
     pub vkeys: Vec<String>,
 }
@@ -109,15 +110,18 @@ pub fn run(data_dir: &Path, a: AuditArgs) -> Result<ExitCode> {
         AuditCommand::Export { out } => {
             let store = open_store(data_dir)?;
             let s = export::export(&store, &out)?;
+            let checkpoints = if s.checkpoint {
+                format!(
+                    ", {} checkpoint(s) signed by {} key(s)",
+                    s.checkpoints, s.vkeys
+                )
+            } else {
+                " (no checkpoint signed yet)".to_string()
+            };
             println!(
-                "exported {} entries, {} leaf hashes{} to {}",
+                "exported {} entries, {} leaf hashes{checkpoints} to {}",
                 s.entries,
                 s.leaf_hashes,
-                if s.checkpoint {
-                    ", the latest checkpoint and its vkey"
-                } else {
-                    " (no checkpoint signed yet)"
-                },
                 out.display()
             );
             Ok(ExitCode::SUCCESS)
@@ -268,6 +272,12 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
                 b64(&r.checkpoint.root),
                 r.vkey
             );
+            for s in &r.signers {
+                println!(
+                    "OK: {} checkpoint(s) of sizes {}..={} verified under {}",
+                    s.checkpoints, s.first_size, s.last_size, s.vkey
+                );
+            }
             if let Some(t) = &r.trusted {
                 println!(
                     "OK: the log extends the trusted checkpoint of size {}",
@@ -282,8 +292,8 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
             }
             if r.vkey_from_export {
                 println!(
-                    "note: the key came from the export itself; pass --vkey with the published \
-                     key to rule out a substituted key"
+                    "note: the keys came from the export itself; pass --vkey with every \
+                     published audit key to rule out a substituted key"
                 );
             }
             Ok(ExitCode::SUCCESS)
