@@ -1,6 +1,7 @@
 //! `mpcp-pa audit ...`: read the audit log in the store at `--data-dir` (checkpoint, entries,
-//! proofs), export it, and verify an export offline. None of these needs the HSM: signing
-//! checkpoints is the running appliance's job; these commands use what is stored.
+//! proofs), export it, and verify an export offline. None of these needs the HSM, except
+//! `audit checkpoint --sign`, which signs a checkpoint with the audit role's active key in the
+//! HSM while the service is stopped (the running service signs its own).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,9 +17,11 @@ use serde_json::json;
 use crate::audit::export::{self, ENTRIES_FILE};
 use crate::audit::merkle::Hash;
 use crate::audit::verify::{VerifyOptions, verify_export};
-use crate::audit::{AuditLog, Vkey};
-use crate::clock::SystemClock;
+use crate::audit::{AuditLog, CheckpointOutcome, Checkpointer, Vkey};
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorCode, Result};
+use crate::hsm::{HsmBackend, HsmConfig};
+use crate::keys::KeyRegistry;
 use crate::store::{Store, store_path};
 
 /// Arguments of `mpcp-pa audit`.
@@ -35,6 +38,16 @@ enum AuditCommand {
         /// Print the log's verifier key (vkey) instead.
         #[arg(long)]
         vkey: bool,
+        /// First sign a checkpoint of the whole log with the audit role's active key in the
+        /// HSM, unless the latest one already covers it (service stopped: it holds the store).
+        #[arg(long, conflicts_with = "vkey")]
+        sign: bool,
+        /// With --sign: HSM configuration file (default: DATA_DIR/pkcs11.toml).
+        #[arg(long)]
+        hsm_config: Option<PathBuf>,
+        /// With --sign: algorithm policy file (default: the built-in policy).
+        #[arg(long, env = "MPCP_PA_ALGORITHM_POLICY")]
+        algorithm_policy: Option<PathBuf>,
     },
     /// Print entries [start, end) as JSON lines.
     Entries {
@@ -126,7 +139,29 @@ pub fn run(data_dir: &Path, a: AuditArgs) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Checkpoint { vkey } => {
+        AuditCommand::Checkpoint {
+            sign: true,
+            hsm_config,
+            algorithm_policy,
+            ..
+        } => {
+            let outcome =
+                sign_checkpoint(data_dir, hsm_config.as_deref(), algorithm_policy.as_deref())?;
+            let cp = &outcome.checkpoint;
+            eprintln!(
+                "{} (size {}, signed by {})",
+                if outcome.signed_now {
+                    "signed a new checkpoint"
+                } else {
+                    "the latest checkpoint already covers the log"
+                },
+                cp.checkpoint()?.size,
+                cp.vkey
+            );
+            print!("{}", cp.note);
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Checkpoint { vkey, .. } => {
             let log = open_log(data_dir)?;
             let cp = log
                 .latest_checkpoint()?
@@ -229,6 +264,31 @@ fn open_store(data_dir: &Path) -> Result<Store> {
 
 fn open_log(data_dir: &Path) -> Result<AuditLog> {
     AuditLog::open_existing(&open_store(data_dir)?, Arc::new(SystemClock))
+}
+
+/// Signs a checkpoint of the log in `data_dir` with the audit role's active key (unless the
+/// latest covers the log), opening the store, the HSM and the key registry as `serve` does.
+fn sign_checkpoint(
+    data_dir: &Path,
+    hsm_config: Option<&Path>,
+    algorithm_policy: Option<&Path>,
+) -> Result<CheckpointOutcome> {
+    let policy = Arc::new(crate::cli::keys::load_policy(algorithm_policy)?);
+    let store = open_store(data_dir)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let log = Arc::new(AuditLog::open_existing(&store, clock.clone())?);
+    let config_path = hsm_config
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| data_dir.join(crate::hsm::dev::CONFIG_FILE));
+    let backend = Arc::new(HsmBackend::open(&HsmConfig::load(&config_path)?)?);
+    let registry = Arc::new(KeyRegistry::new(
+        &store,
+        backend,
+        log.clone(),
+        clock,
+        policy,
+    )?);
+    Checkpointer::new(log, registry).checkpoint()
 }
 
 fn verify(a: VerifyArgs) -> Result<ExitCode> {
