@@ -53,38 +53,41 @@ pub struct Head {
 /// Verifies that `note` carries a valid signature by `public` under key name `name` and
 /// returns its checkpoint body. Panics otherwise.
 pub fn verify(note: &str, name: &str, public: &[u8; 32]) -> Head {
-    let split = note.rfind("\n\n").expect("blank line");
+    check(note, name, public).unwrap_or_else(|why| panic!("{why}: {note:?}"))
+}
+
+/// Whether `note` verifies under `public`.
+pub fn verifies(note: &str, name: &str, public: &[u8; 32]) -> bool {
+    check(note, name, public).is_ok()
+}
+
+fn check(note: &str, name: &str, public: &[u8; 32]) -> Result<Head, String> {
+    let split = note.rfind("\n\n").ok_or("no blank line")?;
     let (text, sigs) = (&note[..split + 1], &note[split + 2..]);
     let id = key_id(name, public);
-    let vk = VerifyingKey::from_bytes(public).unwrap();
+    let vk = VerifyingKey::from_bytes(public).map_err(|e| e.to_string())?;
     let mut found = false;
     for line in sigs.lines() {
-        let rest = line.strip_prefix("\u{2014} ").expect("em dash");
-        let (who, b64) = rest.split_once(' ').unwrap();
-        let raw = STANDARD.decode(b64).unwrap();
-        if who == name && raw[..4] == id {
-            let sig = Signature::from_slice(&raw[4..]).unwrap();
+        let rest = line.strip_prefix("\u{2014} ").ok_or("no em dash")?;
+        let (who, b64) = rest.split_once(' ').ok_or("no signature")?;
+        let raw = STANDARD.decode(b64).map_err(|e| e.to_string())?;
+        if who == name && raw.len() > 4 && raw[..4] == id {
+            let sig = Signature::from_slice(&raw[4..]).map_err(|e| e.to_string())?;
             vk.verify(text.as_bytes(), &sig)
-                .expect("signature verifies");
+                .map_err(|_| "signature does not verify")?;
             found = true;
         }
     }
-    assert!(
-        found,
-        "no signature by {name} {} in {note:?}",
-        hex::encode(id)
-    );
-    let lines: Vec<&str> = text.trim_end_matches('\n').split('\n').collect();
-    assert_eq!(lines.len(), 3, "{text:?}");
-    assert_eq!(lines[0], name, "origin is the key name");
-    Head {
-        origin: lines[0].to_string(),
-        size: lines[1].parse().unwrap(),
-        root: lines[2].to_string(),
+    if !found {
+        return Err(format!("no signature by {name} {}", hex::encode(id)));
     }
-}
-
-/// Whether `note` verifies under `public` (no panic).
-pub fn verifies(note: &str, name: &str, public: &[u8; 32]) -> bool {
-    std::panic::catch_unwind(|| verify(note, name, public)).is_ok()
+    let lines: Vec<&str> = text.trim_end_matches('\n').split('\n').collect();
+    if lines.len() != 3 || lines[0] != name {
+        return Err("not a checkpoint of this origin".into());
+    }
+    Ok(Head {
+        origin: lines[0].to_string(),
+        size: lines[1].parse().map_err(|_| "bad size")?,
+        root: lines[2].to_string(),
+    })
 }
