@@ -169,7 +169,8 @@ impl AlgorithmPolicy {
 
     /// Parses and validates a policy. Refuses unknown keys, algorithm and role names, duplicate
     /// entries, malformed versions and non-RFC 3339 dates, an `implemented` version other than
-    /// the one this build implements, role algorithms outside their version's list, and
+    /// the one this build implements, role algorithms outside their version's list, an audit
+    /// role allowed anything but EdDSA (checkpoints are Ed25519 signed notes), and
     /// deprecations of algorithms no earlier version allowed.
     pub fn from_toml_str(text: &str) -> Result<AlgorithmPolicy> {
         let raw: RawPolicy =
@@ -202,6 +203,17 @@ impl AlgorithmPolicy {
                     return Err(config(format!(
                         "versions.{name}.roles.{role_name}: {} is not among the version's algorithms",
                         extra.alg()
+                    )));
+                }
+                // Checkpoints are C2SP signed notes, whose signatures are Ed25519 only: an
+                // audit key of another algorithm could never sign one.
+                if role == KeyRole::Audit
+                    && let Some(other) = set.iter().find(|a| a.alg() != Alg::EdDSA)
+                {
+                    return Err(config(format!(
+                        "versions.{name}.roles.audit: {} is not allowed; audit checkpoints are \
+                         C2SP signed notes, signed with Ed25519 (EdDSA) only",
+                        other.alg()
                     )));
                 }
                 roles.insert(role, set);
@@ -396,6 +408,14 @@ audit = ["EdDSA"]
             assert!(p.check_artifact(alg, None, far).is_ok());
             assert!(p.check_signing(KeyRole::Root, alg, far).is_ok());
         }
+        // Audit keys sign C2SP notes: EdDSA only.
+        assert_eq!(p.allowed_for_role(KeyRole::Audit), vec![Alg::EdDSA]);
+        for alg in [Alg::ES256K, Alg::ES256] {
+            assert_eq!(
+                p.check_signing(KeyRole::Audit, alg, far).unwrap_err().code,
+                ErrorCode::AlgorithmUnsupported
+            );
+        }
         // Grants are never signed with ES256 (documented decision).
         assert_eq!(
             p.check_signing(KeyRole::GrantSigning, Alg::ES256, far)
@@ -481,6 +501,9 @@ audit = ["EdDSA"]
         refuse("audit = [\"EdDSA\"]", "gateway = [\"EdDSA\"]");
         refuse("audit = [\"EdDSA\"]", "audit = [\"EdDSA\"]\nextra = 1");
         refuse("audit = [\"EdDSA\"]", "");
+        // Audit keys sign C2SP notes: Ed25519 only.
+        refuse("audit = [\"EdDSA\"]", "audit = [\"EdDSA\", \"ES256\"]");
+        refuse("audit = [\"EdDSA\"]", "audit = [\"ES256K\"]");
         refuse(
             "grant-signing = [\"EdDSA\", \"ES256K\"]",
             "grant-signing = [\"EdDSA\", \"ES384\"]",

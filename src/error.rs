@@ -85,6 +85,8 @@ pub enum ErrorCode {
     RouteNotFound,
     MethodNotAllowed,
     NotReady,
+    // Audit checkpoints.
+    AuditKeyMissing,
 }
 
 impl ErrorCode {
@@ -160,6 +162,7 @@ impl ErrorCode {
             RouteNotFound => "ROUTE_NOT_FOUND",
             MethodNotAllowed => "METHOD_NOT_ALLOWED",
             NotReady => "NOT_READY",
+            AuditKeyMissing => "AUDIT_KEY_MISSING",
         }
     }
 
@@ -175,7 +178,8 @@ impl ErrorCode {
             PayloadTooLarge | JsonTooLarge => 413,
             UnsupportedMediaType => 415,
             RateLimited => 429,
-            HsmUnavailable | HsmTimeout | AuditUnavailable | StoreError | NotReady => 503,
+            HsmUnavailable | HsmTimeout | AuditUnavailable | StoreError | NotReady
+            | AuditKeyMissing => 503,
             HsmError
             | HsmPinInvalid
             | HsmTokenNotFound

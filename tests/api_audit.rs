@@ -1,10 +1,12 @@
 //! Audit log reads through the service (auditor role): entries written by service actions,
 //! proofs that verify with the audit module's RFC 9162 verifier, and the latest checkpoint.
 //!
-//! The checkpoint is signed here with the audit module's in-process note key: the service
-//! only reads checkpoints, and the HSM-backed checkpoint key is wired by `serve`.
+//! The first test signs its checkpoint with the audit module's in-process note key to read it
+//! back; the second has the service sign checkpoints on demand with the audit role's key in
+//! SoftHSM2 and checks them independently of the appliance's note code.
 
 mod api_common;
+mod note_check;
 
 use api_common::{Harness, assert_error};
 use base64::Engine as _;
@@ -123,4 +125,80 @@ async fn auditor_reads_entries_proofs_and_checkpoint() {
     assert_eq!(hash(&cp["rootHash"]), h.audit.root(size).unwrap());
     let head = format!("pa.test/audit\n{size}\n");
     assert!(cp["note"].as_str().unwrap().starts_with(&head));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_on_demand_are_signed_by_the_hsm_audit_key() {
+    let h = Harness::start(Limits::default()).await;
+    let auditor = h.token("auditor-1", ApiRole::Auditor);
+    let officer = h.token("officer-1", ApiRole::SecurityOfficer);
+    let issuer = h.token("issuer-1", ApiRole::Issuer);
+    let origin = "pa.test/audit";
+
+    // Only auditors and security officers may ask, and nothing is signed without an audit key.
+    assert_error(
+        &h.post("/v1/audit/checkpoints", None, "").await,
+        401,
+        "UNAUTHORIZED",
+    );
+    assert_error(
+        &h.post("/v1/audit/checkpoints", Some(&issuer), "").await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &h.post("/v1/audit/checkpoints", Some(&auditor), "").await,
+        503,
+        "AUDIT_KEY_MISSING",
+    );
+    assert!(h.audit.latest_checkpoint().unwrap().is_none());
+
+    // The security officer puts an audit key in service.
+    let (status, rot) = h
+        .post(
+            "/v1/keys/audit/rotate",
+            Some(&officer),
+            r#"{"alg":"EdDSA"}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{rot}");
+    let kid = rot["activated"]["kid"].as_str().unwrap().to_string();
+    let public = note_check::jwk_public(&rot["activated"]["publicJwk"]);
+    let vkey = note_check::vkey(origin, &public);
+    let (status, vkeys) = h.get("/v1/audit/vkeys", Some(&auditor)).await;
+    assert_eq!(status, 200, "{vkeys}");
+    assert_eq!(vkeys["origin"], origin);
+    assert_eq!(vkeys["vkeys"][0]["vkey"], vkey.as_str());
+    assert_eq!(vkeys["vkeys"][0]["kid"], kid.as_str());
+    assert_eq!(vkeys["vkeys"][0]["signsCheckpoints"], true);
+
+    // On demand: signed now (201), covering every entry, verifiable with the vkey computed
+    // from the published JWK alone.
+    let (status, cp) = h.post("/v1/audit/checkpoints", Some(&auditor), "").await;
+    assert_eq!(status, 201, "{cp}");
+    let head = note_check::verify(cp["note"].as_str().unwrap(), origin, &public);
+    assert_eq!(head.size, h.audit.size());
+    assert_eq!(cp["size"], head.size);
+    assert_eq!(cp["vkey"], vkey.as_str());
+    assert_eq!(cp["kid"], kid.as_str());
+    // Nothing new since: the same checkpoint (200), also for the security officer.
+    let (status, again) = h.post("/v1/audit/checkpoints", Some(&officer), "").await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again, cp);
+    // The log grows: the next one covers it.
+    assert_eq!(
+        h.post("/v1/policies", Some(&issuer), r#"{"version":"1.0"}"#)
+            .await
+            .0,
+        201
+    );
+    let (status, next) = h.post("/v1/audit/checkpoints", Some(&auditor), "").await;
+    assert_eq!(status, 201, "{next}");
+    let next_head = note_check::verify(next["note"].as_str().unwrap(), origin, &public);
+    assert_eq!(next_head.size, head.size + 1);
+    let (status, latest) = h.get("/v1/audit/checkpoint", Some(&auditor)).await;
+    assert_eq!(status, 200);
+    assert_eq!(latest, next);
+    // The log signed nothing inconsistent: the later tree extends the earlier one.
+    assert_eq!(h.audit.checkpoints().unwrap().len(), 2);
 }

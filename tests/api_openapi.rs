@@ -24,8 +24,18 @@ fn documented() -> BTreeMap<(String, String), String> {
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             assert!(METHODS.contains(&method.as_str()), "{method} on {path}");
-            let role = op["x-mpcp-role"].as_str().unwrap().to_string();
+            let mut role = op["x-mpcp-role"].as_str().unwrap().to_string();
+            // Further roles an operation admits, as in the route table's `also`.
+            if let Some(also) = op.get("x-mpcp-also-roles") {
+                for r in also.as_array().unwrap() {
+                    role = format!("{role}+{}", r.as_str().unwrap());
+                }
+            }
             let secured = !op["security"].as_array().unwrap().is_empty();
+            assert!(
+                op.get("x-mpcp-also-roles").is_none() || role != "public",
+                "a public operation admits every caller: {method} {path}"
+            );
             assert_eq!(secured, role != "public", "security of {method} {path}");
             for status in op["responses"].as_object().unwrap().keys() {
                 status.parse::<u16>().unwrap();
@@ -40,10 +50,13 @@ fn served() -> BTreeMap<(String, String), String> {
     table()
         .into_iter()
         .map(|e| {
-            let role = e
+            let mut role = e
                 .role
                 .map(|r| r.as_str().to_string())
                 .unwrap_or("public".into());
+            for r in e.also {
+                role = format!("{role}+{}", r.as_str());
+            }
             ((e.method.as_str().to_string(), e.path.to_string()), role)
         })
         .collect()

@@ -62,7 +62,7 @@ async fn serve_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     ok(&bin(data, &["hsm", "init-dev"]));
-    for role in ["grant-signing", "root"] {
+    for role in ["grant-signing", "root", "audit"] {
         ok(&bin(
             data,
             &["keys", "rotate", "--role", role, "--alg", "EdDSA"],

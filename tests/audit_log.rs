@@ -312,7 +312,7 @@ fn cli_reads_exports_and_verifies() {
         out.contains("extends the trusted checkpoint of size 25"),
         "{out}"
     );
-    assert!(out.contains("key came from the export"), "{out}");
+    assert!(out.contains("keys came from the export"), "{out}");
     // A missing store is an error, not a freshly created one.
     let (code, _, err) = cli(&dir.join("nowhere"), &["audit", "checkpoint"]);
     assert_eq!(code, 1);

@@ -292,7 +292,7 @@ algorithms = ["EdDSA", "ES256K", "ES256"]
 [versions."1.0".roles]
 grant-signing = ["EdDSA", "ES256K"]
 root = ["EdDSA", "ES256K", "ES256"]
-audit = ["EdDSA", "ES256K", "ES256"]
+audit = ["EdDSA"]
 "#;
 
 #[test]

@@ -22,6 +22,8 @@ use crate::events::Actor;
 pub trait RequiredRole: Send + Sync + 'static {
     /// The role.
     const ROLE: ApiRole;
+    /// Further roles the route also admits (none for most routes).
+    const ALSO: &'static [ApiRole] = &[];
 }
 
 /// Marker: the issuer role.
@@ -43,6 +45,14 @@ impl RequiredRole for SecurityOfficer {
 pub struct Auditor;
 impl RequiredRole for Auditor {
     const ROLE: ApiRole = ApiRole::Auditor;
+}
+
+/// Marker: the auditor role, or the security-officer role (audit checkpoints on demand).
+#[derive(Debug)]
+pub struct AuditorOrSecurityOfficer;
+impl RequiredRole for AuditorOrSecurityOfficer {
+    const ROLE: ApiRole = ApiRole::Auditor;
+    const ALSO: &'static [ApiRole] = &[ApiRole::SecurityOfficer];
 }
 
 /// An authenticated caller holding role `R`.
@@ -80,10 +90,12 @@ impl<R: RequiredRole> FromRequestParts<AppState> for Auth<R> {
         let principal = state.tokens().authenticate(token)?;
         // Every authenticated request counts, refused ones included.
         state.rate_limiter().check(&principal.name)?;
-        if principal.role != R::ROLE {
+        if principal.role != R::ROLE && !R::ALSO.contains(&principal.role) {
+            let mut roles = vec![R::ROLE.as_str()];
+            roles.extend(R::ALSO.iter().map(|r| r.as_str()));
             return Err(Error::new(
                 ErrorCode::Forbidden,
-                format!("this operation requires the {} role", R::ROLE),
+                format!("this operation requires the {} role", roles.join(" or ")),
             )
             .into());
         }

@@ -25,7 +25,7 @@ pub mod tokens;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, Checkpointer};
 use crate::clock::Clock;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::EventSink;
@@ -120,6 +120,7 @@ struct Inner {
     rate: ratelimit::RateLimiter,
     idempotency: idempotency::IdempotencyStore,
     artifacts: routes::ArtifactStore,
+    checkpointer: Arc<Checkpointer>,
     keyset_cache: tokio::sync::Mutex<Option<routes::public::CachedKeySet>>,
     serial_lock: tokio::sync::Mutex<()>,
 }
@@ -154,7 +155,13 @@ impl AppState {
             config.limits.requests_per_second_per_token,
             config.limits.burst_per_token,
         );
+        // Checkpoints are signed with the registry's active audit key.
+        let checkpointer = Arc::new(Checkpointer::new(
+            parts.audit.clone(),
+            parts.registry.clone(),
+        ));
         Ok(AppState(Arc::new(Inner {
+            checkpointer,
             store: parts.store,
             sink: parts.sink,
             audit: parts.audit,
@@ -211,6 +218,10 @@ impl AppState {
     /// The audit log.
     pub fn audit(&self) -> &Arc<AuditLog> {
         &self.0.audit
+    }
+    /// The audit checkpointer (the audit role's active key signs).
+    pub fn checkpointer(&self) -> &Arc<Checkpointer> {
+        &self.0.checkpointer
     }
     /// The shared store.
     pub fn store(&self) -> &Store {

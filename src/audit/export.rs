@@ -10,13 +10,17 @@
 //!   verifier uses them only after they reproduce a signed root, to name the exact entry
 //!   that no longer matches.
 //! - `checkpoint`: the latest signed checkpoint note.
-//! - `log.vkey`: the vkey of the key that signed it (compare it with the published key, or
-//!   pass the published key to `audit verify --vkey`).
+//! - `checkpoints.jsonl`: every checkpoint the log signed, oldest first, one
+//!   `{"note","vkey"}` canonical JSON record per line (the last one is `checkpoint`).
+//! - `log.vkey`: every vkey that signed one of them, one per line, in order of first use (one
+//!   line unless the audit key was rotated). Compare them with the published keys, or pass
+//!   the published keys to `audit verify --vkey`.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+use crate::canonical::canonical_bytes_of;
 use crate::error::{Error, ErrorCode, Result};
 use crate::store::{Store, store_error, trees};
 
@@ -30,6 +34,8 @@ pub const LEAF_HASHES_FILE: &str = "leaf-hashes.txt";
 pub const CHECKPOINT_FILE: &str = "checkpoint";
 /// Name of the vkey file.
 pub const VKEY_FILE: &str = "log.vkey";
+/// Name of the file holding every signed checkpoint.
+pub const CHECKPOINTS_FILE: &str = "checkpoints.jsonl";
 
 /// What an export wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +46,10 @@ pub struct ExportSummary {
     pub leaf_hashes: u64,
     /// Whether a checkpoint (and vkey) was written.
     pub checkpoint: bool,
+    /// Signed checkpoints written to the history file.
+    pub checkpoints: u64,
+    /// Distinct keys that signed them.
+    pub vkeys: u64,
 }
 
 fn io(what: &str, e: std::io::Error) -> Error {
@@ -81,19 +91,38 @@ pub fn export(store: &Store, out: &Path) -> Result<ExportSummary> {
     }
     w.flush().map_err(|e| io("write leaf hashes", e))?;
 
-    let latest = checkpoints.last().map_err(|e| store_error("read", e))?;
+    // Every checkpoint in size order, as stored; the distinct keys in order of first use.
+    let mut w = BufWriter::new(
+        File::create(out.join(CHECKPOINTS_FILE)).map_err(|e| io("create checkpoints file", e))?,
+    );
+    let mut latest: Option<StoredCheckpoint> = None;
+    let mut vkeys: Vec<String> = Vec::new();
+    let mut n_checkpoints = 0u64;
+    for r in checkpoints.iter() {
+        let (_, v) = r.map_err(|e| store_error("read", e))?;
+        let cp: StoredCheckpoint = serde_json::from_slice(&v).map_err(|e| {
+            Error::new(
+                ErrorCode::AuditLogInvalid,
+                format!("stored checkpoint is corrupt: {e}"),
+            )
+        })?;
+        w.write_all(&canonical_bytes_of(&cp)?)
+            .and_then(|()| w.write_all(b"\n"))
+            .map_err(|e| io("write checkpoints", e))?;
+        if !vkeys.contains(&cp.vkey) {
+            vkeys.push(cp.vkey.clone());
+        }
+        n_checkpoints += 1;
+        latest = Some(cp);
+    }
+    w.flush().map_err(|e| io("write checkpoints", e))?;
+
     let wrote_checkpoint = match latest {
-        Some((_, v)) => {
-            let cp: StoredCheckpoint = serde_json::from_slice(&v).map_err(|e| {
-                Error::new(
-                    ErrorCode::AuditLogInvalid,
-                    format!("stored checkpoint is corrupt: {e}"),
-                )
-            })?;
+        Some(cp) => {
             std::fs::write(out.join(CHECKPOINT_FILE), cp.note.as_bytes())
                 .map_err(|e| io("write checkpoint", e))?;
-            std::fs::write(out.join(VKEY_FILE), format!("{}\n", cp.vkey))
-                .map_err(|e| io("write vkey", e))?;
+            let lines: String = vkeys.iter().map(|k| format!("{k}\n")).collect();
+            std::fs::write(out.join(VKEY_FILE), lines).map_err(|e| io("write vkey", e))?;
             true
         }
         None => {
@@ -112,5 +141,7 @@ pub fn export(store: &Store, out: &Path) -> Result<ExportSummary> {
         entries: n_entries,
         leaf_hashes: n_leaves,
         checkpoint: wrote_checkpoint,
+        checkpoints: n_checkpoints,
+        vkeys: vkeys.len() as u64,
     })
 }

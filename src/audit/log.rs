@@ -410,7 +410,10 @@ impl AuditLog {
         signer: Arc<dyn NoteSigner>,
         interval: Duration,
     ) -> Result<CheckpointTask> {
-        CheckpointTask::spawn(self.inner.clone(), signer, interval)
+        let inner = self.inner.clone();
+        CheckpointTask::spawn(interval, move || {
+            inner.maybe_checkpoint(signer.as_ref()).map(|_| ())
+        })
     }
 
     /// Appends many events with one transaction and one flush per `chunk` entries, bypassing
@@ -660,8 +663,8 @@ fn decode_checkpoint(v: &[u8]) -> Result<StoredCheckpoint> {
     serde_json::from_slice(v).map_err(|e| invalid(format!("stored checkpoint is corrupt: {e}")))
 }
 
-/// A background thread that signs a checkpoint every interval while the log grows. Dropping
-/// it stops the thread.
+/// A background thread that runs a checkpoint attempt every interval (signing only while the
+/// log grows). Dropping it stops the thread.
 pub struct CheckpointTask {
     stop: Arc<(Mutex<bool>, Condvar)>,
     last_error: Arc<Mutex<Option<Error>>>,
@@ -675,10 +678,11 @@ impl std::fmt::Debug for CheckpointTask {
 }
 
 impl CheckpointTask {
-    fn spawn(
-        inner: Arc<LogInner>,
-        signer: Arc<dyn NoteSigner>,
+    /// Starts a thread that calls `attempt` every `interval` until the task is stopped or
+    /// dropped; the error of the latest failed attempt is kept for [`CheckpointTask::last_error`].
+    pub fn spawn(
         interval: Duration,
+        mut attempt: impl FnMut() -> Result<()> + Send + 'static,
     ) -> Result<CheckpointTask> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let last_error = Arc::new(Mutex::new(None));
@@ -697,7 +701,7 @@ impl CheckpointTask {
                             return;
                         }
                     }
-                    let r = inner.maybe_checkpoint(signer.as_ref());
+                    let r = attempt();
                     *le.lock().unwrap_or_else(|p| p.into_inner()) = r.err();
                 }
             })

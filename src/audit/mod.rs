@@ -12,6 +12,9 @@
 //! - [`checkpoint`], [`note`]: C2SP tlog-checkpoint bodies in C2SP signed notes, signed by a
 //!   [`note::NoteSigner`] (raw-message Ed25519; in the appliance, the audit-role HSM key).
 //!   The log never signs a checkpoint that is not consistent with the last one it signed.
+//! - [`checkpointer`]: [`Checkpointer`], which signs checkpoints with the audit role's active
+//!   key (resolved through [`crate::keys::CheckpointKeys`] for every checkpoint) on a timer
+//!   while the log grows and on demand.
 //! - [`export`], [`verify`]: offline export and verification for auditors.
 //!
 //! # Witnesses
@@ -38,6 +41,7 @@
 //! test `tests/audit_witness.rs` plays this out with a second Ed25519 key as the witness.
 
 pub mod checkpoint;
+pub mod checkpointer;
 pub mod commit;
 pub mod entry;
 pub mod export;
@@ -47,6 +51,7 @@ pub mod note;
 pub mod verify;
 
 pub use checkpoint::{Checkpoint, VerifiedCheckpoint, verify_checkpoint};
+pub use checkpointer::{CheckpointOutcome, Checkpointer};
 pub use entry::Entry;
 pub use log::{AuditConfig, AuditLog, CheckpointTask, LogStats, StoredCheckpoint};
 pub use merkle::Hash;

@@ -3,6 +3,12 @@
 //! entry's own index and canonical form, checks consistency with a previously trusted
 //! checkpoint, and names the first entry index that does not verify. Needs no HSM, no store
 //! and no appliance.
+//!
+//! Several audit keys over the log's life: the appliance signs every checkpoint with the
+//! audit key active at that moment, so after a rotation older checkpoints carry the old key.
+//! Every checkpoint (the latest, each one in the history and the trusted one) must verify
+//! under one of the trusted keys (pin every audit key the appliance published), and every
+//! checkpoint in the history must match the tree recomputed from the entries at its size.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -10,7 +16,8 @@ use std::path::{Path, PathBuf};
 
 use super::checkpoint::{Checkpoint, verify_checkpoint};
 use super::entry::check_entry_bytes;
-use super::export::{CHECKPOINT_FILE, ENTRIES_FILE, LEAF_HASHES_FILE, VKEY_FILE};
+use super::export::{CHECKPOINT_FILE, CHECKPOINTS_FILE, ENTRIES_FILE, LEAF_HASHES_FILE, VKEY_FILE};
+use super::log::StoredCheckpoint;
 use super::merkle::{self, Frontier, Hash};
 use super::note::Vkey;
 use crate::error::{Error, ErrorCode, Result};
@@ -18,8 +25,9 @@ use crate::error::{Error, ErrorCode, Result};
 /// What to trust while verifying.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
-    /// Log keys obtained out of band. When empty, the export's own `log.vkey` is used and
-    /// the report says so (it proves integrity against that key only).
+    /// Log keys obtained out of band (every audit key the log was signed with). When empty,
+    /// the keys in the export's own `log.vkey` are used and the report says so (that proves
+    /// integrity against those keys only).
     pub trusted_vkeys: Vec<Vkey>,
     /// A checkpoint saved earlier (note text); the log must extend it.
     pub trusted_checkpoint: Option<String>,
@@ -40,12 +48,32 @@ pub struct VerifyReport {
     pub vkey_from_export: bool,
     /// The log key that signed the checkpoint.
     pub vkey: Vkey,
+    /// Which keys signed the checkpoint history, in order of first use.
+    pub signers: Vec<SignerSpan>,
+}
+
+/// The checkpoints of the history one key signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignerSpan {
+    /// The key.
+    pub vkey: Vkey,
+    /// How many checkpoints it signed.
+    pub checkpoints: u64,
+    /// Tree size of the first of them.
+    pub first_size: u64,
+    /// Tree size of the last of them.
+    pub last_size: u64,
 }
 
 impl VerifyReport {
     /// Entries after the checkpoint (well-formed but not yet covered by a signature).
     pub fn unsigned_tail(&self) -> u64 {
         self.entries - self.checkpoint.size
+    }
+
+    /// Checkpoints in the verified history.
+    pub fn checkpoints(&self) -> u64 {
+        self.signers.iter().map(|s| s.checkpoints).sum()
     }
 }
 
@@ -113,6 +141,109 @@ fn read_leaf_hashes(path: &Path) -> Option<Vec<Hash>> {
     Some(out)
 }
 
+/// Parses `log.vkey`: one vkey per non-empty line.
+fn read_vkeys(path: &Path) -> Result<Vec<Vkey>> {
+    let keys = read_text(path)?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(Vkey::parse)
+        .collect::<Result<Vec<_>>>()?;
+    if keys.is_empty() {
+        return Err(Error::new(
+            ErrorCode::CheckpointInvalid,
+            format!("{} names no key", path.display()),
+        ));
+    }
+    Ok(keys)
+}
+
+/// One checkpoint of the history: size, root and the index of the trusted key that signed it.
+type HistoryItem = (u64, Hash, usize);
+
+/// Reads the checkpoint history and verifies every signature under `keys`: sizes strictly
+/// increasing, same origin as `latest`, ending with `latest`.
+fn read_history(
+    path: &Path,
+    keys: &[Vkey],
+    latest: &Checkpoint,
+) -> std::result::Result<(Vec<HistoryItem>, Vec<SignerSpan>), VerifyFailure> {
+    let file = File::open(path)
+        .map_err(|e| Error::new(ErrorCode::Io, format!("read {}: {e}", path.display())))?;
+    let mut items: Vec<HistoryItem> = Vec::new();
+    let mut spans: Vec<SignerSpan> = Vec::new();
+    let mut last: Option<Checkpoint> = None;
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| Error::new(ErrorCode::Io, format!("read checkpoints: {e}")))?;
+        let stored: StoredCheckpoint = serde_json::from_str(&line).map_err(|e| {
+            fail(
+                ErrorCode::CheckpointInvalid,
+                format!("checkpoint {} of the history is malformed: {e}", i + 1),
+                None,
+            )
+        })?;
+        let (cp, key) = verify_with_any(&stored.note, keys).map_err(|e| {
+            fail(
+                ErrorCode::CheckpointInvalid,
+                format!(
+                    "checkpoint {} of the history does not verify under the trusted log keys: {}",
+                    i + 1,
+                    e.message
+                ),
+                None,
+            )
+        })?;
+        if cp.origin != latest.origin {
+            return Err(fail(
+                ErrorCode::CheckpointInvalid,
+                format!(
+                    "checkpoint {} of the history is for log {:?}, not {:?}",
+                    i + 1,
+                    cp.origin,
+                    latest.origin
+                ),
+                None,
+            ));
+        }
+        if last.as_ref().is_some_and(|l| l.size >= cp.size) {
+            return Err(fail(
+                ErrorCode::CheckpointInconsistent,
+                format!(
+                    "checkpoint {} of the history (size {}) does not follow the one before",
+                    i + 1,
+                    cp.size
+                ),
+                None,
+            ));
+        }
+        let k = keys.iter().position(|x| *x == key).unwrap_or(0);
+        match spans.iter_mut().find(|s| s.vkey == key) {
+            Some(s) => {
+                s.checkpoints += 1;
+                s.last_size = cp.size;
+            }
+            None => spans.push(SignerSpan {
+                vkey: key,
+                checkpoints: 1,
+                first_size: cp.size,
+                last_size: cp.size,
+            }),
+        }
+        items.push((cp.size, cp.root, k));
+        last = Some(cp);
+    }
+    if last.as_ref() != Some(latest) {
+        return Err(fail(
+            ErrorCode::CheckpointInconsistent,
+            format!(
+                "the checkpoint history does not end with the exported checkpoint (size {})",
+                latest.size
+            ),
+            None,
+        ));
+    }
+    Ok((items, spans))
+}
+
 fn root_of(leaves: &[Hash]) -> Hash {
     let mut f = Frontier::new();
     for l in leaves {
@@ -130,8 +261,7 @@ pub fn verify_export(
 ) -> std::result::Result<VerifyReport, VerifyFailure> {
     // 1. Keys and checkpoints: signatures first, so nothing below relies on forged roots.
     let (keys, vkey_from_export) = if options.trusted_vkeys.is_empty() {
-        let vk = Vkey::parse(&read_text(&dir.join(VKEY_FILE))?)?;
-        (vec![vk], true)
+        (read_vkeys(&dir.join(VKEY_FILE))?, true)
     } else {
         (options.trusted_vkeys.clone(), false)
     };
@@ -169,6 +299,7 @@ pub fn verify_export(
         }
         None => None,
     };
+    let (history, signers) = read_history(&dir.join(CHECKPOINTS_FILE), &keys, &cp)?;
 
     // 2. The recorded leaf hashes are usable only if they reproduce the signed root.
     let recorded = read_leaf_hashes(&dir.join(LEAF_HASHES_FILE))
@@ -183,6 +314,18 @@ pub fn verify_export(
     let mut root_at_cp = (cp.size == 0).then(merkle::empty_root);
     let trusted_size = trusted.as_ref().map(|t| t.size);
     let mut root_at_trusted = (trusted_size == Some(0)).then(merkle::empty_root);
+    // The first checkpoint of the history that the entries do not reproduce.
+    let mut history_at = 0usize;
+    let mut history_mismatch: Option<HistoryItem> = None;
+    let mut check_history = |size: u64, root: &dyn Fn() -> Hash| {
+        while let Some(item) = history.get(history_at).filter(|h| h.0 == size) {
+            if history_mismatch.is_none() && item.1 != root() {
+                history_mismatch = Some(*item);
+            }
+            history_at += 1;
+        }
+    };
+    check_history(0, &merkle::empty_root);
     let mut line = Vec::with_capacity(1024);
     let mut consumed = 0u64;
     let mut index = 0u64;
@@ -227,6 +370,7 @@ pub fn verify_export(
         if Some(index) == trusted_size {
             root_at_trusted = Some(frontier.root());
         }
+        check_history(index, &|| frontier.root());
         if index.is_multiple_of(4096) {
             progress(consumed);
         }
@@ -281,6 +425,18 @@ pub fn verify_export(
             ));
         }
     }
+    // 6. Every checkpoint the log signed must describe this same history.
+    if let Some((size, _, k)) = history_mismatch {
+        return Err(fail(
+            ErrorCode::CheckpointInconsistent,
+            format!(
+                "the checkpoint of size {size} signed by {} does not match the log's first \
+                 {size} entries: the log signed a history that this one does not extend",
+                keys[k]
+            ),
+            None,
+        ));
+    }
     Ok(VerifyReport {
         entries: count,
         root: frontier.root(),
@@ -288,5 +444,6 @@ pub fn verify_export(
         trusted,
         vkey_from_export,
         vkey,
+        signers,
     })
 }

@@ -1,6 +1,7 @@
 //! `mpcp-pa audit ...`: read the audit log in the store at `--data-dir` (checkpoint, entries,
-//! proofs), export it, and verify an export offline. None of these needs the HSM: signing
-//! checkpoints is the running appliance's job; these commands use what is stored.
+//! proofs), export it, and verify an export offline. None of these needs the HSM, except
+//! `audit checkpoint --sign`, which signs a checkpoint with the audit role's active key in the
+//! HSM while the service is stopped (the running service signs its own).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,9 +18,11 @@ use serde_json::json;
 use crate::audit::export::{self, ENTRIES_FILE};
 use crate::audit::merkle::Hash;
 use crate::audit::verify::{VerifyOptions, verify_export};
-use crate::audit::{AuditLog, Vkey};
-use crate::clock::SystemClock;
+use crate::audit::{AuditLog, CheckpointOutcome, Checkpointer, Vkey};
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorCode, Result};
+use crate::hsm::{HsmBackend, HsmConfig};
+use crate::keys::KeyRegistry;
 use crate::store::{Store, store_path};
 
 /// Arguments of `mpcp-pa audit`.
@@ -36,6 +39,16 @@ enum AuditCommand {
         /// Print the log's verifier key (vkey) instead.
         #[arg(long)]
         vkey: bool,
+        /// First sign a checkpoint of the whole log with the audit role's active key in the
+        /// HSM, unless the latest one already covers it (service stopped: it holds the store).
+        #[arg(long, conflicts_with = "vkey")]
+        sign: bool,
+        /// With --sign: HSM configuration file (default: DATA_DIR/pkcs11.toml).
+        #[arg(long)]
+        hsm_config: Option<PathBuf>,
+        /// With --sign: algorithm policy file (default: the built-in policy).
+        #[arg(long, env = "MPCP_PA_ALGORITHM_POLICY")]
+        algorithm_policy: Option<PathBuf>,
     },
     /// Print entries [start, end) as JSON lines.
     Entries {
@@ -97,8 +110,9 @@ pub struct VerifyArgs {
     /// A checkpoint saved earlier; the log must still contain what it committed to.
     #[arg(long)]
     pub trusted_checkpoint: Option<PathBuf>,
-    /// The log's published vkey (repeatable, for rotated keys). Without it the export's own
-    /// log.vkey is used, which proves integrity only against that key.
+    /// A published audit vkey (repeatable: give every audit key the log was signed with
+    /// across rotations). Without it the keys in the export's own log.vkey are used, which
+    /// proves integrity only against those keys.
     #[arg(long = "vkey")]
     pub vkeys: Vec<String>,
 }
@@ -110,20 +124,45 @@ pub fn run(data_dir: &Path, a: AuditArgs) -> Result<ExitCode> {
         AuditCommand::Export { out } => {
             let store = open_store(data_dir)?;
             let s = export::export(&store, &out)?;
+            let checkpoints = if s.checkpoint {
+                format!(
+                    ", {} checkpoint(s) signed by {} key(s)",
+                    s.checkpoints, s.vkeys
+                )
+            } else {
+                " (no checkpoint signed yet)".to_string()
+            };
             println!(
-                "exported {} entries, {} leaf hashes{} to {}",
+                "exported {} entries, {} leaf hashes{checkpoints} to {}",
                 s.entries,
                 s.leaf_hashes,
-                if s.checkpoint {
-                    ", the latest checkpoint and its vkey"
-                } else {
-                    " (no checkpoint signed yet)"
-                },
                 out.display()
             );
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Checkpoint { vkey } => {
+        AuditCommand::Checkpoint {
+            sign: true,
+            hsm_config,
+            algorithm_policy,
+            ..
+        } => {
+            let outcome =
+                sign_checkpoint(data_dir, hsm_config.as_deref(), algorithm_policy.as_deref())?;
+            let cp = &outcome.checkpoint;
+            eprintln!(
+                "{} (size {}, signed by {})",
+                if outcome.signed_now {
+                    "signed a new checkpoint"
+                } else {
+                    "the latest checkpoint already covers the log"
+                },
+                cp.checkpoint()?.size,
+                cp.vkey
+            );
+            print!("{}", cp.note);
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Checkpoint { vkey, .. } => {
             let log = open_log(data_dir)?;
             let cp = log
                 .latest_checkpoint()?
@@ -242,6 +281,31 @@ fn open_log(data_dir: &Path) -> Result<AuditLog> {
     AuditLog::open_existing(&open_store(data_dir)?, Arc::new(SystemClock))
 }
 
+/// Signs a checkpoint of the log in `data_dir` with the audit role's active key (unless the
+/// latest covers the log), opening the store, the HSM and the key registry as `serve` does.
+fn sign_checkpoint(
+    data_dir: &Path,
+    hsm_config: Option<&Path>,
+    algorithm_policy: Option<&Path>,
+) -> Result<CheckpointOutcome> {
+    let policy = Arc::new(crate::cli::keys::load_policy(algorithm_policy)?);
+    let store = open_store(data_dir)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let log = Arc::new(AuditLog::open_existing(&store, clock.clone())?);
+    let config_path = hsm_config
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| data_dir.join(crate::hsm::dev::CONFIG_FILE));
+    let backend = Arc::new(HsmBackend::open(&HsmConfig::load(&config_path)?)?);
+    let registry = Arc::new(KeyRegistry::new(
+        &store,
+        backend,
+        log.clone(),
+        clock,
+        policy,
+    )?);
+    Checkpointer::new(log, registry).checkpoint()
+}
+
 fn verify(a: VerifyArgs) -> Result<ExitCode> {
     let mut options = VerifyOptions::default();
     for k in &a.vkeys {
@@ -283,6 +347,12 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
                 b64(&r.checkpoint.root),
                 r.vkey
             );
+            for s in &r.signers {
+                println!(
+                    "OK: {} checkpoint(s) of sizes {}..={} verified under {}",
+                    s.checkpoints, s.first_size, s.last_size, s.vkey
+                );
+            }
             if let Some(t) = &r.trusted {
                 println!(
                     "OK: the log extends the trusted checkpoint of size {}",
@@ -297,8 +367,8 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
             }
             if r.vkey_from_export {
                 println!(
-                    "note: the key came from the export itself; pass --vkey with the published \
-                     key to rule out a substituted key"
+                    "note: the keys came from the export itself; pass --vkey with every \
+                     published audit key to rule out a substituted key"
                 );
             }
             Ok(ExitCode::SUCCESS)

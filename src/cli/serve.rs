@@ -1,9 +1,12 @@
 //! `serve` and `pins`: the HTTPS service and the TLS key pins gateways hold.
 //!
 //! `serve` opens the appliance in the data directory (the PKCS#11 backend from
-//! `pkcs11.toml`, the sled store, the audit log, the key registry), records a `startup`
-//! event with the digest of the effective configuration, serves until SIGINT or SIGTERM,
-//! drains in-flight requests and records `shutdown`.
+//! `pkcs11.toml`, the sled store, the audit log, the key registry), refuses to start unless
+//! the audit role has an active key in the HSM (a log nobody signs is not auditable), records
+//! a `startup` event with the digest of the effective configuration and signs a checkpoint
+//! covering it, then serves until SIGINT or SIGTERM while the checkpointer signs a new
+//! checkpoint every `--checkpoint-interval-seconds` if the log grew. On shutdown it drains
+//! in-flight requests, records `shutdown` and signs a final checkpoint covering everything.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,12 +22,12 @@ use crate::api::tls::{
     TlsPaths, dev_names, ensure_dev_material, pins, server_config_with_client_ca,
 };
 use crate::api::{AppState, Limits, ReadinessProbe, ServiceConfig, ServiceParts, Transport};
-use crate::audit::{AuditConfig, AuditLog};
+use crate::audit::{AuditConfig, AuditLog, StoredCheckpoint};
 use crate::canonical::canonical_bytes;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, Event, EventSink};
-use crate::keys::{ActiveKeys, KeyRegistry, KeyRole};
+use crate::keys::{ActiveKeys, CheckpointKeys, KeyRegistry, KeyRole};
 use crate::store::Store;
 
 /// TLS material options shared by `serve` and `pins`.
@@ -144,6 +147,10 @@ pub struct ServeArgs {
     /// Minutes between runs of due key destructions (0 = never from the service).
     #[arg(long, default_value_t = 60)]
     pub destruction_interval_minutes: u64,
+    /// Seconds between audit checkpoints while the log grows (a checkpoint is also signed at
+    /// startup, at shutdown and on demand).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub checkpoint_interval_seconds: u64,
 }
 
 impl ServeArgs {
@@ -172,6 +179,32 @@ impl ReadinessProbe for SigningKeysProbe {
             self.0.active_signer(role)?;
         }
         Ok(())
+    }
+}
+
+/// Ready when the audit role's active key can sign checkpoints (loaded from its token).
+struct CheckpointKeyProbe {
+    keys: Arc<dyn CheckpointKeys>,
+    origin: String,
+}
+
+impl ReadinessProbe for CheckpointKeyProbe {
+    fn name(&self) -> &str {
+        "audit checkpoint key"
+    }
+    fn check(&self) -> Result<()> {
+        self.keys.checkpoint_signer(&self.origin).map(|_| ())
+    }
+}
+
+/// One line describing a checkpoint, for the service's log.
+fn describe(what: &str, cp: &StoredCheckpoint) -> String {
+    match cp.checkpoint() {
+        Ok(head) => format!(
+            "{what} audit checkpoint: size {} signed by {}",
+            head.size, cp.vkey
+        ),
+        Err(e) => format!("{what} audit checkpoint: {e}"),
     }
 }
 
@@ -271,6 +304,7 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
             "maxConnections": config.limits.max_connections,
         },
         "auditOrigin": audit.origin(),
+        "checkpointIntervalSeconds": a.checkpoint_interval_seconds,
     });
     let config_digest = hex::encode(Sha256::digest(canonical_bytes(&effective)?));
     let state = AppState::new(
@@ -281,10 +315,27 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
             keys: registry.clone(),
             registry: registry.clone(),
             clock: clock.clone(),
-            readiness: vec![Arc::new(SigningKeysProbe(registry.clone()))],
+            readiness: vec![
+                Arc::new(SigningKeysProbe(registry.clone())),
+                Arc::new(CheckpointKeyProbe {
+                    keys: registry.clone(),
+                    origin: audit.origin().to_string(),
+                }),
+            ],
         },
         config,
     )?;
+    // Fail closed: without an audit key in the HSM no checkpoint could be signed.
+    let checkpointer = state.checkpointer().clone();
+    checkpointer.signer().map_err(|e| {
+        Error::new(
+            e.code,
+            format!(
+                "refusing to start: {} (a log nobody signs is not auditable)",
+                e.message
+            ),
+        )
+    })?;
     if !state.tokens().any_active()? {
         eprintln!(
             "warning: no API token exists; create the first one with `mpcp-pa tokens bootstrap` \
@@ -298,6 +349,15 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
             version: crate::VERSION_STRING.to_string(),
         },
     )?;
+    let first = checkpointer.checkpoint()?;
+    eprintln!("{}", describe("startup", &first.checkpoint));
+    let checkpoints =
+        checkpointer.spawn(Duration::from_secs(a.checkpoint_interval_seconds), |r| {
+            // Retried at the next interval; the entries stay in the log meanwhile.
+            if let Err(e) = r {
+                eprintln!("audit checkpoint failed: {e}");
+            }
+        })?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -337,8 +397,18 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
         );
         server.wait().await
     });
-    audit.record(&Actor::system(), Event::Shutdown { config_digest })?;
+    let shutdown = audit.record(&Actor::system(), Event::Shutdown { config_digest });
+    checkpoints.stop();
+    shutdown?;
+    // The final checkpoint covers everything, the shutdown entry included.
+    let last = checkpointer.checkpoint().map_err(|e| {
+        Error::new(
+            e.code,
+            format!("final audit checkpoint failed: {}", e.message),
+        )
+    });
     result?;
+    eprintln!("{}", describe("final", &last?.checkpoint));
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
 }

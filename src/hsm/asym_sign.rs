@@ -173,6 +173,48 @@ impl DigestSigner for HsmSigner {
     }
 }
 
+impl HsmSigner {
+    /// Pure Ed25519 (`CKM_EDDSA`, no parameters) over `message` as is, of any length: the
+    /// raw-message signature of formats that do not sign an MPCP digest (C2SP signed notes,
+    /// see [`crate::hsm::note_sign`]). One pooled HSM call bounded by the configured timeout.
+    /// Refused (`ALGORITHM_UNSUPPORTED`) for ECDSA keys, whose mechanism signs hashes only.
+    pub(crate) fn sign_eddsa_message(&self, message: &[u8]) -> Result<[u8; 64]> {
+        if self.alg != Alg::EdDSA {
+            return Err(Error::new(
+                ErrorCode::AlgorithmUnsupported,
+                format!(
+                    "key {} is {}; only Ed25519 keys sign raw messages",
+                    self.kid, self.alg
+                ),
+            ));
+        }
+        let message = message.to_vec();
+        let key = Arc::clone(&self.key);
+        let raw = self
+            .key
+            .pool
+            .run("C_Sign", move |ctx| {
+                let handle = key.handle(ctx)?;
+                ctx.session
+                    .sign(&sign_mechanism(Alg::EdDSA), handle, &message)
+                    .on(ctx.label, "C_Sign")
+                    .inspect_err(|f| {
+                        if f.fault == Some(Fault::StaleObject) {
+                            key.forget_handle();
+                        }
+                    })
+            })
+            .map_err(|f| f.error)?;
+        let len = raw.len();
+        raw.try_into().map_err(|_| {
+            Error::new(
+                ErrorCode::HsmError,
+                format!("token returned a {len}-byte Ed25519 signature"),
+            )
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

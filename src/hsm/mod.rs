@@ -5,6 +5,7 @@
 //! - `module` / `pool` / `worker`: one shared `Pkcs11` context, a bounded session pool per
 //!   token with health checks, recovery and per-call timeouts.
 //! - [`key_management`], [`asym_sign`]: key pairs and the MPCP signing convention.
+//! - [`note_sign`]: raw-message Ed25519 for C2SP signed notes (audit checkpoints).
 //! - [`mechanisms`]: the startup probe.
 //! - [`dev`]: `hsm init-dev`, SoftHSM2 tokens for development and tests.
 //!
@@ -20,6 +21,7 @@ pub mod dev;
 pub mod key_management;
 pub mod mechanisms;
 mod module;
+pub mod note_sign;
 pub mod pin;
 mod pool;
 mod utils;
@@ -37,6 +39,7 @@ pub use asym_sign::HsmSigner;
 pub use config::HsmConfig;
 pub use mechanisms::TokenReport;
 pub use module::bind_softhsm2_conf;
+pub use note_sign::HsmNoteSigner;
 pub use pin::{Pin, PinSource};
 
 use asym_sign::KeyRef;
@@ -276,6 +279,19 @@ impl KeyBackend for HsmBackend {
             .map_err(|f| f.error)?;
         let key = KeyRef::new(Arc::clone(&b.pool), object_id.to_vec(), Some(handle));
         Ok(Arc::new(HsmSigner::new(kid, alg, public, key)))
+    }
+
+    /// Loads an EdDSA key as a C2SP note signer (see [`note_sign`]).
+    fn note_signer(
+        &self,
+        role: KeyRole,
+        object_id: &[u8],
+        kid: &str,
+        name: &str,
+    ) -> Result<Arc<dyn crate::audit::NoteSigner>> {
+        Ok(Arc::new(note_sign::load_note_signer(
+            self, role, object_id, kid, name,
+        )?))
     }
 
     /// Destroys both objects of the key pair (serialised with key generation).

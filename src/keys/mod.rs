@@ -19,6 +19,7 @@ pub use registry::KeyRegistry;
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::NoteSigner;
 use crate::crypto::{Alg, PublicKey};
 use crate::error::{Error, ErrorCode, Result};
 use crate::signer::DigestSigner;
@@ -98,6 +99,15 @@ pub trait KeyBackend: Send + Sync {
     ) -> Result<Arc<dyn DigestSigner>>;
     /// Destroys both objects of a key in the role's token.
     fn destroy(&self, role: KeyRole, object_id: &[u8]) -> Result<()>;
+    /// A signer of C2SP signed notes (pure Ed25519 over the raw note text) for an existing
+    /// EdDSA key, named `name` in signature lines. Keys of other algorithms are refused.
+    fn note_signer(
+        &self,
+        role: KeyRole,
+        object_id: &[u8],
+        kid: &str,
+        name: &str,
+    ) -> Result<Arc<dyn NoteSigner>>;
 }
 
 /// The registry's view that signing layers use: which key signs for a role right now, and
@@ -109,6 +119,16 @@ pub trait ActiveKeys: Send + Sync {
     fn active_signer(&self, role: KeyRole) -> Result<Arc<dyn DigestSigner>>;
     /// Every published key of `role` as a JWK (revoked and destroyed keys with active:false).
     fn published_keys(&self, role: KeyRole) -> Result<Vec<crate::jwk::Jwk>>;
+}
+
+/// The key that signs audit-log checkpoints: the `audit` role's active key. Implemented by
+/// the key registry; the audit checkpointer depends only on this trait.
+pub trait CheckpointKeys: Send + Sync {
+    /// A note signer for the audit role's active key, named `origin` (the log's origin is
+    /// the checkpoint key's name). It refuses to sign once that key is no longer active or
+    /// its algorithm may no longer sign. `AUDIT_KEY_MISSING` when the audit role has no
+    /// active key.
+    fn checkpoint_signer(&self, origin: &str) -> Result<Arc<dyn NoteSigner>>;
 }
 
 #[cfg(test)]

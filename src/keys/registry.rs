@@ -834,5 +834,7 @@ impl DigestSigner for GatedSigner {
     }
 }
 
+mod audit_key;
+
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
+use crate::audit::{NoteSigner, SoftwareNoteSigner};
 use crate::crypto::Alg;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, Event, EventSink, MemorySink};
@@ -90,6 +91,25 @@ impl KeyBackend for SoftBackend {
             .filter(|o| o.role == role && o.alg == alg)
             .ok_or_else(|| Error::new(ErrorCode::KeyNotFound, "no such object"))?;
         Ok(Arc::new(SoftwareSigner::from_secret(kid, alg, &o.secret)?))
+    }
+
+    fn note_signer(
+        &self,
+        role: KeyRole,
+        object_id: &[u8],
+        _kid: &str,
+        name: &str,
+    ) -> Result<Arc<dyn NoteSigner>> {
+        self.signer_loads.fetch_add(1, Ordering::SeqCst);
+        let objects = self.objects.lock().unwrap();
+        let o = objects
+            .get(object_id)
+            .filter(|o| o.role == role)
+            .ok_or_else(|| Error::new(ErrorCode::KeyNotFound, "no such object"))?;
+        if o.alg != Alg::EdDSA {
+            return Err(Error::new(ErrorCode::KeyAlgMismatch, "not an Ed25519 key"));
+        }
+        Ok(Arc::new(SoftwareNoteSigner::from_seed(name, &o.secret)?))
     }
 
     fn destroy(&self, role: KeyRole, object_id: &[u8]) -> Result<()> {

@@ -1,6 +1,12 @@
 //! Audit log reads (auditor role), the HTTP face of [`crate::audit::AuditLog`]'s read side,
 //! in the same JSON forms as `mpcp-pa audit` (hashes in standard base64):
-//! - `GET /v1/audit/checkpoint`: the latest signed checkpoint (C2SP signed note) and vkey;
+//! - `GET /v1/audit/checkpoint`: the latest signed checkpoint (C2SP signed note), its vkey
+//!   and the kid of the audit key that signed it;
+//! - `POST /v1/audit/checkpoints` (auditor or security officer): a checkpoint covering every
+//!   entry now, signed on the spot with the active audit key if the latest does not (201),
+//!   else the latest (200);
+//! - `GET /v1/audit/vkeys`: every audit key of the registry in C2SP vkey form, with its state
+//!   (pin them all to verify a log signed across rotations);
 //! - `GET /v1/audit/entries?start=&end=`: entries `[start, end)` (at most
 //!   [`MAX_ENTRIES`] per request; `end` defaults to that many or the log size);
 //! - `GET /v1/audit/proofs/inclusion?index=|leafHash=&size=`;
@@ -18,12 +24,14 @@ use serde_json::{Value, json};
 
 use super::{ApiQuery, json_response};
 use crate::api::AppState;
-use crate::api::auth::{Auditor, Auth};
+use crate::api::auth::{Auditor, AuditorOrSecurityOfficer, Auth};
 use crate::api::error::ApiResult;
 use crate::api::signing::blocking;
-use crate::audit::Hash;
+use crate::audit::{Hash, StoredCheckpoint, Vkey};
 use crate::canonical::parse_strict;
+use crate::crypto::PublicKey;
 use crate::error::{Error, ErrorCode, Result};
+use crate::keys::{KeyRecord, KeyRegistry, KeyRole};
 
 /// Most entries one request returns.
 pub const MAX_ENTRIES: u64 = 1000;
@@ -32,24 +40,96 @@ fn b64(h: &Hash) -> String {
     STANDARD.encode(h)
 }
 
+/// The Ed25519 public key of an audit-role key record, if it is one.
+fn ed25519_public(rec: &KeyRecord) -> Result<Option<[u8; 32]>> {
+    Ok(match rec.public_key()? {
+        PublicKey::Ed25519(vk) => Some(vk.to_bytes()),
+        _ => None,
+    })
+}
+
+/// The JSON form of a stored checkpoint, with the kid of the registry's audit key whose
+/// public key signed it (absent if the registry holds no such key).
+fn checkpoint_json(cp: &StoredCheckpoint, registry: &KeyRegistry) -> Result<Value> {
+    let head = cp.checkpoint()?;
+    let public = Vkey::parse(&cp.vkey)?.public;
+    let mut kid = None;
+    for rec in registry.list_role(KeyRole::Audit)? {
+        if ed25519_public(&rec)? == Some(public) {
+            kid = Some(rec.kid);
+        }
+    }
+    Ok(json!({
+        "origin": head.origin,
+        "size": head.size,
+        "rootHash": b64(&head.root),
+        "note": cp.note,
+        "vkey": cp.vkey,
+        "kid": kid,
+    }))
+}
+
 /// `GET /v1/audit/checkpoint`.
 pub async fn checkpoint(
     State(state): State<AppState>,
     _auth: Auth<Auditor>,
 ) -> ApiResult<Response> {
     let log = state.audit().clone();
+    let registry = state.registry().clone();
     let out = blocking(move || {
         let cp = log
             .latest_checkpoint()?
             .ok_or_else(|| Error::new(ErrorCode::NotFound, "no checkpoint signed yet"))?;
-        let head = cp.checkpoint()?;
-        Ok(json!({
-            "origin": head.origin,
-            "size": head.size,
-            "rootHash": b64(&head.root),
-            "note": cp.note,
-            "vkey": cp.vkey,
-        }))
+        checkpoint_json(&cp, &registry)
+    })
+    .await?;
+    json_response(StatusCode::OK, &out)
+}
+
+/// `POST /v1/audit/checkpoints`: 201 with a checkpoint signed now, or 200 with the latest
+/// one when it already covers every entry. `AUDIT_KEY_MISSING` (503) when the audit role has
+/// no active key. Signing a checkpoint records no audit entry (it would grow the log).
+pub async fn sign_checkpoint(
+    State(state): State<AppState>,
+    _auth: Auth<AuditorOrSecurityOfficer>,
+) -> ApiResult<Response> {
+    let checkpointer = state.checkpointer().clone();
+    let registry = state.registry().clone();
+    let (signed_now, out) = blocking(move || {
+        let outcome = checkpointer.checkpoint()?;
+        Ok((
+            outcome.signed_now,
+            checkpoint_json(&outcome.checkpoint, &registry)?,
+        ))
+    })
+    .await?;
+    let status = if signed_now {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    json_response(status, &out)
+}
+
+/// `GET /v1/audit/vkeys`: `{origin, vkeys: [{kid, state, vkey, signsCheckpoints}]}` for every
+/// Ed25519 audit key in the registry, oldest first.
+pub async fn vkeys(State(state): State<AppState>, _auth: Auth<Auditor>) -> ApiResult<Response> {
+    let registry = state.registry().clone();
+    let origin = state.audit().origin().to_string();
+    let out = blocking(move || {
+        let active = registry.active_kid(KeyRole::Audit)?;
+        let mut keys = Vec::new();
+        for rec in registry.list_role(KeyRole::Audit)? {
+            if let Some(public) = ed25519_public(&rec)? {
+                keys.push(json!({
+                    "kid": rec.kid,
+                    "state": rec.state.as_str(),
+                    "vkey": Vkey::ed25519(&origin, public).to_string(),
+                    "signsCheckpoints": active.as_deref() == Some(rec.kid.as_str()),
+                }));
+            }
+        }
+        Ok(json!({"origin": origin, "vkeys": keys}))
     })
     .await?;
     json_response(StatusCode::OK, &out)

@@ -40,6 +40,15 @@ pub struct RouteEntry {
     pub path: &'static str,
     /// Required role, or public.
     pub role: Option<ApiRole>,
+    /// Further roles the route also admits (empty for most routes).
+    pub also: &'static [ApiRole],
+}
+
+impl RouteEntry {
+    /// Whether a token of `role` may call the route (public routes admit every role).
+    pub fn allows(&self, role: ApiRole) -> bool {
+        self.role.is_none_or(|r| r == role) || self.also.contains(&role)
+    }
 }
 
 fn entry(
@@ -48,7 +57,26 @@ fn entry(
     role: Option<ApiRole>,
     handler: MethodRouter<AppState>,
 ) -> (RouteEntry, MethodRouter<AppState>) {
-    (RouteEntry { method, path, role }, handler)
+    entry_also(method, path, role, &[], handler)
+}
+
+/// A route admitting `role` and the roles in `also`.
+fn entry_also(
+    method: Method,
+    path: &'static str,
+    role: Option<ApiRole>,
+    also: &'static [ApiRole],
+    handler: MethodRouter<AppState>,
+) -> (RouteEntry, MethodRouter<AppState>) {
+    (
+        RouteEntry {
+            method,
+            path,
+            role,
+            also,
+        },
+        handler,
+    )
 }
 
 /// Every route the service serves, with its handler. The router is built from exactly this
@@ -166,6 +194,19 @@ fn table_with_handlers() -> Vec<(RouteEntry, MethodRouter<AppState>)> {
             "/v1/audit/checkpoint",
             Some(Auditor),
             get(audit::checkpoint),
+        ),
+        entry_also(
+            Method::POST,
+            "/v1/audit/checkpoints",
+            Some(Auditor),
+            &[SecurityOfficer],
+            post(audit::sign_checkpoint),
+        ),
+        entry(
+            Method::GET,
+            "/v1/audit/vkeys",
+            Some(Auditor),
+            get(audit::vkeys),
         ),
         entry(
             Method::GET,

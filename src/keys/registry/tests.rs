@@ -25,7 +25,7 @@ algorithms = ["EdDSA", "ES256K", "ES256"]
 [versions."1.0".roles]
 grant-signing = ["EdDSA", "ES256K"]
 root = ["EdDSA", "ES256K", "ES256"]
-audit = ["EdDSA", "ES256K", "ES256"]
+audit = ["EdDSA"]
 "#;
 
 struct Fx {
@@ -185,9 +185,15 @@ fn generate_refusals_leave_registry_and_token_unchanged() {
     // Audit failure after the token generated the pair: the new objects are destroyed again.
     f.sink.fail.store(true, Ordering::SeqCst);
     refused(&f, ErrorCode::AuditUnavailable, || {
-        f.reg.generate(&officer(), KeyRole::Audit, Alg::ES256K)
+        f.reg.generate(&officer(), KeyRole::Root, Alg::ES256K)
     });
     f.sink.fail.store(false, Ordering::SeqCst);
+    // Audit keys sign C2SP notes: anything but EdDSA is refused before the token is asked.
+    for alg in [Alg::ES256K, Alg::ES256] {
+        refused(&f, ErrorCode::AlgorithmUnsupported, || {
+            f.reg.generate(&officer(), KeyRole::Audit, alg)
+        });
+    }
 }
 
 #[test]
@@ -799,4 +805,67 @@ fn commit_refuses_stale_plans() {
     let mid = snapshot(&f);
     assert_eq!(f.reg.commit(&plan).unwrap_err().code, ErrorCode::Conflict);
     assert_eq!(snapshot(&f), mid);
+}
+
+#[test]
+fn checkpoint_signer_is_the_active_audit_key_and_refuses_after_rotation() {
+    use crate::audit::{Checkpoint, Vkey, verify_checkpoint};
+    use crate::keys::CheckpointKeys;
+    let f = fx();
+    let origin = "pa.t/audit";
+    assert_eq!(
+        f.reg.checkpoint_signer(origin).err().unwrap().code,
+        ErrorCode::AuditKeyMissing
+    );
+    // A pending audit key does not sign checkpoints either.
+    let a = new_key(&f, KeyRole::Audit, Alg::EdDSA);
+    assert_eq!(
+        f.reg.checkpoint_signer(origin).err().unwrap().code,
+        ErrorCode::AuditKeyMissing
+    );
+    f.reg.activate(&officer(), &a.kid).unwrap();
+    let s = f.reg.checkpoint_signer(origin).unwrap();
+    assert_eq!(s.key_name(), origin);
+    // The vkey follows from the registered public JWK alone.
+    let x = |jwk: &crate::jwk::Jwk| -> [u8; 32] {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&jwk.x)
+            .unwrap()
+            .try_into()
+            .unwrap()
+    };
+    let registered = x(&a.public_jwk);
+    assert_eq!(s.public_key(), registered);
+    let cp = Checkpoint {
+        origin: origin.into(),
+        size: 1,
+        root: [9; 32],
+    };
+    let note = cp.sign(s.as_ref()).unwrap();
+    verify_checkpoint(&note, &Vkey::ed25519(origin, registered), &[], 0).unwrap();
+    // Rotation: the signer handed out before refuses; a new one is the new key.
+    let rot = f
+        .reg
+        .rotate(&officer(), KeyRole::Audit, None, Some(Alg::EdDSA))
+        .unwrap();
+    assert_eq!(
+        cp.sign(s.as_ref()).unwrap_err().code,
+        ErrorCode::KeyStateInvalid
+    );
+    let s2 = f.reg.checkpoint_signer(origin).unwrap();
+    assert_ne!(s2.public_key(), registered);
+    assert_eq!(s2.public_key(), x(&rot.activated.public_jwk));
+    // Revoked: no checkpoint key at all.
+    f.reg
+        .revoke(&officer(), &rot.activated.kid, "test")
+        .unwrap();
+    assert_eq!(
+        cp.sign(s2.as_ref()).unwrap_err().code,
+        ErrorCode::KeyRevoked
+    );
+    assert_eq!(
+        f.reg.checkpoint_signer(origin).err().unwrap().code,
+        ErrorCode::AuditKeyMissing
+    );
 }
