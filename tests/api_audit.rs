@@ -15,6 +15,7 @@ use mpcp_pa::api::Limits;
 use mpcp_pa::api::tokens::ApiRole;
 use mpcp_pa::audit::SoftwareNoteSigner;
 use mpcp_pa::audit::merkle::{Hash, leaf_hash, verify_consistency, verify_inclusion};
+use mpcp_pa::keys::KeyRole;
 
 fn hash(v: &serde_json::Value) -> Hash {
     STANDARD
@@ -129,7 +130,12 @@ async fn auditor_reads_entries_proofs_and_checkpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_on_demand_are_signed_by_the_hsm_audit_key() {
-    let h = Harness::start(Limits::default()).await;
+    let h = Harness::start_with_keys(
+        Limits::default(),
+        &[KeyRole::GrantSigning, KeyRole::Root],
+        |_| {},
+    )
+    .await;
     let auditor = h.token("auditor-1", ApiRole::Auditor);
     let officer = h.token("officer-1", ApiRole::SecurityOfficer);
     let issuer = h.token("issuer-1", ApiRole::Issuer);
@@ -137,17 +143,17 @@ async fn checkpoints_on_demand_are_signed_by_the_hsm_audit_key() {
 
     // Only auditors and security officers may ask, and nothing is signed without an audit key.
     assert_error(
-        &h.post("/v1/audit/checkpoints", None, "").await,
+        &h.post("/v1/audit/checkpoints", None, "{}").await,
         401,
         "UNAUTHORIZED",
     );
     assert_error(
-        &h.post("/v1/audit/checkpoints", Some(&issuer), "").await,
+        &h.post("/v1/audit/checkpoints", Some(&issuer), "{}").await,
         403,
         "FORBIDDEN",
     );
     assert_error(
-        &h.post("/v1/audit/checkpoints", Some(&auditor), "").await,
+        &h.post("/v1/audit/checkpoints", Some(&auditor), "{}").await,
         503,
         "AUDIT_KEY_MISSING",
     );
@@ -174,7 +180,7 @@ async fn checkpoints_on_demand_are_signed_by_the_hsm_audit_key() {
 
     // On demand: signed now (201), covering every entry, verifiable with the vkey computed
     // from the published JWK alone.
-    let (status, cp) = h.post("/v1/audit/checkpoints", Some(&auditor), "").await;
+    let (status, cp) = h.post("/v1/audit/checkpoints", Some(&auditor), "{}").await;
     assert_eq!(status, 201, "{cp}");
     let head = note_check::verify(cp["note"].as_str().unwrap(), origin, &public);
     assert_eq!(head.size, h.audit.size());
@@ -182,7 +188,7 @@ async fn checkpoints_on_demand_are_signed_by_the_hsm_audit_key() {
     assert_eq!(cp["vkey"], vkey.as_str());
     assert_eq!(cp["kid"], kid.as_str());
     // Nothing new since: the same checkpoint (200), also for the security officer.
-    let (status, again) = h.post("/v1/audit/checkpoints", Some(&officer), "").await;
+    let (status, again) = h.post("/v1/audit/checkpoints", Some(&officer), "{}").await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again, cp);
     // The log grows: the next one covers it.
@@ -192,7 +198,7 @@ async fn checkpoints_on_demand_are_signed_by_the_hsm_audit_key() {
             .0,
         201
     );
-    let (status, next) = h.post("/v1/audit/checkpoints", Some(&auditor), "").await;
+    let (status, next) = h.post("/v1/audit/checkpoints", Some(&auditor), "{}").await;
     assert_eq!(status, 201, "{next}");
     let next_head = note_check::verify(next["note"].as_str().unwrap(), origin, &public);
     assert_eq!(next_head.size, head.size + 1);

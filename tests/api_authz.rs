@@ -84,13 +84,13 @@ enum Expect {
     Refused(u16, &'static str),
 }
 
-/// The rule under test, from the route's declared role alone.
+/// The rule under test, from the route's declared roles alone.
 fn expected(route: &RouteEntry, caller: Caller) -> Expect {
-    let Some(required) = route.role else {
+    if route.role.is_none() {
         return Expect::Allowed;
-    };
+    }
     match caller {
-        Caller::Role(r) if r == required => Expect::Allowed,
+        Caller::Role(r) if route.allows(r) => Expect::Allowed,
         Caller::Role(_) => Expect::Refused(403, "FORBIDDEN"),
         _ => Expect::Refused(401, "UNAUTHORIZED"),
     }

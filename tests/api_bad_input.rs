@@ -1087,6 +1087,30 @@ fn rows(fx: &Fixture) -> Vec<Row> {
         )
         .expect(404, "NOT_FOUND")
         .field("policyHash"),
+        // --- POST /v1/audit/checkpoints (takes no parameters)
+        Row::post(
+            "checkpoint: member in body",
+            "/v1/audit/checkpoints",
+            ApiRole::Auditor,
+        )
+        .json(&json!({"size": 1}))
+        .expect(400, "UNKNOWN_FIELD")
+        .field("size"),
+        Row::post(
+            "checkpoint: malformed JSON",
+            "/v1/audit/checkpoints",
+            ApiRole::Auditor,
+        )
+        .raw(b"{")
+        .expect(400, "JSON_MALFORMED"),
+        Row::post(
+            "checkpoint: text body",
+            "/v1/audit/checkpoints",
+            ApiRole::SecurityOfficer,
+        )
+        .raw(b"now")
+        .content_type(Some("text/plain"))
+        .expect(415, "UNSUPPORTED_MEDIA_TYPE"),
         // --- POST /v1/tokens, POST /v1/tokens/{name}/revoke
         Row::post("token: unknown role", "/v1/tokens", Officer)
             .json(&json!({"name": "t-1", "role": "gateway"}))

@@ -297,14 +297,14 @@ async fn checkpoints_at_startup_on_demand_after_rotation_and_at_shutdown() {
         .post("/v1/policies", &issuer, r#"{"version":"1.0"}"#)
         .await;
     assert_eq!(status, 201);
-    let (status, fresh) = s.post("/v1/audit/checkpoints", &auditor, "").await;
+    let (status, fresh) = s.post("/v1/audit/checkpoints", &auditor, "{}").await;
     assert_eq!(status, 201, "{fresh}");
     let fresh_head = note_check::verify(fresh["note"].as_str().unwrap(), ORIGIN, &first_key);
     assert_eq!(fresh_head.size, head.size + 1);
     assert_eq!(fresh_head.size, s.size(&auditor).await);
-    let (status, same) = s.post("/v1/audit/checkpoints", &officer, "").await;
+    let (status, same) = s.post("/v1/audit/checkpoints", &officer, "{}").await;
     assert_eq!((status, &same), (200, &fresh));
-    let (status, _) = s.post("/v1/audit/checkpoints", &issuer, "").await;
+    let (status, _) = s.post("/v1/audit/checkpoints", &issuer, "{}").await;
     assert_eq!(status, 403);
 
     // Rotation of the audit key: the next checkpoint is signed by the new key.
@@ -314,7 +314,7 @@ async fn checkpoints_at_startup_on_demand_after_rotation_and_at_shutdown() {
     assert_eq!(status, 200, "{rot}");
     let second_key = note_check::jwk_public(&rot["activated"]["publicJwk"]);
     assert_ne!(second_key, first_key);
-    let (status, rotated) = s.post("/v1/audit/checkpoints", &officer, "").await;
+    let (status, rotated) = s.post("/v1/audit/checkpoints", &officer, "{}").await;
     assert_eq!(status, 201, "{rotated}");
     let rotated_head = note_check::verify(rotated["note"].as_str().unwrap(), ORIGIN, &second_key);
     assert!(!note_check::verifies(

@@ -115,13 +115,22 @@ pub fn client_for(paths: &TlsPaths) -> reqwest::Client {
 }
 
 impl Harness {
-    /// Starts the service with `limits` over TLS, with EdDSA grant-signing and root keys.
+    /// Starts the service with `limits` over TLS, with an active EdDSA key for every role.
     pub async fn start(limits: Limits) -> Harness {
         Harness::start_with(limits, |_| {}).await
     }
 
     /// Starts the service with `limits` and a configuration adjusted by `tune`.
     pub async fn start_with(limits: Limits, tune: impl FnOnce(&mut ServiceConfig)) -> Harness {
+        Harness::start_with_keys(limits, &KeyRole::ALL, tune).await
+    }
+
+    /// Starts the service with an active EdDSA key for each of `roles` only.
+    pub async fn start_with_keys(
+        limits: Limits,
+        roles: &[KeyRole],
+        tune: impl FnOnce(&mut ServiceConfig),
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("store")).unwrap();
         let tls = TlsPaths::default_in(dir.path());
@@ -145,7 +154,7 @@ impl Harness {
             )
             .unwrap(),
         );
-        for role in [KeyRole::GrantSigning, KeyRole::Root] {
+        for &role in roles {
             let reg = registry.clone();
             tokio::task::spawn_blocking(move || {
                 reg.rotate(&Actor::cli(), role, None, Some(Alg::EdDSA))

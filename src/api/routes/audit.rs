@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use super::{ApiQuery, json_response};
 use crate::api::AppState;
 use crate::api::auth::{Auditor, AuditorOrSecurityOfficer, Auth};
+use crate::api::body::{OptionalStrictJson, closed_object};
 use crate::api::error::ApiResult;
 use crate::api::signing::blocking;
 use crate::audit::{Hash, StoredCheckpoint, Vkey};
@@ -92,7 +93,10 @@ pub async fn checkpoint(
 pub async fn sign_checkpoint(
     State(state): State<AppState>,
     _auth: Auth<AuditorOrSecurityOfficer>,
+    OptionalStrictJson(body): OptionalStrictJson,
 ) -> ApiResult<Response> {
+    // The request has no parameters: any member is refused rather than ignored.
+    closed_object(&body, &[])?;
     let checkpointer = state.checkpointer().clone();
     let registry = state.registry().clone();
     let (signed_now, out) = blocking(move || {
