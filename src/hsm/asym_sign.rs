@@ -158,11 +158,20 @@ impl DigestSigner for HsmSigner {
             .pool
             .run("C_Sign", move |ctx| {
                 let handle = key.handle(ctx)?;
-                sign_in_session(ctx, alg, handle, &message).inspect_err(|f| {
-                    if f.fault == Some(Fault::StaleObject) {
+                match sign_in_session(ctx, alg, handle, &message) {
+                    // The cached handle went stale (e.g. the library dropped the token's
+                    // handles when its last session closed): look the key up once more.
+                    Err(f) if f.fault == Some(Fault::StaleObject) => {
                         key.forget_handle();
+                        let handle = key.handle(ctx)?;
+                        sign_in_session(ctx, alg, handle, &message).inspect_err(|f| {
+                            if f.fault == Some(Fault::StaleObject) {
+                                key.forget_handle();
+                            }
+                        })
                     }
-                })
+                    other => other,
+                }
             })
             .map_err(|f| f.error)?;
         Ok(DigestSignature {
