@@ -23,11 +23,14 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, ErrorCode, Result};
 use crate::hsm::utils::lock;
 
-/// How often a watcher looks for a deadline while none is published yet (blocking work that
-/// has not reached its HSM call, or is between calls). A deadline it has seen is waited
-/// for exactly; one published less than this after the work started may be noticed up to
-/// this much late.
+/// How soon a watcher first looks for a deadline while none is published yet (blocking work
+/// that has not reached its HSM call, or is between calls); the interval then doubles up to
+/// [`WATCH_POLL_MAX`], so work queued for long costs few wake-ups. A deadline the watcher has
+/// seen is waited for exactly; one that passes before the watcher has seen it is noticed at
+/// its next look.
 pub const WATCH_POLL: Duration = Duration::from_millis(20);
+/// The longest interval between two looks (far below any sensible call timeout).
+pub const WATCH_POLL_MAX: Duration = Duration::from_millis(320);
 
 thread_local! {
     /// The watch of the work this thread runs, if any ([`CallWatch::run`]).
@@ -60,7 +63,7 @@ impl CallWatch {
     /// Runs `f` on this thread with every HSM call it makes run inline (no hand-off),
     /// publishing each call's deadline here. Whoever calls this takes on enforcing those
     /// deadlines for its own waiter (as [`bounded`] does); a thread that nobody can free
-    /// should not use it.
+    /// should not use it. A watch serves one thread at a time.
     pub fn run<T>(self: &Arc<Self>, f: impl FnOnce() -> T) -> T {
         struct Restore(Option<Arc<CallWatch>>);
         impl Drop for Restore {
@@ -155,10 +158,13 @@ where
     let watch = CallWatch::new();
     let w = Arc::clone(&watch);
     let mut task = tokio::task::spawn_blocking(move || w.run(f));
+    let mut poll = WATCH_POLL;
     loop {
-        let wake = watch
-            .deadline()
-            .unwrap_or_else(|| Instant::now() + WATCH_POLL);
+        let wake = watch.deadline().unwrap_or_else(|| {
+            let at = Instant::now() + poll;
+            poll = (poll * 2).min(WATCH_POLL_MAX);
+            at
+        });
         tokio::select! {
             biased;
             r = &mut task => {
@@ -264,7 +270,7 @@ mod tests {
                     "C_Sign",
                     Duration::from_millis(150),
                 );
-                let _ = release_rx.recv();
+                let _ = release_rx.recv_timeout(Duration::from_secs(5));
                 w.done();
                 let _ = ended_tx.send(w.abandoned());
                 Ok(())
