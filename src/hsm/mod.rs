@@ -4,7 +4,7 @@
 //! - [`pin`]: PIN sources and the zeroised, redacted [`pin::Pin`].
 //! - `module` / `pool` / `worker`: one shared `Pkcs11` context, a bounded session pool per
 //!   token with health checks, recovery and per-call timeouts.
-//! - [`bounded`]: where the timeout of a call is enforced. Work run through [`bounded()`]
+//! - [`mod@bounded`]: where the timeout of a call is enforced. Work run through [`bounded()`]
 //!   (the service's signing) makes its HSM calls inline on its blocking thread and the
 //!   async waiter stops waiting at the call's deadline; any other caller hands each call to
 //!   a pool worker thread and stops waiting itself. Either way every HSM call is bounded by
