@@ -1,7 +1,8 @@
 //! Recovery without restarting: sessions closed, login lost, library finalised or PIN
 //! changed behind the backend's back. The failing call errors with a clear code; the pool
 //! re-opens sessions, logs in again, re-initialises the library as needed, and the next
-//! call succeeds.
+//! call succeeds. Both ways a call runs are covered: inline on the caller's thread (under a
+//! `CallWatch`, as the service signs) and handed off to a pool worker thread.
 
 mod hsm_support;
 
@@ -13,8 +14,8 @@ use cryptoki::types::AuthPin;
 use hsm_support::{dev_backend, isolated, other_handle, slot_of, user_pin};
 use mpcp_pa::ErrorCode;
 use mpcp_pa::crypto::Alg;
-use mpcp_pa::hsm::HsmBackend;
 use mpcp_pa::hsm::dev::SOFTHSM2_MODULE;
+use mpcp_pa::hsm::{CallWatch, HsmBackend};
 use mpcp_pa::keys::{KeyBackend, KeyRole};
 use mpcp_pa::signer::DigestSigner;
 
@@ -31,11 +32,20 @@ fn sign_ok(s: &Arc<dyn DigestSigner>, i: u8) {
     s.public_key().verify_digest(&d, &sig.bytes).unwrap();
 }
 
-/// Several sessions in the pool, so recovery has more than one to replace.
+/// Runs `f` with its HSM calls inline on this thread (as under `hsm::bounded`).
+fn inline<T>(f: impl FnOnce() -> T) -> T {
+    CallWatch::new().run(f)
+}
+
+/// Several sessions in the pool, so recovery has more than one to replace; two threads
+/// sign inline, two hand their calls off.
 fn warm(s: &Arc<dyn DigestSigner>) {
     std::thread::scope(|sc| {
         for t in 0..4u8 {
-            sc.spawn(move || (0..10).for_each(|i| sign_ok(s, t * 10 + i)));
+            sc.spawn(move || {
+                let work = || (0..10).for_each(|i| sign_ok(s, t * 10 + i));
+                if t % 2 == 0 { inline(work) } else { work() }
+            });
         }
     });
 }
@@ -56,7 +66,7 @@ fn sessions_closed_elsewhere() {
             cryptoki_sys::CKR_OK
         );
 
-        let e = grant.sign_digest(&[0; 32]).unwrap_err();
+        let e = inline(|| grant.sign_digest(&[0; 32])).unwrap_err();
         assert_eq!(e.code, ErrorCode::HsmUnavailable, "{e}");
         assert!(e.message.contains("mpcp-grant-signing"), "{e}");
         // One failure for the whole pool; every later call succeeds, also concurrently.
@@ -99,7 +109,7 @@ fn library_finalized_elsewhere() {
         sign_ok(&root, 1);
         other_handle().finalize().unwrap();
 
-        let e = grant.sign_digest(&[0; 32]).unwrap_err();
+        let e = inline(|| grant.sign_digest(&[0; 32])).unwrap_err();
         assert_eq!(e.code, ErrorCode::HsmUnavailable, "{e}");
         assert!(e.message.contains("CryptokiNotInitialized"), "{e}");
         // The library is initialised again; sessions and key handles of the old
@@ -130,7 +140,7 @@ fn failed_recovery_backs_off_then_recovers() {
         let e = grant.sign_digest(&[0; 32]).unwrap_err();
         assert_eq!(e.code, ErrorCode::HsmUnavailable, "{e}");
         // Recovery tries to log in with the configured PIN and fails...
-        let e = grant.sign_digest(&[0; 32]).unwrap_err();
+        let e = inline(|| grant.sign_digest(&[0; 32])).unwrap_err();
         assert_eq!(e.code, ErrorCode::HsmPinInvalid, "{e}");
         // ...so the next calls fail fast until the backoff (100 ms first) has passed.
         let e = grant.sign_digest(&[0; 32]).unwrap_err();

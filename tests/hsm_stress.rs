@@ -1,5 +1,7 @@
-//! Concurrency: many threads signing through the pools at once, with key generation and
-//! destruction (serialised inside the backend) running alongside.
+//! Concurrency: many threads signing through the pools at once (half of them inline on their
+//! own thread, as the service signs under `hsm::bounded`, half handing calls off to pool
+//! worker threads), with key generation and destruction (serialised inside the backend)
+//! running alongside.
 
 mod hsm_support;
 
@@ -8,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hsm_support::{dev_config_edited, isolated};
 use mpcp_pa::crypto::Alg;
-use mpcp_pa::hsm::{HsmBackend, HsmConfig};
+use mpcp_pa::hsm::{CallWatch, HsmBackend, HsmConfig};
 use mpcp_pa::keys::{KeyBackend, KeyRole};
 use mpcp_pa::signer::DigestSigner;
 
@@ -40,19 +42,26 @@ fn concurrent_signing_all_verifies() {
             for t in 0..THREADS {
                 let (signers, verified) = (&signers, &verified);
                 sc.spawn(move || {
-                    for i in 0..PER_THREAD {
-                        let s = &signers[(t + i) % signers.len()];
-                        let mut d = [0u8; 32];
-                        d[..8].copy_from_slice(&((t * PER_THREAD + i) as u64).to_be_bytes());
-                        let sig = s
-                            .sign_digest(&d)
-                            .unwrap_or_else(|e| panic!("thread {t} signature {i}: {e}"));
-                        s.public_key()
-                            .verify_digest(&d, &sig.bytes)
-                            .unwrap_or_else(|e| {
-                                panic!("thread {t} signature {i} ({}): {e}", s.alg())
-                            });
-                        verified.fetch_add(1, Ordering::Relaxed);
+                    let work = || {
+                        for i in 0..PER_THREAD {
+                            let s = &signers[(t + i) % signers.len()];
+                            let mut d = [0u8; 32];
+                            d[..8].copy_from_slice(&((t * PER_THREAD + i) as u64).to_be_bytes());
+                            let sig = s
+                                .sign_digest(&d)
+                                .unwrap_or_else(|e| panic!("thread {t} signature {i}: {e}"));
+                            s.public_key()
+                                .verify_digest(&d, &sig.bytes)
+                                .unwrap_or_else(|e| {
+                                    panic!("thread {t} signature {i} ({}): {e}", s.alg())
+                                });
+                            verified.fetch_add(1, Ordering::Relaxed);
+                        }
+                    };
+                    if t % 2 == 0 {
+                        CallWatch::new().run(work)
+                    } else {
+                        work()
                     }
                 });
             }

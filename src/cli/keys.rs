@@ -212,14 +212,7 @@ pub fn main(data_dir: &Path, args: KeysArgs) -> Result<ExitCode> {
         args.hsm_config.as_deref(),
         args.audit_origin.as_deref(),
     )?;
-    let result = run(args.command, &ctx, &mut std::io::stdout().lock());
-    // Keep the PKCS#11 backend alive until the process exits. Dropping it lets its detached
-    // session worker threads drop the last reference to the module and unload it while the
-    // main thread is already running the library's exit handlers, which crashes SoftHSM2
-    // (SIGSEGV in its static destructors, seen in tests/keys_cli.rs). The process ends right
-    // after this, so nothing is lost by not unloading the module.
-    std::mem::forget(ctx.backend.clone());
-    result
+    run(args.command, &ctx, &mut std::io::stdout().lock())
 }
 
 fn io_err(what: &str, e: impl std::fmt::Display) -> Error {

@@ -277,6 +277,8 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
     let backend = Arc::new(crate::hsm::HsmBackend::open(&crate::hsm::HsmConfig::load(
         &config_path,
     )?)?);
+    // Ready only while every role's token is logged in (checked live on each probe).
+    let mut readiness = crate::hsm::readiness::probes(&backend);
     let store = Store::open(&crate::store::store_path(data_dir))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let audit = Arc::new(open_audit(&store, clock.clone())?);
@@ -287,6 +289,11 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
         clock.clone(),
         policy,
     )?);
+    readiness.push(Arc::new(SigningKeysProbe(registry.clone())));
+    readiness.push(Arc::new(CheckpointKeyProbe {
+        keys: registry.clone(),
+        origin: audit.origin().to_string(),
+    }));
     let mut config = ServiceConfig::new(a.issuer.clone());
     config.limits = a.limits();
     config.issuer_requires_client_certificate = a.issuer_client_ca.is_some();
@@ -315,13 +322,7 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
             keys: registry.clone(),
             registry: registry.clone(),
             clock: clock.clone(),
-            readiness: vec![
-                Arc::new(SigningKeysProbe(registry.clone())),
-                Arc::new(CheckpointKeyProbe {
-                    keys: registry.clone(),
-                    origin: audit.origin().to_string(),
-                }),
-            ],
+            readiness,
         },
         config,
     )?;

@@ -4,7 +4,7 @@
 //!   with raw `CKM_ECDSA` (SoftHSM2 2.6.1 has no `CKM_ECDSA_SHA256`); the raw `r||s` it returns
 //!   is encoded as DER with low-S.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
@@ -14,7 +14,7 @@ use crate::crypto::{Alg, PublicKey, ecdsa_prehash, ecdsa_raw_to_der_low_s};
 use crate::error::{Error, ErrorCode, Result};
 use crate::hsm::key_management::find_key;
 use crate::hsm::pool::{Epoch, SessionCtx, TokenPool};
-use crate::hsm::utils::{CkResultExt, Failure, Fault, lock};
+use crate::hsm::utils::{CkResultExt, Failure, Fault};
 use crate::signer::{DigestSignature, DigestSigner};
 
 /// The bytes the token signs for digest `D`: `D` itself for Ed25519, `SHA-256(D)` for ECDSA.
@@ -58,11 +58,12 @@ pub(crate) fn sign_in_session(
         .on(ctx.label, "C_Sign")
 }
 
-/// A private key on a token, found by CKA_ID; its object handle is cached per epoch.
+/// A private key on a token, found by CKA_ID; its object handle is cached per epoch (read by
+/// every signature, from many threads at once: a read-write lock).
 pub(crate) struct KeyRef {
     pool: Arc<TokenPool>,
     object_id: Vec<u8>,
-    cached: Mutex<Option<(Epoch, ObjectHandle)>>,
+    cached: RwLock<Option<(Epoch, ObjectHandle)>>,
 }
 
 impl KeyRef {
@@ -75,24 +76,24 @@ impl KeyRef {
         KeyRef {
             pool,
             object_id,
-            cached: Mutex::new(handle),
+            cached: RwLock::new(handle),
         }
     }
 
     /// The private key's handle valid in `ctx`'s epoch, looked up again by CKA_ID if needed.
     fn handle(&self, ctx: &SessionCtx<'_>) -> Result<ObjectHandle, Failure> {
-        if let Some((epoch, h)) = *lock(&self.cached)
+        if let Some((epoch, h)) = *self.cached.read().unwrap_or_else(PoisonError::into_inner)
             && epoch == ctx.epoch
         {
             return Ok(h);
         }
         let h = find_key(ctx, ObjectClass::PRIVATE_KEY, &self.object_id)?;
-        *lock(&self.cached) = Some((ctx.epoch, h));
+        *self.cached.write().unwrap_or_else(PoisonError::into_inner) = Some((ctx.epoch, h));
         Ok(h)
     }
 
     fn forget_handle(&self) {
-        *lock(&self.cached) = None;
+        *self.cached.write().unwrap_or_else(PoisonError::into_inner) = None;
     }
 }
 
@@ -158,11 +159,20 @@ impl DigestSigner for HsmSigner {
             .pool
             .run("C_Sign", move |ctx| {
                 let handle = key.handle(ctx)?;
-                sign_in_session(ctx, alg, handle, &message).inspect_err(|f| {
-                    if f.fault == Some(Fault::StaleObject) {
+                match sign_in_session(ctx, alg, handle, &message) {
+                    // The cached handle went stale (e.g. the library dropped the token's
+                    // handles when its last session closed): look the key up once more.
+                    Err(f) if f.fault == Some(Fault::StaleObject) => {
                         key.forget_handle();
+                        let handle = key.handle(ctx)?;
+                        sign_in_session(ctx, alg, handle, &message).inspect_err(|f| {
+                            if f.fault == Some(Fault::StaleObject) {
+                                key.forget_handle();
+                            }
+                        })
                     }
-                })
+                    other => other,
+                }
             })
             .map_err(|f| f.error)?;
         Ok(DigestSignature {

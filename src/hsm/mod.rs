@@ -4,18 +4,26 @@
 //! - [`pin`]: PIN sources and the zeroised, redacted [`pin::Pin`].
 //! - `module` / `pool` / `worker`: one shared `Pkcs11` context, a bounded session pool per
 //!   token with health checks, recovery and per-call timeouts.
+//! - [`mod@bounded`]: where the timeout of a call is enforced. Work run through [`bounded()`]
+//!   (the service's signing) makes its HSM calls inline on its blocking thread and the
+//!   async waiter stops waiting at the call's deadline; any other caller hands each call to
+//!   a pool worker thread and stops waiting itself. Either way every HSM call is bounded by
+//!   the configured timeout, a session is used by one thread at a time, and a session whose
+//!   call overran or was abandoned is closed once the call returns, never reused.
 //! - [`key_management`], [`asym_sign`]: key pairs and the MPCP signing convention.
 //! - [`note_sign`]: raw-message Ed25519 for C2SP signed notes (audit checkpoints).
 //! - [`mechanisms`]: the startup probe.
 //! - [`dev`]: `hsm init-dev`, SoftHSM2 tokens for development and tests.
 //!
 //! [`HsmBackend`] implements [`KeyBackend`]; it is `Send + Sync` and cheap to clone. All
-//! calls block (an HSM round trip); async code runs them with `spawn_blocking`.
+//! calls block (an HSM round trip); async code runs them with [`bounded()`] (or
+//! `spawn_blocking`, which keeps the per-call hand-off).
 //!
 //! One process uses one PKCS#11 configuration: library state is process-wide, and SoftHSM2
 //! reads its configuration file once per process (see [`bind_softhsm2_conf`]).
 
 pub mod asym_sign;
+pub mod bounded;
 pub mod config;
 pub mod dev;
 pub mod key_management;
@@ -24,6 +32,7 @@ mod module;
 pub mod note_sign;
 pub mod pin;
 mod pool;
+pub mod readiness;
 mod utils;
 mod worker;
 
@@ -36,6 +45,7 @@ use crate::keys::{GeneratedKey, KeyBackend, KeyRole};
 use crate::signer::DigestSigner;
 
 pub use asym_sign::HsmSigner;
+pub use bounded::{CallWatch, bounded};
 pub use config::HsmConfig;
 pub use mechanisms::TokenReport;
 pub use module::bind_softhsm2_conf;
@@ -200,6 +210,18 @@ impl HsmBackend {
     /// The label of the token holding `role`'s keys.
     pub fn token_of(&self, role: KeyRole) -> Result<&str> {
         Ok(self.binding(role)?.pool.label())
+    }
+
+    /// Checks that `role`'s token is usable now: a pooled session passes `C_GetSessionInfo`
+    /// (right slot, logged in as user), or a fresh one is opened and logged in; bounded by
+    /// the configured timeout like every HSM call. A failure starts the pool's recovery, so
+    /// a later check (or call) can succeed without a restart. Errors: `HSM_UNAVAILABLE`,
+    /// `HSM_PIN_INVALID`, `HSM_TIMEOUT`, `HSM_TOKEN_NOT_FOUND`.
+    pub fn check_token(&self, role: KeyRole) -> Result<()> {
+        self.binding(role)?
+            .pool
+            .run("session check", |_| Ok(()))
+            .map_err(|f| f.error)
     }
 
     fn binding(&self, role: KeyRole) -> Result<&RoleBinding> {

@@ -1,9 +1,20 @@
 //! A bounded pool of logged-in sessions on one token.
 //!
-//! Each session is owned by one worker thread ([`Worker`]) and is used by one request at a
-//! time: a request checks a worker out exclusively, runs its operation on the worker's
-//! session with a deadline, and checks it back in. A `Session` is therefore never used by
-//! two threads at once, and every HSM call is bounded by the configured timeout.
+//! A request checks a session out exclusively (a [`Lease`]), runs its operation on it and
+//! checks it back in, so a `Session` is never used by two threads at once. Where the
+//! operation runs depends on who waits for it (see [`crate::hsm::bounded`]):
+//! - **inline**, on the calling thread, when it runs under a [`CallWatch`] (the service's
+//!   signing, through [`crate::hsm::bounded`]): the call's deadline is published to the
+//!   watch and the async waiter stops waiting at it. A call that overran reports
+//!   `HSM_TIMEOUT` when it returns and its session is closed, never checked back in.
+//! - **hand-off** otherwise: the lease and the operation go to a worker thread
+//!   ([`Worker`]) and the caller waits at most until the deadline. An abandoned call keeps
+//!   its worker and its lease until it returns; the session is then closed and the slot
+//!   freed. Idle workers are reused.
+//!
+//! Either way one deadline (the configured timeout) covers the wait for a free session and
+//! the call, and a hung module pins at most one thread and one session per hung call: once
+//! every slot is pinned, new requests time out waiting for a slot.
 //!
 //! Health and recovery:
 //! - Before each use the session is checked with `C_GetSessionInfo` (same slot, still logged
@@ -20,7 +31,7 @@
 //!   the next attempt; a success resets it. The process never needs restarting.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use cryptoki::error::{Error as CkError, RvError};
@@ -28,6 +39,7 @@ use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 
 use crate::error::{Error, ErrorCode};
+use crate::hsm::bounded::{CallWatch, timeout_error};
 use crate::hsm::module::Module;
 use crate::hsm::pin::Pin;
 use crate::hsm::utils::{CkResultExt, Failure, Fault, lock};
@@ -51,7 +63,7 @@ pub(crate) struct PoolSettings {
     pub backoff_max: Duration,
 }
 
-/// What an operation gets to work with, on the worker thread.
+/// What an operation gets to work with.
 pub(crate) struct SessionCtx<'a> {
     /// The checked, logged-in session (exclusively this operation's).
     pub session: &'a Session,
@@ -65,7 +77,7 @@ pub(crate) struct SessionCtx<'a> {
     pub module: &'a Module,
 }
 
-/// The state a worker thread owns: at most one session.
+/// One slot of the pool: at most one session.
 struct SessionSlot {
     module: Arc<Module>,
     session: Option<Session>,
@@ -94,8 +106,29 @@ impl Drop for SessionSlot {
     }
 }
 
+/// A slot checked out by one caller. Checked back in, its session is reused; dropped
+/// instead (the call overran, was abandoned or panicked), its session is closed on the
+/// dropping thread, after the call returned, and only then is the slot free again.
+struct Lease {
+    pool: Arc<TokenPool>,
+    slot: Option<SessionSlot>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            drop(slot);
+            let mut st = lock(&self.pool.slots);
+            st.live -= 1;
+            if st.waiting > 0 {
+                self.pool.freed.notify_one();
+            }
+        }
+    }
+}
+
 struct Slots {
-    idle: Vec<Worker<SessionSlot>>,
+    idle: Vec<SessionSlot>,
     live: usize,
     /// Requests waiting for a slot (so that check-in skips the wake-up call when none is).
     waiting: usize,
@@ -110,13 +143,15 @@ struct Health {
 
 /// The session pool of one token.
 pub(crate) struct TokenPool {
-    label: String,
+    label: Arc<str>,
     module: Arc<Module>,
     pin: Pin,
     settings: PoolSettings,
     token_epoch: AtomicU64,
     slots: Mutex<Slots>,
     freed: Condvar,
+    /// Idle worker threads of the hand-off path.
+    workers: Mutex<Vec<Worker>>,
     health: Mutex<Health>,
     /// True while `health` holds a failed recovery (lets the hot path skip its lock).
     degraded: AtomicBool,
@@ -125,12 +160,12 @@ pub(crate) struct TokenPool {
 }
 
 impl Drop for TokenPool {
-    /// Closes the idle sessions and waits for their threads, so that no session is being
-    /// closed while the process tears the module down. Abandoned (timed-out) workers are not
-    /// waited for: they exit when their call returns.
+    /// Closes the idle sessions on this thread and waits for the idle worker threads, so
+    /// that no session is being closed while the process tears the module down. Calls that
+    /// are still running keep the pool alive until they return.
     fn drop(&mut self) {
-        let idle = std::mem::take(&mut lock(&self.slots).idle);
-        for w in idle {
+        drop(std::mem::take(&mut lock(&self.slots).idle));
+        for w in std::mem::take(&mut *lock(&self.workers)) {
             w.shutdown();
         }
     }
@@ -145,6 +180,15 @@ impl std::fmt::Debug for TokenPool {
     }
 }
 
+/// Withdraws the published call from its watch, also when the operation panics.
+struct Published<'a>(&'a CallWatch);
+
+impl Drop for Published<'_> {
+    fn drop(&mut self) {
+        self.0.done();
+    }
+}
+
 impl TokenPool {
     /// A pool for the token labelled `label`. No session is opened yet.
     pub(crate) fn new(
@@ -154,7 +198,7 @@ impl TokenPool {
         settings: PoolSettings,
     ) -> Arc<Self> {
         Arc::new(TokenPool {
-            label: label.to_string(),
+            label: label.into(),
             module,
             pin,
             settings,
@@ -165,6 +209,7 @@ impl TokenPool {
                 waiting: 0,
             }),
             freed: Condvar::new(),
+            workers: Mutex::new(Vec::new()),
             health: Mutex::new(Health::default()),
             degraded: AtomicBool::new(false),
             slot_cache: Mutex::new(None),
@@ -185,39 +230,113 @@ impl TokenPool {
     }
 
     /// Runs `op` on a checked, logged-in session of this token, waiting at most the
-    /// configured timeout in all (for a free session and for the call). `what` names the
-    /// operation in errors.
+    /// configured timeout in all (for a free session and for the call): inline when this
+    /// thread runs under a [`CallWatch`], else handed off to a worker thread (see the module
+    /// documentation). `what` names the operation in errors.
     pub(crate) fn run<R, F>(self: &Arc<Self>, what: &'static str, op: F) -> Result<R, Failure>
+    where
+        R: Send + 'static,
+        F: FnOnce(&SessionCtx<'_>) -> Result<R, Failure> + Send + 'static,
+    {
+        match CallWatch::current() {
+            Some(watch) => self.run_inline(&watch, what, op),
+            None => self.run_handoff(what, op),
+        }
+    }
+
+    fn timed_out(&self, what: &str, outcome: &str) -> Failure {
+        timeout_error(&self.label, what, self.settings.timeout, outcome).into()
+    }
+
+    /// The inline path: `op` runs on this thread; its deadline is published to `watch`.
+    fn run_inline<R>(
+        self: &Arc<Self>,
+        watch: &CallWatch,
+        what: &'static str,
+        op: impl FnOnce(&SessionCtx<'_>) -> Result<R, Failure>,
+    ) -> Result<R, Failure> {
+        if watch.abandoned() {
+            return Err(self.timed_out(what, "not started: the caller had stopped waiting"));
+        }
+        let deadline = Instant::now() + self.settings.timeout;
+        self.gate()?;
+        watch.begin(
+            deadline,
+            Arc::clone(&self.label),
+            what,
+            self.settings.timeout,
+        );
+        let _published = Published(watch);
+        let mut lease = self.checkout(deadline, what)?;
+        let result = match lease.slot.as_mut() {
+            Some(slot) => self.in_session(slot, op),
+            None => Err(Error::new(ErrorCode::Internal, "lease without a slot").into()),
+        };
+        if Instant::now() >= deadline {
+            // Whoever waited has been told HSM_TIMEOUT; the session is not trusted again.
+            drop(lease);
+            return Err(self.timed_out(what, "it returned late"));
+        }
+        self.checkin(lease);
+        result
+    }
+
+    /// The hand-off path: `op` runs on a worker thread; this thread waits until the deadline.
+    fn run_handoff<R, F>(self: &Arc<Self>, what: &'static str, op: F) -> Result<R, Failure>
     where
         R: Send + 'static,
         F: FnOnce(&SessionCtx<'_>) -> Result<R, Failure> + Send + 'static,
     {
         let deadline = Instant::now() + self.settings.timeout;
         self.gate()?;
-        let worker = self.checkout(deadline, what)?;
+        let lease = self.checkout(deadline, what)?;
+        let worker = match self.idle_worker() {
+            Ok(w) => w,
+            Err(f) => {
+                self.checkin(lease);
+                return Err(f);
+            }
+        };
         let pool = Arc::clone(self);
         let remaining = deadline.saturating_duration_since(Instant::now());
-        match worker.call(remaining, move |slot| pool.in_worker(slot, op)) {
-            Ok((worker, result)) => {
-                self.checkin(worker);
+        let job = move || {
+            let mut lease = lease;
+            let result = match lease.slot.as_mut() {
+                Some(slot) => pool.in_session(slot, op),
+                None => Err(Error::new(ErrorCode::Internal, "lease without a slot").into()),
+            };
+            (lease, result)
+        };
+        match worker.call(remaining, job) {
+            Ok((worker, (lease, result))) => {
+                self.checkin(lease);
+                lock(&self.workers).push(worker);
                 result
             }
-            Err(CallError::Elapsed) => Err(Error::new(
-                ErrorCode::HsmTimeout,
-                format!(
-                    "token {:?}: {what} did not complete within {} ms; the call was abandoned \
-                     (its session is closed once the module returns)",
-                    self.label,
-                    self.settings.timeout.as_millis()
-                ),
-            )
-            .into()),
+            Err(CallError::Elapsed) => Err(self.timed_out(what, "the caller stopped waiting")),
             Err(CallError::Gone) => Err(Error::new(
                 ErrorCode::Internal,
                 format!("token {:?}: {what}: HSM worker thread failed", self.label),
             )
             .into()),
         }
+    }
+
+    fn idle_worker(&self) -> Result<Worker, Failure> {
+        if let Some(w) = lock(&self.workers).pop() {
+            return Ok(w);
+        }
+        let n = self.worker_seq.fetch_add(1, Ordering::Relaxed);
+        Worker::spawn(format!("hsm-{}-{n}", self.label)).map_err(|e| {
+            Error::new(
+                ErrorCode::Internal,
+                format!(
+                    "token {:?}: cannot start HSM worker thread: {e}",
+                    self.label
+                ),
+            )
+            .into()
+        })
     }
 
     /// Fails fast while a failed recovery's backoff is running.
@@ -269,22 +388,25 @@ impl TokenPool {
         }
     }
 
-    fn checkout(
-        self: &Arc<Self>,
-        deadline: Instant,
-        what: &str,
-    ) -> Result<Worker<SessionSlot>, Failure> {
+    fn checkout(self: &Arc<Self>, deadline: Instant, what: &str) -> Result<Lease, Failure> {
         let mut st = lock(&self.slots);
         loop {
-            if let Some(w) = st.idle.pop() {
-                return Ok(w);
+            if let Some(slot) = st.idle.pop() {
+                return Ok(Lease {
+                    pool: Arc::clone(self),
+                    slot: Some(slot),
+                });
             }
             if st.live < self.settings.size {
                 st.live += 1;
-                drop(st);
-                return self.spawn_worker().inspect_err(|_| {
-                    lock(&self.slots).live -= 1;
-                    self.freed.notify_one();
+                return Ok(Lease {
+                    pool: Arc::clone(self),
+                    slot: Some(SessionSlot {
+                        module: Arc::clone(&self.module),
+                        session: None,
+                        slot: None,
+                        epoch: self.epoch(),
+                    }),
                 });
             }
             let now = Instant::now();
@@ -310,45 +432,19 @@ impl TokenPool {
         }
     }
 
-    fn checkin(&self, worker: Worker<SessionSlot>) {
-        let mut st = lock(&self.slots);
-        st.idle.push(worker);
-        if st.waiting > 0 {
-            self.freed.notify_one();
+    fn checkin(&self, mut lease: Lease) {
+        if let Some(slot) = lease.slot.take() {
+            let mut st = lock(&self.slots);
+            st.idle.push(slot);
+            if st.waiting > 0 {
+                self.freed.notify_one();
+            }
         }
     }
 
-    fn spawn_worker(self: &Arc<Self>) -> Result<Worker<SessionSlot>, Failure> {
-        let weak: Weak<TokenPool> = Arc::downgrade(self);
-        let n = self.worker_seq.fetch_add(1, Ordering::Relaxed);
-        let state = SessionSlot {
-            module: Arc::clone(&self.module),
-            session: None,
-            slot: None,
-            epoch: self.epoch(),
-        };
-        Worker::spawn(format!("hsm-{}-{n}", self.label), state, move || {
-            // The slot is free only once the thread (and its session) is gone.
-            if let Some(pool) = weak.upgrade() {
-                lock(&pool.slots).live -= 1;
-                pool.freed.notify_one();
-            }
-        })
-        .map_err(|e| {
-            Error::new(
-                ErrorCode::Internal,
-                format!(
-                    "token {:?}: cannot start HSM worker thread: {e}",
-                    self.label
-                ),
-            )
-            .into()
-        })
-    }
-
-    /// Runs on the worker thread: make the session usable, run the operation, and record
-    /// what a failure means for the token.
-    fn in_worker<R>(
+    /// Makes the session usable, runs the operation, and records what a failure means for
+    /// the token.
+    fn in_session<R>(
         &self,
         slot: &mut SessionSlot,
         op: impl FnOnce(&SessionCtx<'_>) -> Result<R, Failure>,
