@@ -20,7 +20,7 @@ use mpcp_pa::api::tokens::ApiRole;
 use mpcp_pa::api::{
     AppState, Limits, RunningServer, ServiceConfig, ServiceParts, Transport, router, server,
 };
-use mpcp_pa::audit::{AuditConfig, AuditLog};
+use mpcp_pa::audit::{AppendTicket, AuditConfig, AuditLog, AuditSink, SideWrites};
 use mpcp_pa::clock::SystemClock;
 use mpcp_pa::crypto::Alg;
 use mpcp_pa::events::{Actor, Event, EventSink};
@@ -61,6 +61,18 @@ impl EventSink for SwitchableSink {
             ));
         }
         self.log.record(actor, event)
+    }
+}
+
+impl AuditSink for SwitchableSink {
+    fn append(&self, actor: &Actor, event: Event, writes: SideWrites) -> AppendTicket {
+        if self.down.load(Ordering::SeqCst) {
+            return AppendTicket::ready(Err(mpcp_pa::Error::new(
+                mpcp_pa::ErrorCode::AuditUnavailable,
+                "audit log unavailable (simulated)",
+            )));
+        }
+        self.log.append(actor, event, writes)
     }
 }
 
