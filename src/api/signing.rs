@@ -14,11 +14,11 @@ use serde_json::Value;
 use super::AppState;
 use crate::audit::SideWrites;
 use crate::canonical::{Domain, signing_digest};
-use crate::crypto::decode_signature;
+use crate::crypto::b64url_encode;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, Event};
 use crate::keys::KeyRole;
-use crate::signer::{DigestSigner, sign_artifact};
+use crate::signer::DigestSigner;
 
 /// Runs blocking work off the async runtime.
 pub async fn blocking<T, F>(f: F) -> Result<T>
@@ -37,23 +37,33 @@ pub async fn active_signer(state: &AppState, role: KeyRole) -> Result<Arc<dyn Di
     blocking(move || keys.active_signer(role)).await
 }
 
-/// Signs `unsigned` (whose key-id member already names the signer) and verifies the result
-/// with the signer's public key, on the calling thread (call it from a blocking hop).
+/// Signs `unsigned` (whose key-id member already names the signer, and which has no
+/// `signature`) and verifies the signature with the signer's public key against the same
+/// digest, on the calling thread (call it from a blocking hop). Returns `unsigned` with its
+/// `signature`.
 pub fn sign_checked(
     signer: &dyn DigestSigner,
     domain: Domain,
     version: &str,
     unsigned: &Value,
 ) -> Result<Value> {
-    let signed = sign_artifact(signer, domain, version, unsigned)?;
-    let digest = signing_digest(domain, version, &signed)?;
-    let sig = signed
-        .get("signature")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Error::new(ErrorCode::Internal, "signer returned no signature"))?;
+    let Value::Object(map) = unsigned else {
+        return Err(Error::new(
+            ErrorCode::SchemaInvalid,
+            "artifact is not a JSON object",
+        ));
+    };
+    if map.contains_key("signature") {
+        return Err(Error::new(
+            ErrorCode::Internal,
+            "artifact to sign already has a signature",
+        ));
+    }
+    let digest = signing_digest(domain, version, unsigned)?;
+    let sig = signer.sign_digest(&digest)?;
     signer
         .public_key()
-        .verify_digest(&digest, &decode_signature(sig)?)
+        .verify_digest(&digest, &sig.bytes)
         .map_err(|e| {
             Error::new(
                 ErrorCode::HsmError,
@@ -64,7 +74,9 @@ pub fn sign_checked(
                 ),
             )
         })?;
-    Ok(signed)
+    let mut signed = map.clone();
+    signed.insert("signature".into(), Value::String(b64url_encode(&sig.bytes)));
+    Ok(Value::Object(signed))
 }
 
 /// [`sign_checked`] in its own blocking hop.
@@ -122,4 +134,61 @@ pub async fn record(state: &AppState, actor: &Actor, event: Event) -> Result<u64
                 ),
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Alg, PublicKey};
+    use crate::signer::{DigestSignature, SoftwareSigner, sign_artifact};
+    use serde_json::json;
+
+    /// A token that returns a signature by another key (a faulty or substituted token).
+    struct Faulty {
+        good: SoftwareSigner,
+        other: SoftwareSigner,
+    }
+
+    impl DigestSigner for Faulty {
+        fn kid(&self) -> &str {
+            self.good.kid()
+        }
+        fn alg(&self) -> Alg {
+            self.good.alg()
+        }
+        fn public_key(&self) -> &PublicKey {
+            self.good.public_key()
+        }
+        fn sign_digest(&self, digest: &[u8; 32]) -> Result<DigestSignature> {
+            self.other.sign_digest(digest)
+        }
+    }
+
+    #[test]
+    fn signs_like_sign_artifact_and_catches_a_faulty_token() {
+        let unsigned = json!({"version": "1.0", "grantId": "g-1", "issuerKeyId": "k-1"});
+        for alg in Alg::ALL {
+            let good = SoftwareSigner::from_secret("k-1", alg, &[3; 32]).unwrap();
+            let signed = sign_checked(&good, Domain::PolicyGrant, "1.0", &unsigned).unwrap();
+            let reference = sign_artifact(&good, Domain::PolicyGrant, "1.0", &unsigned).unwrap();
+            if alg == Alg::EdDSA {
+                // Deterministic: byte-identical to the reference path.
+                assert_eq!(signed, reference);
+            }
+            let digest = signing_digest(Domain::PolicyGrant, "1.0", &signed).unwrap();
+            let sig =
+                crate::crypto::decode_signature(signed["signature"].as_str().unwrap()).unwrap();
+            good.public_key().verify_digest(&digest, &sig).unwrap();
+
+            let faulty = Faulty {
+                good: SoftwareSigner::from_secret("k-1", alg, &[3; 32]).unwrap(),
+                other: SoftwareSigner::from_secret("k-1", alg, &[4; 32]).unwrap(),
+            };
+            let e = sign_checked(&faulty, Domain::PolicyGrant, "1.0", &unsigned).unwrap_err();
+            assert_eq!(e.code, ErrorCode::HsmError, "{alg:?}");
+            assert!(e.message.contains("self-check"));
+            let e = sign_checked(&good, Domain::PolicyGrant, "1.0", &signed).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Internal);
+        }
+    }
 }

@@ -125,6 +125,15 @@ impl Harness {
 
     /// Starts the service with `limits` and a configuration adjusted by `tune`.
     pub async fn start_with(limits: Limits, tune: impl FnOnce(&mut ServiceConfig)) -> Harness {
+        Harness::start_with_policy(limits, tune, AlgorithmPolicy::builtin().unwrap()).await
+    }
+
+    /// Starts the service under the algorithm policy `policy`.
+    pub async fn start_with_policy(
+        limits: Limits,
+        tune: impl FnOnce(&mut ServiceConfig),
+        policy: AlgorithmPolicy,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("store")).unwrap();
         let tls = TlsPaths::default_in(dir.path());
@@ -144,7 +153,7 @@ impl Harness {
                 hsm(),
                 audit.clone(),
                 clock.clone(),
-                Arc::new(AlgorithmPolicy::builtin().unwrap()),
+                Arc::new(policy),
             )
             .unwrap(),
         );
