@@ -16,8 +16,11 @@
 //! The two run in alternating slices (raw, e2e, raw, e2e, ...) so that load from other
 //! processes hits both alike; the ratio printed is the median of the per-pair ratios
 //! e2e/raw (target >= 70%). Latency percentiles are over every e2e request of the cell.
-//! CPU µs/op is this process's CPU time (all threads: for e2e that includes the HTTPS
-//! client) per operation, which shows what besides the signature each grant costs.
+//! CPU columns, from /proc/self/task/*/schedstat: µs of CPU per raw signature, per grant in
+//! the service (all threads but the client's; the signature on the token's threads included)
+//! and per request in the HTTPS client (its own runtime, one thread). The token, the service
+//! and the client share this machine's cores, so e2e/raw cannot exceed
+//! sig CPU / (svc CPU + cli CPU) once the cores are saturated.
 //! Each cell also checks that the audit log grew by exactly the number of grants issued.
 //!
 //! Run: `cargo bench --bench api_throughput` (`API_BENCH_SECONDS`: seconds per path and
@@ -51,21 +54,31 @@ use serde_json::json;
 
 const CONCURRENCY: [usize; 3] = [1, 8, 32];
 
-/// CPU time consumed so far by all live threads of this process, in seconds.
-fn cpu_seconds() -> f64 {
-    let mut ns: u64 = 0;
+/// Name prefix of the HTTPS client's threads (their CPU is counted apart).
+const CLIENT_THREADS: &str = "bench-client";
+
+/// CPU time consumed so far by the live threads of this process, in seconds: (all threads,
+/// the HTTPS client's threads).
+fn cpu_seconds() -> (f64, f64) {
+    let (mut all, mut client) = (0u64, 0u64);
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         for t in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-                ns += s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
+            let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) else {
+                continue;
+            };
+            let ns: u64 = s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            all += ns;
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if comm.starts_with(CLIENT_THREADS) {
+                client += ns;
             }
         }
     }
-    ns as f64 / 1e9
+    (all as f64 / 1e9, client as f64 / 1e9)
 }
 
 fn mechanism(alg: Alg) -> Mechanism<'static> {
@@ -75,12 +88,13 @@ fn mechanism(alg: Alg) -> Mechanism<'static> {
     }
 }
 
-/// A slice's result: operations, wall seconds, CPU seconds.
+/// A slice's result: operations, wall seconds, CPU seconds (all, of which the client's).
 #[derive(Clone, Copy, Default)]
 struct Slice {
     ops: u64,
     wall: f64,
     cpu: f64,
+    client_cpu: f64,
 }
 
 impl Slice {
@@ -137,10 +151,10 @@ fn raw_slice(
         .collect();
     barrier.wait();
     let start = Instant::now();
-    let cpu0 = cpu_seconds();
+    let cpu0 = cpu_seconds().0;
     std::thread::sleep(Duration::from_secs_f64(secs));
     // Read while the threads are alive (an exited thread leaves the task list).
-    let cpu = cpu_seconds() - cpu0;
+    let cpu = cpu_seconds().0 - cpu0;
     stop.store(true, Ordering::Relaxed);
     for h in handles {
         h.join().expect("raw thread");
@@ -150,6 +164,7 @@ fn raw_slice(
         ops: count.load(Ordering::Relaxed),
         wall,
         cpu: cpu * wall / secs,
+        client_cpu: 0.0,
     }
 }
 
@@ -196,8 +211,10 @@ impl Clients {
     }
 }
 
-/// `clients` concurrent clients issuing grants for `secs`; latencies appended to `lat`.
+/// `clients` concurrent clients (tasks on the client runtime `rt`) issuing grants for
+/// `secs`; latencies appended to `lat`.
 async fn e2e_slice(
+    rt: &tokio::runtime::Handle,
     c: &Arc<Clients>,
     clients: usize,
     secs: f64,
@@ -209,7 +226,7 @@ async fn e2e_slice(
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
             let (c, lat) = (c.clone(), lat.clone());
-            tokio::spawn(async move {
+            rt.spawn(async move {
                 let mut mine = Vec::new();
                 while Instant::now() < deadline {
                     let d = c.issue().await;
@@ -229,12 +246,14 @@ async fn e2e_slice(
         ops += t.await.unwrap();
     }
     let wall = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu0;
+    let cpu1 = cpu_seconds();
+    // The tail (requests finishing after the window) costs CPU too: scale it out.
+    let scale = secs / wall;
     Slice {
         ops,
         wall: secs,
-        // The tail (requests finishing after the window) costs CPU too: scale it out.
-        cpu: cpu * secs / wall,
+        cpu: (cpu1.0 - cpu0.0) * scale,
+        client_cpu: (cpu1.1 - cpu0.1) * scale,
     }
 }
 
@@ -270,6 +289,14 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // The HTTPS client runs on its own runtime (one thread) so that its CPU is counted apart.
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(CLIENT_THREADS)
+        .enable_all()
+        .build()
+        .unwrap();
+    let crt = client_rt.handle().clone();
     rt.block_on(async {
         let limits = Limits {
             requests_per_second_per_token: 0,
@@ -290,7 +317,7 @@ fn main() {
             .post("/v1/policies", Some(&issuer), r#"{"version":"1.0"}"#)
             .await;
         let clients = Arc::new(Clients {
-            client: h.client.clone(),
+            client: api_common::client_for(&h.tls),
             url: h.url("/v1/grants"),
             token: issuer,
             policy_hash: p["policyHash"].as_str().unwrap().to_string(),
@@ -317,7 +344,7 @@ fn main() {
              path and cell in {slices} alternating slices"
         );
         println!(
-            "{:<7} {:>3} {:>4} {:>11} {:>11} {:>6} {:>8} {:>8} {:>9} {:>9}",
+            "{:<7} {:>3} {:>4} {:>10} {:>9} {:>6} {:>7} {:>7} {:>8} {:>8} {:>8}",
             "alg",
             "C",
             "sess",
@@ -326,8 +353,9 @@ fn main() {
             "ratio",
             "p50 ms",
             "p99 ms",
-            "CPUus/sig",
-            "CPUus/grt"
+            "sig CPU",
+            "svc CPU",
+            "cli CPU"
         );
         let only = std::env::var("API_BENCH_ALGS").unwrap_or_default();
         for alg in Alg::ALL {
@@ -346,7 +374,7 @@ fn main() {
                 let sessions = c.min(DEFAULT_POOL_SIZE);
                 // Warm-up: connections, handshakes, caches.
                 let lat = Arc::new(Mutex::new(Vec::new()));
-                e2e_slice(&clients, c, slice.min(0.3), &lat).await;
+                e2e_slice(&crt, &clients, c, slice.min(0.3), &lat).await;
                 lat.lock().unwrap().clear();
                 let audit_before = h.audit.size();
                 let issued_before = clients.issued.load(Ordering::Relaxed);
@@ -359,12 +387,13 @@ fn main() {
                     })
                     .await
                     .unwrap();
-                    let e = e2e_slice(&clients, c, slice, &lat).await;
+                    let e = e2e_slice(&crt, &clients, c, slice, &lat).await;
                     ratios.push(e.rate() / r.rate());
                     for (acc, x) in [(&mut raw, r), (&mut e2e, e)] {
                         acc.ops += x.ops;
                         acc.wall += x.wall;
                         acc.cpu += x.cpu;
+                        acc.client_cpu += x.client_cpu;
                     }
                 }
                 // Durable audit: one entry per grant issued, no more, no less.
@@ -372,16 +401,18 @@ fn main() {
                 assert_eq!(h.audit.size() - audit_before, issued);
                 let mut l = std::mem::take(&mut *lat.lock().unwrap());
                 l.sort_unstable();
+                let per = |cpu: f64, ops: u64| cpu * 1e6 / ops.max(1) as f64;
                 println!(
-                    "{:<7} {c:>3} {sessions:>4} {:>11.0} {:>11.0} {:>5.1}% {:>8.2} {:>8.2} {:>9.0} {:>9.0}",
+                    "{:<7} {c:>3} {sessions:>4} {:>10.0} {:>9.0} {:>5.1}% {:>7.2} {:>7.2} {:>8.0} {:>8.0} {:>8.0}",
                     alg.as_str(),
                     raw.rate(),
                     e2e.rate(),
                     median(ratios) * 100.0,
                     percentile(&l, 0.50),
                     percentile(&l, 0.99),
-                    raw.cpu * 1e6 / raw.ops.max(1) as f64,
-                    e2e.cpu * 1e6 / e2e.ops.max(1) as f64,
+                    per(raw.cpu, raw.ops),
+                    per(e2e.cpu - e2e.client_cpu, e2e.ops),
+                    per(e2e.client_cpu, e2e.ops),
                 );
             }
         }
@@ -392,5 +423,11 @@ fn main() {
             stats.batches,
             h.audit.size() as f64 / stats.batches.max(1) as f64
         );
+        println!(
+            "ratio: median over slice pairs of e2e grants/s / raw C_Sign/s (target >= 70%); \
+             CPU columns: µs of CPU per raw signature, per grant in the service (signature \
+             included), per request in the HTTPS client"
+        );
     });
+    drop(client_rt);
 }
