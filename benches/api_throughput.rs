@@ -18,14 +18,14 @@
 //! e2e/raw (target >= 70%). Latency percentiles are over every e2e request of the cell.
 //! CPU columns, from /proc/self/task/*/schedstat: µs of CPU per raw signature, per grant in
 //! the service (all threads but the client's; the signature on the token's threads included)
-//! and per request in the HTTPS client (its own runtime, one thread). The token, the service
-//! and the client share this machine's cores, so e2e/raw cannot exceed
-//! sig CPU / (svc CPU + cli CPU) once the cores are saturated.
+//! and per request in the HTTPS client (its own runtime, one thread). SoftHSM2 signs on this
+//! machine's cores, which the service and the client share: once both paths saturate the
+//! cores, e2e/raw cannot exceed sig CPU / (svc CPU + cli CPU).
 //! Each cell also checks that the audit log grew by exactly the number of grants issued.
 //!
 //! Run: `cargo bench --bench api_throughput` (`API_BENCH_SECONDS`: seconds per path and
-//! cell, default 3; `API_BENCH_ALGS=ES256,EdDSA` to run only some algorithms). Under `cargo test` (no `--bench` argument) it runs as a smoke test with
-//! very short slices.
+//! cell, default 3; `API_BENCH_ALGS=ES256,EdDSA` to run only some algorithms). Under
+//! `cargo test` (no `--bench` argument) it runs as a smoke test with very short slices.
 
 #[path = "../tests/api_common/mod.rs"]
 mod api_common;
