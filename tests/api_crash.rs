@@ -112,19 +112,14 @@ fn start(data: &Path) -> Server {
             }
         });
         let mut log = Vec::new();
-        loop {
-            match rx.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) => {
-                    if let Some(addr) = line.split(" listening on ").nth(1) {
-                        return Server {
-                            child,
-                            base: format!("https://{}", addr.trim()),
-                        };
-                    }
-                    log.push(line);
-                }
-                Err(_) => break,
+        while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
+            if let Some(addr) = line.split(" listening on ").nth(1) {
+                return Server {
+                    child,
+                    base: format!("https://{}", addr.trim()),
+                };
             }
+            log.push(line);
         }
         let _ = child.kill();
         let _ = child.wait();
