@@ -248,9 +248,19 @@ impl PublicKey {
                 k.verify(digest, &sig).map_err(|_| invalid())
             }
             PublicKey::P256(k) => {
-                let sig = p256::ecdsa::Signature::from_der(signature)
+                // Strict DER and scalar ranges checked by p256 (its own error code); the
+                // curve arithmetic is ring's, about 3.5x faster than p256's, which made the
+                // signing self-check cost more than the ES256 signature itself. Same scheme:
+                // ECDSA P-256 with SHA-256 over `D`.
+                p256::ecdsa::Signature::from_der(signature)
                     .map_err(|_| encoding("DER ECDSA signature"))?;
-                k.verify(digest, &sig).map_err(|_| invalid())
+                let point = k.to_sec1_point(false);
+                ring::signature::UnparsedPublicKey::new(
+                    &ring::signature::ECDSA_P256_SHA256_ASN1,
+                    point.as_bytes(),
+                )
+                .verify(digest, signature)
+                .map_err(|_| invalid())
             }
         }
     }
@@ -357,6 +367,44 @@ mod tests {
         );
         let fixed = ecdsa_raw_to_der_low_s(Alg::ES256K, &high.to_bytes()).unwrap();
         pk.verify_digest(&d, &fixed).unwrap();
+    }
+
+    #[test]
+    fn p256_verification_agrees_with_the_p256_crate() {
+        use p256::ecdsa::{Signature, SigningKey, signature::Signer};
+        for i in 1..=16u8 {
+            let sk = SigningKey::from_slice(&[i; 32]).unwrap();
+            let pk = PublicKey::P256(*sk.verifying_key());
+            let d = [i.wrapping_mul(31); 32];
+            let sig: Signature = sk.sign(&d);
+            let der = sig.to_der().as_bytes().to_vec();
+            pk.verify_digest(&d, &der).unwrap();
+            assert!(sk.verifying_key().verify(&d, &sig).is_ok());
+            // The other S of the same signature: P-256 has no low-S rule, both accept it.
+            let (r, s) = sig.split_scalars();
+            let flipped = Signature::from_scalars(*r, -*s).unwrap();
+            assert!(sk.verifying_key().verify(&d, &flipped).is_ok());
+            pk.verify_digest(&d, flipped.to_der().as_bytes()).unwrap();
+            let mut other = d;
+            other[0] ^= 1;
+            assert_eq!(
+                pk.verify_digest(&other, &der).unwrap_err().code,
+                ErrorCode::SignatureInvalid
+            );
+            let wrong = PublicKey::P256(
+                *SigningKey::from_slice(&[i + 100; 32])
+                    .unwrap()
+                    .verifying_key(),
+            );
+            assert_eq!(
+                wrong.verify_digest(&d, &der).unwrap_err().code,
+                ErrorCode::SignatureInvalid
+            );
+            assert_eq!(
+                pk.verify_digest(&d, &sig.to_bytes()).unwrap_err().code,
+                ErrorCode::SignatureEncodingInvalid
+            );
+        }
     }
 
     #[test]

@@ -8,9 +8,12 @@
 //! is written, so two duplicates never both sign. Only successful responses are stored: a
 //! refused or failed request can be retried with its key.
 //!
-//! Remaining window, by design of the seams: a crash after the audit entry is durable and
-//! before the record is written leaves an audited signature that was never released; the
-//! retry signs again (a second audit entry, no second released signature for the first).
+//! Signing requests write their record with [`Reservation::record_write`] as a side write of
+//! their audit entry (see [`crate::audit::append`]): the entry, the issued artifact and the
+//! record become durable in one transaction, so after a crash a retry finds either all of
+//! them (and replays) or none (and runs afresh) — never an audited signature without its
+//! record. Requests whose effects are recorded elsewhere (key management, through the key
+//! registry) store theirs afterwards with [`IdempotencyStore::complete`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +24,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use crate::audit::SideWrites;
 use crate::canonical::canonical_bytes;
 use crate::clock::{Clock, format_rfc3339, parse_rfc3339};
 use crate::error::{Error, ErrorCode, Result};
@@ -64,6 +68,8 @@ type LockMap = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
 pub struct Reservation {
     scope: String,
     digest: String,
+    /// The stored (expired) record this request replaces, if any.
+    previous: Option<Vec<u8>>,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
     lock: Arc<tokio::sync::Mutex<()>>,
     locks: Arc<LockMap>,
@@ -82,6 +88,48 @@ impl Reservation {
     /// Hex digest of the reserved request.
     pub fn request_digest(&self) -> &str {
         &self.digest
+    }
+
+    /// Adds the record of this request's response to `writes`, to be committed with its
+    /// audit entry; keep the reservation until that commit is done (the key stays locked).
+    pub fn record_write(
+        &self,
+        writes: &mut SideWrites,
+        status: u16,
+        body: &[u8],
+        clock: &dyn Clock,
+    ) -> Result<()> {
+        let raw = self.record_bytes(status, body, clock)?.1;
+        writes.swap(
+            TREE_IDEMPOTENCY,
+            self.scope.as_bytes().to_vec(),
+            self.previous.clone(),
+            raw,
+            Error::field(
+                ErrorCode::IdempotencyConflict,
+                "Idempotency-Key",
+                "this Idempotency-Key was used concurrently",
+            ),
+        );
+        Ok(())
+    }
+
+    fn record_bytes(
+        &self,
+        status: u16,
+        body: &[u8],
+        clock: &dyn Clock,
+    ) -> Result<(StoredResponse, Vec<u8>)> {
+        let rec = StoredResponse {
+            request_digest: self.digest.clone(),
+            status,
+            body: String::from_utf8(body.to_vec())
+                .map_err(|_| Error::new(ErrorCode::Internal, "response body is not UTF-8"))?,
+            stored_at: format_rfc3339(clock.now()),
+        };
+        let raw = serde_json::to_vec(&rec)
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("idempotency record: {e}")))?;
+        Ok((rec, raw))
     }
 }
 
@@ -169,9 +217,10 @@ impl IdempotencyStore {
             map.entry(scope.clone()).or_default().clone()
         };
         let guard = lock.clone().lock_owned().await;
-        let reservation = Reservation {
+        let mut reservation = Reservation {
             scope,
             digest: hex::encode(digest),
+            previous: None,
             guard: Some(guard),
             lock,
             locks: self.locks.clone(),
@@ -190,6 +239,7 @@ impl IdempotencyStore {
             )
         })?;
         if self.expired(&rec, clock.now()) {
+            reservation.previous = Some(raw.to_vec());
             return Ok(Begin::Fresh(reservation));
         }
         if rec.request_digest != reservation.digest {
@@ -210,15 +260,7 @@ impl IdempotencyStore {
         body: &[u8],
         clock: &dyn Clock,
     ) -> Result<StoredResponse> {
-        let rec = StoredResponse {
-            request_digest: reservation.digest.clone(),
-            status,
-            body: String::from_utf8(body.to_vec())
-                .map_err(|_| Error::new(ErrorCode::Internal, "response body is not UTF-8"))?,
-            stored_at: format_rfc3339(clock.now()),
-        };
-        let raw = serde_json::to_vec(&rec)
-            .map_err(|e| Error::new(ErrorCode::Internal, format!("idempotency record: {e}")))?;
+        let (rec, raw) = reservation.record_bytes(status, body, clock)?;
         self.tree
             .insert(reservation.scope.as_bytes(), raw)
             .map_err(|e| store_error("write idempotency record", e))?;

@@ -5,7 +5,7 @@
 //! `{code, message, field?}` responses), [`body`] (strict JSON bodies), [`tokens`] and
 //! [`auth`] (bearer tokens with one role each), [`ratelimit`], [`idempotency`],
 //! [`signing`] (HSM signing off the runtime, audit entry before release) and the handlers in
-//! [`routes`]. The service depends only on the seams ([`ActiveKeys`], [`EventSink`],
+//! [`routes`]. The service depends only on the seams ([`ActiveKeys`], [`AuditSink`],
 //! [`Clock`], [`Store`]); the key registry, the HSM backend and the audit log plug in there.
 //!
 //! Every route the service answers is listed once, in [`routes::table`]; the router is built
@@ -25,10 +25,9 @@ pub mod tokens;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::audit::{AuditLog, Checkpointer};
+use crate::audit::{AuditLog, AuditSink, Checkpointer};
 use crate::clock::Clock;
 use crate::error::{Error, ErrorCode, Result};
-use crate::events::EventSink;
 use crate::keys::{ActiveKeys, KeyRegistry};
 use crate::store::Store;
 
@@ -93,8 +92,9 @@ pub struct ServiceParts {
     /// The shared store (the service keeps tokens, idempotency records and issued artifacts
     /// in its own trees).
     pub store: Store,
-    /// Where events are recorded durably: the audit log (tests may wrap it).
-    pub sink: Arc<dyn EventSink>,
+    /// Where events are recorded durably, with the records that go with them: the audit log
+    /// (tests may wrap it).
+    pub sink: Arc<dyn AuditSink>,
     /// The audit log, for the auditor's reads and readiness.
     pub audit: Arc<AuditLog>,
     /// The key registry's view of signing keys (what signing handlers use).
@@ -110,7 +110,7 @@ pub struct ServiceParts {
 struct Inner {
     config: ServiceConfig,
     store: Store,
-    sink: Arc<dyn EventSink>,
+    sink: Arc<dyn AuditSink>,
     audit: Arc<AuditLog>,
     keys: Arc<dyn ActiveKeys>,
     registry: Arc<KeyRegistry>,
@@ -122,7 +122,7 @@ struct Inner {
     artifacts: routes::ArtifactStore,
     checkpointer: Arc<Checkpointer>,
     keyset_cache: tokio::sync::Mutex<Option<routes::public::CachedKeySet>>,
-    serial_lock: tokio::sync::Mutex<()>,
+    serial_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Shared state of every handler. Cheap to clone.
@@ -174,7 +174,7 @@ impl AppState {
             idempotency,
             artifacts,
             keyset_cache: tokio::sync::Mutex::new(None),
-            serial_lock: tokio::sync::Mutex::new(()),
+            serial_lock: Arc::new(tokio::sync::Mutex::new(())),
             config,
         })))
     }
@@ -212,7 +212,7 @@ impl AppState {
         &self.0.registry
     }
     /// The durable event sink.
-    pub fn sink(&self) -> &Arc<dyn EventSink> {
+    pub fn sink(&self) -> &Arc<dyn AuditSink> {
         &self.0.sink
     }
     /// The audit log.
@@ -234,7 +234,7 @@ impl AppState {
     pub(crate) fn keyset_cache(&self) -> &tokio::sync::Mutex<Option<routes::public::CachedKeySet>> {
         &self.0.keyset_cache
     }
-    pub(crate) fn serial_lock(&self) -> &tokio::sync::Mutex<()> {
+    pub(crate) fn serial_lock(&self) -> &Arc<tokio::sync::Mutex<()>> {
         &self.0.serial_lock
     }
     /// Extra readiness probes.

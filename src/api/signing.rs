@@ -1,20 +1,24 @@
-//! Signing from request handlers. Key lookup, PKCS#11 signing and the audit sink's durable
-//! write all block, so each runs on tokio's blocking pool. Every signature is checked against
-//! the key's public half before it is used (a faulty token must not publish a bad
-//! signature), and [`record`] must succeed before a handler releases what it signed: on a
-//! sink failure the handler answers 503 AUDIT_UNAVAILABLE and the signature is discarded.
+//! Signing from request handlers. Store reads, key lookup and PKCS#11 signing block, so a
+//! handler does them together in one hop to tokio's blocking pool, ending with
+//! [`sign_checked`]: every signature is checked against the key's public half before it is
+//! used (a faulty token must not publish a bad signature). The audit entry and the records
+//! that go with the signature are then committed together by [`commit`] (one transaction in
+//! the audit log's group commit, awaited without holding a thread), which must succeed
+//! before a handler releases what it signed: on failure the handler answers with the error
+//! (503 AUDIT_UNAVAILABLE when the log cannot write) and the signature is discarded.
 
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::AppState;
+use crate::audit::SideWrites;
 use crate::canonical::{Domain, signing_digest};
-use crate::crypto::decode_signature;
+use crate::crypto::b64url_encode;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, Event};
 use crate::keys::KeyRole;
-use crate::signer::{DigestSigner, sign_artifact};
+use crate::signer::DigestSigner;
 
 /// Runs blocking work off the async runtime.
 pub async fn blocking<T, F>(f: F) -> Result<T>
@@ -27,43 +31,102 @@ where
         .map_err(|e| Error::new(ErrorCode::Internal, format!("blocking task failed: {e}")))?
 }
 
+/// Runs work that signs off the async runtime, with its HSM calls inline on that thread and
+/// their deadlines enforced here ([`crate::hsm::bounded`]): the request gets `HSM_TIMEOUT` at
+/// the deadline of a hung call instead of waiting for it, and no per-call thread hand-off.
+pub async fn signing_hop<T, F>(f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    crate::hsm::bounded(f).await
+}
+
 /// The active signer of `role` (KEY_NOT_FOUND / ALGORITHM_DEPRECATED from the registry).
 pub async fn active_signer(state: &AppState, role: KeyRole) -> Result<Arc<dyn DigestSigner>> {
     let keys = state.keys().clone();
     blocking(move || keys.active_signer(role)).await
 }
 
-/// Signs `unsigned` (whose key-id member already names the signer) and verifies the result
-/// with the signer's public key.
+/// Signs `unsigned` (whose key-id member already names the signer, and which has no
+/// `signature`) and verifies the signature with the signer's public key against the same
+/// digest, on the calling thread (call it from a blocking hop). Returns `unsigned` with its
+/// `signature`.
+pub fn sign_checked(
+    signer: &dyn DigestSigner,
+    domain: Domain,
+    version: &str,
+    unsigned: &Value,
+) -> Result<Value> {
+    let Value::Object(map) = unsigned else {
+        return Err(Error::new(
+            ErrorCode::SchemaInvalid,
+            "artifact is not a JSON object",
+        ));
+    };
+    if map.contains_key("signature") {
+        return Err(Error::new(
+            ErrorCode::Internal,
+            "artifact to sign already has a signature",
+        ));
+    }
+    let digest = signing_digest(domain, version, unsigned)?;
+    let sig = signer.sign_digest(&digest)?;
+    signer
+        .public_key()
+        .verify_digest(&digest, &sig.bytes)
+        .map_err(|e| {
+            Error::new(
+                ErrorCode::HsmError,
+                format!(
+                    "signature by {} failed its self-check: {}",
+                    signer.kid(),
+                    e.code
+                ),
+            )
+        })?;
+    let mut signed = map.clone();
+    signed.insert("signature".into(), Value::String(b64url_encode(&sig.bytes)));
+    Ok(Value::Object(signed))
+}
+
+/// [`sign_checked`] in its own blocking hop.
 pub async fn sign(
     signer: Arc<dyn DigestSigner>,
     domain: Domain,
     version: String,
     unsigned: Value,
 ) -> Result<Value> {
-    blocking(move || {
-        let signed = sign_artifact(signer.as_ref(), domain, &version, &unsigned)?;
-        let digest = signing_digest(domain, &version, &signed)?;
-        let sig = signed
-            .get("signature")
-            .and_then(Value::as_str)
-            .ok_or_else(|| Error::new(ErrorCode::Internal, "signer returned no signature"))?;
-        signer
-            .public_key()
-            .verify_digest(&digest, &decode_signature(sig)?)
-            .map_err(|e| {
+    signing_hop(move || sign_checked(signer.as_ref(), domain, &version, &unsigned)).await
+}
+
+/// Commits `event` together with `writes` (see [`crate::audit::append`]): returns once the
+/// entry and every side write are durable. A failed side-write precondition comes back as
+/// that write's own error, an audit failure as AUDIT_UNAVAILABLE; either way nothing of the
+/// request was written and the caller must discard what the event describes.
+pub async fn commit(
+    state: &AppState,
+    actor: &Actor,
+    event: Event,
+    writes: SideWrites,
+) -> Result<u64> {
+    state
+        .sink()
+        .append(actor, event, writes)
+        .await
+        .map_err(|e| {
+            if e.code == ErrorCode::AuditUnavailable {
                 Error::new(
-                    ErrorCode::HsmError,
+                    ErrorCode::AuditUnavailable,
                     format!(
-                        "signature by {} failed its self-check: {}",
-                        signer.kid(),
-                        e.code
+                        "audit entry could not be written ({}); nothing was released",
+                        e.message
                     ),
                 )
-            })?;
-        Ok(signed)
-    })
-    .await
+            } else {
+                e
+            }
+        })
 }
 
 /// Records `event` durably. Any sink failure becomes AUDIT_UNAVAILABLE (503): the caller
@@ -82,4 +145,61 @@ pub async fn record(state: &AppState, actor: &Actor, event: Event) -> Result<u64
                 ),
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Alg, PublicKey};
+    use crate::signer::{DigestSignature, SoftwareSigner, sign_artifact};
+    use serde_json::json;
+
+    /// A token that returns a signature by another key (a faulty or substituted token).
+    struct Faulty {
+        good: SoftwareSigner,
+        other: SoftwareSigner,
+    }
+
+    impl DigestSigner for Faulty {
+        fn kid(&self) -> &str {
+            self.good.kid()
+        }
+        fn alg(&self) -> Alg {
+            self.good.alg()
+        }
+        fn public_key(&self) -> &PublicKey {
+            self.good.public_key()
+        }
+        fn sign_digest(&self, digest: &[u8; 32]) -> Result<DigestSignature> {
+            self.other.sign_digest(digest)
+        }
+    }
+
+    #[test]
+    fn signs_like_sign_artifact_and_catches_a_faulty_token() {
+        let unsigned = json!({"version": "1.0", "grantId": "g-1", "issuerKeyId": "k-1"});
+        for alg in Alg::ALL {
+            let good = SoftwareSigner::from_secret("k-1", alg, &[3; 32]).unwrap();
+            let signed = sign_checked(&good, Domain::PolicyGrant, "1.0", &unsigned).unwrap();
+            let reference = sign_artifact(&good, Domain::PolicyGrant, "1.0", &unsigned).unwrap();
+            if alg == Alg::EdDSA {
+                // Deterministic: byte-identical to the reference path.
+                assert_eq!(signed, reference);
+            }
+            let digest = signing_digest(Domain::PolicyGrant, "1.0", &signed).unwrap();
+            let sig =
+                crate::crypto::decode_signature(signed["signature"].as_str().unwrap()).unwrap();
+            good.public_key().verify_digest(&digest, &sig).unwrap();
+
+            let faulty = Faulty {
+                good: SoftwareSigner::from_secret("k-1", alg, &[3; 32]).unwrap(),
+                other: SoftwareSigner::from_secret("k-1", alg, &[4; 32]).unwrap(),
+            };
+            let e = sign_checked(&faulty, Domain::PolicyGrant, "1.0", &unsigned).unwrap_err();
+            assert_eq!(e.code, ErrorCode::HsmError, "{alg:?}");
+            assert!(e.message.contains("self-check"));
+            let e = sign_checked(&good, Domain::PolicyGrant, "1.0", &signed).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Internal);
+        }
+    }
 }

@@ -1,27 +1,54 @@
-//! Group commit: many threads hand items to one committer thread, which writes whatever has
+//! Group commit: many callers hand items to one committer thread, which writes whatever has
 //! queued up as one batch, makes it durable once (one flush for the whole batch) and then
-//! wakes every waiter with its own index. If the write or the flush fails, every caller in
-//! the batch gets `AUDIT_UNAVAILABLE`, and the committer refuses all later items (fail
-//! closed: the in-memory view may no longer match the disk; reopening the log recovers).
+//! wakes every waiter with its own outcome. Callers wait either on a thread
+//! ([`GroupCommitter::submit`]) or as a future ([`GroupCommitter::submit_async`], which parks
+//! no thread). The writer may refuse single items (a failed precondition): those callers get
+//! their item's error and the rest of the batch commits. If the write or the flush fails,
+//! every caller in the batch gets `AUDIT_UNAVAILABLE`, and the committer refuses all later
+//! items (fail closed: the in-memory view may no longer match the disk; reopening the log
+//! recovers).
 
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
+use tokio::sync::oneshot;
+
 use crate::error::{Error, ErrorCode, Result};
 
-/// Writes one batch durably and returns the index of its first item (the others follow in
-/// order). Runs on the committer thread only.
+/// Writes one batch durably. Runs on the committer thread only.
 pub trait BatchWriter: Send + 'static {
     /// What callers submit.
     type Item: Send + 'static;
-    /// Appends `items` and makes them durable before returning `Ok`.
-    fn write_batch(&mut self, items: Vec<Self::Item>) -> Result<u64>;
+    /// Writes `items` and makes them durable before returning `Ok`, with one outcome per
+    /// item in order: its index, or the error that refused it (nothing of it written). `Err`
+    /// means the batch as a whole failed.
+    fn write_batch(&mut self, items: Vec<Self::Item>) -> Result<Vec<Result<u64>>>;
+}
+
+/// Where a caller waits for its outcome.
+enum Reply {
+    Thread(mpsc::SyncSender<Result<u64>>),
+    Task(oneshot::Sender<Result<u64>>),
+}
+
+impl Reply {
+    fn send(self, r: Result<u64>) {
+        // A caller that went away (a dropped future) no longer needs the answer.
+        match self {
+            Reply::Thread(tx) => {
+                let _ = tx.send(r);
+            }
+            Reply::Task(tx) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
 }
 
 struct Pending<I> {
     item: I,
-    reply: mpsc::SyncSender<Result<u64>>,
+    reply: Reply,
 }
 
 struct Queue<I> {
@@ -81,10 +108,22 @@ impl<I: Send + 'static> GroupCommitter<I> {
                     };
                     let (items, replies): (Vec<I>, Vec<_>) =
                         batch.into_iter().map(|p| (p.item, p.reply)).unzip();
+                    let n = items.len();
                     match writer.write_batch(items) {
-                        Ok(first) => {
-                            for (j, r) in replies.into_iter().enumerate() {
-                                let _ = r.send(Ok(first + j as u64));
+                        Ok(outcomes) if outcomes.len() == n => {
+                            for (r, o) in replies.into_iter().zip(outcomes) {
+                                r.send(o);
+                            }
+                        }
+                        Ok(outcomes) => {
+                            let err = unavailable(format!(
+                                "audit writer answered {} of {n} items",
+                                outcomes.len()
+                            ));
+                            s.queue.lock().unwrap_or_else(|p| p.into_inner()).failed =
+                                Some(err.clone());
+                            for r in replies {
+                                r.send(Err(err.clone()));
                             }
                         }
                         Err(e) => {
@@ -93,11 +132,11 @@ impl<I: Send + 'static> GroupCommitter<I> {
                             q.failed = Some(err.clone());
                             // Everything queued behind the failed batch fails too.
                             for p in q.pending.drain(..) {
-                                let _ = p.reply.send(Err(err.clone()));
+                                p.reply.send(Err(err.clone()));
                             }
                             drop(q);
                             for r in replies {
-                                let _ = r.send(Err(err.clone()));
+                                r.send(Err(err.clone()));
                             }
                         }
                     }
@@ -110,9 +149,7 @@ impl<I: Send + 'static> GroupCommitter<I> {
         })
     }
 
-    /// Queues `item` and blocks until its batch is durable; returns its index.
-    pub fn submit(&self, item: I) -> Result<u64> {
-        let (tx, rx) = mpsc::sync_channel(1);
+    fn enqueue(&self, item: I, reply: Reply) -> Result<()> {
         {
             let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(e) = &q.failed {
@@ -121,11 +158,28 @@ impl<I: Send + 'static> GroupCommitter<I> {
             if q.shutdown {
                 return Err(unavailable("audit log is shut down"));
             }
-            q.pending.push(Pending { item, reply: tx });
+            q.pending.push(Pending { item, reply });
         }
         self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Queues `item` and blocks the calling thread until its batch is durable; returns its
+    /// outcome.
+    pub fn submit(&self, item: I) -> Result<u64> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.enqueue(item, Reply::Thread(tx))?;
         rx.recv()
             .unwrap_or_else(|_| Err(unavailable("audit committer stopped")))
+    }
+
+    /// Queues `item`; the returned receiver yields its outcome once its batch is durable
+    /// (await it: no thread waits). Refusals before queueing (a failed or stopped committer)
+    /// come back at once as `Err`.
+    pub fn submit_async(&self, item: I) -> Result<oneshot::Receiver<Result<u64>>> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(item, Reply::Task(tx))?;
+        Ok(rx)
     }
 
     /// Number of callers queued and not yet taken into a batch.
@@ -181,7 +235,7 @@ mod tests {
 
     impl BatchWriter for Recorder {
         type Item = u32;
-        fn write_batch(&mut self, items: Vec<u32>) -> Result<u64> {
+        fn write_batch(&mut self, items: Vec<u32>) -> Result<Vec<Result<u64>>> {
             if items.contains(&self.gate_at) {
                 let _ = self.at_gate.send(());
                 let _ = self.gate.recv();
@@ -192,9 +246,17 @@ mod tests {
             {
                 return Err(Error::new(ErrorCode::StoreError, "disk full"));
             }
-            let first = self.next;
-            self.next += items.len() as u64;
-            Ok(first)
+            // Odd items above 1000 are refused on their own.
+            Ok(items
+                .iter()
+                .map(|&i| {
+                    if i > 1000 && i % 2 == 1 {
+                        return Err(Error::new(ErrorCode::Conflict, format!("refused {i}")));
+                    }
+                    self.next += 1;
+                    Ok(self.next - 1)
+                })
+                .collect())
         }
     }
 
@@ -266,5 +328,38 @@ mod tests {
         }
         assert_eq!(c.submit(9).unwrap_err().code, ErrorCode::AuditUnavailable);
         assert!(c.failed().is_some());
+        assert_eq!(
+            c.submit_async(10).unwrap_err().code,
+            ErrorCode::AuditUnavailable
+        );
+    }
+
+    #[tokio::test]
+    async fn async_callers_share_a_flush_and_refused_items_fail_alone() {
+        let (c, flushes, open, reached) = setup(None);
+        let first = spawn(&c, 0);
+        reached.recv().unwrap();
+        let rxs: Vec<_> = (1001..1033u32)
+            .map(|i| c.submit_async(i).unwrap())
+            .collect();
+        assert_eq!(c.queued(), 32);
+        open.send(()).unwrap();
+        assert_eq!(first.join().unwrap().unwrap(), 0);
+        let mut indices = Vec::new();
+        for (i, rx) in (1001..1033u32).zip(rxs) {
+            match rx.await.unwrap() {
+                Ok(index) => {
+                    assert_eq!(i % 2, 0);
+                    indices.push(index);
+                }
+                Err(e) => {
+                    assert_eq!((i % 2, e.code), (1, ErrorCode::Conflict));
+                }
+            }
+        }
+        // The accepted half got consecutive indices; refusals consumed none.
+        assert_eq!(indices, (1..17).collect::<Vec<u64>>());
+        assert_eq!(flushes.load(Ordering::SeqCst), 2);
+        assert!(c.failed().is_none());
     }
 }

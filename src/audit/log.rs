@@ -12,7 +12,9 @@
 //!
 //! Nothing in this module updates or deletes a stored entry, node or checkpoint: every write
 //! is an insert of a key checked to be absent (entries, checkpoints) or new by construction
-//! (nodes, leaf index), and the API offers no other operation.
+//! (nodes, leaf index), and the API offers no other operation. Side writes that commit with
+//! an entry ([`super::append`]) go to service trees only; one aimed at an `audit/` tree is
+//! refused.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+use super::append::{Append, AppendTicket, AuditSink, Expect, SideWrites};
 use super::checkpoint::Checkpoint;
 use super::commit::{BatchWriter, GroupCommitter};
 use super::entry::Entry;
@@ -109,6 +112,8 @@ struct LogInner {
     writer: Mutex<Frontier>,
     /// Serialises checkpoint signing.
     signing: Mutex<()>,
+    /// Service trees that side writes target, opened on first use.
+    side: Mutex<HashMap<&'static str, sled::Tree>>,
     /// Upper Merkle nodes (level >= [`CACHED_LEVEL`]); immutable once stored.
     upper: RwLock<HashMap<(u8, u64), Hash>>,
     /// Counters for [`AuditLog::stats`].
@@ -176,10 +181,12 @@ impl NodeSource for LogInner {
 }
 
 /// The append-only audit log. Implements [`EventSink`]: `record` returns the entry's index
-/// only after the entry is flushed to disk, sharing one flush among concurrent callers.
+/// only after the entry is flushed to disk, sharing one flush among concurrent callers; and
+/// [`AuditSink`]: `append` commits an entry together with its side writes (see
+/// [`super::append`]) in the same transaction and flush, awaited without a thread.
 pub struct AuditLog {
     inner: Arc<LogInner>,
-    committer: GroupCommitter<(Actor, Event)>,
+    committer: GroupCommitter<Append>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -194,8 +201,8 @@ impl std::fmt::Debug for AuditLog {
 struct CommitWriter(Arc<LogInner>);
 
 impl BatchWriter for CommitWriter {
-    type Item = (Actor, Event);
-    fn write_batch(&mut self, items: Vec<(Actor, Event)>) -> Result<u64> {
+    type Item = Append;
+    fn write_batch(&mut self, items: Vec<Append>) -> Result<Vec<Result<u64>>> {
         self.0.append_batch(items, true)
     }
 }
@@ -261,6 +268,7 @@ impl AuditLog {
             size: AtomicU64::new(size),
             writer: Mutex::new(Frontier::new()),
             signing: Mutex::new(()),
+            side: Mutex::new(HashMap::new()),
             upper: RwLock::new(HashMap::new()),
             batches: AtomicU64::new(0),
             node_reads: AtomicU64::new(0),
@@ -423,8 +431,18 @@ impl AuditLog {
         let first = self.size();
         let mut it = events.into_iter().peekable();
         while it.peek().is_some() {
-            let batch: Vec<_> = it.by_ref().take(chunk.max(1)).collect();
-            self.inner.append_batch(batch, false)?;
+            let batch: Vec<_> = it
+                .by_ref()
+                .take(chunk.max(1))
+                .map(|(actor, event)| Append {
+                    actor,
+                    event,
+                    writes: SideWrites::new(),
+                })
+                .collect();
+            for outcome in self.inner.append_batch(batch, false)? {
+                outcome?;
+            }
         }
         self.inner.store.flush()?;
         Ok(first)
@@ -446,7 +464,28 @@ impl AuditLog {
 
 impl EventSink for AuditLog {
     fn record(&self, actor: &Actor, event: Event) -> Result<u64> {
-        self.committer.submit((actor.clone(), event))
+        self.committer.submit(Append {
+            actor: actor.clone(),
+            event,
+            writes: SideWrites::new(),
+        })
+    }
+}
+
+impl AuditSink for AuditLog {
+    fn append(&self, actor: &Actor, event: Event, writes: SideWrites) -> AppendTicket {
+        if let Err(e) = writes.check() {
+            return AppendTicket::ready(Err(e));
+        }
+        let item = Append {
+            actor: actor.clone(),
+            event,
+            writes,
+        };
+        match self.committer.submit_async(item) {
+            Ok(rx) => AppendTicket::waiting(rx),
+            Err(e) => AppendTicket::ready(Err(e)),
+        }
     }
 }
 
@@ -503,63 +542,137 @@ impl LogInner {
             .collect()
     }
 
-    /// Writes one batch in a single transaction; flushes if `durable`. Advances the
-    /// in-memory size only once the batch is written (and flushed, if asked).
-    fn append_batch(&self, items: Vec<(Actor, Event)>, durable: bool) -> Result<u64> {
+    /// The sled handle of a side-write tree (opened once, then cached).
+    fn side_tree(&self, name: &'static str) -> Result<sled::Tree> {
+        let mut side = self.side.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = side.get(name) {
+            return Ok(t.clone());
+        }
+        let t = self.store.tree(name)?;
+        side.insert(name, t.clone());
+        Ok(t)
+    }
+
+    /// Writes one batch in a single transaction (entries, Merkle nodes, size counter and
+    /// every accepted item's side writes); flushes if `durable`. An item whose side-write
+    /// precondition fails is left out (no entry, no index, none of its writes) and gets its
+    /// own error; the others get consecutive indices. Advances the in-memory size only once
+    /// the batch is written (and flushed, if asked).
+    fn append_batch(&self, items: Vec<Append>, durable: bool) -> Result<Vec<Result<u64>>> {
         let mut frontier = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let first = frontier.size();
         let time = format_rfc3339(self.clock.now());
-        let mut next = frontier.clone();
-        let mut rows = Vec::with_capacity(items.len());
-        let mut nodes = Vec::with_capacity(items.len() * 2);
-        for (j, (actor, event)) in items.into_iter().enumerate() {
-            let index = first + j as u64;
-            let bytes = Entry {
-                index,
-                time: time.clone(),
-                actor,
-                event,
-            }
-            .to_bytes()?;
-            let leaf = merkle::leaf_hash(&bytes);
-            next.push(leaf, |l, i, h| nodes.push((node_key(l, i), h)));
-            rows.push((index.to_be_bytes(), bytes, leaf));
-        }
-        let new_size = next.size();
-        let t = &self.t;
-        let result = (&t.entries, &t.nodes, &t.leaves, &t.meta).transaction(|(te, tn, tl, tm)| {
-            let current = match tm.get(META_SIZE)? {
-                Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
-                    ConflictableTransactionError::Abort(invalid("size counter corrupt"))
-                })?),
-                None => 0,
-            };
-            if current != first {
-                return Err(ConflictableTransactionError::Abort(invalid(format!(
-                    "size counter is {current}, appender expected {first}"
-                ))));
-            }
-            for (key, bytes, leaf) in &rows {
-                if te.get(key)?.is_some() {
-                    return Err(ConflictableTransactionError::Abort(invalid(
-                        "refusing to overwrite an existing entry",
-                    )));
+        // Transaction views: the four log trees, then each side tree the batch touches.
+        let mut trees = vec![
+            self.t.entries.clone(),
+            self.t.nodes.clone(),
+            self.t.leaves.clone(),
+            self.t.meta.clone(),
+        ];
+        let mut side_names: Vec<&'static str> = Vec::new();
+        let mut entries = Vec::with_capacity(items.len());
+        for item in items {
+            let checked = item.writes.check();
+            if checked.is_ok() {
+                for w in item.writes.iter() {
+                    if !side_names.contains(&w.tree) {
+                        side_names.push(w.tree);
+                        trees.push(self.side_tree(w.tree)?);
+                    }
                 }
-                te.insert(key, bytes.as_slice())?;
-                tl.insert(leaf, key)?;
             }
-            for (key, h) in &nodes {
-                tn.insert(key, h)?;
-            }
-            tm.insert(META_SIZE, &new_size.to_be_bytes())?;
-            Ok(())
-        });
-        match result {
-            Ok(()) => {}
+            entries.push((item, checked));
+        }
+        let view = |name: &str| -> std::result::Result<usize, ConflictableTransactionError<Error>> {
+            side_names
+                .iter()
+                .position(|n| *n == name)
+                .map(|i| 4 + i)
+                .ok_or_else(|| {
+                    ConflictableTransactionError::Abort(Error::new(
+                        ErrorCode::Internal,
+                        format!("side tree {name:?} was not opened for the batch"),
+                    ))
+                })
+        };
+        let result =
+            trees
+                .as_slice()
+                .transaction(|tx: &Vec<sled::transaction::TransactionalTree>| {
+                    let (te, tn, tl, tm) = (&tx[0], &tx[1], &tx[2], &tx[3]);
+                    let current = match tm.get(META_SIZE)? {
+                        Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                            ConflictableTransactionError::Abort(invalid("size counter corrupt"))
+                        })?),
+                        None => 0,
+                    };
+                    if current != first {
+                        return Err(ConflictableTransactionError::Abort(invalid(format!(
+                            "size counter is {current}, appender expected {first}"
+                        ))));
+                    }
+                    let mut next = frontier.clone();
+                    let mut nodes = Vec::with_capacity(entries.len() * 2);
+                    let mut outcomes = Vec::with_capacity(entries.len());
+                    for (item, checked) in &entries {
+                        if let Err(e) = checked {
+                            outcomes.push(Err(e.clone()));
+                            continue;
+                        }
+                        // Every precondition against the state before this item, then all writes.
+                        let mut refused = None;
+                        for w in item.writes.iter() {
+                            let found = tx[view(w.tree)?].get(&w.key)?;
+                            let holds = match &w.expect {
+                                Expect::Absent => found.is_none(),
+                                Expect::Value(v) => found.as_deref() == Some(v.as_slice()),
+                            };
+                            if !holds {
+                                refused = Some(w.on_conflict.clone());
+                                break;
+                            }
+                        }
+                        if let Some(e) = refused {
+                            outcomes.push(Err(e));
+                            continue;
+                        }
+                        let index = next.size();
+                        let bytes = Entry {
+                            index,
+                            time: time.clone(),
+                            actor: item.actor.clone(),
+                            event: item.event.clone(),
+                        }
+                        .to_bytes()
+                        .map_err(ConflictableTransactionError::Abort)?;
+                        let key = index.to_be_bytes();
+                        if te.get(key)?.is_some() {
+                            return Err(ConflictableTransactionError::Abort(invalid(
+                                "refusing to overwrite an existing entry",
+                            )));
+                        }
+                        let leaf = merkle::leaf_hash(&bytes);
+                        next.push(leaf, |l, i, h| nodes.push((node_key(l, i), h)));
+                        te.insert(&key, bytes)?;
+                        tl.insert(&leaf, &key)?;
+                        for w in item.writes.iter() {
+                            tx[view(w.tree)?].insert(w.key.as_slice(), w.value.as_slice())?;
+                        }
+                        outcomes.push(Ok(index));
+                    }
+                    for (key, h) in &nodes {
+                        tn.insert(key, h)?;
+                    }
+                    tm.insert(META_SIZE, &next.size().to_be_bytes())?;
+                    Ok((outcomes, next, nodes))
+                });
+        let (outcomes, next, nodes) = match result {
+            Ok(r) => r,
             Err(TransactionError::Abort(e)) => return Err(e),
             Err(TransactionError::Storage(e)) => return Err(store_error("append", e)),
-        }
-        if durable {
+        };
+        let new_size = next.size();
+        if durable && new_size > first {
             self.store.flush()?;
         }
         {
@@ -574,7 +687,7 @@ impl LogInner {
         *frontier = next;
         self.size.store(new_size, Ordering::Release);
         self.batches.fetch_add(1, Ordering::Relaxed);
-        Ok(first)
+        Ok(outcomes)
     }
 
     fn maybe_checkpoint(&self, signer: &dyn NoteSigner) -> Result<Option<StoredCheckpoint>> {

@@ -9,6 +9,9 @@
 //!   concurrent callers share one flush (group commit, [`commit`]). If the write or flush
 //!   fails every caller in the batch gets `AUDIT_UNAVAILABLE` and must not release its
 //!   result; the log then refuses appends until reopened.
+//! - [`append`]: appends that carry side writes ([`AuditSink`]): the records that go with
+//!   an entry (an issued artifact, an idempotency record, ...) commit in the entry's own
+//!   transaction and flush, so after a crash all of them exist or none does.
 //! - [`checkpoint`], [`note`]: C2SP tlog-checkpoint bodies in C2SP signed notes, signed by a
 //!   [`note::NoteSigner`] (raw-message Ed25519; in the appliance, the audit-role HSM key).
 //!   The log never signs a checkpoint that is not consistent with the last one it signed.
@@ -40,6 +43,7 @@
 //! saw the other branch and the consistency check failed), so the victim rejects it. The
 //! test `tests/audit_witness.rs` plays this out with a second Ed25519 key as the witness.
 
+pub mod append;
 pub mod checkpoint;
 pub mod checkpointer;
 pub mod commit;
@@ -50,6 +54,7 @@ pub mod merkle;
 pub mod note;
 pub mod verify;
 
+pub use append::{AppendTicket, AuditSink, SideWrites};
 pub use checkpoint::{Checkpoint, VerifiedCheckpoint, verify_checkpoint};
 pub use checkpointer::{CheckpointOutcome, Checkpointer};
 pub use entry::Entry;

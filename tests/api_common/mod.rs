@@ -22,7 +22,7 @@ use mpcp_pa::api::tokens::ApiRole;
 use mpcp_pa::api::{
     AppState, Limits, RunningServer, ServiceConfig, ServiceParts, Transport, router, server,
 };
-use mpcp_pa::audit::{AuditConfig, AuditLog};
+use mpcp_pa::audit::{AppendTicket, AuditConfig, AuditLog, AuditSink, SideWrites};
 use mpcp_pa::clock::SystemClock;
 use mpcp_pa::crypto::Alg;
 use mpcp_pa::events::{Actor, Event, EventSink};
@@ -70,6 +70,18 @@ impl EventSink for SwitchableSink {
             ));
         }
         self.log.record(actor, event)
+    }
+}
+
+impl AuditSink for SwitchableSink {
+    fn append(&self, actor: &Actor, event: Event, writes: SideWrites) -> AppendTicket {
+        if self.down.load(Ordering::SeqCst) {
+            return AppendTicket::ready(Err(mpcp_pa::Error::new(
+                mpcp_pa::ErrorCode::AuditUnavailable,
+                "audit log unavailable (simulated)",
+            )));
+        }
+        self.log.append(actor, event, writes)
     }
 }
 
@@ -122,7 +134,13 @@ impl Harness {
 
     /// Starts the service with `limits` and a configuration adjusted by `tune`.
     pub async fn start_with(limits: Limits, tune: impl FnOnce(&mut ServiceConfig)) -> Harness {
-        Harness::start_with_keys(limits, &KeyRole::ALL, tune).await
+        Harness::start_full(
+            limits,
+            &KeyRole::ALL,
+            tune,
+            AlgorithmPolicy::builtin().unwrap(),
+        )
+        .await
     }
 
     /// Starts the service with an active EdDSA key for each of `roles` only.
@@ -130,6 +148,25 @@ impl Harness {
         limits: Limits,
         roles: &[KeyRole],
         tune: impl FnOnce(&mut ServiceConfig),
+    ) -> Harness {
+        Harness::start_full(limits, roles, tune, AlgorithmPolicy::builtin().unwrap()).await
+    }
+
+    /// Starts the service under the algorithm policy `policy`.
+    pub async fn start_with_policy(
+        limits: Limits,
+        tune: impl FnOnce(&mut ServiceConfig),
+        policy: AlgorithmPolicy,
+    ) -> Harness {
+        Harness::start_full(limits, &KeyRole::ALL, tune, policy).await
+    }
+
+    /// Starts the service with keys for `roles`, `tune`d, under `policy`.
+    pub async fn start_full(
+        limits: Limits,
+        roles: &[KeyRole],
+        tune: impl FnOnce(&mut ServiceConfig),
+        policy: AlgorithmPolicy,
     ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("store")).unwrap();
@@ -150,7 +187,7 @@ impl Harness {
                 hsm(),
                 audit.clone(),
                 clock.clone(),
-                Arc::new(AlgorithmPolicy::builtin().unwrap()),
+                Arc::new(policy),
             )
             .unwrap(),
         );

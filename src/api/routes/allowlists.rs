@@ -1,7 +1,8 @@
 //! Destination allowlists (project extension). `POST /v1/destination-allowlists` (issuer)
 //! takes `{version?, allowlistId, destinations, expiresAt}`, assigns the next `sequence` of
 //! that list (monotonic: one more than the last released version), signs with the active
-//! grant-signing key, records `allowlist_issued` and answers 201. The public
+//! grant-signing key, commits `allowlist_issued` with the new latest version in one durable
+//! write and answers 201. The public
 //! `GET /v1/destination-allowlists/{allowlistId}` serves the latest version.
 
 use axum::extract::State;
@@ -10,13 +11,14 @@ use axum::response::Response;
 use serde_json::{Map, Value};
 
 use super::public::cacheable;
-use super::{ApiPath, get_json, idempotent};
+use super::{ApiPath, Issued, get_json, issue_idempotent};
 use crate::api::AppState;
 use crate::api::auth::{Auth, Issuer};
 use crate::api::body::{StrictJson, closed_object, required_str};
 use crate::api::error::ApiResult;
-use crate::api::signing::{active_signer, blocking, record, sign};
-use crate::canonical::{Domain, canonical_bytes};
+use crate::api::signing::{blocking, sign_checked, signing_hop};
+use crate::audit::SideWrites;
+use crate::canonical::{Domain, canonical_bytes, parse_strict};
 use crate::clock::{format_rfc3339, parse_rfc3339};
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, Event};
@@ -36,7 +38,7 @@ pub async fn issue(
     let st = state.clone();
     let b = body.clone();
     let actor = auth.actor();
-    idempotent(
+    issue_idempotent(
         &state,
         &auth.principal,
         &headers,
@@ -53,7 +55,7 @@ async fn issue_inner(
     body: Value,
     request_digest: String,
     actor: Actor,
-) -> Result<(StatusCode, Value)> {
+) -> Result<Issued> {
     let obj = closed_object(
         &body,
         &["version", "allowlistId", "destinations", "expiresAt"],
@@ -79,17 +81,6 @@ async fn issue_inner(
             ),
         ));
     }
-    // One allowlist version at a time, so sequences never collide or go back.
-    let _serial = state.serial_lock().lock().await;
-    let tree = state.artifacts().allowlists.clone();
-    let key = id.clone();
-    let previous: Option<Value> = blocking(move || get_json(&tree, &key)).await?;
-    let sequence = previous
-        .as_ref()
-        .and_then(|p| p.get("sequence"))
-        .and_then(Value::as_u64)
-        .unwrap_or(0)
-        + 1;
     let mut unsigned: Map<String, Value> = obj.clone();
     unsigned
         .entry("version")
@@ -100,50 +91,64 @@ async fn issue_inner(
     );
     unsigned.insert("issuerKeyId".into(), Value::String("pending".into()));
     unsigned.insert("issuedAt".into(), Value::String(format_rfc3339(now)));
-    unsigned.insert("sequence".into(), Value::from(sequence));
-    let parsed = DestinationAllowlist::from_value(&Value::Object(unsigned.clone()))?;
-
-    let signer = active_signer(state, KeyRole::GrantSigning).await?;
-    let kid = signer.kid().to_string();
-    unsigned.insert("issuerKeyId".into(), Value::String(kid.clone()));
-    let signed = sign(
-        signer,
-        Domain::DestinationAllowlist,
-        parsed.version,
-        Value::Object(unsigned),
-    )
-    .await?;
-
-    let tree = state.artifacts().allowlists.clone();
+    // One allowlist version at a time (held until committed), so sequences never collide
+    // or go back; the commit also checks that the previous version is still the latest.
+    let serial = state.serial_lock().clone().lock_owned().await;
+    // One blocking hop: the previous version, the signer, the signature and its self-check.
+    let s = state.clone();
     let key = id.clone();
-    let old = previous.as_ref().map(canonical_bytes).transpose()?;
-    let new = canonical_bytes(&signed)?;
-    let (o, n) = (old.clone(), new.clone());
-    blocking(move || {
-        tree.compare_and_swap(key.as_bytes(), o, Some(n))
-            .map_err(|e| store_error("write allowlist", e))?
-            .map_err(|_| Error::new(ErrorCode::Conflict, "allowlist changed concurrently"))
+    let (previous, sequence, signed) = signing_hop(move || {
+        let previous = s
+            .artifacts()
+            .allowlists
+            .get(key.as_bytes())
+            .map_err(|e| store_error("read allowlist", e))?;
+        let sequence = match &previous {
+            None => 1,
+            Some(raw) => {
+                let v = parse_strict(raw)?;
+                v.get("sequence").and_then(Value::as_u64).unwrap_or(0) + 1
+            }
+        };
+        unsigned.insert("sequence".into(), Value::from(sequence));
+        let parsed = DestinationAllowlist::from_value(&Value::Object(unsigned.clone()))?;
+        let signer = s.keys().active_signer(KeyRole::GrantSigning)?;
+        unsigned.insert("issuerKeyId".into(), Value::String(signer.kid().into()));
+        let signed = sign_checked(
+            signer.as_ref(),
+            Domain::DestinationAllowlist,
+            &parsed.version,
+            &Value::Object(unsigned),
+        )?;
+        Ok((previous.map(|p| p.to_vec()), sequence, signed))
     })
     .await?;
-    let event = Event::AllowlistIssued {
-        allowlist_id: id.clone(),
-        sequence,
-        issuer_key_id: kid,
-        request_digest,
-    };
-    if let Err(e) = record(state, &actor, event).await {
-        let tree = state.artifacts().allowlists.clone();
-        let _ = blocking(move || {
-            tree.compare_and_swap(id.as_bytes(), Some(new), old)
-                .map_err(|e| store_error("restore allowlist", e))
-                .map(|_| ())
-        })
-        .await;
-        return Err(e);
-    }
-    let artifacts = state.artifacts().clone();
-    blocking(move || artifacts.flush()).await?;
-    Ok((StatusCode::CREATED, signed))
+    let kid = signed
+        .get("issuerKeyId")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let mut writes = SideWrites::new();
+    writes.swap(
+        super::trees::ALLOWLISTS,
+        id.clone(),
+        previous,
+        canonical_bytes(&signed)?,
+        Error::new(ErrorCode::Conflict, "allowlist changed concurrently"),
+    );
+    Ok(Issued::new(
+        StatusCode::CREATED,
+        signed,
+        actor,
+        Event::AllowlistIssued {
+            allowlist_id: id,
+            sequence,
+            issuer_key_id: kid,
+            request_digest,
+        },
+        writes,
+    )
+    .holding(serial))
 }
 
 /// `GET /v1/destination-allowlists/{allowlistId}`: the latest signed version.

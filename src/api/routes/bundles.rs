@@ -4,7 +4,8 @@
 //! bundle's assurance profile (`assuranceProfile`, default from policies/bundle-profiles.toml,
 //! kept in the signed bundle; 7 days at most) and, for the PA's own issuer entry, any key that is not a currently active
 //! grant-signing key; adds the revoked, unexpired grants as `revokedGrantIds`; signs with
-//! the root key (never the grant-signing key), records `trust_bundle_issued` and answers 201.
+//! the root key (never the grant-signing key), commits `trust_bundle_issued` with the bundle
+//! in one durable write and answers 201.
 //! Public reads: the newest unexpired bundle at `/.well-known/mpcp-trust-bundle.json`, and
 //! `GET /v1/trust-bundles?category=&merchant=&region=` for the unexpired bundles matching
 //! every given filter, newest first.
@@ -16,12 +17,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::public::cacheable;
-use super::{ApiQuery, idempotent, insert_new, random_id, refuse_pa_members};
+use super::{ApiQuery, Issued, issue_idempotent, random_id, refuse_pa_members};
 use crate::api::AppState;
 use crate::api::auth::{Auth, SecurityOfficer};
 use crate::api::body::StrictJson;
 use crate::api::error::ApiResult;
-use crate::api::signing::{active_signer, blocking, record, sign};
+use crate::api::signing::{blocking, sign_checked, signing_hop};
+use crate::audit::SideWrites;
 use crate::bundle_profiles::PROFILE_MEMBER;
 use crate::canonical::{Domain, canonical_bytes, parse_strict};
 use crate::clock::{format_rfc3339, parse_rfc3339};
@@ -51,7 +53,7 @@ pub async fn issue(
     let st = state.clone();
     let b = body.clone();
     let actor = auth.actor();
-    idempotent(
+    issue_idempotent(
         &state,
         &auth.principal,
         &headers,
@@ -81,7 +83,7 @@ async fn issue_inner(
     body: Value,
     request_digest: String,
     actor: Actor,
-) -> Result<(StatusCode, Value)> {
+) -> Result<Issued> {
     let mut obj = body.as_object().cloned().ok_or_else(|| {
         Error::new(
             ErrorCode::SchemaInvalid,
@@ -127,53 +129,51 @@ async fn issue_inner(
     }
     obj.insert(PROFILE_MEMBER.into(), Value::String(profile));
     check_own_keys(state, &bundle).await?;
-    let bundles = state.artifacts().bundles.clone();
-    let id = bundle.bundle_id.clone();
-    if blocking(move || {
-        bundles
-            .contains_key(&id)
-            .map_err(|e| store_error("read bundle", e))
-    })
-    .await?
-    {
-        return Err(conflict(&bundle.bundle_id));
-    }
 
-    let signer = active_signer(state, KeyRole::Root).await?;
-    let kid = signer.kid().to_string();
-    obj.insert("bundleKeyId".into(), Value::String(kid.clone()));
-    let signed = sign(
-        signer,
-        Domain::TrustBundle,
-        bundle.version.clone(),
-        Value::Object(obj),
-    )
+    // One blocking hop: the id check, the signer, the signature and its self-check.
+    let s = state.clone();
+    let (id, version) = (bundle.bundle_id.clone(), bundle.version.clone());
+    let signed = signing_hop(move || {
+        if s.artifacts()
+            .bundles
+            .contains_key(&id)
+            .map_err(|e| store_error("read bundle", e))?
+        {
+            return Err(conflict(&id));
+        }
+        let signer = s.keys().active_signer(KeyRole::Root)?;
+        obj.insert("bundleKeyId".into(), Value::String(signer.kid().into()));
+        sign_checked(
+            signer.as_ref(),
+            Domain::TrustBundle,
+            &version,
+            &Value::Object(obj),
+        )
+    })
     .await?;
-    let raw = canonical_bytes(&signed)?;
-    let bundles = state.artifacts().bundles.clone();
-    let id = bundle.bundle_id.clone();
-    if !blocking(move || insert_new(&bundles, &id, &raw)).await? {
-        return Err(conflict(&bundle.bundle_id));
-    }
-    let event = Event::TrustBundleIssued {
-        bundle_id: bundle.bundle_id.clone(),
-        bundle_key_id: kid,
-        request_digest,
-    };
-    if let Err(e) = record(state, &actor, event).await {
-        let bundles = state.artifacts().bundles.clone();
-        let id = bundle.bundle_id.clone();
-        let _ = blocking(move || {
-            bundles
-                .remove(id.as_bytes())
-                .map_err(|e| store_error("remove bundle", e))
-        })
-        .await;
-        return Err(e);
-    }
-    let artifacts = state.artifacts().clone();
-    blocking(move || artifacts.flush()).await?;
-    Ok((StatusCode::CREATED, signed))
+    let kid = signed
+        .get("bundleKeyId")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let mut writes = SideWrites::new();
+    writes.insert_new(
+        super::trees::BUNDLES,
+        bundle.bundle_id.clone(),
+        canonical_bytes(&signed)?,
+        conflict(&bundle.bundle_id),
+    );
+    Ok(Issued::new(
+        StatusCode::CREATED,
+        signed,
+        actor,
+        Event::TrustBundleIssued {
+            bundle_id: bundle.bundle_id,
+            bundle_key_id: kid,
+            request_digest,
+        },
+        writes,
+    ))
 }
 
 fn conflict(id: &str) -> Error {

@@ -4,9 +4,11 @@
 //! `issuerKeyId`, `issuedAt`, `signature`; `grantId` is generated when absent), refuses
 //! anything the model refuses (MPCP v1 conformance, addresses, amounts), a policyHash that
 //! names no stored policy, an expiry in the past or beyond the policy's
-//! `maxGrantLifetimeSeconds`, then signs with the active grant-signing key, records
-//! `grant_issued` durably and only then answers 201 with the signed grant.
-//! `POST /v1/grants/{grantId}/revoke` records `grant_revoked`, marks the grant and answers
+//! `maxGrantLifetimeSeconds`, then signs with the active grant-signing key, commits
+//! `grant_issued` with the grant record (and the idempotency record) in one durable write,
+//! and only then answers 201 with the signed grant.
+//! `POST /v1/grants/{grantId}/revoke` commits `grant_revoked` with the marked grant record
+//! and answers
 //! with the XLS-70 credential type of `mpcp:active-grant:{grantId}` to delete on the ledger;
 //! later trust bundles list the grant in `revokedGrantIds`.
 
@@ -17,13 +19,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{
-    ApiPath, get_json, idempotent, insert_new, json_response, random_id, refuse_pa_members,
+    ApiPath, Issued, get_json, issue_idempotent, json_response, random_id, refuse_pa_members,
 };
 use crate::api::AppState;
 use crate::api::auth::{Auth, Issuer};
 use crate::api::body::{StrictJson, closed_object, required_str};
 use crate::api::error::ApiResult;
-use crate::api::signing::{active_signer, blocking, record, sign};
+use crate::api::signing::{blocking, sign_checked, signing_hop};
+use crate::audit::SideWrites;
 use crate::canonical::Domain;
 use crate::clock::{format_rfc3339, parse_rfc3339};
 use crate::error::{Error, ErrorCode, Result};
@@ -61,7 +64,7 @@ pub async fn issue(
     let st = state.clone();
     let b = body.clone();
     let actor = auth.actor();
-    idempotent(
+    issue_idempotent(
         &state,
         &auth.principal,
         &headers,
@@ -73,12 +76,20 @@ pub async fn issue(
     .await
 }
 
+fn exists(grant_id: &str) -> Error {
+    Error::field(
+        ErrorCode::Conflict,
+        "grantId",
+        format!("grant {grant_id:?} already exists"),
+    )
+}
+
 async fn issue_inner(
     state: &AppState,
     body: Value,
     request_digest: String,
     actor: crate::events::Actor,
-) -> Result<(StatusCode, Value)> {
+) -> Result<Issued> {
     let mut obj = body.as_object().cloned().ok_or_else(|| {
         Error::new(
             ErrorCode::SchemaInvalid,
@@ -111,57 +122,59 @@ async fn issue_inner(
             "expiresAt must be in the future",
         ));
     }
+
+    // One blocking hop: the policy and the id checks, the signer, the signature and its
+    // self-check.
     let s = state.clone();
-    let hash = grant.policy_hash.clone();
-    let policy = blocking(move || super::policies::load(&s, &hash))
-        .await?
-        .ok_or_else(|| {
+    let (hash, id, version) = (
+        grant.policy_hash.clone(),
+        grant.grant_id.clone(),
+        grant.version.clone(),
+    );
+    let Value::Object(mut unsigned) = probe else {
+        unreachable!("built as an object above")
+    };
+    let signed = signing_hop(move || {
+        let policy = super::policies::load(&s, &hash)?.ok_or_else(|| {
             Error::field(
                 ErrorCode::PolicyHashMismatch,
                 "policyHash",
                 "policyHash names no policy stored at this Policy Authority",
             )
         })?;
-    if let Some(max) = policy.max_grant_lifetime_seconds
-        && (expires - now).whole_seconds() > i64::try_from(max).unwrap_or(i64::MAX)
-    {
-        return Err(Error::field(
-            ErrorCode::LifetimeExceeded,
-            "expiresAt",
-            format!("the policy allows grants of at most {max} s"),
-        ));
-    }
-    let grants = state.artifacts().grants.clone();
-    let id = grant.grant_id.clone();
-    if blocking(move || {
-        grants
+        if let Some(max) = policy.max_grant_lifetime_seconds
+            && (expires - now).whole_seconds() > i64::try_from(max).unwrap_or(i64::MAX)
+        {
+            return Err(Error::field(
+                ErrorCode::LifetimeExceeded,
+                "expiresAt",
+                format!("the policy allows grants of at most {max} s"),
+            ));
+        }
+        if s.artifacts()
+            .grants
             .contains_key(&id)
-            .map_err(|e| store_error("read grant", e))
+            .map_err(|e| store_error("read grant", e))?
+        {
+            return Err(exists(&id));
+        }
+        let signer = s.keys().active_signer(KeyRole::GrantSigning)?;
+        unsigned.insert("issuerKeyId".into(), Value::String(signer.kid().into()));
+        sign_checked(
+            signer.as_ref(),
+            Domain::PolicyGrant,
+            &version,
+            &Value::Object(unsigned),
+        )
     })
-    .await?
-    {
-        return Err(Error::field(
-            ErrorCode::Conflict,
-            "grantId",
-            format!("grant {:?} already exists", grant.grant_id),
-        ));
-    }
-
-    let signer = active_signer(state, KeyRole::GrantSigning).await?;
-    let kid = signer.kid().to_string();
-    let Value::Object(mut unsigned) = probe else {
-        unreachable!("built as an object above")
-    };
-    unsigned.insert("issuerKeyId".into(), Value::String(kid.clone()));
-    let signed = sign(
-        signer,
-        Domain::PolicyGrant,
-        grant.version.clone(),
-        Value::Object(unsigned),
-    )
     .await?;
+    let kid = signed
+        .get("issuerKeyId")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
 
-    // Reserve the id with the signed grant, record, and only then release.
+    // The grant record goes with the audit entry (the id is reserved there, atomically).
     let rec = GrantRecord {
         grant: signed.clone(),
         revoked_at: None,
@@ -169,45 +182,42 @@ async fn issue_inner(
     };
     let raw = serde_json::to_vec(&rec)
         .map_err(|e| Error::new(ErrorCode::Internal, format!("grant record: {e}")))?;
-    let grants = state.artifacts().grants.clone();
-    let id = grant.grant_id.clone();
-    if !blocking(move || insert_new(&grants, &id, &raw)).await? {
-        return Err(Error::field(
-            ErrorCode::Conflict,
-            "grantId",
-            format!("grant {:?} already exists", grant.grant_id),
-        ));
-    }
-    let event = Event::GrantIssued {
-        grant_id: grant.grant_id.clone(),
-        issuer_key_id: kid,
-        policy_hash: grant.policy_hash.clone(),
-        request_digest,
-    };
-    if let Err(e) = record(state, &actor, event).await {
-        let grants = state.artifacts().grants.clone();
-        let id = grant.grant_id.clone();
-        let _ = blocking(move || {
-            grants
-                .remove(id.as_bytes())
-                .map_err(|e| store_error("remove grant", e))
-        })
-        .await;
-        return Err(e);
-    }
-    let artifacts = state.artifacts().clone();
-    blocking(move || artifacts.flush()).await?;
-    Ok((StatusCode::CREATED, signed))
+    let mut writes = SideWrites::new();
+    writes.insert_new(
+        super::trees::GRANTS,
+        grant.grant_id.clone(),
+        raw,
+        exists(&grant.grant_id),
+    );
+    Ok(Issued::new(
+        StatusCode::CREATED,
+        signed,
+        actor,
+        Event::GrantIssued {
+            grant_id: grant.grant_id,
+            issuer_key_id: kid,
+            policy_hash: grant.policy_hash,
+            request_digest,
+        },
+        writes,
+    ))
+}
+
+fn not_found(grant_id: &str) -> Error {
+    Error::field(
+        ErrorCode::NotFound,
+        "grantId",
+        format!("no grant {grant_id:?}"),
+    )
+}
+
+fn parse_record(raw: &[u8]) -> Result<GrantRecord> {
+    serde_json::from_slice(raw)
+        .map_err(|e| Error::new(ErrorCode::StoreError, format!("corrupt grant record: {e}")))
 }
 
 fn load(state: &AppState, grant_id: &str) -> Result<GrantRecord> {
-    get_json::<GrantRecord>(&state.artifacts().grants, grant_id)?.ok_or_else(|| {
-        Error::field(
-            ErrorCode::NotFound,
-            "grantId",
-            format!("no grant {grant_id:?}"),
-        )
-    })
+    get_json::<GrantRecord>(&state.artifacts().grants, grant_id)?.ok_or_else(|| not_found(grant_id))
 }
 
 fn status_of(state: &AppState, rec: &GrantRecord) -> &'static str {
@@ -260,7 +270,7 @@ pub async fn revoke(
     check_id(&grant_id, "grantId")?;
     let st = state.clone();
     let actor = auth.actor();
-    idempotent(
+    issue_idempotent(
         &state,
         &auth.principal,
         &headers,
@@ -268,42 +278,41 @@ pub async fn revoke(
         uri.path(),
         &body,
         |_digest| async move {
-            let _serial = st.serial_lock().lock().await;
-            let s = st.clone();
-            let id = grant_id.clone();
-            let mut rec = blocking(move || load(&s, &id)).await?;
-            if rec.revoked_at.is_some() {
-                return Err(Error::field(
+            let (s, id) = (st.clone(), grant_id.clone());
+            let raw = blocking(move || {
+                s.artifacts()
+                    .grants
+                    .get(id.as_bytes())
+                    .map_err(|e| store_error("read grant", e))?
+                    .ok_or_else(|| not_found(&id))
+            })
+            .await?;
+            let mut rec = parse_record(&raw)?;
+            let already = || {
+                Error::field(
                     ErrorCode::Conflict,
                     "grantId",
                     format!("grant {grant_id:?} is already revoked"),
-                ));
+                )
+            };
+            if rec.revoked_at.is_some() {
+                return Err(already());
             }
-            record(
-                &st,
-                &actor,
-                Event::GrantRevoked {
-                    grant_id: grant_id.clone(),
-                    reason: reason.clone(),
-                },
-            )
-            .await?;
             let now = format_rfc3339(st.clock().now());
             rec.revoked_at = Some(now.clone());
             rec.revocation_reason = Some(reason.clone());
-            let raw = serde_json::to_vec(&rec)
+            let new = serde_json::to_vec(&rec)
                 .map_err(|e| Error::new(ErrorCode::Internal, format!("grant record: {e}")))?;
-            let artifacts = st.artifacts().clone();
-            let id = grant_id.clone();
-            blocking(move || {
-                artifacts
-                    .grants
-                    .insert(id.as_bytes(), raw)
-                    .map_err(|e| store_error("write grant", e))?;
-                artifacts.flush()
-            })
-            .await?;
-            Ok((
+            // Applies only over the record read above: a concurrent revocation wins once.
+            let mut writes = SideWrites::new();
+            writes.swap(
+                super::trees::GRANTS,
+                grant_id.clone(),
+                Some(raw.to_vec()),
+                new,
+                already(),
+            );
+            Ok(Issued::new(
                 StatusCode::OK,
                 json!({
                     "grantId": grant_id,
@@ -312,6 +321,12 @@ pub async fn revoke(
                     "reason": reason,
                     "activeGrantCredentialType": active_grant_credential_type(&grant_id),
                 }),
+                actor,
+                Event::GrantRevoked {
+                    grant_id: grant_id.clone(),
+                    reason: reason.clone(),
+                },
+                writes,
             ))
         },
     )
@@ -326,8 +341,7 @@ pub fn revoked_ids(state: &AppState) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for item in state.artifacts().grants.iter() {
         let (k, raw) = item.map_err(|e| store_error("read grant", e))?;
-        let rec: GrantRecord = serde_json::from_slice(&raw)
-            .map_err(|e| Error::new(ErrorCode::StoreError, format!("corrupt grant record: {e}")))?;
+        let rec = parse_record(&raw)?;
         if rec.revoked_at.is_none() {
             continue;
         }

@@ -24,10 +24,13 @@ use serde_json::Value;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
-use super::idempotency::{Begin, request_digest};
+use super::idempotency::{Begin, StoredResponse, request_digest};
+use super::signing::commit;
 use super::tokens::{ApiRole, Principal};
+use crate::audit::SideWrites;
 use crate::canonical::canonical_bytes;
 use crate::error::{Error, ErrorCode, Result};
+use crate::events::{Actor, Event};
 use crate::store::{Store, store_error};
 
 /// One served route: method, path (axum / OpenAPI template syntax) and the role it requires
@@ -340,9 +343,33 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiQuery<T> {
     }
 }
 
-/// Runs a POST under `Idempotency-Key` semantics (see [`super::idempotency`]). `run` gets the
-/// hex digest of the canonical request (recorded in audit events) and returns the status and
-/// body; only a success is stored. Replays carry `Idempotent-Replayed: true`.
+/// The `Idempotency-Key` header, if present.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => v.to_str().map(Some).map_err(|_| {
+            Error::field(
+                ErrorCode::SchemaInvalid,
+                "Idempotency-Key",
+                "Idempotency-Key must be visible ASCII",
+            )
+        }),
+    }
+}
+
+fn replayed(rec: StoredResponse) -> Response {
+    let status = StatusCode::from_u16(rec.status).unwrap_or(StatusCode::OK);
+    let mut r = bytes_response(status, rec.body.into_bytes());
+    r.headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    r
+}
+
+/// Runs a POST under `Idempotency-Key` semantics (see [`super::idempotency`]) for requests
+/// whose effects are recorded by `run` itself (key management through the registry): the
+/// idempotency record is stored after `run` succeeds. `run` gets the hex digest of the
+/// canonical request and returns the status and body; only a success is stored. Replays
+/// carry `Idempotent-Replayed: true`. Signing requests use [`issue_idempotent`] instead.
 pub async fn idempotent<F, Fut>(
     state: &AppState,
     who: &Principal,
@@ -358,17 +385,7 @@ where
 {
     let digest = request_digest(method.as_str(), path, body)?;
     let digest_hex = hex::encode(digest);
-    let key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => Some(v.to_str().map_err(|_| {
-            Error::field(
-                ErrorCode::SchemaInvalid,
-                "Idempotency-Key",
-                "Idempotency-Key must be visible ASCII",
-            )
-        })?),
-    };
-    let Some(key) = key else {
+    let Some(key) = idempotency_key(headers)? else {
         let (status, value) = run(digest_hex).await?;
         return json_response(status, &value);
     };
@@ -378,19 +395,12 @@ where
         .begin(&who.name, key, &digest, clock.as_ref())
         .await?
     {
-        Begin::Replay(rec) => {
-            let status = StatusCode::from_u16(rec.status).unwrap_or(StatusCode::OK);
-            let mut r = bytes_response(status, rec.body.into_bytes());
-            r.headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-            Ok(r)
-        }
+        Begin::Replay(rec) => Ok(replayed(rec)),
         Begin::Fresh(reservation) => {
             let (status, value) = run(digest_hex).await?;
             let bytes = canonical_bytes(&value)?;
-            // The artifact is audited and stored; a failure to keep the idempotency record
-            // must not withhold it (a retry then gets CONFLICT on the artifact's id rather
-            // than a second signature).
+            // The effect is recorded; a failure to keep the idempotency record must not
+            // withhold the answer.
             let _ =
                 state
                     .idempotency()
@@ -398,6 +408,112 @@ where
             Ok(bytes_response(status, bytes))
         }
     }
+}
+
+/// What a signing handler prepared and has not yet released: the response, and the audit
+/// event with the records that go with it (the issued artifact, a revocation, ...).
+pub struct Issued {
+    /// Status of the response.
+    pub status: StatusCode,
+    /// Body of the response (sent as canonical JSON).
+    pub body: Value,
+    /// Who is responsible.
+    pub actor: Actor,
+    /// The audit event describing what was signed or changed.
+    pub event: Event,
+    /// Records committed together with the event.
+    pub writes: SideWrites,
+    /// Guards (locks) released only once the commit is done.
+    held: Vec<Box<dyn std::any::Any + Send>>,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("status", &self.status)
+            .field("event", &self.event)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Issued {
+    /// A response to release once `event` and `writes` are committed.
+    pub fn new(
+        status: StatusCode,
+        body: Value,
+        actor: Actor,
+        event: Event,
+        writes: SideWrites,
+    ) -> Issued {
+        Issued {
+            status,
+            body,
+            actor,
+            event,
+            writes,
+            held: Vec::new(),
+        }
+    }
+
+    /// Keeps `guard` (e.g. a lock that orders versions) until the commit is done.
+    pub fn holding(mut self, guard: impl std::any::Any + Send) -> Issued {
+        self.held.push(Box::new(guard));
+        self
+    }
+}
+
+/// Runs a signing POST under `Idempotency-Key` semantics with ONE durable commit: `run`
+/// (given the hex digest of the canonical request) validates and signs and returns what it
+/// [`Issued`]; the audit entry, its records and the idempotency record of the response are
+/// then committed in one transaction of the audit log's group commit, and only after that
+/// is the response released. A retry after a crash therefore finds all of them (replay of
+/// the first response) or none (a fresh run); never a second signature or audit entry for
+/// a key whose first response was committed. Without the header, the same minus the
+/// idempotency record.
+pub async fn issue_idempotent<F, Fut>(
+    state: &AppState,
+    who: &Principal,
+    headers: &HeaderMap,
+    method: &Method,
+    path: &str,
+    body: &Value,
+    run: F,
+) -> ApiResult<Response>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = Result<Issued>>,
+{
+    let digest = request_digest(method.as_str(), path, body)?;
+    let digest_hex = hex::encode(digest);
+    let clock = state.clock().clone();
+    let reservation = match idempotency_key(headers)? {
+        None => None,
+        Some(key) => match state
+            .idempotency()
+            .begin(&who.name, key, &digest, clock.as_ref())
+            .await?
+        {
+            Begin::Replay(rec) => return Ok(replayed(rec)),
+            Begin::Fresh(r) => Some(r),
+        },
+    };
+    let Issued {
+        status,
+        body,
+        actor,
+        event,
+        mut writes,
+        held,
+    } = run(digest_hex).await?;
+    let bytes = canonical_bytes(&body)?;
+    if let Some(r) = &reservation {
+        r.record_write(&mut writes, status.as_u16(), &bytes, clock.as_ref())?;
+    }
+    commit(state, &actor, event, writes).await?;
+    // The key (and whatever the handler holds) stays locked until the commit is durable.
+    drop(reservation);
+    drop(held);
+    Ok(bytes_response(status, bytes))
 }
 
 /// Trees of what this PA stored or issued.

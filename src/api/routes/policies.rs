@@ -1,6 +1,6 @@
 //! Policy documents (issuer role). `POST /v1/policies` validates a document, stores its
-//! canonical form under `policyHash = SHA-256("MPCP:Policy:1.0:" || canonical_json)` and
-//! records `policy_stored`; storing the same document again answers 200 with the same hash
+//! canonical form under `policyHash = SHA-256("MPCP:Policy:1.0:" || canonical_json)`
+//! together with its `policy_stored` entry (one durable write); storing the same document again answers 200 with the same hash
 //! and records nothing. Grants may only name a stored policy.
 
 use axum::extract::State;
@@ -8,12 +8,13 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{ApiPath, get_json, insert_new, json_response};
+use super::{ApiPath, get_json, json_response};
 use crate::api::AppState;
 use crate::api::auth::{Auth, Issuer};
 use crate::api::body::StrictJson;
 use crate::api::error::{ApiError, ApiResult};
-use crate::api::signing::{blocking, record};
+use crate::api::signing::{blocking, commit};
+use crate::audit::SideWrites;
 use crate::canonical::canonical_bytes;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::Event;
@@ -27,28 +28,31 @@ pub async fn store(
 ) -> ApiResult<Response> {
     let policy_hash = PolicyDocument::policy_hash(&doc)?;
     let canonical = canonical_bytes(&doc)?;
-    let tree = state.artifacts().policies.clone();
-    let (h, c) = (policy_hash.clone(), canonical.clone());
-    let created = blocking(move || insert_new(&tree, &h, &c)).await?;
     let body = json!({"policyHash": policy_hash, "version": doc["version"]});
-    if !created {
+    let tree = state.artifacts().policies.clone();
+    let h = policy_hash.clone();
+    let stored = blocking(move || {
+        tree.contains_key(h.as_bytes())
+            .map_err(|e| crate::store::store_error("read policy", e))
+    })
+    .await?;
+    if stored {
         return json_response(StatusCode::OK, &body);
     }
-    let event = Event::PolicyStored {
-        policy_hash: policy_hash.clone(),
-    };
-    if let Err(e) = record(&state, &auth.actor(), event).await {
-        let tree = state.artifacts().policies.clone();
-        let _ = blocking(move || {
-            tree.remove(policy_hash.as_bytes())
-                .map_err(|e| crate::store::store_error("remove policy", e))
-        })
-        .await;
-        return Err(e.into());
+    let mut writes = SideWrites::new();
+    writes.insert_new(
+        super::trees::POLICIES,
+        policy_hash.clone(),
+        canonical,
+        Error::new(ErrorCode::Conflict, "policy stored concurrently"),
+    );
+    let event = Event::PolicyStored { policy_hash };
+    match commit(&state, &auth.actor(), event, writes).await {
+        Ok(_) => json_response(StatusCode::CREATED, &body),
+        // The same document, stored (and recorded) by a concurrent request.
+        Err(e) if e.code == ErrorCode::Conflict => json_response(StatusCode::OK, &body),
+        Err(e) => Err(e.into()),
     }
-    let artifacts = state.artifacts().clone();
-    blocking(move || artifacts.flush()).await?;
-    json_response(StatusCode::CREATED, &body)
 }
 
 /// The stored policy document with `policy_hash`, if any.

@@ -1,0 +1,379 @@
+//! Appends that carry side writes: an audit entry committed in one sled transaction, and
+//! made durable by the same group-commit flush, together with the records that go with it
+//! (an issued artifact, an idempotency record, a revocation, a single-use receipt, ...).
+//!
+//! After a crash either the entry and every one of its side writes exist, or none of them
+//! does, so no caller can observe a record without its audit entry or the reverse. Each side
+//! write carries a precondition checked inside the transaction (the key is absent, or holds
+//! exactly the bytes the caller read); if one fails, that append alone is refused with the
+//! error its caller supplied and nothing of it is written, while the other appends of the
+//! batch commit normally.
+//!
+//! Side writes may only target service trees: the log refuses any write into an `audit/`
+//! tree, so no code path can update or delete a stored audit entry through this facility.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::events::{Actor, Event, EventSink};
+
+/// Prefix of the audit log's own trees; side writes into them are refused.
+pub const AUDIT_TREE_PREFIX: &str = "audit/";
+
+/// What a side write expects to find under its key before it writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// The key is absent.
+    Absent,
+    /// The key holds exactly these bytes.
+    Value(Vec<u8>),
+}
+
+/// One conditional write into a service tree.
+#[derive(Debug, Clone)]
+pub struct SideWrite {
+    /// sled tree name (never an `audit/` tree).
+    pub tree: &'static str,
+    /// Key in that tree.
+    pub key: Vec<u8>,
+    /// Precondition, checked in the commit's transaction.
+    pub expect: Expect,
+    /// The value written when the precondition holds.
+    pub value: Vec<u8>,
+    /// What the caller gets when the precondition does not hold.
+    pub on_conflict: Error,
+}
+
+/// The side writes of one append, applied all together or not at all.
+#[derive(Debug, Clone, Default)]
+pub struct SideWrites(Vec<SideWrite>);
+
+impl SideWrites {
+    /// No side writes.
+    pub fn new() -> SideWrites {
+        SideWrites(Vec::new())
+    }
+
+    /// Writes `value` under `key` in `tree` if the key is absent; otherwise the append is
+    /// refused with `on_conflict`.
+    pub fn insert_new(
+        &mut self,
+        tree: &'static str,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        on_conflict: Error,
+    ) -> &mut SideWrites {
+        self.push(tree, key.into(), Expect::Absent, value.into(), on_conflict)
+    }
+
+    /// Replaces what the caller read under `key` (`None`: absent) by `value`; if the stored
+    /// value differs from `expected`, the append is refused with `on_conflict`.
+    pub fn swap(
+        &mut self,
+        tree: &'static str,
+        key: impl Into<Vec<u8>>,
+        expected: Option<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        on_conflict: Error,
+    ) -> &mut SideWrites {
+        let expect = expected.map_or(Expect::Absent, Expect::Value);
+        self.push(tree, key.into(), expect, value.into(), on_conflict)
+    }
+
+    fn push(
+        &mut self,
+        tree: &'static str,
+        key: Vec<u8>,
+        expect: Expect,
+        value: Vec<u8>,
+        on_conflict: Error,
+    ) -> &mut SideWrites {
+        self.0.push(SideWrite {
+            tree,
+            key,
+            expect,
+            value,
+            on_conflict,
+        });
+        self
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The writes, in the order given.
+    pub fn iter(&self) -> impl Iterator<Item = &SideWrite> {
+        self.0.iter()
+    }
+
+    /// Refuses writes into the audit log's trees and two writes to one key (whose
+    /// preconditions could not both be checked against the state before the append).
+    pub fn check(&self) -> Result<()> {
+        for (i, w) in self.0.iter().enumerate() {
+            if w.tree.starts_with(AUDIT_TREE_PREFIX) {
+                return Err(Error::new(
+                    ErrorCode::Internal,
+                    format!("side write into audit tree {:?} refused", w.tree),
+                ));
+            }
+            if self.0[..i]
+                .iter()
+                .any(|o| o.tree == w.tree && o.key == w.key)
+            {
+                return Err(Error::new(
+                    ErrorCode::Internal,
+                    format!("two side writes to one key of {:?}", w.tree),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One queued append: the event, who caused it, and its side writes.
+#[derive(Debug, Clone)]
+pub struct Append {
+    /// Who caused the event.
+    pub actor: Actor,
+    /// What happened.
+    pub event: Event,
+    /// Records committed with the entry.
+    pub writes: SideWrites,
+}
+
+/// The outcome of an append, to be awaited: resolves to the entry's index once the entry and
+/// its side writes are durable, to the side write's own error if a precondition failed
+/// (nothing written), or to `AUDIT_UNAVAILABLE` if the log could not write. Awaiting parks
+/// no thread.
+#[derive(Debug)]
+pub struct AppendTicket(Ticket);
+
+#[derive(Debug)]
+enum Ticket {
+    Ready(Option<Result<u64>>),
+    Waiting(oneshot::Receiver<Result<u64>>),
+}
+
+impl AppendTicket {
+    /// A ticket that is already decided (a refusal before queueing, or a sink that writes
+    /// synchronously).
+    pub fn ready(result: Result<u64>) -> AppendTicket {
+        AppendTicket(Ticket::Ready(Some(result)))
+    }
+
+    /// A ticket answered through `rx`; a dropped sender means the committer stopped.
+    pub fn waiting(rx: oneshot::Receiver<Result<u64>>) -> AppendTicket {
+        AppendTicket(Ticket::Waiting(rx))
+    }
+}
+
+impl Future for AppendTicket {
+    type Output = Result<u64>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<u64>> {
+        match &mut self.0 {
+            Ticket::Ready(r) => Poll::Ready(r.take().unwrap_or_else(|| {
+                Err(Error::new(
+                    ErrorCode::Internal,
+                    "append ticket polled twice",
+                ))
+            })),
+            Ticket::Waiting(rx) => Pin::new(rx).poll(cx).map(|r| {
+                r.unwrap_or_else(|_| {
+                    Err(Error::new(
+                        ErrorCode::AuditUnavailable,
+                        "audit committer stopped",
+                    ))
+                })
+            }),
+        }
+    }
+}
+
+/// An event sink that can also commit side writes atomically with an entry, and be awaited
+/// without blocking a thread. The audit log implements it; the service records every
+/// signature and the records that go with it through it.
+pub trait AuditSink: EventSink {
+    /// Queues `event` with `writes` for the next group commit (see [`AppendTicket`]).
+    fn append(&self, actor: &Actor, event: Event, writes: SideWrites) -> AppendTicket;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_trees_and_duplicate_keys_are_refused() {
+        let e = || Error::new(ErrorCode::Conflict, "x");
+        let mut w = SideWrites::new();
+        w.insert_new("api/grants", "g", "v", e());
+        w.swap("api/idempotency", "k", Some(b"old".to_vec()), "new", e());
+        w.check().unwrap();
+        let mut dup = w.clone();
+        dup.insert_new("api/grants", "g", "v2", e());
+        assert!(dup.check().unwrap_err().message.contains("two side writes"));
+        for tree in [
+            crate::store::trees::AUDIT_ENTRIES,
+            crate::store::trees::AUDIT_META,
+            crate::store::trees::AUDIT_NODES,
+            crate::store::trees::AUDIT_LEAF_INDEX,
+            crate::store::trees::AUDIT_CHECKPOINTS,
+        ] {
+            let mut bad = SideWrites::new();
+            bad.insert_new(tree, "k", "v", e());
+            assert!(
+                bad.check().unwrap_err().message.contains("refused"),
+                "{tree}"
+            );
+        }
+    }
+
+    fn grant_event(id: &str) -> Event {
+        Event::GrantIssued {
+            grant_id: id.into(),
+            issuer_key_id: "k".into(),
+            policy_hash: "00".into(),
+            request_digest: "11".into(),
+        }
+    }
+
+    fn open_log(store: &crate::store::Store) -> std::sync::Arc<crate::audit::AuditLog> {
+        std::sync::Arc::new(
+            crate::audit::AuditLog::open(
+                store,
+                crate::audit::AuditConfig::new("pa.test/audit"),
+                std::sync::Arc::new(crate::clock::SystemClock),
+            )
+            .unwrap(),
+        )
+    }
+
+    /// Concurrent appends race for the same keys: per key exactly one commits with its
+    /// writes and its entry, the others are refused with their own error and leave nothing;
+    /// indices stay contiguous and the Merkle tree matches the stored entries.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn side_writes_commit_with_their_entry_or_not_at_all() {
+        let store = crate::store::Store::temporary().unwrap();
+        let log = open_log(&store);
+        let actor = Actor::system();
+        let conflict = |k: &str| Error::field(ErrorCode::Conflict, "grantId", k.to_string());
+        let mut tickets = Vec::new();
+        for round in 0..4 {
+            for k in 0..16 {
+                let id = format!("g-{k}");
+                let mut w = SideWrites::new();
+                w.insert_new("test/grants", id.clone(), format!("{round}"), conflict(&id));
+                w.swap(
+                    "test/idem",
+                    format!("key-{round}-{k}"),
+                    None,
+                    id.clone(),
+                    conflict("idem"),
+                );
+                tickets.push((id.clone(), round, log.append(&actor, grant_event(&id), w)));
+            }
+        }
+        let mut won = std::collections::HashMap::new();
+        let mut indices = Vec::new();
+        for (id, round, t) in tickets {
+            match t.await {
+                Ok(i) => {
+                    assert!(won.insert(id.clone(), (round, i)).is_none(), "{id} twice");
+                    indices.push(i);
+                }
+                Err(e) => assert_eq!((e.code, e.message), (ErrorCode::Conflict, id)),
+            }
+        }
+        assert_eq!(won.len(), 16);
+        indices.sort_unstable();
+        assert_eq!(indices, (0..16).collect::<Vec<u64>>());
+        assert_eq!(log.size(), 16);
+        let grants = store.tree("test/grants").unwrap();
+        let idem = store.tree("test/idem").unwrap();
+        assert_eq!((grants.len(), idem.len()), (16, 16));
+        let mut tree = crate::audit::merkle::MemoryTree::new();
+        for (i, raw) in log.entries(0, 16).unwrap().iter().enumerate() {
+            tree.push(crate::audit::merkle::leaf_hash(raw));
+            let e: crate::audit::Entry = serde_json::from_slice(raw).unwrap();
+            let Event::GrantIssued { grant_id, .. } = e.event else {
+                panic!()
+            };
+            // The winner's own writes are the ones stored.
+            let (round, index) = won[&grant_id];
+            assert_eq!(index, i as u64);
+            assert_eq!(
+                grants.get(&grant_id).unwrap().unwrap().as_ref(),
+                round.to_string().as_bytes()
+            );
+            assert_eq!(
+                idem.get(format!("key-{round}-{}", &grant_id[2..]))
+                    .unwrap()
+                    .unwrap()
+                    .as_ref(),
+                grant_id.as_bytes()
+            );
+        }
+        assert_eq!(log.root(16).unwrap(), tree.root());
+
+        // A swap applies only over exactly the bytes read.
+        let mut w = SideWrites::new();
+        w.swap(
+            "test/grants",
+            "g-0",
+            Some(b"stale".to_vec()),
+            "x",
+            conflict("swap"),
+        );
+        let e = log.append(&actor, grant_event("s"), w).await.unwrap_err();
+        assert_eq!(e.message, "swap");
+        let current = grants.get("g-0").unwrap().unwrap().to_vec();
+        let mut w = SideWrites::new();
+        w.swap(
+            "test/grants",
+            "g-0",
+            Some(current),
+            "revoked",
+            conflict("swap"),
+        );
+        assert_eq!(log.append(&actor, grant_event("s"), w).await.unwrap(), 16);
+        assert_eq!(grants.get("g-0").unwrap().unwrap().as_ref(), b"revoked");
+
+        // The log's own trees are out of reach.
+        let mut w = SideWrites::new();
+        w.insert_new(
+            crate::store::trees::AUDIT_ENTRIES,
+            99u64.to_be_bytes().to_vec(),
+            "forged",
+            conflict("x"),
+        );
+        let e = log.append(&actor, grant_event("f"), w).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::Internal);
+        assert_eq!(log.size(), 17);
+        assert!(log.failed().is_none());
+
+        // The log reopens and checks out.
+        drop(log);
+        let log = open_log(&store);
+        assert_eq!(log.size(), 17);
+    }
+
+    #[tokio::test]
+    async fn tickets_resolve() {
+        assert_eq!(AppendTicket::ready(Ok(3)).await.unwrap(), 3);
+        let (tx, rx) = oneshot::channel();
+        tx.send(Ok(9)).unwrap();
+        assert_eq!(AppendTicket::waiting(rx).await.unwrap(), 9);
+        let (tx, rx) = oneshot::channel::<Result<u64>>();
+        drop(tx);
+        assert_eq!(
+            AppendTicket::waiting(rx).await.unwrap_err().code,
+            ErrorCode::AuditUnavailable
+        );
+    }
+}
