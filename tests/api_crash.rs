@@ -253,7 +253,7 @@ async fn killed_service_never_signs_a_key_twice_and_loses_nothing_acknowledged()
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     bin(data, &["hsm", "init-dev"]);
-    for role in ["grant-signing", "root"] {
+    for role in ["grant-signing", "root", "audit"] {
         bin(data, &["keys", "rotate", "--role", role, "--alg", "EdDSA"]);
     }
     let token = String::from_utf8(

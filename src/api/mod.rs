@@ -62,6 +62,9 @@ pub struct ServiceConfig {
     pub max_allowlist_lifetime: Duration,
     /// Clock drift tolerance of the self-check every signed artifact passes.
     pub drift: Duration,
+    /// Longest grant lifetime the PA signs, whatever a policy allows (a policy's
+    /// `maxGrantLifetimeSeconds` can only shorten it).
+    pub max_grant_lifetime: Duration,
     /// Whether issuer-role requests must also come over a TLS connection with a client
     /// certificate verified against the configured client CA (mutual TLS).
     pub issuer_requires_client_certificate: bool,
@@ -70,7 +73,7 @@ pub struct ServiceConfig {
 impl ServiceConfig {
     /// Defaults: key sets valid 24 h, public documents cached 5 min, the built-in bundle
     /// profiles (policies/bundle-profiles.toml: 6 h, 24 h, 7 days), allowlists at most 30
-    /// days, idempotency records kept 24 h, drift 300 s.
+    /// days, grants at most 30 days, idempotency records kept 24 h, drift 300 s.
     pub fn new(issuer: impl Into<String>) -> ServiceConfig {
         ServiceConfig {
             issuer: issuer.into(),
@@ -82,6 +85,7 @@ impl ServiceConfig {
                 .expect("the built-in bundle profiles are valid (unit-tested)"),
             max_allowlist_lifetime: Duration::from_secs(30 * 24 * 3600),
             drift: crate::clock::DEFAULT_DRIFT,
+            max_grant_lifetime: Duration::from_secs(30 * 24 * 3600),
             issuer_requires_client_certificate: false,
         }
     }

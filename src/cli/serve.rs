@@ -125,6 +125,9 @@ pub struct ServeArgs {
     /// Algorithm policy file (default: the built-in policy).
     #[arg(long, env = "MPCP_PA_ALGORITHM_POLICY")]
     pub algorithm_policy: Option<PathBuf>,
+    /// Longest grant lifetime the PA signs, in seconds, whatever a policy allows.
+    #[arg(long, default_value_t = 30 * 24 * 3600, value_parser = clap::value_parser!(u64).range(60..=366 * 24 * 3600))]
+    pub max_grant_lifetime_seconds: u64,
     /// Trust-bundle assurance profiles file (default: the built-in
     /// policies/bundle-profiles.toml).
     #[arg(long, env = "MPCP_PA_BUNDLE_PROFILES")]
@@ -297,6 +300,7 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
     let mut config = ServiceConfig::new(a.issuer.clone());
     config.limits = a.limits();
     config.issuer_requires_client_certificate = a.issuer_client_ca.is_some();
+    config.max_grant_lifetime = Duration::from_secs(a.max_grant_lifetime_seconds);
     if let Some(p) = &a.bundle_profiles {
         config.bundle_profiles = crate::bundle_profiles::BundleProfiles::load(p)?;
     }
@@ -311,6 +315,7 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
             "maxConnections": config.limits.max_connections,
         },
         "auditOrigin": audit.origin(),
+        "maxGrantLifetimeSeconds": a.max_grant_lifetime_seconds,
         "checkpointIntervalSeconds": a.checkpoint_interval_seconds,
     });
     let config_digest = hex::encode(Sha256::digest(canonical_bytes(&effective)?));

@@ -123,6 +123,19 @@ async fn issue_inner(
         ));
     }
 
+    // The appliance's own ceiling applies whatever the policy says (or when it says nothing).
+    let ceiling = state.config().max_grant_lifetime;
+    if (expires - now).whole_seconds() > i64::try_from(ceiling.as_secs()).unwrap_or(i64::MAX) {
+        return Err(Error::field(
+            ErrorCode::LifetimeExceeded,
+            "expiresAt",
+            format!(
+                "this Policy Authority signs grants of at most {} s",
+                ceiling.as_secs()
+            ),
+        ));
+    }
+
     // One blocking hop: the policy and the id checks, the signer, the signature and its
     // self-check.
     let s = state.clone();
