@@ -17,7 +17,7 @@ use crate::canonical::{Domain, signing_digest};
 use crate::crypto::b64url_encode;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, Event};
-use crate::keys::KeyRole;
+use crate::keys::{ActiveKeys, KeyRole};
 use crate::signer::DigestSigner;
 
 /// Runs blocking work off the async runtime.
@@ -46,6 +46,24 @@ where
 pub async fn active_signer(state: &AppState, role: KeyRole) -> Result<Arc<dyn DigestSigner>> {
     let keys = state.keys().clone();
     blocking(move || keys.active_signer(role)).await
+}
+
+/// Signs `unsigned` with the active key of `role`: names the key in `kid_member` (e.g.
+/// `issuerKeyId`), then [`sign_checked`]. Returns the signed artifact and the kid. On the
+/// calling thread (call it from a [`signing_hop`]).
+pub fn sign_with_active(
+    keys: &dyn ActiveKeys,
+    role: KeyRole,
+    kid_member: &str,
+    domain: Domain,
+    version: &str,
+    mut unsigned: serde_json::Map<String, Value>,
+) -> Result<(Value, String)> {
+    let signer = keys.active_signer(role)?;
+    let kid = signer.kid().to_string();
+    unsigned.insert(kid_member.into(), Value::String(kid.clone()));
+    let signed = sign_checked(signer.as_ref(), domain, version, &Value::Object(unsigned))?;
+    Ok((signed, kid))
 }
 
 /// Signs `unsigned` (whose key-id member already names the signer, and which has no

@@ -16,7 +16,7 @@ use crate::api::AppState;
 use crate::api::auth::{Auth, Issuer};
 use crate::api::body::{StrictJson, closed_object, required_str};
 use crate::api::error::ApiResult;
-use crate::api::signing::{blocking, sign_checked, signing_hop};
+use crate::api::signing::{blocking, sign_with_active, signing_hop};
 use crate::audit::SideWrites;
 use crate::canonical::{Domain, canonical_bytes, parse_strict};
 use crate::clock::{format_rfc3339, parse_rfc3339};
@@ -97,7 +97,7 @@ async fn issue_inner(
     // One blocking hop: the previous version, the signer, the signature and its self-check.
     let s = state.clone();
     let key = id.clone();
-    let (previous, sequence, signed) = signing_hop(move || {
+    let (previous, sequence, signed, kid) = signing_hop(move || {
         let previous = s
             .artifacts()
             .allowlists
@@ -112,22 +112,17 @@ async fn issue_inner(
         };
         unsigned.insert("sequence".into(), Value::from(sequence));
         let parsed = DestinationAllowlist::from_value(&Value::Object(unsigned.clone()))?;
-        let signer = s.keys().active_signer(KeyRole::GrantSigning)?;
-        unsigned.insert("issuerKeyId".into(), Value::String(signer.kid().into()));
-        let signed = sign_checked(
-            signer.as_ref(),
+        let (signed, kid) = sign_with_active(
+            s.keys().as_ref(),
+            KeyRole::GrantSigning,
+            "issuerKeyId",
             Domain::DestinationAllowlist,
             &parsed.version,
-            &Value::Object(unsigned),
+            unsigned,
         )?;
-        Ok((previous.map(|p| p.to_vec()), sequence, signed))
+        Ok((previous.map(|p| p.to_vec()), sequence, signed, kid))
     })
     .await?;
-    let kid = signed
-        .get("issuerKeyId")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
     let mut writes = SideWrites::new();
     writes.swap(
         super::trees::ALLOWLISTS,

@@ -22,7 +22,7 @@ use crate::api::AppState;
 use crate::api::auth::{Auth, SecurityOfficer};
 use crate::api::body::StrictJson;
 use crate::api::error::ApiResult;
-use crate::api::signing::{blocking, sign_checked, signing_hop};
+use crate::api::signing::{blocking, sign_with_active, signing_hop};
 use crate::audit::SideWrites;
 use crate::bundle_profiles::PROFILE_MEMBER;
 use crate::canonical::{Domain, canonical_bytes, parse_strict};
@@ -141,21 +141,17 @@ async fn issue_inner(
         {
             return Err(conflict(&id));
         }
-        let signer = s.keys().active_signer(KeyRole::Root)?;
-        obj.insert("bundleKeyId".into(), Value::String(signer.kid().into()));
-        sign_checked(
-            signer.as_ref(),
+        sign_with_active(
+            s.keys().as_ref(),
+            KeyRole::Root,
+            "bundleKeyId",
             Domain::TrustBundle,
             &version,
-            &Value::Object(obj),
+            obj,
         )
     })
     .await?;
-    let kid = signed
-        .get("bundleKeyId")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let (signed, kid) = signed;
     let mut writes = SideWrites::new();
     writes.insert_new(
         super::trees::BUNDLES,

@@ -25,7 +25,7 @@ use crate::api::AppState;
 use crate::api::auth::{Auth, Issuer};
 use crate::api::body::{StrictJson, closed_object, required_str};
 use crate::api::error::ApiResult;
-use crate::api::signing::{blocking, sign_checked, signing_hop};
+use crate::api::signing::{blocking, sign_with_active, signing_hop};
 use crate::audit::SideWrites;
 use crate::canonical::Domain;
 use crate::clock::{format_rfc3339, parse_rfc3339};
@@ -144,7 +144,7 @@ async fn issue_inner(
         grant.grant_id.clone(),
         grant.version.clone(),
     );
-    let Value::Object(mut unsigned) = probe else {
+    let Value::Object(unsigned) = probe else {
         unreachable!("built as an object above")
     };
     let signed = signing_hop(move || {
@@ -171,21 +171,17 @@ async fn issue_inner(
         {
             return Err(exists(&id));
         }
-        let signer = s.keys().active_signer(KeyRole::GrantSigning)?;
-        unsigned.insert("issuerKeyId".into(), Value::String(signer.kid().into()));
-        sign_checked(
-            signer.as_ref(),
+        sign_with_active(
+            s.keys().as_ref(),
+            KeyRole::GrantSigning,
+            "issuerKeyId",
             Domain::PolicyGrant,
             &version,
-            &Value::Object(unsigned),
+            unsigned,
         )
     })
     .await?;
-    let kid = signed
-        .get("issuerKeyId")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let (signed, kid) = signed;
 
     // The grant record goes with the audit entry (the id is reserved there, atomically).
     let rec = GrantRecord {
