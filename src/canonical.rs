@@ -152,10 +152,58 @@ pub fn strip_nulls(value: &Value) -> Value {
 /// [`parse_strict`] would refuse (floats, unsafe integers), so a caller that built a `Value`
 /// in code cannot smuggle in an ambiguous number.
 pub fn canonical_bytes(value: &Value) -> Result<Vec<u8>> {
+    canonical_view(value, None)
+}
+
+/// [`canonical_bytes`] of `value` without its top-level member `skip` (if it is an object),
+/// serialised from a borrowed view: the hot signing path neither clones nor strips a copy.
+fn canonical_view(value: &Value, skip: Option<&str>) -> Result<Vec<u8>> {
     check_numbers(value, 1)?;
-    let stripped = strip_nulls(value);
-    serde_jcs::to_vec(&stripped)
+    serde_jcs::to_vec(&NullsOmitted { value, skip })
         .map_err(|e| Error::new(ErrorCode::Internal, format!("canonical serialisation: {e}")))
+}
+
+/// Serialises a borrowed value with null object members omitted (recursively; array
+/// elements kept as they are, like [`strip_nulls`]) and, at the top level only, without
+/// the member named `skip`.
+struct NullsOmitted<'a> {
+    value: &'a Value,
+    skip: Option<&'a str>,
+}
+
+impl serde::Serialize for NullsOmitted<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.value {
+            Value::Object(map) => {
+                let mut m = s.serialize_map(None)?;
+                for (k, v) in map {
+                    if v.is_null() || Some(k.as_str()) == self.skip {
+                        continue;
+                    }
+                    m.serialize_entry(
+                        k,
+                        &NullsOmitted {
+                            value: v,
+                            skip: None,
+                        },
+                    )?;
+                }
+                m.end()
+            }
+            Value::Array(items) => {
+                let mut q = s.serialize_seq(Some(items.len()))?;
+                for v in items {
+                    q.serialize_element(&NullsOmitted {
+                        value: v,
+                        skip: None,
+                    })?;
+                }
+                q.end()
+            }
+            other => other.serialize(s),
+        }
+    }
 }
 
 /// Canonical JSON of any serialisable value (via `serde_json::Value`).
@@ -181,11 +229,11 @@ pub fn domain_digest(domain: Domain, version: &str, value: &Value) -> Result<[u8
 
 /// The digest a signature covers: `value` with its top-level `signature` member removed.
 pub fn signing_digest(domain: Domain, version: &str, value: &Value) -> Result<[u8; 32]> {
-    let mut unsigned = value.clone();
-    if let Value::Object(map) = &mut unsigned {
-        map.remove("signature");
-    }
-    domain_digest(domain, version, &unsigned)
+    let body = canonical_view(value, Some("signature"))?;
+    let mut h = Sha256::new();
+    h.update(domain.prefix(version)?.as_bytes());
+    h.update(&body);
+    Ok(h.finalize().into())
 }
 
 fn check_numbers(value: &Value, depth: usize) -> Result<()> {
@@ -335,6 +383,38 @@ mod tests {
 
     fn code(input: &str) -> ErrorCode {
         parse_strict(input.as_bytes()).unwrap_err().code
+    }
+
+    /// The borrowed view serialises exactly what stripping a copy did, and the signing
+    /// digest equals the digest of the value with its `signature` removed.
+    #[test]
+    fn borrowed_view_matches_stripped_copy() {
+        let docs = [
+            r#"{"b":null,"a":[null,{"z":null,"y":1},[null]],"signature":"s","\u00e9":"x"}"#,
+            r#"{"signature":null,"n":{"signature":"inner","k":null}}"#,
+            r#"[{"a":null},null,"\ud83d\ude00",{"\ue000":1,"\ud83d\ude00":2}]"#,
+            r#""plain""#,
+            r#"{}"#,
+        ];
+        for d in docs {
+            let v = parse_strict_str(d).unwrap();
+            let old = serde_jcs::to_vec(&strip_nulls(&v)).unwrap();
+            assert_eq!(canonical_bytes(&v).unwrap(), old, "{d}");
+            let mut unsigned = v.clone();
+            if let Value::Object(m) = &mut unsigned {
+                m.remove("signature");
+            }
+            assert_eq!(
+                signing_digest(Domain::PolicyGrant, "1.0", &v).unwrap(),
+                domain_digest(Domain::PolicyGrant, "1.0", &unsigned).unwrap(),
+                "{d}"
+            );
+        }
+        assert_eq!(
+            canonical_bytes(&parse_strict_str(r#"{"b":null,"a":[null,{"c":null}]}"#).unwrap())
+                .unwrap(),
+            br#"{"a":[null,{}]}"#
+        );
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub fn sign_with_active(
     let signer = keys.active_signer(role)?;
     let kid = signer.kid().to_string();
     unsigned.insert(kid_member.into(), Value::String(kid.clone()));
-    let signed = sign_checked(signer.as_ref(), domain, version, &Value::Object(unsigned))?;
+    let signed = sign_owned(signer.as_ref(), domain, version, Value::Object(unsigned))?;
     Ok((signed, kid))
 }
 
@@ -76,7 +76,17 @@ pub fn sign_checked(
     version: &str,
     unsigned: &Value,
 ) -> Result<Value> {
-    let Value::Object(map) = unsigned else {
+    sign_owned(signer, domain, version, unsigned.clone())
+}
+
+/// [`sign_checked`] taking the artifact by value (no copy of it is made).
+fn sign_owned(
+    signer: &dyn DigestSigner,
+    domain: Domain,
+    version: &str,
+    unsigned: Value,
+) -> Result<Value> {
+    let Some(map) = unsigned.as_object() else {
         return Err(Error::new(
             ErrorCode::SchemaInvalid,
             "artifact is not a JSON object",
@@ -88,7 +98,7 @@ pub fn sign_checked(
             "artifact to sign already has a signature",
         ));
     }
-    let digest = signing_digest(domain, version, unsigned)?;
+    let digest = signing_digest(domain, version, &unsigned)?;
     let sig = signer.sign_digest(&digest)?;
     signer
         .public_key()
@@ -103,9 +113,11 @@ pub fn sign_checked(
                 ),
             )
         })?;
-    let mut signed = map.clone();
-    signed.insert("signature".into(), Value::String(b64url_encode(&sig.bytes)));
-    Ok(Value::Object(signed))
+    let mut signed = unsigned;
+    if let Value::Object(map) = &mut signed {
+        map.insert("signature".into(), Value::String(b64url_encode(&sig.bytes)));
+    }
+    Ok(signed)
 }
 
 /// [`sign_checked`] in its own blocking hop.

@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{
-    ApiPath, Issued, get_json, issue_idempotent, json_response, random_id, refuse_pa_members,
+    ApiPath, Issued, IssuedBody, get_json, issue_idempotent, json_response, random_id,
+    refuse_pa_members,
 };
 use crate::api::AppState;
 use crate::api::auth::{Auth, Issuer};
@@ -27,7 +28,7 @@ use crate::api::body::{StrictJson, closed_object, required_str};
 use crate::api::error::ApiResult;
 use crate::api::signing::{blocking, sign_with_active, signing_hop};
 use crate::audit::SideWrites;
-use crate::canonical::Domain;
+use crate::canonical::{Domain, canonical_bytes};
 use crate::clock::{format_rfc3339, parse_rfc3339};
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::Event;
@@ -184,13 +185,10 @@ async fn issue_inner(
     let (signed, kid) = signed;
 
     // The grant record goes with the audit entry (the id is reserved there, atomically).
-    let rec = GrantRecord {
-        grant: signed.clone(),
-        revoked_at: None,
-        revocation_reason: None,
-    };
-    let raw = serde_json::to_vec(&rec)
-        .map_err(|e| Error::new(ErrorCode::Internal, format!("grant record: {e}")))?;
+    // The signed grant is serialised once: the response is its canonical JSON, and the
+    // record (`{"grant": ...}` of a fresh grant) embeds the same bytes.
+    let body = canonical_bytes(&signed)?;
+    let raw = fresh_record_bytes(&body);
     let mut writes = SideWrites::new();
     writes.insert_new(
         super::trees::GRANTS,
@@ -198,9 +196,9 @@ async fn issue_inner(
         raw,
         exists(&grant.grant_id),
     );
-    Ok(Issued::new(
+    Ok(Issued::with_body(
         StatusCode::CREATED,
-        signed,
+        IssuedBody::Canonical(body),
         actor,
         Event::GrantIssued {
             grant_id: grant.grant_id,
@@ -210,6 +208,16 @@ async fn issue_inner(
         },
         writes,
     ))
+}
+
+/// The stored bytes of the [`GrantRecord`] of a grant not yet revoked, whose canonical JSON
+/// is `grant`.
+fn fresh_record_bytes(grant: &[u8]) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(grant.len() + 10);
+    raw.extend_from_slice(br#"{"grant":"#);
+    raw.extend_from_slice(grant);
+    raw.push(b'}');
+    raw
 }
 
 fn not_found(grant_id: &str) -> Error {
@@ -366,4 +374,29 @@ pub fn revoked_ids(state: &AppState) -> Result<Vec<String>> {
     }
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The spliced record reads back as the record `serde_json` would have written.
+    #[test]
+    fn fresh_record_bytes_is_the_record_of_the_grant() {
+        let grant = json!({"grantId": "g-1", "signature": "c2ln", "n": 3, "s": "\"q\\u00e9"});
+        let raw = fresh_record_bytes(&canonical_bytes(&grant).unwrap());
+        let rec = parse_record(&raw).unwrap();
+        assert_eq!(
+            rec,
+            GrantRecord {
+                grant,
+                revoked_at: None,
+                revocation_reason: None,
+            }
+        );
+        assert_eq!(
+            serde_json::from_slice::<Value>(&raw).unwrap(),
+            serde_json::to_value(&rec).unwrap()
+        );
+    }
 }

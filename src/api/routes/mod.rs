@@ -415,8 +415,8 @@ where
 pub struct Issued {
     /// Status of the response.
     pub status: StatusCode,
-    /// Body of the response (sent as canonical JSON).
-    pub body: Value,
+    /// Body of the response, as its canonical JSON bytes.
+    pub body: IssuedBody,
     /// Who is responsible.
     pub actor: Actor,
     /// The audit event describing what was signed or changed.
@@ -436,11 +436,41 @@ impl std::fmt::Debug for Issued {
     }
 }
 
+/// The body of an [`Issued`] response: a value to canonicalise, or bytes a handler already
+/// canonicalised (so a signed artifact is serialised once for its record and its response).
+#[derive(Debug, Clone)]
+pub enum IssuedBody {
+    /// Sent as `canonical_bytes(value)`.
+    Value(Value),
+    /// Sent as they are: the caller guarantees they are canonical JSON.
+    Canonical(Vec<u8>),
+}
+
+impl IssuedBody {
+    fn into_bytes(self) -> Result<Vec<u8>> {
+        match self {
+            IssuedBody::Value(v) => canonical_bytes(&v),
+            IssuedBody::Canonical(b) => Ok(b),
+        }
+    }
+}
+
 impl Issued {
     /// A response to release once `event` and `writes` are committed.
     pub fn new(
         status: StatusCode,
         body: Value,
+        actor: Actor,
+        event: Event,
+        writes: SideWrites,
+    ) -> Issued {
+        Issued::with_body(status, IssuedBody::Value(body), actor, event, writes)
+    }
+
+    /// [`Issued::new`] with a body given as [`IssuedBody`].
+    pub fn with_body(
+        status: StatusCode,
+        body: IssuedBody,
         actor: Actor,
         event: Event,
         writes: SideWrites,
@@ -505,7 +535,7 @@ where
         mut writes,
         held,
     } = run(digest_hex).await?;
-    let bytes = canonical_bytes(&body)?;
+    let bytes = body.into_bytes()?;
     if let Some(r) = &reservation {
         r.record_write(&mut writes, status.as_u16(), &bytes, clock.as_ref())?;
     }
