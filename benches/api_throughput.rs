@@ -257,6 +257,47 @@ async fn e2e_slice(
     }
 }
 
+/// The HTTPS floor: `clients` concurrent clients sending `GET /healthz` (no auth, no store,
+/// no HSM: TLS, HTTP and routing only) for `secs`, through the same client as e2e.
+async fn floor_slice(
+    rt: &tokio::runtime::Handle,
+    client: &reqwest::Client,
+    url: &str,
+    clients: usize,
+    secs: f64,
+) -> Slice {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let cpu0 = cpu_seconds();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.to_string());
+            rt.spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let r = client.get(&url).send().await.expect("request");
+                    assert_eq!(r.status(), 200);
+                    r.bytes().await.expect("response body");
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut ops = 0;
+    for t in tasks {
+        ops += t.await.unwrap();
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let cpu1 = cpu_seconds();
+    Slice {
+        ops,
+        wall,
+        cpu: cpu1.0 - cpu0.0,
+        client_cpu: cpu1.1 - cpu0.1,
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -343,8 +384,24 @@ fn main() {
              group commit, TLS 1.3 keep-alive, Idempotency-Key on every request; {secs} s per \
              path and cell in {slices} alternating slices"
         );
+        // The HTTPS floor per concurrency level, once: what TLS + HTTP alone cost here.
+        let mut floor_cpu = Vec::new();
+        for c in CONCURRENCY {
+            let url = h.url("/healthz");
+            floor_slice(&crt, &clients.client, &url, c, 0.2).await;
+            let f = floor_slice(&crt, &clients.client, &url, c, slice.max(0.2)).await;
+            let per = f.cpu * 1e6 / f.ops.max(1) as f64;
+            println!(
+                "https floor C={c:<3} GET /healthz {:>7.0} req/s, {per:>4.0} µs CPU per request \
+                 (service {:.0} + client {:.0})",
+                f.rate(),
+                (f.cpu - f.client_cpu) * 1e6 / f.ops.max(1) as f64,
+                f.client_cpu * 1e6 / f.ops.max(1) as f64,
+            );
+            floor_cpu.push(per);
+        }
         println!(
-            "{:<7} {:>3} {:>4} {:>10} {:>9} {:>6} {:>7} {:>7} {:>8} {:>8} {:>8}",
+            "{:<7} {:>3} {:>4} {:>10} {:>9} {:>6} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>6}",
             "alg",
             "C",
             "sess",
@@ -355,7 +412,9 @@ fn main() {
             "p99 ms",
             "sig CPU",
             "svc CPU",
-            "cli CPU"
+            "cli CPU",
+            "non-HSM",
+            "bound"
         );
         let only = std::env::var("API_BENCH_ALGS").unwrap_or_default();
         for alg in Alg::ALL {
@@ -370,7 +429,7 @@ fn main() {
             .await
             .unwrap();
             let object_id = rotated.activated.object_id_bytes().unwrap();
-            for c in CONCURRENCY {
+            for (ci, c) in CONCURRENCY.into_iter().enumerate() {
                 let sessions = c.min(DEFAULT_POOL_SIZE);
                 // Warm-up: connections, handshakes, caches.
                 let lat = Arc::new(Mutex::new(Vec::new()));
@@ -402,17 +461,20 @@ fn main() {
                 let mut l = std::mem::take(&mut *lat.lock().unwrap());
                 l.sort_unstable();
                 let per = |cpu: f64, ops: u64| cpu * 1e6 / ops.max(1) as f64;
+                let (sig, svc) = (per(raw.cpu, raw.ops), per(e2e.cpu - e2e.client_cpu, e2e.ops));
                 println!(
-                    "{:<7} {c:>3} {sessions:>4} {:>10.0} {:>9.0} {:>5.1}% {:>7.2} {:>7.2} {:>8.0} {:>8.0} {:>8.0}",
+                    "{:<7} {c:>3} {sessions:>4} {:>10.0} {:>9.0} {:>5.1}% {:>7.2} {:>7.2} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>5.1}%",
                     alg.as_str(),
                     raw.rate(),
                     e2e.rate(),
                     median(ratios) * 100.0,
                     percentile(&l, 0.50),
                     percentile(&l, 0.99),
-                    per(raw.cpu, raw.ops),
-                    per(e2e.cpu - e2e.client_cpu, e2e.ops),
+                    sig,
+                    svc,
                     per(e2e.client_cpu, e2e.ops),
+                    svc - sig,
+                    sig / (sig + floor_cpu[ci]) * 100.0,
                 );
             }
         }
@@ -426,7 +488,12 @@ fn main() {
         println!(
             "ratio: median over slice pairs of e2e grants/s / raw C_Sign/s (target >= 70%); \
              CPU columns: µs of CPU per raw signature, per grant in the service (signature \
-             included), per request in the HTTPS client"
+             included), per request in the HTTPS client; non-HSM: service CPU per grant \
+             minus one raw signature's (the appliance's own work, which an off-host HSM \
+             would not share); bound: sig / (sig + HTTPS floor), the most a service doing \
+             nothing but TLS, HTTP and the signature could reach while SoftHSM2, service and \
+             client share these {} cores",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
         );
     });
     drop(client_rt);
