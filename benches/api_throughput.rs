@@ -52,6 +52,11 @@ use mpcp_pa::hsm::dev::SOFTHSM2_MODULE;
 use mpcp_pa::keys::KeyRole;
 use serde_json::json;
 
+/// The allocator the `mpcp-pa` binary uses (src/main.rs), so the in-process service is
+/// measured as shipped.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CONCURRENCY: [usize; 3] = [1, 8, 32];
 
 /// Name prefix of the HTTPS client's threads (their CPU is counted apart).
