@@ -24,7 +24,8 @@
 //! Each cell also checks that the audit log grew by exactly the number of grants issued.
 //!
 //! Run: `cargo bench --bench api_throughput` (`API_BENCH_SECONDS`: seconds per path and
-//! cell, default 3; `API_BENCH_ALGS=ES256,EdDSA` to run only some algorithms). Under
+//! cell, default 3; `API_BENCH_ALGS=ES256,EdDSA` to run only some algorithms, `API_BENCH_C=32`
+//! only some concurrency levels). Under
 //! `cargo test` (no `--bench` argument) it runs as a smoke test with very short slices.
 
 #[path = "../tests/api_common/mod.rs"]
@@ -389,9 +390,15 @@ fn main() {
              group commit, TLS 1.3 keep-alive, Idempotency-Key on every request; {secs} s per \
              path and cell in {slices} alternating slices"
         );
+        let only = std::env::var("API_BENCH_ALGS").unwrap_or_default();
+        let only_c = std::env::var("API_BENCH_C").unwrap_or_default();
         // The HTTPS floor per concurrency level, once: what TLS + HTTP alone cost here.
         let mut floor_cpu = Vec::new();
         for c in CONCURRENCY {
+            if !only_c.is_empty() && !only_c.split(',').any(|x| x == c.to_string()) {
+                floor_cpu.push(f64::NAN);
+                continue;
+            }
             let url = h.url("/healthz");
             floor_slice(&crt, &clients.client, &url, c, 0.2).await;
             let f = floor_slice(&crt, &clients.client, &url, c, slice.max(0.2)).await;
@@ -421,7 +428,6 @@ fn main() {
             "non-HSM",
             "bound"
         );
-        let only = std::env::var("API_BENCH_ALGS").unwrap_or_default();
         for alg in Alg::ALL {
             if !only.is_empty() && !only.split(',').any(|a| a == alg.as_str()) {
                 continue;
@@ -435,6 +441,9 @@ fn main() {
             .unwrap();
             let object_id = rotated.activated.object_id_bytes().unwrap();
             for (ci, c) in CONCURRENCY.into_iter().enumerate() {
+                if !only_c.is_empty() && !only_c.split(',').any(|x| x == c.to_string()) {
+                    continue;
+                }
                 let sessions = c.min(DEFAULT_POOL_SIZE);
                 // Warm-up: connections, handshakes, caches.
                 let lat = Arc::new(Mutex::new(Vec::new()));
