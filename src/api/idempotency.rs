@@ -56,7 +56,8 @@ pub struct StoredResponse {
 /// What a lookup found.
 #[derive(Debug)]
 pub enum Begin {
-    /// No record: run the request, then [`IdempotencyStore::complete`] the reservation.
+    /// No record: run the request and commit its record with its audit entry
+    /// ([`Reservation::record_write`]).
     Fresh(Reservation),
     /// A record for the same request: answer with it.
     Replay(StoredResponse),
