@@ -25,9 +25,10 @@
 //!   retry after a crash finds the change, its entry and the stored response, or none of them.
 //! - Mutations are serialised by the registry's operation lock, held from the first read until
 //!   the commit is decided (a [`Prepared`] change carries it as a `Send` guard).
-//! - Two steps are not one write, and say so: a rotation that generates its key first
-//!   registers the new key as pending (its own append, `key_generated`), then activates it
-//!   (`key_activated`); a crash between leaves a pending key, which a retried rotation picks.
+//! - Two operations take two such writes, each consistent on its own: a rotation that
+//!   generates its key first registers the new key as pending (its own append,
+//!   `key_generated`), then activates it (`key_activated`); a crash between leaves a pending
+//!   key, which a retried rotation picks.
 //!   A due destruction removes the token objects first and then commits `key_destroyed` with
 //!   the record; a crash (or audit outage) between leaves a revoked key, scheduled and due,
 //!   whose objects are gone, and the next destruction run completes it (the token's
