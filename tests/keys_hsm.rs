@@ -13,12 +13,13 @@ use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use hsm_support::{dev_backend, isolated, other_handle, slot_of, user_pin};
 use mpcp_pa::algorithms::AlgorithmPolicy;
+use mpcp_pa::audit::{AppendTicket, AuditConfig, AuditLog, AuditSink, Entry, SideWrites};
 use mpcp_pa::canonical::{Domain, parse_strict, signing_digest};
 use mpcp_pa::cli::keys::{KeysCommand, KeysContext, run};
-use mpcp_pa::clock::{Clock, DEFAULT_DRIFT, FixedClock, parse_rfc3339};
+use mpcp_pa::clock::{Clock, DEFAULT_DRIFT, FixedClock, SystemClock, parse_rfc3339};
 use mpcp_pa::crypto::{Alg, AlgorithmGate};
 use mpcp_pa::error::{Error, ErrorCode, Result};
-use mpcp_pa::events::{Actor, Event, EventSink, MemorySink};
+use mpcp_pa::events::{Actor, Event, EventSink};
 use mpcp_pa::hsm::HsmBackend;
 use mpcp_pa::hsm::dev::token_label;
 use mpcp_pa::jwk::KeySet;
@@ -29,22 +30,56 @@ use mpcp_pa::keys::keyset::{
 use mpcp_pa::keys::{ActiveKeys, KeyBackend, KeyRegistry, KeyRole, KeyState};
 use mpcp_pa::store::Store;
 
-/// A sink that records in memory and can be made to fail (audit outage).
-#[derive(Default)]
+/// The audit log of the test's store, switchable to failing (audit outage).
 struct Sink {
-    events: MemorySink,
+    log: AuditLog,
     fail: AtomicBool,
+}
+
+fn outage() -> Error {
+    Error::new(ErrorCode::AuditUnavailable, "audit log down (test)")
+}
+
+impl Sink {
+    fn open(store: &Store) -> Sink {
+        let log = AuditLog::open(
+            store,
+            AuditConfig::new("pa.test/audit"),
+            Arc::new(SystemClock),
+        );
+        Sink {
+            log: log.unwrap(),
+            fail: AtomicBool::new(false),
+        }
+    }
+
+    /// Every entry: who and what.
+    fn events(&self) -> Vec<(Actor, Event)> {
+        let raw = self.log.entries(0, self.log.size()).unwrap();
+        raw.iter()
+            .map(|r| {
+                let e: Entry = serde_json::from_slice(r).unwrap();
+                (e.actor, e.event)
+            })
+            .collect()
+    }
 }
 
 impl EventSink for Sink {
     fn record(&self, actor: &Actor, event: Event) -> Result<u64> {
         if self.fail.load(Ordering::SeqCst) {
-            return Err(Error::new(
-                ErrorCode::AuditUnavailable,
-                "audit log down (test)",
-            ));
+            return Err(outage());
         }
-        self.events.record(actor, event)
+        self.log.record(actor, event)
+    }
+}
+
+impl AuditSink for Sink {
+    fn append(&self, actor: &Actor, event: Event, writes: SideWrites) -> AppendTicket {
+        if self.fail.load(Ordering::SeqCst) {
+            return AppendTicket::ready(Err(outage()));
+        }
+        self.log.append(actor, event, writes)
     }
 }
 
@@ -64,7 +99,7 @@ fn t(s: &str) -> time::OffsetDateTime {
 fn fx(dir: &Path, policy: AlgorithmPolicy) -> Fx {
     let (hsm, _) = dev_backend(dir);
     let store = Store::open(&dir.join("store")).unwrap();
-    let sink = Arc::new(Sink::default());
+    let sink = Arc::new(Sink::open(&store));
     let clock = Arc::new(FixedClock::new(t("2026-03-01T00:00:00Z")));
     let policy = Arc::new(policy);
     let reg = KeyRegistry::new(
@@ -233,7 +268,7 @@ fn lifecycle_on_softhsm_tokens() {
         assert_eq!(set.find(&g2.kid).unwrap().active, Some(false));
         assert_eq!(set.find(&rot.activated.kid).unwrap().active, Some(true));
         // Every change was audited, with its actor.
-        let events = f.sink.events.events();
+        let events = f.sink.events();
         assert!(events.iter().any(|(who, e)| who == &Actor::system()
             && matches!(e, Event::KeyDestroyed { kid, .. } if *kid == g2.kid)));
         let revoked = events.iter().find_map(|(who, e)| match e {
@@ -367,7 +402,7 @@ fn signed_key_set_from_the_root_token() {
         )
         .unwrap();
         let digest = signing_digest(Domain::KeySet, "1.0", &signed).unwrap();
-        assert!(f.sink.events.events().iter().any(|(_, e)| matches!(
+        assert!(f.sink.events().iter().any(|(_, e)| matches!(
             e,
             Event::KeySetSigned { digest: d, .. } if *d == hex::encode(digest)
         )));

@@ -1,4 +1,4 @@
-//! `Idempotency-Key` for signing POSTs.
+//! `Idempotency-Key` for signing and key-management POSTs.
 //!
 //! A record maps (principal, key) to the digest of the canonical request and the response
 //! first returned. The same key with the same request replays that response byte for byte
@@ -12,8 +12,8 @@
 //! their audit entry (see [`crate::audit::append`]): the entry, the issued artifact and the
 //! record become durable in one transaction, so after a crash a retry finds either all of
 //! them (and replays) or none (and runs afresh) — never an audited signature without its
-//! record. Requests whose effects are recorded elsewhere (key management, through the key
-//! registry) store theirs afterwards with [`IdempotencyStore::complete`].
+//! record. Key management does the same: the key registry prepares its change and the
+//! route commits it with the record in one append.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -56,7 +56,8 @@ pub struct StoredResponse {
 /// What a lookup found.
 #[derive(Debug)]
 pub enum Begin {
-    /// No record: run the request, then [`IdempotencyStore::complete`] the reservation.
+    /// No record: run the request and commit its record with its audit entry
+    /// ([`Reservation::record_write`]).
     Fresh(Reservation),
     /// A record for the same request: answer with it.
     Replay(StoredResponse),
@@ -146,7 +147,6 @@ impl Drop for Reservation {
 
 /// Idempotency records in the shared store.
 pub struct IdempotencyStore {
-    store: Store,
     tree: sled::Tree,
     ttl: Duration,
     locks: Arc<LockMap>,
@@ -188,7 +188,6 @@ impl IdempotencyStore {
     /// Opens the record tree; records older than `ttl` count as absent.
     pub fn open(store: &Store, ttl: Duration) -> Result<IdempotencyStore> {
         Ok(IdempotencyStore {
-            store: store.clone(),
             tree: store.tree(TREE_IDEMPOTENCY)?,
             ttl,
             locks: Arc::new(Mutex::new(HashMap::new())),
@@ -252,8 +251,11 @@ impl IdempotencyStore {
         Ok(Begin::Replay(rec))
     }
 
-    /// Stores the response of a reserved request durably, then releases the key.
-    pub fn complete(
+    /// Stores the response of a reserved request directly, then releases the key. Only for
+    /// this module's tests: the service writes records only as side writes of their audit
+    /// entry ([`Reservation::record_write`]).
+    #[cfg(test)]
+    fn complete(
         &self,
         reservation: Reservation,
         status: u16,
@@ -264,7 +266,6 @@ impl IdempotencyStore {
         self.tree
             .insert(reservation.scope.as_bytes(), raw)
             .map_err(|e| store_error("write idempotency record", e))?;
-        self.store.flush()?;
         drop(reservation);
         Ok(rec)
     }

@@ -103,7 +103,8 @@ pub struct ServiceParts {
     pub audit: Arc<AuditLog>,
     /// The key registry's view of signing keys (what signing handlers use).
     pub keys: Arc<dyn ActiveKeys>,
-    /// The key registry, for the security officer's key management.
+    /// The key registry, for the security officer's key management. Its audit sink must
+    /// write to the same log as `sink`: key changes it prepares are committed through `sink`.
     pub registry: Arc<KeyRegistry>,
     /// Time.
     pub clock: Arc<dyn Clock>,

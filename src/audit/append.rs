@@ -14,7 +14,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use sled::transaction::{TransactionalTree, UnabortableTransactionError};
 
 use tokio::sync::oneshot;
 
@@ -42,10 +45,24 @@ pub struct SideWrite {
     pub key: Vec<u8>,
     /// Precondition, checked in the commit's transaction.
     pub expect: Expect,
-    /// The value written when the precondition holds.
-    pub value: Vec<u8>,
+    /// The value written when the precondition holds; `None` removes the key.
+    pub value: Option<Vec<u8>>,
     /// What the caller gets when the precondition does not hold.
     pub on_conflict: Error,
+}
+
+impl SideWrite {
+    /// Applies the write (its precondition already checked) in the commit's transaction.
+    pub fn apply(
+        &self,
+        tree: &TransactionalTree,
+    ) -> std::result::Result<(), UnabortableTransactionError> {
+        match &self.value {
+            Some(v) => tree.insert(self.key.as_slice(), v.as_slice())?,
+            None => tree.remove(self.key.as_slice())?,
+        };
+        Ok(())
+    }
 }
 
 /// The side writes of one append, applied all together or not at all.
@@ -67,7 +84,13 @@ impl SideWrites {
         value: impl Into<Vec<u8>>,
         on_conflict: Error,
     ) -> &mut SideWrites {
-        self.push(tree, key.into(), Expect::Absent, value.into(), on_conflict)
+        self.push(
+            tree,
+            key.into(),
+            Expect::Absent,
+            Some(value.into()),
+            on_conflict,
+        )
     }
 
     /// Replaces what the caller read under `key` (`None`: absent) by `value`; if the stored
@@ -81,7 +104,25 @@ impl SideWrites {
         on_conflict: Error,
     ) -> &mut SideWrites {
         let expect = expected.map_or(Expect::Absent, Expect::Value);
-        self.push(tree, key.into(), expect, value.into(), on_conflict)
+        self.push(tree, key.into(), expect, Some(value.into()), on_conflict)
+    }
+
+    /// Removes `key` from `tree` if it still holds exactly `expected` (the bytes the caller
+    /// read); otherwise (changed or already gone) the append is refused with `on_conflict`.
+    pub fn remove(
+        &mut self,
+        tree: &'static str,
+        key: impl Into<Vec<u8>>,
+        expected: Vec<u8>,
+        on_conflict: Error,
+    ) -> &mut SideWrites {
+        self.push(tree, key.into(), Expect::Value(expected), None, on_conflict)
+    }
+
+    /// Appends every write of `other` after these (checked together by [`SideWrites::check`]).
+    pub fn extend(&mut self, other: SideWrites) -> &mut SideWrites {
+        self.0.extend(other.0);
+        self
     }
 
     fn push(
@@ -89,7 +130,7 @@ impl SideWrites {
         tree: &'static str,
         key: Vec<u8>,
         expect: Expect,
-        value: Vec<u8>,
+        value: Option<Vec<u8>>,
         on_conflict: Error,
     ) -> &mut SideWrites {
         self.0.push(SideWrite {
@@ -171,6 +212,28 @@ impl AppendTicket {
     pub fn waiting(rx: oneshot::Receiver<Result<u64>>) -> AppendTicket {
         AppendTicket(Ticket::Waiting(rx))
     }
+
+    /// Blocks the calling thread until the append is decided, for synchronous callers (the
+    /// CLI, the key registry inside a blocking task). Never call it on an async task: it parks
+    /// the thread, not the task.
+    pub fn wait(self) -> Result<u64> {
+        struct Unpark(std::thread::Thread);
+        impl Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut ticket = std::pin::pin!(self);
+        loop {
+            if let Poll::Ready(r) = ticket.as_mut().poll(&mut cx) {
+                return r;
+            }
+            // Spurious wake-ups only cost another poll.
+            std::thread::park();
+        }
+    }
 }
 
 impl Future for AppendTicket {
@@ -218,6 +281,9 @@ mod tests {
         let mut dup = w.clone();
         dup.insert_new("api/grants", "g", "v2", e());
         assert!(dup.check().unwrap_err().message.contains("two side writes"));
+        let mut dup = w.clone();
+        dup.remove("api/idempotency", "k", b"old".to_vec(), e());
+        assert!(dup.check().unwrap_err().message.contains("two side writes"));
         for tree in [
             crate::store::trees::AUDIT_ENTRIES,
             crate::store::trees::AUDIT_META,
@@ -227,6 +293,12 @@ mod tests {
         ] {
             let mut bad = SideWrites::new();
             bad.insert_new(tree, "k", "v", e());
+            assert!(
+                bad.check().unwrap_err().message.contains("refused"),
+                "{tree}"
+            );
+            let mut bad = SideWrites::new();
+            bad.remove(tree, "k", b"v".to_vec(), e());
             assert!(
                 bad.check().unwrap_err().message.contains("refused"),
                 "{tree}"
@@ -344,6 +416,41 @@ mod tests {
         assert_eq!(log.append(&actor, grant_event("s"), w).await.unwrap(), 16);
         assert_eq!(grants.get("g-0").unwrap().unwrap().as_ref(), b"revoked");
 
+        // A removal applies only over exactly the bytes read, and never to an absent key.
+        for stale in [b"stale".to_vec(), b"revoked!".to_vec()] {
+            let mut w = SideWrites::new();
+            w.remove("test/grants", "g-0", stale, conflict("remove"));
+            let e = log.append(&actor, grant_event("r"), w).await.unwrap_err();
+            assert_eq!(e.message, "remove");
+        }
+        assert_eq!(grants.get("g-0").unwrap().unwrap().as_ref(), b"revoked");
+        assert_eq!(log.size(), 17);
+        // Removed together with another write and the entry, or not at all.
+        let mut w = SideWrites::new();
+        w.remove(
+            "test/grants",
+            "g-0",
+            b"revoked".to_vec(),
+            conflict("remove"),
+        )
+        .insert_new("test/grants", "g-1", "x", conflict("taken"));
+        let e = log.append(&actor, grant_event("r"), w).await.unwrap_err();
+        assert_eq!(e.message, "taken");
+        assert_eq!(grants.get("g-0").unwrap().unwrap().as_ref(), b"revoked");
+        let mut w = SideWrites::new();
+        w.remove(
+            "test/grants",
+            "g-0",
+            b"revoked".to_vec(),
+            conflict("remove"),
+        );
+        assert_eq!(log.append(&actor, grant_event("r"), w).await.unwrap(), 17);
+        assert!(grants.get("g-0").unwrap().is_none());
+        let mut w = SideWrites::new();
+        w.remove("test/grants", "g-0", b"revoked".to_vec(), conflict("gone"));
+        let e = log.append(&actor, grant_event("r"), w).await.unwrap_err();
+        assert_eq!(e.message, "gone");
+
         // The log's own trees are out of reach.
         let mut w = SideWrites::new();
         w.insert_new(
@@ -354,13 +461,44 @@ mod tests {
         );
         let e = log.append(&actor, grant_event("f"), w).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::Internal);
-        assert_eq!(log.size(), 17);
+        assert_eq!(log.size(), 18);
         assert!(log.failed().is_none());
 
         // The log reopens and checks out.
         drop(log);
         let log = open_log(&store);
-        assert_eq!(log.size(), 17);
+        assert_eq!(log.size(), 18);
+    }
+
+    #[test]
+    fn tickets_can_be_waited_for_on_a_thread() {
+        assert_eq!(AppendTicket::ready(Ok(3)).wait().unwrap(), 3);
+        let (tx, rx) = oneshot::channel();
+        let answer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            tx.send(Ok(9)).unwrap();
+        });
+        assert_eq!(AppendTicket::waiting(rx).wait().unwrap(), 9);
+        answer.join().unwrap();
+        let (tx, rx) = oneshot::channel::<Result<u64>>();
+        std::thread::spawn(move || drop(tx));
+        assert_eq!(
+            AppendTicket::waiting(rx).wait().unwrap_err().code,
+            ErrorCode::AuditUnavailable
+        );
+        // Against the real log, from a plain thread.
+        let store = crate::store::Store::temporary().unwrap();
+        let log = open_log(&store);
+        let mut w = SideWrites::new();
+        w.insert_new(
+            "test/grants",
+            "g",
+            "v",
+            Error::new(ErrorCode::Conflict, "x"),
+        );
+        let t = log.append(&Actor::system(), grant_event("g"), w);
+        assert_eq!(t.wait().unwrap(), 0);
+        assert_eq!(log.size(), 1);
     }
 
     #[tokio::test]

@@ -656,7 +656,7 @@ impl LogInner {
                         te.insert(&key, bytes)?;
                         tl.insert(&leaf, &key)?;
                         for w in item.writes.iter() {
-                            tx[view(w.tree)?].insert(w.key.as_slice(), w.value.as_slice())?;
+                            w.apply(&tx[view(w.tree)?])?;
                         }
                         outcomes.push(Ok(index));
                     }

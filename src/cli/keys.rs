@@ -16,11 +16,11 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use crate::algorithms::AlgorithmPolicy;
-use crate::audit::{AuditConfig, AuditLog};
+use crate::audit::{AuditConfig, AuditLog, AuditSink};
 use crate::clock::{Clock, SystemClock};
 use crate::crypto::Alg;
 use crate::error::{Error, ErrorCode, Result};
-use crate::events::{Actor, EventSink};
+use crate::events::Actor;
 use crate::hsm::{HsmBackend, HsmConfig};
 use crate::keys::keyset::{
     DEFAULT_SIGNED_LIFETIME, build_root_key_set, key_set_value, sign_key_set,
@@ -143,8 +143,8 @@ pub struct KeysContext {
     pub store: Store,
     /// Where keys live (the PKCS#11 backend in the appliance).
     pub backend: Arc<dyn KeyBackend>,
-    /// Where events go (the audit log in the appliance).
-    pub sink: Arc<dyn EventSink>,
+    /// Where events go, with the records they describe (the audit log in the appliance).
+    pub sink: Arc<dyn AuditSink>,
     /// Time source.
     pub clock: Arc<dyn Clock>,
     /// Algorithm policy.
@@ -458,12 +458,13 @@ mod tests {
     }
 
     fn fx(name: &str) -> Fx {
-        let sink = Arc::new(FlakySink::default());
+        let store = Store::temporary().unwrap();
+        let sink = Arc::new(FlakySink::open(&store));
         let dir = std::env::temp_dir().join(format!("mpcp-cli-keys-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         Fx {
             ctx: KeysContext {
-                store: Store::temporary().unwrap(),
+                store,
                 backend: Arc::new(SoftBackend::default()),
                 sink: sink.clone(),
                 clock: Arc::new(FixedClock::new(
@@ -523,10 +524,16 @@ mod tests {
                 .code,
             ErrorCode::KeyRevoked
         );
+        let out = sh(&f, &format!("schedule-destroy {g1} --wait-days 1")).unwrap();
+        assert!(out.contains("not before 2026-03-02T00:00:00Z"), "{out}");
+        sh(&f, &format!("cancel-destroy {g1}")).unwrap();
         let out = sh(&f, &format!("schedule-destroy {g1} --wait-days 0")).unwrap();
         assert!(out.contains("not before 2026-03-01T00:00:00Z"), "{out}");
-        sh(&f, &format!("cancel-destroy {g1}")).unwrap();
-        sh(&f, &format!("schedule-destroy {g1} --wait-days 0")).unwrap();
+        // Due at once: no longer cancellable (a run may be destroying it).
+        assert_eq!(
+            sh(&f, &format!("cancel-destroy {g1}")).unwrap_err().code,
+            ErrorCode::KeyStateInvalid
+        );
         let out = sh(&f, "run-destructions").unwrap();
         assert_eq!(out.trim(), format!("destroyed {g1}"));
         assert_eq!(

@@ -13,26 +13,40 @@
 //!   KEY_ROLE_MISMATCH, ALGORITHM_DEPRECATED, ALGORITHM_UNSUPPORTED, SCHEMA_INVALID) changes
 //!   neither the registry nor the token. When `generate` fails after the token created the
 //!   key pair (audit or store failure), the new objects are destroyed again.
-//! - Every change is recorded as an [`Event`] through the [`EventSink`], attributed to the
-//!   caller's [`Actor`], after all checks passed and before the change takes effect. If the
-//!   change itself then fails (store or token error), the error says so and the log holds an
-//!   entry for an operation that did not complete; the log never misses a change that did.
-//! - Mutations are serialised by a mutex and committed with compare-and-swap sled
-//!   transactions, then flushed.
+//! - Every change is ONE durable write: its [`Event`], attributed to the caller's [`Actor`],
+//!   and the changed records (and active pointer) are committed together as a single append
+//!   of the [`AuditSink`] (see [`crate::audit::append`]). After a crash the log holds the
+//!   entry and the records hold the change, or neither does; an entry never describes a
+//!   change that did not happen, and no change lacks its entry. Each record write is
+//!   conditional on the bytes read when the change was checked, so a record (or active
+//!   pointer) changed in between refuses the whole append with CONFLICT and nothing is written.
+//! - A change can be prepared ([`Prepared`]) and committed by the caller with writes of its
+//!   own in the same append (the service adds the idempotency record of the response), so a
+//!   retry after a crash finds the change, its entry and the stored response, or none of them.
+//! - Mutations are serialised by the registry's operation lock, held from the first read until
+//!   the commit is decided (a [`Prepared`] change carries it as a `Send` guard).
+//! - Two operations take two such writes, each consistent on its own: a rotation that
+//!   generates its key first registers the new key as pending (its own append,
+//!   `key_generated`), then activates it (`key_activated`); a crash between leaves a pending
+//!   key, which a retried rotation picks.
+//!   A due destruction removes the token objects first and then commits `key_destroyed` with
+//!   the record; a crash (or audit outage) between leaves a revoked key, scheduled and due,
+//!   whose objects are gone, and the next destruction run completes it (the token's
+//!   KEY_NOT_FOUND counts as done). Once a destruction is due it can no longer be cancelled, so
+//!   such a record is always completed by a later run.
 //! - Time comes from the [`Clock`] at each call; algorithm decisions come from the
 //!   [`AlgorithmPolicy`] at that instant (no restart needed when a deprecation takes effect).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
-
 use crate::algorithms::AlgorithmPolicy;
+use crate::audit::{AuditSink, SideWrites};
 use crate::clock::{Clock, format_rfc3339, parse_rfc3339};
 use crate::crypto::{Alg, PublicKey};
 use crate::error::{Error, ErrorCode, Result};
-use crate::events::{Actor, Event, EventSink};
+use crate::events::{Actor, Event};
 use crate::jwk::Jwk;
 use crate::keys::record::{KeyRecord, KeyState, kid_for};
 use crate::keys::{ActiveKeys, KeyBackend, KeyRole};
@@ -66,16 +80,77 @@ pub struct DestructionRun {
     pub failed: Vec<(String, Error)>,
 }
 
+type LockState = Arc<(Mutex<bool>, Condvar)>;
+
+/// The registry's operation lock. Unlike a `MutexGuard`, its guard is `Send` and owns its
+/// lock, so a caller can keep it across the awaited commit of a [`Prepared`] change.
+#[derive(Default)]
+struct OpLock(LockState);
+
+impl OpLock {
+    fn acquire(&self) -> OpGuard {
+        let (held, cv) = &*self.0;
+        let mut g = held.lock().unwrap_or_else(|p| p.into_inner());
+        while *g {
+            g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        *g = true;
+        OpGuard(self.0.clone())
+    }
+}
+
+/// Holds the registry's operation lock: no other change of the registry starts until it is
+/// dropped. Keep it until the commit of the change it guards is decided.
+pub struct OpGuard(LockState);
+
+impl std::fmt::Debug for OpGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OpGuard")
+    }
+}
+
+impl Drop for OpGuard {
+    fn drop(&mut self) {
+        let (held, cv) = &*self.0;
+        *held.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        cv.notify_one();
+    }
+}
+
+/// A registry change that passed every check and is not yet committed: the event that
+/// records it and the conditional writes of the records it changes, to be committed as ONE
+/// append of the registry's audit sink, together with any writes the caller adds to
+/// `writes` (the service adds the idempotency record of its response). Nothing is changed
+/// until that append succeeds; if a record or active pointer no longer holds the bytes read
+/// here, the append is refused with CONFLICT and nothing of it is written.
+///
+/// Commit it with [`KeyRegistry::commit`] (waiting on the calling thread), or through the
+/// same audit sink asynchronously, keeping `guard` until the commit is decided.
+#[must_use = "a prepared change does nothing until it is committed"]
+#[derive(Debug)]
+pub struct Prepared<T> {
+    /// What the change yields once committed (the records as they will be stored).
+    pub outcome: T,
+    /// Who is responsible.
+    pub actor: Actor,
+    /// The audit event describing the change.
+    pub event: Event,
+    /// The record writes (each conditional on the bytes read).
+    pub writes: SideWrites,
+    /// The registry's operation lock, held since the change was checked.
+    pub guard: OpGuard,
+}
+
 /// The registry. Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct KeyRegistry {
     store: Store,
     keys: sled::Tree,
     active: sled::Tree,
     backend: Arc<dyn KeyBackend>,
-    sink: Arc<dyn EventSink>,
+    sink: Arc<dyn AuditSink>,
     clock: Arc<dyn Clock>,
     policy: Arc<AlgorithmPolicy>,
-    op_lock: Mutex<()>,
+    op_lock: OpLock,
     signers: Mutex<HashMap<KeyRole, Arc<dyn DigestSigner>>>,
 }
 
@@ -85,11 +160,53 @@ impl std::fmt::Debug for KeyRegistry {
     }
 }
 
-/// A planned compare-and-swap change: each record must still equal `before` (None = must not
-/// exist), and the role's active kid must still equal the planned `before`.
+/// A record as read, with the exact bytes stored (the precondition of its rewrite).
+#[derive(Debug, Clone)]
+struct Stored {
+    rec: KeyRecord,
+    raw: Vec<u8>,
+}
+
+/// A planned change: each record replaces the bytes read (`None`: must not exist yet), and
+/// the role's active kid goes from the kid read to the new one (`None`: absent).
 struct Plan {
-    records: Vec<(Option<KeyRecord>, KeyRecord)>,
+    records: Vec<(Option<Vec<u8>>, KeyRecord)>,
     active: Option<(KeyRole, Option<String>, Option<String>)>,
+}
+
+impl Plan {
+    /// The plan as conditional side writes into `keys` and `keys/active`.
+    fn writes(&self) -> Result<SideWrites> {
+        let mut w = SideWrites::new();
+        for (before, after) in &self.records {
+            let conflict = Error::new(
+                ErrorCode::Conflict,
+                format!("key {} changed concurrently", after.kid),
+            );
+            w.swap(
+                trees::KEYS,
+                after.kid.as_bytes(),
+                before.clone(),
+                after.to_bytes()?,
+                conflict,
+            );
+        }
+        if let Some((role, before, after)) = &self.active {
+            let conflict = Error::new(
+                ErrorCode::Conflict,
+                format!("active key of role {role} changed concurrently"),
+            );
+            let (key, before) = (role.as_str(), before.clone().map(String::into_bytes));
+            match (before, after) {
+                (before, Some(kid)) => {
+                    w.swap(trees::KEYS_ACTIVE, key, before, kid.as_bytes(), conflict)
+                }
+                (Some(before), None) => w.remove(trees::KEYS_ACTIVE, key, before, conflict),
+                (None, None) => &mut w,
+            };
+        }
+        Ok(w)
+    }
 }
 
 fn not_found(kid: &str) -> Error {
@@ -129,14 +246,23 @@ pub fn validate_reason(reason: &str) -> Result<String> {
     Ok(r.to_string())
 }
 
+/// The instant a scheduled destruction becomes due, if one is scheduled.
+fn destroy_due_at(rec: &KeyRecord) -> Result<Option<time::OffsetDateTime>> {
+    rec.destroy_after
+        .as_deref()
+        .map(|t| parse_rfc3339(t, "destroyAfter"))
+        .transpose()
+}
+
 impl KeyRegistry {
     /// A registry over `store` (trees `keys` and `keys/active`), generating and destroying keys
-    /// through `backend`, recording events in `sink`, reading time from `clock` and algorithm
+    /// through `backend`, committing each change with its event through `sink` (the audit
+    /// log: records and entry in one append), reading time from `clock` and algorithm
     /// decisions from `policy`.
     pub fn new(
         store: &Store,
         backend: Arc<dyn KeyBackend>,
-        sink: Arc<dyn EventSink>,
+        sink: Arc<dyn AuditSink>,
         clock: Arc<dyn Clock>,
         policy: Arc<AlgorithmPolicy>,
     ) -> Result<KeyRegistry> {
@@ -148,7 +274,7 @@ impl KeyRegistry {
             sink,
             clock,
             policy,
-            op_lock: Mutex::new(()),
+            op_lock: OpLock::default(),
             signers: Mutex::new(HashMap::new()),
         })
     }
@@ -163,8 +289,8 @@ impl KeyRegistry {
         self.clock.as_ref()
     }
 
-    fn lock(&self) -> MutexGuard<'_, ()> {
-        self.op_lock.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> OpGuard {
+        self.op_lock.acquire()
     }
 
     fn now_string(&self) -> String {
@@ -173,16 +299,23 @@ impl KeyRegistry {
 
     /// The record of `kid` (KEY_NOT_FOUND if unknown).
     pub fn get(&self, kid: &str) -> Result<KeyRecord> {
+        Ok(self.stored(kid)?.rec)
+    }
+
+    fn stored(&self, kid: &str) -> Result<Stored> {
         self.find(kid)?.ok_or_else(|| not_found(kid))
     }
 
-    fn find(&self, kid: &str) -> Result<Option<KeyRecord>> {
+    fn find(&self, kid: &str) -> Result<Option<Stored>> {
         match self
             .keys
             .get(kid.as_bytes())
             .map_err(|e| store_error("read", e))?
         {
-            Some(b) => Ok(Some(KeyRecord::from_bytes(&b)?)),
+            Some(b) => Ok(Some(Stored {
+                rec: KeyRecord::from_bytes(&b)?,
+                raw: b.to_vec(),
+            })),
             None => Ok(None),
         }
     }
@@ -220,60 +353,47 @@ impl KeyRegistry {
         .transpose()
     }
 
-    fn active_record(&self, role: KeyRole) -> Result<Option<KeyRecord>> {
+    fn active_record(&self, role: KeyRole) -> Result<Option<Stored>> {
         match self.active_kid(role)? {
-            Some(kid) => Ok(Some(self.get(&kid)?)),
+            Some(kid) => Ok(Some(self.stored(&kid)?)),
             None => Ok(None),
         }
     }
 
-    /// Applies a plan atomically (aborting with CONFLICT if anything changed since it was
-    /// made) and flushes.
-    fn commit(&self, plan: &Plan) -> Result<()> {
-        let res = (&self.keys, &self.active).transaction(|(keys, active)| {
-            let abort = |msg: String| {
-                Err(ConflictableTransactionError::Abort(Error::new(
-                    ErrorCode::Conflict,
-                    msg,
-                )))
-            };
-            for (before, after) in &plan.records {
-                let cur = keys.get(after.kid.as_bytes())?;
-                let cur = match cur {
-                    Some(b) => Some(
-                        KeyRecord::from_bytes(&b).map_err(ConflictableTransactionError::Abort)?,
-                    ),
-                    None => None,
-                };
-                if cur.as_ref() != before.as_ref() {
-                    return abort(format!("key {} changed concurrently", after.kid));
-                }
-                let bytes = after
-                    .to_bytes()
-                    .map_err(ConflictableTransactionError::Abort)?;
-                keys.insert(after.kid.as_bytes(), bytes)?;
-            }
-            if let Some((role, before, after)) = &plan.active {
-                let cur = active.get(role.as_str())?;
-                if cur.as_deref() != before.as_ref().map(|s| s.as_bytes()) {
-                    return abort(format!("active key of role {role} changed concurrently"));
-                }
-                match after {
-                    Some(kid) => active.insert(role.as_str(), kid.as_bytes())?,
-                    None => active.remove(role.as_str())?,
-                };
-            }
-            Ok(())
-        });
-        match res {
-            Ok(()) => self.store.flush(),
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(store_error("key registry write", e)),
-        }
+    /// A prepared change from a plan, holding `guard`.
+    fn prepared<T>(
+        &self,
+        guard: OpGuard,
+        actor: &Actor,
+        event: Event,
+        plan: &Plan,
+        outcome: T,
+    ) -> Result<Prepared<T>> {
+        Ok(Prepared {
+            outcome,
+            actor: actor.clone(),
+            event,
+            writes: plan.writes()?,
+            guard,
+        })
     }
 
-    fn record_event(&self, actor: &Actor, event: Event) -> Result<u64> {
-        self.sink.record(actor, event)
+    /// Commits a prepared change: its event and writes (with any the caller added) as one
+    /// durable append of the registry's audit sink, waited for on this thread (never call it
+    /// on an async task). Returns the outcome once entry and records are durable; on failure
+    /// nothing of the change is stored (CONFLICT when a record changed since it was read, or
+    /// the sink's error, e.g. AUDIT_UNAVAILABLE).
+    pub fn commit<T>(&self, prepared: Prepared<T>) -> Result<T> {
+        let Prepared {
+            outcome,
+            actor,
+            event,
+            writes,
+            guard,
+        } = prepared;
+        self.sink.append(&actor, event, writes).wait()?;
+        drop(guard);
+        Ok(outcome)
     }
 
     /// Generates a key pair for `role` with `alg` in the token and registers it as pending
@@ -281,10 +401,10 @@ impl KeyRegistry {
     /// may not use `alg`, ALGORITHM_DEPRECATED when `alg` is deprecated now.
     pub fn generate(&self, actor: &Actor, role: KeyRole, alg: Alg) -> Result<KeyRecord> {
         let _g = self.lock();
-        self.generate_locked(actor, role, alg)
+        Ok(self.generate_locked(actor, role, alg)?.rec)
     }
 
-    fn generate_locked(&self, actor: &Actor, role: KeyRole, alg: Alg) -> Result<KeyRecord> {
+    fn generate_locked(&self, actor: &Actor, role: KeyRole, alg: Alg) -> Result<Stored> {
         let now = self.clock.now();
         self.policy.check_signing(role, alg, now)?;
         let seq = self
@@ -319,6 +439,8 @@ impl KeyRegistry {
         })
     }
 
+    /// Registers a generated key as pending: its `key_generated` entry and its record in one
+    /// append (the record must not exist yet: CONFLICT otherwise).
     #[allow(clippy::too_many_arguments)]
     fn register_generated(
         &self,
@@ -329,7 +451,7 @@ impl KeyRegistry {
         object_id: &[u8],
         label: &str,
         public: &PublicKey,
-    ) -> Result<KeyRecord> {
+    ) -> Result<Stored> {
         if public.alg() != alg {
             return Err(Error::new(
                 ErrorCode::HsmError,
@@ -365,29 +487,35 @@ impl KeyRegistry {
             destroyed_at: None,
             reason: None,
         };
-        self.record_event(
-            actor,
-            Event::KeyGenerated {
-                kid,
-                role: role.as_str().into(),
-                alg: alg.as_str().into(),
-            },
-        )?;
-        self.commit(&Plan {
+        let event = Event::KeyGenerated {
+            kid,
+            role: role.as_str().into(),
+            alg: alg.as_str().into(),
+        };
+        let plan = Plan {
             records: vec![(None, record.clone())],
             active: None,
-        })?;
-        Ok(record)
+        };
+        self.sink.append(actor, event, plan.writes()?).wait()?;
+        let raw = record.to_bytes()?;
+        Ok(Stored { rec: record, raw })
     }
 
     /// Makes the pending key `kid` its role's active key. Refused when the key is not pending,
     /// when its role already has an active key (use [`KeyRegistry::rotate`]) or when its
     /// algorithm may not sign now.
     pub fn activate(&self, actor: &Actor, kid: &str) -> Result<KeyRecord> {
-        let _g = self.lock();
-        let rec = self.get(kid)?;
+        let p = self.prepare_activate(actor, kid)?;
+        Ok(self.commit(p)?.activated)
+    }
+
+    /// [`KeyRegistry::activate`], prepared and not committed (see [`Prepared`]).
+    pub fn prepare_activate(&self, actor: &Actor, kid: &str) -> Result<Prepared<Rotation>> {
+        let g = self.lock();
+        let next = self.stored(kid)?;
+        let rec = &next.rec;
         if rec.state != KeyState::Pending {
-            return Err(wrong_state(&rec, "only a pending key can be activated"));
+            return Err(wrong_state(rec, "only a pending key can be activated"));
         }
         if let Some(current) = self.active_kid(rec.role)? {
             return Err(Error::field(
@@ -401,55 +529,56 @@ impl KeyRegistry {
         }
         self.policy
             .check_signing(rec.role, rec.alg, self.clock.now())?;
-        Ok(self.switch_active(actor, rec, None)?.activated)
+        self.switch_active(g, actor, next, None, false)
     }
 
-    /// Makes `next` (pending) active and `prev` (the current active key, if any) retired, in
-    /// one transaction, after recording `KeyActivated`.
+    /// Prepares making `next` (pending) active and `prev` (the current active key, if any)
+    /// retired, with `KeyActivated`, in one append.
     fn switch_active(
         &self,
+        guard: OpGuard,
         actor: &Actor,
-        next: KeyRecord,
-        prev: Option<KeyRecord>,
-    ) -> Result<Rotation> {
+        next: Stored,
+        prev: Option<Stored>,
+        generated: bool,
+    ) -> Result<Prepared<Rotation>> {
         let now = self.now_string();
-        let mut activated = next.clone();
+        let mut activated = next.rec.clone();
         activated.state = KeyState::Active;
         activated.activated_at = Some(now.clone());
         let retired = prev.as_ref().map(|p| {
-            let mut r = p.clone();
+            let mut r = p.rec.clone();
             r.state = KeyState::Retired;
             r.retired_at = Some(now.clone());
             r
         });
-        let mut records = vec![(Some(next.clone()), activated.clone())];
+        let mut records = vec![(Some(next.raw), activated.clone())];
         if let (Some(p), Some(r)) = (&prev, &retired) {
-            records.push((Some(p.clone()), r.clone()));
+            records.push((Some(p.raw.clone()), r.clone()));
         }
-        self.record_event(
-            actor,
-            Event::KeyActivated {
-                kid: activated.kid.clone(),
-                role: activated.role.as_str().into(),
-                retired: prev.as_ref().map(|p| p.kid.clone()),
-            },
-        )?;
-        self.commit(&Plan {
+        let prev_kid = prev.map(|p| p.rec.kid);
+        let event = Event::KeyActivated {
+            kid: activated.kid.clone(),
+            role: activated.role.as_str().into(),
+            retired: prev_kid.clone(),
+        };
+        let plan = Plan {
             records,
-            active: Some((next.role, prev.map(|p| p.kid), Some(activated.kid.clone()))),
-        })?;
-        Ok(Rotation {
+            active: Some((activated.role, prev_kid, Some(activated.kid.clone()))),
+        };
+        let rotation = Rotation {
             activated,
             retired,
-            generated: false,
-        })
+            generated,
+        };
+        self.prepared(guard, actor, event, &plan, rotation)
     }
 
     /// Rotates `role`: the pending key `kid` if given, else the oldest pending key of the role
     /// whose algorithm may sign now (of `alg`, if given), else a key generated now (with `alg`,
     /// or the current active key's algorithm) becomes active; the previously active key, if
-    /// any, becomes retired in the same transaction. A generated key is registered (and
-    /// audited) as pending first, so if the switch then fails it stays pending.
+    /// any, becomes retired in the same append. A generated key is registered (and audited)
+    /// as pending first, so if the switch then fails it stays pending.
     pub fn rotate(
         &self,
         actor: &Actor,
@@ -457,7 +586,20 @@ impl KeyRegistry {
         kid: Option<&str>,
         alg: Option<Alg>,
     ) -> Result<Rotation> {
-        let _g = self.lock();
+        let p = self.prepare_rotate(actor, role, kid, alg)?;
+        self.commit(p)
+    }
+
+    /// [`KeyRegistry::rotate`], prepared and not committed (see [`Prepared`]). A key that
+    /// must be generated is generated and registered pending (committed) before it returns.
+    pub fn prepare_rotate(
+        &self,
+        actor: &Actor,
+        role: KeyRole,
+        kid: Option<&str>,
+        alg: Option<Alg>,
+    ) -> Result<Prepared<Rotation>> {
+        let g = self.lock();
         let prev = self.active_record(role)?;
         let now = self.clock.now();
         let (next, generated) = match kid {
@@ -469,7 +611,8 @@ impl KeyRegistry {
                         "an algorithm applies only when rotating without a kid",
                     ));
                 }
-                let rec = self.get(kid)?;
+                let next = self.stored(kid)?;
+                let rec = &next.rec;
                 if rec.role != role {
                     return Err(Error::field(
                         ErrorCode::KeyRoleMismatch,
@@ -478,10 +621,10 @@ impl KeyRegistry {
                     ));
                 }
                 if rec.state != KeyState::Pending {
-                    return Err(wrong_state(&rec, "only a pending key can be rotated in"));
+                    return Err(wrong_state(rec, "only a pending key can be rotated in"));
                 }
                 self.policy.check_signing(role, rec.alg, now)?;
-                (rec, false)
+                (next, false)
             }
             None => {
                 let candidate = self.list_role(role)?.into_iter().find(|r| {
@@ -490,9 +633,9 @@ impl KeyRegistry {
                         && self.policy.check_signing(role, r.alg, now).is_ok()
                 });
                 match candidate {
-                    Some(rec) => (rec, false),
+                    Some(rec) => (self.stored(&rec.kid)?, false),
                     None => {
-                        let alg = alg.or(prev.as_ref().map(|p| p.alg)).ok_or_else(|| {
+                        let alg = alg.or(prev.as_ref().map(|p| p.rec.alg)).ok_or_else(|| {
                             Error::field(
                                 ErrorCode::SchemaInvalid,
                                 "alg",
@@ -507,43 +650,55 @@ impl KeyRegistry {
                 }
             }
         };
-        let mut rotation = self.switch_active(actor, next, prev)?;
-        rotation.generated = generated;
-        Ok(rotation)
+        self.switch_active(g, actor, next, prev, generated)
     }
 
     /// Retires the active key `kid` without a successor: the role then has no active key and
     /// signs nothing until a key is activated. The key stays published active.
     pub fn retire(&self, actor: &Actor, kid: &str) -> Result<KeyRecord> {
-        let _g = self.lock();
-        let rec = self.get(kid)?;
+        let p = self.prepare_retire(actor, kid)?;
+        self.commit(p)
+    }
+
+    /// [`KeyRegistry::retire`], prepared and not committed (see [`Prepared`]).
+    pub fn prepare_retire(&self, actor: &Actor, kid: &str) -> Result<Prepared<KeyRecord>> {
+        let g = self.lock();
+        let Stored { rec, raw } = self.stored(kid)?;
         if rec.state != KeyState::Active {
             return Err(wrong_state(&rec, "only the active key can be retired"));
         }
         let mut after = rec.clone();
         after.state = KeyState::Retired;
         after.retired_at = Some(self.now_string());
-        self.record_event(
-            actor,
-            Event::KeyRetired {
-                kid: rec.kid.clone(),
-                role: rec.role.as_str().into(),
-            },
-        )?;
-        self.commit(&Plan {
-            records: vec![(Some(rec.clone()), after.clone())],
+        let event = Event::KeyRetired {
+            kid: rec.kid.clone(),
+            role: rec.role.as_str().into(),
+        };
+        let plan = Plan {
+            records: vec![(Some(raw), after.clone())],
             active: Some((rec.role, Some(rec.kid.clone()), None)),
-        })?;
-        Ok(after)
+        };
+        self.prepared(g, actor, event, &plan, after)
     }
 
     /// Emergency revocation: the key is published `active: false` at once and never signs
     /// again; if it was the active key, its role has no active key afterwards. Refused for an
     /// already revoked key (KEY_REVOKED) and a destroyed one (KEY_STATE_INVALID).
     pub fn revoke(&self, actor: &Actor, kid: &str, reason: &str) -> Result<KeyRecord> {
+        let p = self.prepare_revoke(actor, kid, reason)?;
+        self.commit(p)
+    }
+
+    /// [`KeyRegistry::revoke`], prepared and not committed (see [`Prepared`]).
+    pub fn prepare_revoke(
+        &self,
+        actor: &Actor,
+        kid: &str,
+        reason: &str,
+    ) -> Result<Prepared<KeyRecord>> {
         let reason = validate_reason(reason)?;
-        let _g = self.lock();
-        let rec = self.get(kid)?;
+        let g = self.lock();
+        let Stored { rec, raw } = self.stored(kid)?;
         match rec.state {
             KeyState::Pending | KeyState::Active | KeyState::Retired => {}
             KeyState::Revoked => {
@@ -563,24 +718,32 @@ impl KeyRegistry {
         after.reason = Some(reason.clone());
         let active =
             (rec.state == KeyState::Active).then(|| (rec.role, Some(rec.kid.clone()), None));
-        self.record_event(
-            actor,
-            Event::KeyRevoked {
-                kid: rec.kid.clone(),
-                role: rec.role.as_str().into(),
-                reason,
-            },
-        )?;
-        self.commit(&Plan {
-            records: vec![(Some(rec), after.clone())],
+        let event = Event::KeyRevoked {
+            kid: rec.kid.clone(),
+            role: rec.role.as_str().into(),
+            reason,
+        };
+        let plan = Plan {
+            records: vec![(Some(raw), after.clone())],
             active,
-        })?;
-        Ok(after)
+        };
+        self.prepared(g, actor, event, &plan, after)
     }
 
     /// Schedules destruction of the revoked key `kid` no earlier than `wait` from now.
     /// Refused unless the key is revoked and not already scheduled.
     pub fn schedule_destroy(&self, actor: &Actor, kid: &str, wait: Duration) -> Result<KeyRecord> {
+        let p = self.prepare_schedule_destroy(actor, kid, wait)?;
+        self.commit(p)
+    }
+
+    /// [`KeyRegistry::schedule_destroy`], prepared and not committed (see [`Prepared`]).
+    pub fn prepare_schedule_destroy(
+        &self,
+        actor: &Actor,
+        kid: &str,
+        wait: Duration,
+    ) -> Result<Prepared<KeyRecord>> {
         if wait > MAX_DESTROY_WAIT {
             return Err(Error::field(
                 ErrorCode::SchemaInvalid,
@@ -588,8 +751,8 @@ impl KeyRegistry {
                 "destruction wait exceeds ten years",
             ));
         }
-        let _g = self.lock();
-        let rec = self.get(kid)?;
+        let g = self.lock();
+        let Stored { rec, raw } = self.stored(kid)?;
         match (rec.state, &rec.destroy_after) {
             (KeyState::Revoked, None) => {}
             (KeyState::Revoked, Some(at)) => {
@@ -612,56 +775,72 @@ impl KeyRegistry {
         let not_before = format_rfc3339(self.clock.now() + wait);
         let mut after = rec.clone();
         after.destroy_after = Some(not_before.clone());
-        self.record_event(
-            actor,
-            Event::KeyDestroyScheduled {
-                kid: rec.kid.clone(),
-                role: rec.role.as_str().into(),
-                not_before,
-            },
-        )?;
-        self.commit(&Plan {
-            records: vec![(Some(rec), after.clone())],
+        let event = Event::KeyDestroyScheduled {
+            kid: rec.kid.clone(),
+            role: rec.role.as_str().into(),
+            not_before,
+        };
+        let plan = Plan {
+            records: vec![(Some(raw), after.clone())],
             active: None,
-        })?;
-        Ok(after)
+        };
+        self.prepared(g, actor, event, &plan, after)
     }
 
-    /// Cancels a scheduled destruction during its waiting period. Refused after the
-    /// destruction happened and when none is scheduled (KEY_STATE_INVALID).
+    /// Cancels a scheduled destruction during its waiting period. Refused when none is
+    /// scheduled, once it is due (a destruction run may already have removed the token
+    /// objects), and after it happened (KEY_STATE_INVALID).
     pub fn cancel_destroy(&self, actor: &Actor, kid: &str) -> Result<KeyRecord> {
-        let _g = self.lock();
-        let rec = self.get(kid)?;
+        let p = self.prepare_cancel_destroy(actor, kid)?;
+        self.commit(p)
+    }
+
+    /// [`KeyRegistry::cancel_destroy`], prepared and not committed (see [`Prepared`]).
+    pub fn prepare_cancel_destroy(&self, actor: &Actor, kid: &str) -> Result<Prepared<KeyRecord>> {
+        let g = self.lock();
+        let Stored { rec, raw } = self.stored(kid)?;
         if rec.state == KeyState::Destroyed {
             return Err(wrong_state(&rec, "its destruction has already happened"));
         }
-        if rec.state != KeyState::Revoked || rec.destroy_after.is_none() {
+        let due_at = destroy_due_at(&rec)?;
+        let Some(due_at) = due_at.filter(|_| rec.state == KeyState::Revoked) else {
             return Err(Error::field(
                 ErrorCode::KeyStateInvalid,
                 "kid",
                 format!("no destruction of {kid} is scheduled"),
             ));
+        };
+        if due_at <= self.clock.now() {
+            return Err(Error::field(
+                ErrorCode::KeyStateInvalid,
+                "kid",
+                format!(
+                    "destruction of {kid} has been due since {}; it may already be under way \
+                     and can no longer be cancelled",
+                    format_rfc3339(due_at)
+                ),
+            ));
         }
         let mut after = rec.clone();
         after.destroy_after = None;
-        self.record_event(
-            actor,
-            Event::KeyDestroyCancelled {
-                kid: rec.kid.clone(),
-                role: rec.role.as_str().into(),
-            },
-        )?;
-        self.commit(&Plan {
-            records: vec![(Some(rec), after.clone())],
+        let event = Event::KeyDestroyCancelled {
+            kid: rec.kid.clone(),
+            role: rec.role.as_str().into(),
+        };
+        let plan = Plan {
+            records: vec![(Some(raw), after.clone())],
             active: None,
-        })?;
-        Ok(after)
+        };
+        self.prepared(g, actor, event, &plan, after)
     }
 
     /// Destroys, in the token, every revoked key whose destruction wait has ended (judged by
-    /// the registry's clock now), and marks it destroyed. A token object that is already gone
-    /// (KEY_NOT_FOUND from the backend, e.g. after a crash between destruction and commit)
-    /// counts as destroyed. Failures are reported per key and retried on the next pass.
+    /// the registry's clock now), and marks it destroyed. For each key the token objects are
+    /// removed first, then `key_destroyed` and the record are committed in one append: a
+    /// record never says destroyed while its objects exist. A token object that is already
+    /// gone (KEY_NOT_FOUND from the backend, e.g. after a crash or an audit outage between
+    /// destruction and commit) counts as destroyed, so such a key is completed by the next
+    /// pass. Failures are reported per key and retried on the next pass.
     pub fn run_due_destructions(&self, actor: &Actor) -> Result<DestructionRun> {
         let now = self.clock.now();
         let mut run = DestructionRun::default();
@@ -669,12 +848,7 @@ impl KeyRegistry {
             .list()?
             .into_iter()
             .filter(|r| r.state == KeyState::Revoked)
-            .filter(|r| {
-                r.destroy_after
-                    .as_deref()
-                    .and_then(|t| parse_rfc3339(t, "destroyAfter").ok())
-                    .is_some_and(|t| t <= now)
-            })
+            .filter(|r| destroy_due_at(r).ok().flatten().is_some_and(|t| t <= now))
             .map(|r| r.kid)
             .collect();
         for kid in due {
@@ -688,26 +862,13 @@ impl KeyRegistry {
     }
 
     fn destroy_one(&self, actor: &Actor, kid: &str, now: time::OffsetDateTime) -> Result<bool> {
-        let _g = self.lock();
+        let g = self.lock();
         // Re-check under the lock: a cancellation may have happened since the scan.
-        let rec = self.get(kid)?;
-        let due = rec.state == KeyState::Revoked
-            && rec
-                .destroy_after
-                .as_deref()
-                .map(|t| parse_rfc3339(t, "destroyAfter"))
-                .transpose()?
-                .is_some_and(|t| t <= now);
+        let Stored { rec, raw } = self.stored(kid)?;
+        let due = rec.state == KeyState::Revoked && destroy_due_at(&rec)?.is_some_and(|t| t <= now);
         if !due {
             return Ok(false);
         }
-        self.record_event(
-            actor,
-            Event::KeyDestroyed {
-                kid: rec.kid.clone(),
-                role: rec.role.as_str().into(),
-            },
-        )?;
         match self.backend.destroy(rec.role, &rec.object_id_bytes()?) {
             Ok(()) => {}
             Err(e) if e.code == ErrorCode::KeyNotFound => {}
@@ -716,10 +877,15 @@ impl KeyRegistry {
         let mut after = rec.clone();
         after.state = KeyState::Destroyed;
         after.destroyed_at = Some(format_rfc3339(now));
-        self.commit(&Plan {
-            records: vec![(Some(rec), after)],
+        let event = Event::KeyDestroyed {
+            kid: rec.kid.clone(),
+            role: rec.role.as_str().into(),
+        };
+        let plan = Plan {
+            records: vec![(Some(raw), after)],
             active: None,
-        })?;
+        };
+        self.commit(self.prepared(g, actor, event, &plan, ())?)?;
         Ok(true)
     }
 

@@ -1,5 +1,6 @@
 //! TEST-ONLY doubles for the key registry's unit tests: a [`KeyBackend`] whose "token" is a
-//! map of in-memory [`SoftwareSigner`] secrets, and an event sink that can be made to fail.
+//! map of in-memory [`SoftwareSigner`] secrets, and the real audit log behind a switch that
+//! simulates an audit outage.
 //! Compiled only under `cfg(test)`; the appliance never signs with these. End-to-end tests
 //! under tests/ use real SoftHSM2 tokens through `crate::hsm`.
 
@@ -9,12 +10,17 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use crate::audit::{NoteSigner, SoftwareNoteSigner};
+use crate::audit::{
+    AppendTicket, AuditConfig, AuditLog, AuditSink, Entry, NoteSigner, SideWrites,
+    SoftwareNoteSigner,
+};
+use crate::clock::SystemClock;
 use crate::crypto::Alg;
 use crate::error::{Error, ErrorCode, Result};
-use crate::events::{Actor, Event, EventSink, MemorySink};
+use crate::events::{Actor, Event, EventSink};
 use crate::keys::{GeneratedKey, KeyBackend, KeyRole};
 use crate::signer::{DigestSigner, SoftwareSigner};
+use crate::store::Store;
 
 /// One object pair in the fake token.
 #[derive(Debug, Clone)]
@@ -127,29 +133,67 @@ impl KeyBackend for SoftBackend {
     }
 }
 
-/// A memory sink that can be switched to failing (test only).
-#[derive(Debug, Default)]
+/// The audit log of a store, switchable to failing (test only): appends commit their side
+/// writes with the entry for real, so tests see exactly what the appliance would store.
+#[derive(Debug)]
 pub struct FlakySink {
-    pub inner: MemorySink,
-    /// While set, `record` fails with AUDIT_UNAVAILABLE and records nothing.
+    /// The log itself.
+    pub log: AuditLog,
+    /// While set, every record or append fails with AUDIT_UNAVAILABLE and writes nothing.
     pub fail: AtomicBool,
 }
 
+fn injected() -> Error {
+    Error::new(ErrorCode::AuditUnavailable, "injected audit failure")
+}
+
 impl FlakySink {
+    /// The audit log in `store` (created on first use).
+    pub fn open(store: &Store) -> FlakySink {
+        FlakySink {
+            log: AuditLog::open(
+                store,
+                AuditConfig::new("pa.test/audit"),
+                Arc::new(SystemClock),
+            )
+            .unwrap(),
+            fail: AtomicBool::new(false),
+        }
+    }
+
+    /// Every entry so far: who caused it and what happened.
+    pub fn entries(&self) -> Vec<(Actor, Event)> {
+        self.log
+            .entries(0, self.log.size())
+            .unwrap()
+            .iter()
+            .map(|raw| {
+                let e: Entry = serde_json::from_slice(raw).unwrap();
+                (e.actor, e.event)
+            })
+            .collect()
+    }
+
     /// Events recorded so far (without actors).
     pub fn events(&self) -> Vec<Event> {
-        self.inner.events().into_iter().map(|(_, e)| e).collect()
+        self.entries().into_iter().map(|(_, e)| e).collect()
     }
 }
 
 impl EventSink for FlakySink {
     fn record(&self, actor: &Actor, event: Event) -> Result<u64> {
         if self.fail.load(Ordering::SeqCst) {
-            return Err(Error::new(
-                ErrorCode::AuditUnavailable,
-                "injected audit failure",
-            ));
+            return Err(injected());
         }
-        self.inner.record(actor, event)
+        self.log.record(actor, event)
+    }
+}
+
+impl AuditSink for FlakySink {
+    fn append(&self, actor: &Actor, event: Event, writes: SideWrites) -> AppendTicket {
+        if self.fail.load(Ordering::SeqCst) {
+            return AppendTicket::ready(Err(injected()));
+        }
+        self.log.append(actor, event, writes)
     }
 }

@@ -1,5 +1,4 @@
-//! Key management for the security officer, the HTTP face of [`crate::keys::KeyRegistry`]
-//! (which records every change in the audit log before it takes effect):
+//! Key management for the security officer, the HTTP face of [`crate::keys::KeyRegistry`]:
 //! - `GET /v1/keys`: every key record (state, timestamps, public JWK; never private material);
 //! - `POST /v1/keys/{role}/rotate` `{kid?, alg?}`: a pending key (or a new one) becomes the
 //!   role's active key, the previous one retired, atomically;
@@ -10,6 +9,12 @@
 //!
 //! The first path segment after `/v1/keys/` is a role for `rotate` and a kid otherwise; the
 //! router names it `{id}` in both (one parameter name per position).
+//!
+//! Each change is prepared by the registry (checked, under its operation lock) and committed
+//! through [`issue_idempotent`]: the audit entry, the changed key records and the
+//! idempotency record of the response are ONE append of the audit log, which is the
+//! registry's own sink. After a crash a retry with the same `Idempotency-Key` finds all of
+//! them (and replays the first response) or none (and runs afresh).
 
 use std::time::Duration;
 
@@ -18,7 +23,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{ApiPath, idempotent, json_response};
+use super::{ApiPath, Issued, issue_idempotent, json_response};
 use crate::api::AppState;
 use crate::api::auth::{Auth, SecurityOfficer};
 use crate::api::body::{OptionalStrictJson, StrictJson, closed_object, optional_str, required_str};
@@ -26,11 +31,18 @@ use crate::api::error::ApiResult;
 use crate::api::signing::blocking;
 use crate::crypto::Alg;
 use crate::error::{Error, ErrorCode, Result};
-use crate::keys::registry::MAX_DESTROY_WAIT;
+use crate::keys::registry::{MAX_DESTROY_WAIT, Prepared};
 use crate::keys::{KeyRecord, KeyRole};
 
 fn record_json(r: &KeyRecord) -> Result<Value> {
     serde_json::to_value(r).map_err(|e| Error::new(ErrorCode::Internal, format!("key record: {e}")))
+}
+
+/// A prepared registry change as a 200 response, released once the change is committed; the
+/// registry's lock is held until then.
+fn issued<T>(p: Prepared<T>, body: impl FnOnce(&T) -> Result<Value>) -> Result<Issued> {
+    let body = body(&p.outcome)?;
+    Ok(Issued::new(StatusCode::OK, body, p.actor, p.event, p.writes).holding(p.guard))
 }
 
 /// `GET /v1/keys`.
@@ -65,7 +77,7 @@ pub async fn rotate(
         .map(|a| Alg::parse(a).map_err(|e| e.within("alg")))
         .transpose()?;
     let (reg, actor) = (state.registry().clone(), auth.actor());
-    idempotent(
+    issue_idempotent(
         &state,
         &auth.principal,
         &headers,
@@ -73,15 +85,14 @@ pub async fn rotate(
         uri.path(),
         &body,
         |_| async move {
-            let r = blocking(move || reg.rotate(&actor, role, kid.as_deref(), alg)).await?;
-            Ok((
-                StatusCode::OK,
-                json!({
+            let p = blocking(move || reg.prepare_rotate(&actor, role, kid.as_deref(), alg)).await?;
+            issued(p, |r| {
+                Ok(json!({
                     "activated": record_json(&r.activated)?,
                     "retired": r.retired.as_ref().map(record_json).transpose()?,
                     "generated": r.generated,
-                }),
-            ))
+                }))
+            })
         },
     )
     .await
@@ -100,7 +111,7 @@ pub async fn revoke(
     let obj = closed_object(&body, &["reason"])?;
     let reason = required_str(obj, "reason")?.to_string();
     let (reg, actor) = (state.registry().clone(), auth.actor());
-    idempotent(
+    issue_idempotent(
         &state,
         &auth.principal,
         &headers,
@@ -108,8 +119,8 @@ pub async fn revoke(
         uri.path(),
         &body,
         |_| async move {
-            let r = blocking(move || reg.revoke(&actor, &kid, &reason)).await?;
-            Ok((StatusCode::OK, json!({"key": record_json(&r)?})))
+            let p = blocking(move || reg.prepare_revoke(&actor, &kid, &reason)).await?;
+            issued(p, |r| Ok(json!({"key": record_json(r)?})))
         },
     )
     .await
@@ -150,7 +161,7 @@ pub async fn destroy(
         .into());
     }
     let (reg, actor) = (state.registry().clone(), auth.actor());
-    idempotent(
+    issue_idempotent(
         &state,
         &auth.principal,
         &headers,
@@ -158,8 +169,8 @@ pub async fn destroy(
         uri.path(),
         &body,
         |_| async move {
-            let r = blocking(move || reg.schedule_destroy(&actor, &kid, wait)).await?;
-            Ok((StatusCode::OK, json!({"key": record_json(&r)?})))
+            let p = blocking(move || reg.prepare_schedule_destroy(&actor, &kid, wait)).await?;
+            issued(p, |r| Ok(json!({"key": record_json(r)?})))
         },
     )
     .await

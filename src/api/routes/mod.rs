@@ -1,6 +1,6 @@
 //! The route table, the router built from it, and what handlers share: the store of issued
 //! artifacts, JSON responses, path/query extractors with JSON rejections, and the
-//! idempotency wrapper of signing POSTs.
+//! idempotency wrapper of signing and key-management POSTs.
 
 pub mod allowlists;
 pub mod audit;
@@ -365,51 +365,6 @@ fn replayed(rec: StoredResponse) -> Response {
     r
 }
 
-/// Runs a POST under `Idempotency-Key` semantics (see [`super::idempotency`]) for requests
-/// whose effects are recorded by `run` itself (key management through the registry): the
-/// idempotency record is stored after `run` succeeds. `run` gets the hex digest of the
-/// canonical request and returns the status and body; only a success is stored. Replays
-/// carry `Idempotent-Replayed: true`. Signing requests use [`issue_idempotent`] instead.
-pub async fn idempotent<F, Fut>(
-    state: &AppState,
-    who: &Principal,
-    headers: &HeaderMap,
-    method: &Method,
-    path: &str,
-    body: &Value,
-    run: F,
-) -> ApiResult<Response>
-where
-    F: FnOnce(String) -> Fut,
-    Fut: Future<Output = Result<(StatusCode, Value)>>,
-{
-    let digest = request_digest(method.as_str(), path, body)?;
-    let digest_hex = hex::encode(digest);
-    let Some(key) = idempotency_key(headers)? else {
-        let (status, value) = run(digest_hex).await?;
-        return json_response(status, &value);
-    };
-    let clock = state.clock().clone();
-    match state
-        .idempotency()
-        .begin(&who.name, key, &digest, clock.as_ref())
-        .await?
-    {
-        Begin::Replay(rec) => Ok(replayed(rec)),
-        Begin::Fresh(reservation) => {
-            let (status, value) = run(digest_hex).await?;
-            let bytes = canonical_bytes(&value)?;
-            // The effect is recorded; a failure to keep the idempotency record must not
-            // withhold the answer.
-            let _ =
-                state
-                    .idempotency()
-                    .complete(reservation, status.as_u16(), &bytes, clock.as_ref());
-            Ok(bytes_response(status, bytes))
-        }
-    }
-}
-
 /// What a signing handler prepared and has not yet released: the response, and the audit
 /// event with the records that go with it (the issued artifact, a revocation, ...).
 pub struct Issued {
@@ -492,9 +447,9 @@ impl Issued {
     }
 }
 
-/// Runs a signing POST under `Idempotency-Key` semantics with ONE durable commit: `run`
-/// (given the hex digest of the canonical request) validates and signs and returns what it
-/// [`Issued`]; the audit entry, its records and the idempotency record of the response are
+/// Runs a signing or key-management POST under `Idempotency-Key` semantics with ONE durable
+/// commit: `run` (given the hex digest of the canonical request) validates and signs (or
+/// prepares the key change) and returns what it [`Issued`]; the audit entry, its records and the idempotency record of the response are
 /// then committed in one transaction of the audit log's group commit, and only after that
 /// is the response released. A retry after a crash therefore finds all of them (replay of
 /// the first response) or none (a fresh run); never a second signature or audit entry for

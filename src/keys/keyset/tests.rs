@@ -43,7 +43,7 @@ fn t(s: &str) -> time::OffsetDateTime {
 
 fn fx_with(policy: &str) -> Fx {
     let store = Store::temporary().unwrap();
-    let sink = Arc::new(FlakySink::default());
+    let sink = Arc::new(FlakySink::open(&store));
     let clock = Arc::new(FixedClock::new(t("2026-03-01T00:00:00Z")));
     let reg = KeyRegistry::new(
         &store,
@@ -186,7 +186,7 @@ fn signed_key_set_round_trip_and_audit() {
     let root_kid = f.reg.active_kid(KeyRole::Root).unwrap().unwrap();
     assert_eq!(signed["signerKeyId"], root_kid.as_str());
     // Audited, with the digest that was signed.
-    let events = f.sink.inner.events();
+    let events = f.sink.entries();
     assert_eq!(events.len(), n + 1);
     let digest = signing_digest(Domain::KeySet, "1.0", &signed).unwrap();
     assert_eq!(events[n].0, op());

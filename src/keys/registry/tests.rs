@@ -43,7 +43,7 @@ fn t(s: &str) -> time::OffsetDateTime {
 fn fx_with(policy: AlgorithmPolicy) -> Fx {
     let store = Store::temporary().unwrap();
     let backend = Arc::new(SoftBackend::default());
-    let sink = Arc::new(FlakySink::default());
+    let sink = Arc::new(FlakySink::open(&store));
     let clock = Arc::new(FixedClock::new(t("2026-03-01T00:00:00Z")));
     let reg = KeyRegistry::new(
         &store,
@@ -135,7 +135,7 @@ fn generate_registers_a_published_pending_key() {
     assert_eq!(obj.label, rec.label);
     assert_eq!((obj.role, obj.alg), (KeyRole::GrantSigning, Alg::EdDSA));
     // Audited with the caller as actor.
-    let events = f.sink.inner.events();
+    let events = f.sink.entries();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].0, officer());
     assert_eq!(
@@ -583,7 +583,7 @@ fn destruction_lifecycle() {
     let d = f.reg.get(&k.kid).unwrap();
     assert_eq!(d.state, KeyState::Destroyed);
     assert_eq!(d.destroyed_at.as_deref(), Some("2026-03-31T00:00:00Z"));
-    let (actor, ev) = f.sink.inner.events().last().unwrap().clone();
+    let (actor, ev) = f.sink.entries().last().unwrap().clone();
     assert_eq!(actor, Actor::system());
     assert_eq!(
         ev,
@@ -637,22 +637,436 @@ fn destruction_of_an_already_missing_object_completes() {
 }
 
 #[test]
-fn destruction_with_audit_down_changes_nothing() {
+fn destruction_removes_token_objects_first_and_a_later_run_completes_it() {
+    // Order: C_DestroyObject, then `key_destroyed` with the record in one append. An audit
+    // outage (or a crash) between leaves the objects gone and the record revoked, scheduled
+    // and due, with no entry; the next run finds the objects gone and completes it.
     let f = fx();
     let k = new_key(&f, KeyRole::Audit, Alg::EdDSA);
+    let other = new_key(&f, KeyRole::Root, Alg::EdDSA);
+    let oid = k.object_id_bytes().unwrap();
     f.reg.revoke(&officer(), &k.kid, "test").unwrap();
-    f.reg
-        .schedule_destroy(&officer(), &k.kid, Duration::ZERO)
-        .unwrap();
+    f.reg.schedule_destroy(&officer(), &k.kid, DAY).unwrap();
+    f.clock.advance(DAY);
+    let record_before = f.reg.get(&k.kid).unwrap();
+    let entries_before = f.sink.events().len();
     f.sink.fail.store(true, Ordering::SeqCst);
-    let before = snapshot(&f);
     let run = f.reg.run_due_destructions(&Actor::system()).unwrap();
+    assert_eq!(run.failed.len(), 1);
     assert_eq!(run.failed[0].1.code, ErrorCode::AuditUnavailable);
-    assert_eq!(snapshot(&f), before);
-    // Other mutations are refused the same way.
+    assert!(run.destroyed.is_empty());
+    assert!(!f.backend.objects().contains_key(&oid), "objects go first");
+    assert_eq!(f.reg.get(&k.kid).unwrap(), record_before);
+    assert_eq!(f.sink.events().len(), entries_before);
+    // Other mutations are refused by the outage as well.
     refused(&f, ErrorCode::AuditUnavailable, || {
+        f.reg.revoke(&officer(), &other.kid, "x")
+    });
+    f.sink.fail.store(false, Ordering::SeqCst);
+    // A due destruction cannot be cancelled: the record must reach `destroyed`.
+    let e = refused(&f, ErrorCode::KeyStateInvalid, || {
         f.reg.cancel_destroy(&officer(), &k.kid)
     });
+    assert!(e.message.contains("no longer be cancelled"), "{e}");
+    let run = f.reg.run_due_destructions(&Actor::system()).unwrap();
+    assert_eq!(run.destroyed, vec![k.kid.clone()]);
+    assert!(run.failed.is_empty());
+    assert_eq!(f.reg.get(&k.kid).unwrap().state, KeyState::Destroyed);
+    let events = f.sink.events();
+    assert_eq!(events.len(), entries_before + 1);
+    assert_eq!(
+        events.last().unwrap(),
+        &Event::KeyDestroyed {
+            kid: k.kid.clone(),
+            role: "audit".into()
+        }
+    );
+}
+
+/// Which kids' records and which roles' active pointers differ between two snapshots.
+fn changes(before: &Snapshot, after: &Snapshot) -> (Vec<String>, Vec<String>) {
+    let old: BTreeMap<&str, &KeyRecord> =
+        before.records.iter().map(|r| (r.kid.as_str(), r)).collect();
+    let records = after
+        .records
+        .iter()
+        .filter(|r| old.get(r.kid.as_str()) != Some(r))
+        .map(|r| r.kid.clone())
+        .collect();
+    let active = after
+        .active
+        .iter()
+        .filter(|(role, kid)| before.active.get(*role) != Some(kid))
+        .map(|(role, _)| role.clone())
+        .collect();
+    (records, active)
+}
+
+#[test]
+fn every_mutation_commits_one_entry_with_its_records() {
+    let f = fx();
+    let officer = officer();
+    // Runs `op`; asserts it appended exactly the `events` named, changed exactly the records
+    // of `kids` and the active pointers of `roles`, and that the entries are in the log.
+    #[track_caller]
+    fn step<T>(
+        f: &Fx,
+        op: impl FnOnce() -> Result<T>,
+        events: impl FnOnce(&T) -> Vec<Event>,
+        kids: impl FnOnce(&T) -> Vec<String>,
+        roles: &[&str],
+    ) -> T {
+        let before = snapshot(f);
+        let out = op().unwrap();
+        let after = snapshot(f);
+        let expected = events(&out);
+        assert_eq!(after.events, before.events + expected.len());
+        assert_eq!(f.sink.events()[before.events..], expected[..]);
+        let (mut changed, active) = changes(&before, &after);
+        let mut want = kids(&out);
+        changed.sort();
+        want.sort();
+        assert_eq!(changed, want);
+        assert_eq!(active, roles);
+        out
+    }
+    let gen_event = |r: &KeyRecord| Event::KeyGenerated {
+        kid: r.kid.clone(),
+        role: r.role.as_str().into(),
+        alg: r.alg.as_str().into(),
+    };
+    let a = step(
+        &f,
+        || f.reg.generate(&officer, KeyRole::Root, Alg::EdDSA),
+        |r| vec![gen_event(r)],
+        |r| vec![r.kid.clone()],
+        &[],
+    );
+    step(
+        &f,
+        || f.reg.activate(&officer, &a.kid),
+        |r| {
+            vec![Event::KeyActivated {
+                kid: r.kid.clone(),
+                role: "root".into(),
+                retired: None,
+            }]
+        },
+        |r| vec![r.kid.clone()],
+        &["root"],
+    );
+    let b = new_key(&f, KeyRole::Root, Alg::EdDSA);
+    step(
+        &f,
+        || f.reg.rotate(&officer, KeyRole::Root, Some(&b.kid), None),
+        |r| {
+            vec![Event::KeyActivated {
+                kid: b.kid.clone(),
+                role: "root".into(),
+                retired: r.retired.as_ref().map(|p| p.kid.clone()),
+            }]
+        },
+        |_| vec![a.kid.clone(), b.kid.clone()],
+        &["root"],
+    );
+    // A rotation that generates its key: two appends, each with its own record change.
+    let c = step(
+        &f,
+        || f.reg.rotate(&officer, KeyRole::Root, None, None),
+        |r| {
+            vec![
+                gen_event(&r.activated),
+                Event::KeyActivated {
+                    kid: r.activated.kid.clone(),
+                    role: "root".into(),
+                    retired: Some(b.kid.clone()),
+                },
+            ]
+        },
+        |r| vec![b.kid.clone(), r.activated.kid.clone()],
+        &["root"],
+    )
+    .activated;
+    step(
+        &f,
+        || f.reg.retire(&officer, &c.kid),
+        |r| {
+            vec![Event::KeyRetired {
+                kid: r.kid.clone(),
+                role: "root".into(),
+            }]
+        },
+        |r| vec![r.kid.clone()],
+        &["root"],
+    );
+    f.reg
+        .activate(&officer, &new_key(&f, KeyRole::Root, Alg::EdDSA).kid)
+        .unwrap();
+    let d = f.reg.active_kid(KeyRole::Root).unwrap().unwrap();
+    // Revoking the active key clears the active pointer in the same append.
+    step(
+        &f,
+        || f.reg.revoke(&officer, &d, "compromised"),
+        |r| {
+            vec![Event::KeyRevoked {
+                kid: r.kid.clone(),
+                role: "root".into(),
+                reason: "compromised".into(),
+            }]
+        },
+        |r| vec![r.kid.clone()],
+        &["root"],
+    );
+    assert_eq!(f.reg.active_kid(KeyRole::Root).unwrap(), None);
+    step(
+        &f,
+        || f.reg.schedule_destroy(&officer, &d, DAY),
+        |r| {
+            vec![Event::KeyDestroyScheduled {
+                kid: r.kid.clone(),
+                role: "root".into(),
+                not_before: r.destroy_after.clone().unwrap(),
+            }]
+        },
+        |r| vec![r.kid.clone()],
+        &[],
+    );
+    step(
+        &f,
+        || f.reg.cancel_destroy(&officer, &d),
+        |r| {
+            vec![Event::KeyDestroyCancelled {
+                kid: r.kid.clone(),
+                role: "root".into(),
+            }]
+        },
+        |r| vec![r.kid.clone()],
+        &[],
+    );
+    f.reg
+        .schedule_destroy(&officer, &d, Duration::ZERO)
+        .unwrap();
+    step(
+        &f,
+        || f.reg.run_due_destructions(&Actor::system()),
+        |_| {
+            vec![Event::KeyDestroyed {
+                kid: d.clone(),
+                role: "root".into(),
+            }]
+        },
+        |_| vec![d.clone()],
+        &[],
+    );
+}
+
+#[test]
+fn a_caller_write_commits_with_the_change_or_refuses_all_of_it() {
+    let f = fx();
+    let a = new_key(&f, KeyRole::GrantSigning, Alg::EdDSA);
+    let extra = f._store.tree("test/extra").unwrap();
+    extra.insert("taken", "x").unwrap();
+    let conflict = || Error::new(ErrorCode::IdempotencyConflict, "extra write refused");
+    // The caller's write fails: no entry, no record change, no active pointer.
+    let before = snapshot(&f);
+    let mut p = f.reg.prepare_activate(&officer(), &a.kid).unwrap();
+    p.writes.insert_new("test/extra", "taken", "y", conflict());
+    let e = f.reg.commit(p).unwrap_err();
+    assert_eq!(e.code, ErrorCode::IdempotencyConflict);
+    assert_eq!(snapshot(&f), before);
+    assert_eq!(extra.get("taken").unwrap().unwrap().as_ref(), b"x");
+    // It succeeds: entry, records and the caller's write together.
+    let mut p = f.reg.prepare_activate(&officer(), &a.kid).unwrap();
+    p.writes.insert_new("test/extra", "mine", "z", conflict());
+    let r = f.reg.commit(p).unwrap();
+    assert_eq!(r.activated.state, KeyState::Active);
+    assert_eq!(f.reg.get(&a.kid).unwrap(), r.activated);
+    assert_eq!(extra.get("mine").unwrap().unwrap().as_ref(), b"z");
+    assert_eq!(f.sink.events().len(), before.events + 1);
+    // A prepared change that is dropped changes nothing and releases the lock.
+    let b = new_key(&f, KeyRole::GrantSigning, Alg::EdDSA);
+    let before = snapshot(&f);
+    drop(f.reg.prepare_revoke(&officer(), &b.kid, "x").unwrap());
+    assert_eq!(snapshot(&f), before);
+    f.reg.revoke(&officer(), &b.kid, "x").unwrap();
+}
+
+#[test]
+fn rotation_that_generates_keeps_its_key_pending_when_the_switch_fails() {
+    let f = fx();
+    let a = new_key(&f, KeyRole::Root, Alg::EdDSA);
+    f.reg.activate(&officer(), &a.kid).unwrap();
+    f._store
+        .tree("test/extra")
+        .unwrap()
+        .insert("taken", "x")
+        .unwrap();
+    let n = f.sink.events().len();
+    let mut p = f
+        .reg
+        .prepare_rotate(&officer(), KeyRole::Root, None, None)
+        .unwrap();
+    // The generated key is already registered (its own append), the switch is not.
+    let generated = p.outcome.activated.kid.clone();
+    assert!(p.outcome.generated);
+    assert_eq!(f.reg.get(&generated).unwrap().state, KeyState::Pending);
+    assert_eq!(f.sink.events().len(), n + 1);
+    p.writes.insert_new(
+        "test/extra",
+        "taken",
+        "y",
+        Error::new(ErrorCode::Conflict, "extra"),
+    );
+    assert_eq!(f.reg.commit(p).unwrap_err().message, "extra");
+    assert_eq!(f.reg.get(&generated).unwrap().state, KeyState::Pending);
+    assert_eq!(
+        f.reg.active_kid(KeyRole::Root).unwrap(),
+        Some(a.kid.clone())
+    );
+    assert_eq!(f.sink.events().len(), n + 1);
+    // A retry (as after a crash between the two appends) picks that key, generating none.
+    let objects = f.backend.objects().len();
+    let r = f.reg.rotate(&officer(), KeyRole::Root, None, None).unwrap();
+    assert_eq!(
+        (r.activated.kid.as_str(), r.generated),
+        (generated.as_str(), false)
+    );
+    assert_eq!(f.backend.objects().len(), objects);
+    assert_eq!(f.sink.events().len(), n + 2);
+}
+
+#[test]
+fn audit_outage_changes_nothing_for_any_mutation() {
+    let f = fx();
+    let o = officer();
+    let active = new_key(&f, KeyRole::GrantSigning, Alg::EdDSA);
+    f.reg.activate(&o, &active.kid).unwrap();
+    let pending = new_key(&f, KeyRole::GrantSigning, Alg::EdDSA);
+    let root = new_key(&f, KeyRole::Root, Alg::EdDSA);
+    let revoked = new_key(&f, KeyRole::Audit, Alg::EdDSA);
+    f.reg.revoke(&o, &revoked.kid, "x").unwrap();
+    let scheduled = new_key(&f, KeyRole::Audit, Alg::EdDSA);
+    f.reg.revoke(&o, &scheduled.kid, "x").unwrap();
+    f.reg.schedule_destroy(&o, &scheduled.kid, DAY).unwrap();
+    f.sink.fail.store(true, Ordering::SeqCst);
+    let down = ErrorCode::AuditUnavailable;
+    // `refused` compares records, active pointers, token objects and entries.
+    refused(&f, down, || f.reg.generate(&o, KeyRole::Root, Alg::EdDSA));
+    refused(&f, down, || f.reg.activate(&o, &root.kid));
+    refused(&f, down, || {
+        f.reg
+            .rotate(&o, KeyRole::GrantSigning, Some(&pending.kid), None)
+    });
+    // Generating rotation: the new objects are destroyed again.
+    refused(&f, down, || {
+        f.reg.rotate(&o, KeyRole::Audit, None, Some(Alg::EdDSA))
+    });
+    refused(&f, down, || f.reg.retire(&o, &active.kid));
+    refused(&f, down, || f.reg.revoke(&o, &active.kid, "x"));
+    refused(&f, down, || f.reg.schedule_destroy(&o, &revoked.kid, DAY));
+    refused(&f, down, || f.reg.cancel_destroy(&o, &scheduled.kid));
+    // The signing key still signs.
+    let signer = f.reg.active_signer(KeyRole::GrantSigning).unwrap();
+    verify_sig(&active, signer.as_ref());
+}
+
+/// Releases a prepared change's lock at once and returns its commit, to run later: as if
+/// another change slipped in between.
+fn stale_commit<T>(p: Prepared<T>) -> impl FnOnce(&Fx) -> Result<u64> {
+    let Prepared {
+        actor,
+        event,
+        writes,
+        guard,
+        ..
+    } = p;
+    drop(guard);
+    move |f: &Fx| f.sink.append(&actor, event, writes).wait()
+}
+
+#[test]
+fn a_concurrent_change_refuses_the_stale_commit_with_conflict() {
+    // The lock serialises changes in one process; the conditional writes are the second
+    // line and make a stale change harmless. Simulate a change that slipped in between by
+    // releasing a prepared change's lock and committing it after another change.
+    let f = fx();
+    let o = officer();
+    // A record changed: revoke prepared on the active key, which a rotation then retires.
+    let a = new_key(&f, KeyRole::Root, Alg::EdDSA);
+    f.reg.activate(&o, &a.kid).unwrap();
+    let b = new_key(&f, KeyRole::Root, Alg::EdDSA);
+    let commit = stale_commit(f.reg.prepare_revoke(&o, &a.kid, "x").unwrap());
+    f.reg.rotate(&o, KeyRole::Root, Some(&b.kid), None).unwrap();
+    let before = snapshot(&f);
+    let e = commit(&f).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Conflict);
+    assert!(e.message.contains(&a.kid), "{e}");
+    assert_eq!(snapshot(&f), before);
+    // Only the active pointer changed: the activated key's record is as read.
+    let c = new_key(&f, KeyRole::Audit, Alg::EdDSA);
+    let d = new_key(&f, KeyRole::Audit, Alg::EdDSA);
+    let commit = stale_commit(f.reg.prepare_activate(&o, &c.kid).unwrap());
+    f.reg.activate(&o, &d.kid).unwrap();
+    let before = snapshot(&f);
+    let e = commit(&f).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Conflict);
+    assert!(e.message.contains("active key of role audit"), "{e}");
+    assert_eq!(snapshot(&f), before);
+    // Removing the active pointer checks it too: retire prepared, then the pointer moves
+    // (written directly: no registry operation moves it without touching the record).
+    let commit = stale_commit(f.reg.prepare_retire(&o, &d.kid).unwrap());
+    f.reg.active.insert("audit", c.kid.as_bytes()).unwrap();
+    let before = snapshot(&f);
+    let e = commit(&f).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Conflict);
+    assert_eq!(snapshot(&f), before);
+    f.reg.active.insert("audit", d.kid.as_bytes()).unwrap();
+    // A record that must not exist yet (a second registration of one kid).
+    let before = snapshot(&f);
+    let raw = f.reg.stored(&d.kid).unwrap().raw;
+    let mut again = f.reg.get(&d.kid).unwrap();
+    again.state = KeyState::Pending;
+    let plan = Plan {
+        records: vec![(None, again)],
+        active: None,
+    };
+    let event = Event::KeyGenerated {
+        kid: d.kid.clone(),
+        role: "audit".into(),
+        alg: "EdDSA".into(),
+    };
+    let e = f
+        .sink
+        .append(&o, event, plan.writes().unwrap())
+        .wait()
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Conflict);
+    assert_eq!(f.reg.stored(&d.kid).unwrap().raw, raw);
+    assert_eq!(snapshot(&f), before);
+}
+
+#[test]
+fn a_prepared_change_holds_the_lock_until_committed() {
+    let f = Arc::new(fx());
+    let a = new_key(&f, KeyRole::Root, Alg::EdDSA);
+    let p = f.reg.prepare_revoke(&officer(), &a.kid, "x").unwrap();
+    let objects = f.backend.objects().len();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let f2 = f.clone();
+    let other = std::thread::spawn(move || {
+        let r = f2.reg.generate(&officer(), KeyRole::Root, Alg::EdDSA);
+        tx.send(()).unwrap();
+        r
+    });
+    // The other change cannot start (it would generate a token object) while `p` is held.
+    assert!(
+        rx.recv_timeout(Duration::from_millis(200)).is_err(),
+        "a change ran while a prepared change held the lock"
+    );
+    assert_eq!(f.backend.objects().len(), objects);
+    f.reg.commit(p).unwrap();
+    other.join().unwrap().unwrap();
+    assert_eq!(f.backend.objects().len(), objects + 1);
 }
 
 #[test]
@@ -766,45 +1180,6 @@ fn state_survives_a_new_registry_on_the_same_store() {
     .unwrap();
     assert_eq!(again.list().unwrap(), f.reg.list().unwrap());
     assert_eq!(again.active_signer(KeyRole::Root).unwrap().kid(), a.kid);
-}
-
-#[test]
-fn commit_refuses_stale_plans() {
-    // The mutex serialises operations in one process; the transaction's compare-and-swap is
-    // the second line (and the one that makes a stale plan harmless).
-    let f = fx();
-    let a = new_key(&f, KeyRole::Root, Alg::EdDSA);
-    let stale = a.clone();
-    f.reg.revoke(&officer(), &a.kid, "x").unwrap();
-    let mut activated = stale.clone();
-    activated.state = KeyState::Active;
-    let before = snapshot(&f);
-    let plan = Plan {
-        records: vec![(Some(stale.clone()), activated.clone())],
-        active: Some((KeyRole::Root, None, Some(a.kid.clone()))),
-    };
-    assert_eq!(f.reg.commit(&plan).unwrap_err().code, ErrorCode::Conflict);
-    assert_eq!(snapshot(&f), before);
-    // A record that must not exist yet.
-    let plan = Plan {
-        records: vec![(None, activated.clone())],
-        active: None,
-    };
-    assert_eq!(f.reg.commit(&plan).unwrap_err().code, ErrorCode::Conflict);
-    assert_eq!(snapshot(&f), before);
-    // The active entry changed under the plan.
-    let b = new_key(&f, KeyRole::Root, Alg::EdDSA);
-    f.reg.activate(&officer(), &b.kid).unwrap();
-    let c = new_key(&f, KeyRole::Root, Alg::EdDSA);
-    let mut c_active = c.clone();
-    c_active.state = KeyState::Active;
-    let plan = Plan {
-        records: vec![(Some(c.clone()), c_active)],
-        active: Some((KeyRole::Root, None, Some(c.kid.clone()))),
-    };
-    let mid = snapshot(&f);
-    assert_eq!(f.reg.commit(&plan).unwrap_err().code, ErrorCode::Conflict);
-    assert_eq!(snapshot(&f), mid);
 }
 
 #[test]
