@@ -25,7 +25,8 @@
 //!
 //! Run: `cargo bench --bench api_throughput` (`API_BENCH_SECONDS`: seconds per path and
 //! cell, default 3; `API_BENCH_ALGS=ES256,EdDSA` to run only some algorithms, `API_BENCH_C=32`
-//! only some concurrency levels). Under
+//! only some concurrency levels, `API_BENCH_POOL=1`: sessions per token, default 4, so that the
+//! token can be given fewer cores than the machine has). Under
 //! `cargo test` (no `--bench` argument) it runs as a smoke test with very short slices.
 
 #[path = "../tests/api_common/mod.rs"]
@@ -382,6 +383,12 @@ fn main() {
             r#"grant-signing = ["EdDSA", "ES256K", "ES256"]"#,
         ))
         .unwrap();
+        // Sessions per token (the service's pool; the raw baseline uses as many).
+        let pool: usize = std::env::var("API_BENCH_POOL")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(DEFAULT_POOL_SIZE);
+        api_common::hsm_with_pool_size(pool);
         let h = Harness::start_with_policy(limits, |_| {}, policy).await;
         let issuer = h.token("bench-issuer", ApiRole::Issuer);
         let (_, p) = h
@@ -410,7 +417,7 @@ fn main() {
             .unwrap();
 
         println!(
-            "api_throughput: SoftHSM2 (pool {DEFAULT_POOL_SIZE} sessions), sled with durable \
+            "api_throughput: SoftHSM2 (pool {pool} sessions), sled with durable \
              group commit, TLS 1.3 keep-alive, Idempotency-Key on every request; {secs} s per \
              path and cell in {slices} alternating slices"
         );
@@ -470,7 +477,7 @@ fn main() {
                 if !only_c.is_empty() && !only_c.split(',').any(|x| x == c.to_string()) {
                     continue;
                 }
-                let sessions = c.min(DEFAULT_POOL_SIZE);
+                let sessions = c.min(pool);
                 // Warm-up: connections, handshakes, caches.
                 let lat = Arc::new(Mutex::new(Vec::new()));
                 e2e_slice(&crt, &clients, c, slice.min(0.3), &lat).await;

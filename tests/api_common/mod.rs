@@ -37,14 +37,25 @@ static HSM: OnceLock<(tempfile::TempDir, Arc<HsmBackend>)> = OnceLock::new();
 
 /// The process's SoftHSM2 backend (development tokens in a temporary directory).
 pub fn hsm() -> Arc<HsmBackend> {
-    HSM.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let init = mpcp_pa::hsm::dev::init_dev(dir.path()).unwrap();
-        let backend = HsmBackend::open(&init.config).unwrap();
-        (dir, Arc::new(backend))
-    })
-    .1
-    .clone()
+    HSM.get_or_init(|| open_dev_hsm(None)).1.clone()
+}
+
+/// [`hsm`] with `sessions` sessions per token (the configuration's `pool_size`); call it
+/// before anything else touches the backend.
+#[allow(dead_code)]
+pub fn hsm_with_pool_size(sessions: usize) -> Arc<HsmBackend> {
+    let (_, b) = HSM.get_or_init(|| open_dev_hsm(Some(sessions)));
+    b.clone()
+}
+
+fn open_dev_hsm(pool_size: Option<usize>) -> (tempfile::TempDir, Arc<HsmBackend>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut init = mpcp_pa::hsm::dev::init_dev(dir.path()).unwrap();
+    if let Some(n) = pool_size {
+        init.config.pool_size = n;
+    }
+    let backend = HsmBackend::open(&init.config).unwrap();
+    (dir, Arc::new(backend))
 }
 
 /// The directory of the process's development tokens: SoftHSM2 keeps one `*.object` file per
