@@ -486,6 +486,7 @@ fn main() {
                 let issued_before = clients.issued.load(Ordering::Relaxed);
                 let (mut raw, mut e2e) = (Slice::default(), Slice::default());
                 let mut ratios = Vec::new();
+                let settle = Duration::from_millis(if full { 250 } else { 10 });
                 for _ in 0..slices {
                     let (p11, id) = (p11.clone(), object_id.clone());
                     let r = tokio::task::spawn_blocking(move || {
@@ -494,6 +495,9 @@ fn main() {
                     .await
                     .unwrap();
                     let e = e2e_slice(&crt, &clients, c, slice, &lat).await;
+                    // Let the work an e2e slice leaves behind (sled's background writes, the
+                    // checkpointer) finish before the next raw slice, which it would slow.
+                    tokio::time::sleep(settle).await;
                     ratios.push(e.rate() / r.rate());
                     for (acc, x) in [(&mut raw, r), (&mut e2e, e)] {
                         acc.ops += x.ops;
