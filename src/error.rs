@@ -87,6 +87,9 @@ pub enum ErrorCode {
     NotReady,
     // Audit checkpoints.
     AuditKeyMissing,
+    // API tokens.
+    /// A retried token creation that already succeeded: its secret is never shown again.
+    TokenSecretNotReplayed,
 }
 
 impl ErrorCode {
@@ -163,6 +166,7 @@ impl ErrorCode {
             MethodNotAllowed => "METHOD_NOT_ALLOWED",
             NotReady => "NOT_READY",
             AuditKeyMissing => "AUDIT_KEY_MISSING",
+            TokenSecretNotReplayed => "TOKEN_SECRET_NOT_REPLAYED",
         }
     }
 
@@ -174,7 +178,7 @@ impl ErrorCode {
             Forbidden | ClientCertificateRequired => 403,
             NotFound | KeyNotFound | RouteNotFound => 404,
             MethodNotAllowed => 405,
-            IdempotencyConflict | Conflict | KeyStateInvalid => 409,
+            IdempotencyConflict | Conflict | KeyStateInvalid | TokenSecretNotReplayed => 409,
             PayloadTooLarge | JsonTooLarge => 413,
             UnsupportedMediaType => 415,
             RateLimited => 429,

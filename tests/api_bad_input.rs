@@ -1132,9 +1132,9 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             .json(&json!({"name": "t-1", "role": "issuer", "secret": "mine"}))
             .expect(400, "UNKNOWN_FIELD")
             .field("secret"),
-        Row::post("token: with Idempotency-Key", "/v1/tokens", Officer)
+        Row::post("token: bad Idempotency-Key", "/v1/tokens", Officer)
             .json(&json!({"name": "t-1", "role": "issuer"}))
-            .header("idempotency-key", "k-1")
+            .header("idempotency-key", "k 1")
             .expect(400, "SCHEMA_INVALID")
             .field("Idempotency-Key"),
         Row::post("revoke token: unknown", "/v1/tokens/nobody/revoke", Officer)

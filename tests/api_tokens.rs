@@ -75,18 +75,79 @@ async fn officer_creates_lists_and_revokes_tokens() {
         400,
         "UNKNOWN_FIELD",
     );
-    let r = h
-        .client
-        .post(h.url("/v1/tokens"))
-        .bearer_auth(&officer)
-        .header("content-type", "application/json")
-        .header("idempotency-key", "k1")
-        .body(r#"{"name":"c","role":"issuer"}"#)
-        .send()
+    assert_eq!(h.state.tokens().list().unwrap().len(), 2);
+
+    // With an Idempotency-Key: created once; a retry says so without the secret.
+    let send = |key: &'static str, path: &'static str, body: &'static str| {
+        h.client
+            .post(h.url(path))
+            .bearer_auth(&officer)
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(body)
+            .send()
+    };
+    let first = send("k1", "/v1/tokens", r#"{"name":"c","role":"auditor"}"#)
         .await
         .unwrap();
-    assert_error(&api_common::read(r).await, 400, "SCHEMA_INVALID");
-    assert_eq!(h.state.tokens().list().unwrap().len(), 2);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first = api_common::read(first).await;
+    assert_eq!(first.0, 201, "{}", first.1);
+    let c_secret = first.1["token"].as_str().unwrap().to_string();
+    let c_part = c_secret.splitn(3, '_').nth(2).unwrap().to_string();
+    let entries_before = h.events().len();
+    for body in [
+        r#"{"name":"c","role":"auditor"}"#,
+        r#"{ "role": "auditor", "name": "c" }"#,
+    ] {
+        let again = send("k1", "/v1/tokens", body).await.unwrap();
+        assert_eq!(again.headers().get("idempotent-replayed").unwrap(), "true");
+        let again = api_common::read(again).await;
+        assert_error(&again, 409, "TOKEN_SECRET_NOT_REPLAYED");
+        assert_eq!(again.1["field"], "name");
+        let msg = again.1["message"].as_str().unwrap();
+        assert!(msg.contains(r#""c""#) && msg.contains("revoke"), "{msg}");
+        assert!(!again.1.to_string().contains(&c_part));
+    }
+    // The same key for another request is refused; the created token works.
+    assert_error(
+        &api_common::read(
+            send("k1", "/v1/tokens", r#"{"name":"d","role":"auditor"}"#)
+                .await
+                .unwrap(),
+        )
+        .await,
+        409,
+        "IDEMPOTENCY_CONFLICT",
+    );
+    assert_eq!(h.get("/v1/audit/vkeys", Some(&c_secret)).await.0, 200);
+    assert_eq!(h.events().len(), entries_before, "replays logged nothing");
+    // Neither the idempotency record nor any other stored value holds the secret.
+    for name in h.store.db().tree_names() {
+        for item in h.store.db().open_tree(&name).unwrap().iter() {
+            let (_, v) = item.unwrap();
+            let v = String::from_utf8_lossy(&v);
+            assert!(!v.contains(&c_part), "secret stored in {name:?}");
+        }
+    }
+    // A revocation with a key replays its first response byte for byte.
+    let revoked = send("k2", "/v1/tokens/c/revoke", "{}").await.unwrap();
+    let revoked_bytes = revoked.bytes().await.unwrap();
+    let again = send("k2", "/v1/tokens/c/revoke", "{}").await.unwrap();
+    assert_eq!(
+        (
+            again.status().as_u16(),
+            again.headers().get("idempotent-replayed").is_some()
+        ),
+        (200, true)
+    );
+    assert_eq!(again.bytes().await.unwrap(), revoked_bytes);
+    assert_error(
+        &h.get("/v1/audit/vkeys", Some(&c_secret)).await,
+        401,
+        "UNAUTHORIZED",
+    );
+    assert_eq!(h.state.tokens().list().unwrap().len(), 3);
 
     // Revocation: effective on the next request; twice is a conflict; unknown is 404.
     let revoked = h.post("/v1/tokens/issuer-a/revoke", o, "{}").await;
@@ -127,6 +188,8 @@ async fn officer_creates_lists_and_revokes_tokens() {
         [
             format!("created officer-1 by {console}"),
             "created issuer-a by officer-1".to_string(),
+            "created c by officer-1".to_string(),
+            "revoked c by officer-1".to_string(),
             "revoked issuer-a by officer-1".to_string()
         ]
     );

@@ -4,8 +4,15 @@
 //! record; `secret` is 32 random bytes, base64url. The store keeps the SHA-256 of the secret,
 //! never the secret, and authentication compares hashes in constant time. The secret exists
 //! in this process only inside [`Zeroizing`] buffers and is handed out once, at creation.
-//! Creation and revocation are recorded through the [`EventSink`]; the audit log never sees
-//! the secret.
+//!
+//! Every change (create, bootstrap, revoke) is ONE durable write: the record change and its
+//! audit event (`token_created` / `token_revoked`, which never carry the secret) are
+//! committed as a single append of the [`AuditSink`] (see [`crate::audit::append`]), the
+//! record writes conditional on what was read. After a crash the log holds the entry and the
+//! store the change, or neither: no token exists or is revoked without its entry, and no
+//! entry describes a change that did not happen. A change can be prepared ([`TokenChange`])
+//! and committed by the caller with writes of its own (the service adds the idempotency
+//! record of its response).
 
 use std::fmt;
 
@@ -13,14 +20,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sled::Transactional;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use crate::audit::{AuditSink, SideWrites};
 use crate::clock::{Clock, format_rfc3339};
 use crate::crypto::b64url_encode;
 use crate::error::{Error, ErrorCode, Result};
-use crate::events::{Actor, Event, EventSink};
+use crate::events::{Actor, Event};
 use crate::store::{Store, store_error};
 
 /// sled tree: token name -> [`TokenRecord`] (JSON).
@@ -115,12 +122,28 @@ pub struct TokenRecord {
     pub revoked_at: Option<String>,
 }
 
+impl TokenRecord {
+    /// The record as stored (JSON).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(self)
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("token record: {e}")))
+    }
+
+    /// A stored record (STORE_ERROR if corrupt).
+    pub fn from_bytes(raw: &[u8]) -> Result<TokenRecord> {
+        serde_json::from_slice(raw)
+            .map_err(|e| Error::new(ErrorCode::StoreError, format!("corrupt token record: {e}")))
+    }
+}
+
 /// A freshly created token. The secret is shown once and wiped on drop; Debug hides it.
 pub struct NewToken {
     /// Token name.
     pub name: String,
     /// Token role.
     pub role: ApiRole,
+    /// Creation time (RFC 3339), as stored in its record.
+    pub created_at: String,
     /// The full bearer value `mpcppa_<id>_<secret>`.
     pub secret: Zeroizing<String>,
 }
@@ -130,15 +153,82 @@ impl fmt::Debug for NewToken {
         f.debug_struct("NewToken")
             .field("name", &self.name)
             .field("role", &self.role)
+            .field("created_at", &self.created_at)
             .field("secret", &"<redacted>")
             .finish()
     }
 }
 
+/// A token change that passed every check and is not yet committed: what it yields, the
+/// audit event that records it, and the conditional writes of its records, to be committed as
+/// ONE append of an [`AuditSink`] together with any writes the caller adds to `writes`.
+/// Nothing is changed until that append succeeds; if a precondition no longer holds (the
+/// name was taken, the record changed), the append is refused with the change's own error
+/// and nothing of it is written.
+#[must_use = "a prepared token change does nothing until it is committed"]
+#[derive(Debug)]
+pub struct TokenChange<T> {
+    /// What the change yields once committed (the new token, or the record as it will be
+    /// stored).
+    pub outcome: T,
+    /// Who is responsible.
+    pub actor: Actor,
+    /// The audit event describing the change (never the secret).
+    pub event: Event,
+    /// The record writes (each conditional on what was read).
+    pub writes: SideWrites,
+    /// What an audit outage means for the caller ("token not created", ...).
+    refused: &'static str,
+}
+
+impl<T> TokenChange<T> {
+    /// Commits the change as one append of `sink`, waiting on this thread (the console and
+    /// blocking tasks; never an async task). Returns the outcome once the entry and the
+    /// records are durable; otherwise nothing of the change is stored and the error is the
+    /// refused precondition's (CONFLICT, ...) or AUDIT_UNAVAILABLE.
+    pub fn commit(self, sink: &dyn AuditSink) -> Result<T> {
+        let refused = self.refused;
+        sink.append(&self.actor, self.event, self.writes)
+            .wait()
+            .map_err(|e| audit_refusal(refused, e))?;
+        Ok(self.outcome)
+    }
+}
+
+/// A commit failure as the caller sees it: an audit outage says the change did not happen.
+fn audit_refusal(refused: &str, e: Error) -> Error {
+    if e.code == ErrorCode::AuditUnavailable {
+        Error::new(
+            ErrorCode::AuditUnavailable,
+            format!(
+                "{refused}: audit entry could not be written ({})",
+                e.message
+            ),
+        )
+    } else {
+        e
+    }
+}
+
+fn name_taken(name: &str) -> Error {
+    Error::field(
+        ErrorCode::Conflict,
+        "name",
+        format!("a token named {name:?} already exists"),
+    )
+}
+
+fn already_revoked(name: &str) -> Error {
+    Error::field(
+        ErrorCode::Conflict,
+        "name",
+        format!("token {name:?} is already revoked"),
+    )
+}
+
 /// The token table in the shared store.
 #[derive(Debug, Clone)]
 pub struct TokenStore {
-    store: Store,
     by_name: sled::Tree,
     by_id: sled::Tree,
 }
@@ -179,7 +269,6 @@ impl TokenStore {
     /// Opens the token trees of `store`.
     pub fn open(store: &Store) -> Result<TokenStore> {
         Ok(TokenStore {
-            store: store.clone(),
             by_name: store.tree(TREE_TOKENS)?,
             by_id: store.tree(TREE_TOKEN_IDS)?,
         })
@@ -194,9 +283,7 @@ impl TokenStore {
         else {
             return Ok(None);
         };
-        serde_json::from_slice(&raw)
-            .map(Some)
-            .map_err(|e| Error::new(ErrorCode::StoreError, format!("corrupt token record: {e}")))
+        TokenRecord::from_bytes(&raw).map(Some)
     }
 
     /// Every token (hashes included, secrets never), sorted by name.
@@ -204,9 +291,7 @@ impl TokenStore {
         let mut out = Vec::new();
         for item in self.by_name.iter() {
             let (_, raw) = item.map_err(|e| store_error("read token", e))?;
-            out.push(serde_json::from_slice(&raw).map_err(|e| {
-                Error::new(ErrorCode::StoreError, format!("corrupt token record: {e}"))
-            })?);
+            out.push(TokenRecord::from_bytes(&raw)?);
         }
         Ok(out)
     }
@@ -216,18 +301,23 @@ impl TokenStore {
         Ok(self.list()?.iter().any(|t| t.revoked_at.is_none()))
     }
 
-    /// Creates a token. The name must be new (revoked names stay taken, so the audit log's
-    /// names stay unambiguous). The record is written, the event recorded durably, and only
-    /// then is the secret returned; if the event cannot be recorded the record is removed.
-    pub fn create(
+    /// Prepares the creation of a token: checks the name, draws id and secret, and returns
+    /// the [`TokenChange`] that creates it (its record and id index as `insert_new` side
+    /// writes of its `token_created` entry). Nothing is stored until that change commits; a
+    /// name already used (revoked names stay taken, so the audit log's names stay
+    /// unambiguous) refuses the commit with CONFLICT on `name`, also when another creation
+    /// took the name after this check.
+    pub fn prepare_create(
         &self,
         name: &str,
         role: ApiRole,
         actor: &Actor,
-        sink: &dyn EventSink,
         clock: &dyn Clock,
-    ) -> Result<NewToken> {
+    ) -> Result<TokenChange<NewToken>> {
         validate_name(name)?;
+        if self.get(name)?.is_some() {
+            return Err(name_taken(name));
+        }
         let id = hex::encode(*random::<8>()?);
         let secret = random::<32>()?;
         let record = TokenRecord {
@@ -238,74 +328,60 @@ impl TokenStore {
             created_at: format_rfc3339(clock.now()),
             revoked_at: None,
         };
-        let raw = serde_json::to_vec(&record)
-            .map_err(|e| Error::new(ErrorCode::Internal, format!("token record: {e}")))?;
-        let inserted = (&self.by_name, &self.by_id)
-            .transaction(|(names, ids)| {
-                if names.get(name)?.is_some() || ids.get(id.as_bytes())?.is_some() {
-                    return Ok(false);
-                }
-                names.insert(name, raw.as_slice())?;
-                ids.insert(id.as_bytes(), name)?;
-                Ok(true)
-            })
-            .map_err(|e: sled::transaction::TransactionError<()>| {
-                store_error("write token", format!("{e:?}"))
-            })?;
-        if !inserted {
-            return Err(Error::field(
-                ErrorCode::Conflict,
-                "name",
-                format!("a token named {name:?} already exists"),
-            ));
-        }
-        let event = Event::TokenCreated {
-            token_name: name.to_string(),
-            token_role: role.as_str().to_string(),
-        };
-        if let Err(e) = sink.record(actor, event) {
-            self.remove(name, &id)?;
-            return Err(Error::new(
-                ErrorCode::AuditUnavailable,
-                format!(
-                    "token not created: audit entry could not be written ({})",
-                    e.code
-                ),
-            ));
-        }
-        self.store.flush()?;
+        let mut writes = SideWrites::new();
+        writes
+            .insert_new(TREE_TOKENS, name, record.to_bytes()?, name_taken(name))
+            .insert_new(
+                TREE_TOKEN_IDS,
+                id.as_bytes(),
+                name,
+                // 64 random bits: a collision is refused rather than shadowing a token.
+                Error::new(ErrorCode::Conflict, "token id collision; retry"),
+            );
         let mut bearer = Zeroizing::new(String::with_capacity(PREFIX.len() + 16 + 1 + 43));
         bearer.push_str(PREFIX);
         bearer.push_str(&id);
         bearer.push('_');
         bearer.push_str(&b64url_encode(secret.as_slice()));
-        Ok(NewToken {
-            name: name.to_string(),
-            role,
-            secret: bearer,
+        Ok(TokenChange {
+            outcome: NewToken {
+                name: name.to_string(),
+                role,
+                created_at: record.created_at,
+                secret: bearer,
+            },
+            actor: actor.clone(),
+            event: Event::TokenCreated {
+                token_name: name.to_string(),
+                token_role: role.as_str().to_string(),
+            },
+            writes,
+            refused: "token not created",
         })
     }
 
-    fn remove(&self, name: &str, id: &str) -> Result<()> {
-        (&self.by_name, &self.by_id)
-            .transaction(|(names, ids)| {
-                names.remove(name)?;
-                ids.remove(id.as_bytes())?;
-                Ok(())
-            })
-            .map_err(|e: sled::transaction::TransactionError<()>| {
-                store_error("remove token", format!("{e:?}"))
-            })
+    /// Creates a token and returns it (with its secret) once its record and `token_created`
+    /// entry are durable, committed as one append of `sink` and waited for on this thread
+    /// (never call it on an async task). See [`TokenStore::prepare_create`]; on any failure
+    /// nothing is stored.
+    pub fn create(
+        &self,
+        name: &str,
+        role: ApiRole,
+        actor: &Actor,
+        sink: &dyn AuditSink,
+        clock: &dyn Clock,
+    ) -> Result<NewToken> {
+        self.prepare_create(name, role, actor, clock)?.commit(sink)
     }
 
-    /// Creates the first security-officer token, only when no security-officer token has
-    /// ever been created. `Ok(None)` when one exists.
-    pub fn bootstrap(
+    /// Prepares the first security-officer token (named `security-officer`), only when no
+    /// security-officer token has ever been created: `Ok(None)` when one exists.
+    pub fn prepare_bootstrap(
         &self,
         actor: &Actor,
-        sink: &dyn EventSink,
         clock: &dyn Clock,
-    ) -> Result<Option<NewToken>> {
+    ) -> Result<Option<TokenChange<NewToken>>> {
         if self
             .list()?
             .iter()
@@ -313,62 +389,81 @@ impl TokenStore {
         {
             return Ok(None);
         }
-        self.create(
-            "security-officer",
-            ApiRole::SecurityOfficer,
-            actor,
-            sink,
-            clock,
-        )
-        .map(Some)
+        self.prepare_create("security-officer", ApiRole::SecurityOfficer, actor, clock)
+            .map(Some)
     }
 
-    /// Revokes a token by name. The event is recorded first (an audit outage refuses the
-    /// revocation rather than leaving it unrecorded); revoking twice is CONFLICT and an
-    /// unknown name NOT_FOUND.
+    /// Creates the first security-officer token as [`TokenStore::prepare_bootstrap`]
+    /// decides, committed like [`TokenStore::create`].
+    pub fn bootstrap(
+        &self,
+        actor: &Actor,
+        sink: &dyn AuditSink,
+        clock: &dyn Clock,
+    ) -> Result<Option<NewToken>> {
+        self.prepare_bootstrap(actor, clock)?
+            .map(|c| c.commit(sink))
+            .transpose()
+    }
+
+    /// Prepares the revocation of a token: the [`TokenChange`] that rewrites its record with
+    /// `revokedAt` (a `swap` over exactly the bytes read here) with its `token_revoked`
+    /// entry, yielding the record as it will be stored. An unknown name is NOT_FOUND and a
+    /// revoked token CONFLICT, also when a concurrent revocation commits first (the swap
+    /// then finds other bytes and refuses the whole append).
+    pub fn prepare_revoke(
+        &self,
+        name: &str,
+        actor: &Actor,
+        clock: &dyn Clock,
+    ) -> Result<TokenChange<TokenRecord>> {
+        let raw = self
+            .by_name
+            .get(name)
+            .map_err(|e| store_error("read token", e))?
+            .ok_or_else(|| {
+                Error::field(
+                    ErrorCode::NotFound,
+                    "name",
+                    format!("no token named {name:?}"),
+                )
+            })?;
+        let mut record = TokenRecord::from_bytes(&raw)?;
+        if record.revoked_at.is_some() {
+            return Err(already_revoked(name));
+        }
+        record.revoked_at = Some(format_rfc3339(clock.now()));
+        let mut writes = SideWrites::new();
+        writes.swap(
+            TREE_TOKENS,
+            name,
+            Some(raw.to_vec()),
+            record.to_bytes()?,
+            already_revoked(name),
+        );
+        Ok(TokenChange {
+            outcome: record,
+            actor: actor.clone(),
+            event: Event::TokenRevoked {
+                token_name: name.to_string(),
+            },
+            writes,
+            refused: "token not revoked",
+        })
+    }
+
+    /// Revokes a token by name: its record and `token_revoked` entry are committed as one
+    /// append of `sink`, waited for on this thread (never on an async task); from then on
+    /// [`TokenStore::authenticate`] refuses it. See [`TokenStore::prepare_revoke`]; on any
+    /// failure (AUDIT_UNAVAILABLE included) the token stays active.
     pub fn revoke(
         &self,
         name: &str,
         actor: &Actor,
-        sink: &dyn EventSink,
+        sink: &dyn AuditSink,
         clock: &dyn Clock,
-    ) -> Result<()> {
-        let mut record = self.get(name)?.ok_or_else(|| {
-            Error::field(
-                ErrorCode::NotFound,
-                "name",
-                format!("no token named {name:?}"),
-            )
-        })?;
-        if record.revoked_at.is_some() {
-            return Err(Error::field(
-                ErrorCode::Conflict,
-                "name",
-                format!("token {name:?} is already revoked"),
-            ));
-        }
-        sink.record(
-            actor,
-            Event::TokenRevoked {
-                token_name: name.to_string(),
-            },
-        )
-        .map_err(|e| {
-            Error::new(
-                ErrorCode::AuditUnavailable,
-                format!(
-                    "token not revoked: audit entry could not be written ({})",
-                    e.code
-                ),
-            )
-        })?;
-        record.revoked_at = Some(format_rfc3339(clock.now()));
-        let raw = serde_json::to_vec(&record)
-            .map_err(|e| Error::new(ErrorCode::Internal, format!("token record: {e}")))?;
-        self.by_name
-            .insert(name, raw)
-            .map_err(|e| store_error("write token", e))?;
-        self.store.flush()
+    ) -> Result<TokenRecord> {
+        self.prepare_revoke(name, actor, clock)?.commit(sink)
     }
 
     /// Authenticates a presented bearer value. Every failure is the same UNAUTHORIZED, and
@@ -415,22 +510,34 @@ impl TokenStore {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
     use crate::clock::SystemClock;
-    use crate::events::MemorySink;
+    use crate::keys::test_support::FlakySink;
 
-    struct FailingSink;
-    impl EventSink for FailingSink {
-        fn record(&self, _: &Actor, _: Event) -> Result<u64> {
-            Err(Error::new(ErrorCode::AuditUnavailable, "down"))
+    fn open() -> (Store, TokenStore, FlakySink) {
+        let store = Store::temporary().unwrap();
+        let tokens = TokenStore::open(&store).unwrap();
+        let sink = FlakySink::open(&store);
+        (store, tokens, sink)
+    }
+
+    /// Every key and value of the token trees.
+    fn token_trees(store: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        for name in [TREE_TOKENS, TREE_TOKEN_IDS] {
+            for item in store.tree(name).unwrap().iter() {
+                let (k, v) = item.unwrap();
+                out.push((k.to_vec(), v.to_vec()));
+            }
         }
+        out
     }
 
     #[test]
     fn create_authenticate_revoke() {
-        let store = Store::temporary().unwrap();
-        let tokens = TokenStore::open(&store).unwrap();
-        let sink = MemorySink::default();
+        let (_store, tokens, sink) = open();
         let t = tokens
             .create("ops", ApiRole::Issuer, &Actor::cli(), &sink, &SystemClock)
             .unwrap();
@@ -439,6 +546,7 @@ mod tests {
         assert_eq!((p.name.as_str(), p.role), ("ops", ApiRole::Issuer));
         // Hash only at rest.
         let rec = &tokens.list().unwrap()[0];
+        assert_eq!(rec.created_at, t.created_at);
         let secret_part = t.secret.splitn(3, '_').nth(2).unwrap();
         assert!(!serde_json::to_string(rec).unwrap().contains(secret_part));
         // Tampering with any part fails the same way.
@@ -461,61 +569,160 @@ mod tests {
         // Names are unique, even after revocation.
         let dup = tokens.create("ops", ApiRole::Auditor, &Actor::cli(), &sink, &SystemClock);
         assert_eq!(dup.unwrap_err().code, ErrorCode::Conflict);
-        tokens
+        let revoked = tokens
             .revoke("ops", &Actor::cli(), &sink, &SystemClock)
             .unwrap();
+        assert!(revoked.revoked_at.is_some());
+        assert_eq!(tokens.get("ops").unwrap().unwrap(), revoked);
+        // Revocation takes effect on the very next lookup.
         assert_eq!(
             tokens.authenticate(&t.secret).unwrap_err().code,
             ErrorCode::Unauthorized
         );
         let again = tokens.revoke("ops", &Actor::cli(), &sink, &SystemClock);
         assert_eq!(again.unwrap_err().code, ErrorCode::Conflict);
-        let actions: Vec<_> = sink.events().into_iter().map(|(_, e)| e).collect();
+        let dup = tokens.create("ops", ApiRole::Auditor, &Actor::cli(), &sink, &SystemClock);
+        assert_eq!(dup.unwrap_err().code, ErrorCode::Conflict);
+        let unknown = tokens.revoke("nobody", &Actor::cli(), &sink, &SystemClock);
+        assert_eq!(unknown.unwrap_err().code, ErrorCode::NotFound);
+        // One entry per change, none for the refusals, the secret in none of them.
         assert_eq!(
-            actions,
+            sink.entries(),
             vec![
-                Event::TokenCreated {
-                    token_name: "ops".into(),
-                    token_role: "issuer".into()
-                },
-                Event::TokenRevoked {
-                    token_name: "ops".into()
-                },
+                (
+                    Actor::cli(),
+                    Event::TokenCreated {
+                        token_name: "ops".into(),
+                        token_role: "issuer".into()
+                    }
+                ),
+                (
+                    Actor::cli(),
+                    Event::TokenRevoked {
+                        token_name: "ops".into()
+                    }
+                ),
             ]
+        );
+        for raw in sink.log.entries(0, sink.log.size()).unwrap() {
+            assert!(!String::from_utf8_lossy(&raw).contains(secret_part));
+        }
+    }
+
+    /// The record change and its entry are one append: a change prepared and then refused
+    /// (its precondition gone) writes neither, and a change that commits writes both.
+    #[test]
+    fn record_and_entry_commit_together_or_not_at_all() {
+        let (store, tokens, sink) = open();
+        let actor = Actor::cli();
+        let a = tokens
+            .prepare_create("a", ApiRole::Auditor, &actor, &SystemClock)
+            .unwrap();
+        let b = tokens
+            .prepare_create("a", ApiRole::Issuer, &actor, &SystemClock)
+            .unwrap();
+        // Prepared, not committed: nothing stored, nothing logged.
+        assert!(token_trees(&store).is_empty());
+        assert_eq!(sink.log.size(), 0);
+        let a = a.commit(&sink).unwrap();
+        assert_eq!(sink.log.size(), 1);
+        let before = token_trees(&store);
+        assert_eq!(before.len(), 2, "record and id index");
+        // The second creation of the name lost the race: CONFLICT, no entry, no record.
+        let e = b.commit(&sink).unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (ErrorCode::Conflict, Some("name"))
+        );
+        assert_eq!(sink.log.size(), 1);
+        assert_eq!(token_trees(&store), before);
+        assert_eq!(
+            tokens.authenticate(&a.secret).unwrap().role,
+            ApiRole::Auditor
         );
     }
 
     #[test]
     fn audit_failure_creates_and_revokes_nothing() {
-        let store = Store::temporary().unwrap();
-        let tokens = TokenStore::open(&store).unwrap();
+        let (store, tokens, sink) = open();
+        sink.fail.store(true, Ordering::SeqCst);
         let e = tokens
-            .create(
-                "x",
-                ApiRole::Auditor,
-                &Actor::cli(),
-                &FailingSink,
-                &SystemClock,
-            )
+            .create("x", ApiRole::Auditor, &Actor::cli(), &sink, &SystemClock)
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::AuditUnavailable);
-        assert!(tokens.list().unwrap().is_empty());
-        let sink = MemorySink::default();
+        assert!(e.message.starts_with("token not created"), "{e}");
+        assert!(token_trees(&store).is_empty());
+        assert!(
+            tokens
+                .bootstrap(&Actor::cli(), &sink, &SystemClock)
+                .is_err()
+        );
+        assert!(token_trees(&store).is_empty());
+        sink.fail.store(false, Ordering::SeqCst);
         let t = tokens
             .create("x", ApiRole::Auditor, &Actor::cli(), &sink, &SystemClock)
             .unwrap();
+        let before = token_trees(&store);
+        sink.fail.store(true, Ordering::SeqCst);
         let e = tokens
-            .revoke("x", &Actor::cli(), &FailingSink, &SystemClock)
+            .revoke("x", &Actor::cli(), &sink, &SystemClock)
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::AuditUnavailable);
+        assert!(e.message.starts_with("token not revoked"), "{e}");
+        assert_eq!(token_trees(&store), before);
         assert!(tokens.authenticate(&t.secret).is_ok());
+        assert_eq!(sink.log.size(), 1, "only the successful creation");
+    }
+
+    /// Concurrent revocations of one token: exactly one commits (one entry, the record it
+    /// wrote), the others get CONFLICT and write nothing.
+    #[test]
+    fn concurrent_revocations_one_wins() {
+        let (_store, tokens, sink) = open();
+        let t = tokens
+            .create("x", ApiRole::Issuer, &Actor::cli(), &sink, &SystemClock)
+            .unwrap();
+        // All prepared against the same bytes before any commits: the race the swap settles.
+        let changes: Vec<_> = (0..8)
+            .map(|i| {
+                let actor = Actor {
+                    name: format!("officer-{i}"),
+                    role: "security-officer".into(),
+                };
+                tokens.prepare_revoke("x", &actor, &SystemClock).unwrap()
+            })
+            .collect();
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = changes
+                .into_iter()
+                .map(|c| {
+                    let sink = &sink;
+                    s.spawn(move || c.commit(sink))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(won.len(), 1, "{results:?}");
+        for r in &results {
+            if let Err(e) = r {
+                assert_eq!(e.code, ErrorCode::Conflict, "{e}");
+                assert!(e.message.contains("already revoked"), "{e}");
+            }
+        }
+        assert_eq!(&tokens.get("x").unwrap().unwrap(), won[0]);
+        let revocations: Vec<_> = sink
+            .entries()
+            .into_iter()
+            .filter(|(_, e)| matches!(e, Event::TokenRevoked { .. }))
+            .collect();
+        assert_eq!(revocations.len(), 1);
+        assert!(tokens.authenticate(&t.secret).is_err());
     }
 
     #[test]
     fn bootstrap_only_once() {
-        let store = Store::temporary().unwrap();
-        let tokens = TokenStore::open(&store).unwrap();
-        let sink = MemorySink::default();
+        let (_store, tokens, sink) = open();
         let t = tokens
             .bootstrap(&Actor::cli(), &sink, &SystemClock)
             .unwrap()
@@ -530,6 +737,7 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+        assert_eq!(sink.log.size(), 1);
         assert!(validate_name("a b").is_err());
         assert!(ApiRole::parse("admin").is_err());
     }

@@ -1,6 +1,8 @@
 //! `tokens`: API token administration at the console. A secret is printed once, on stdout,
-//! at creation and never again; `list` shows names, roles and states only. Creation and
-//! revocation are recorded in the audit log as the CLI operator.
+//! at creation and never again; `list` shows names, roles and states only. Each creation and
+//! revocation is one durable append of the audit log, attributed to the CLI operator: the
+//! record change and its entry are on disk together (or neither is) before the command
+//! reports success.
 //!
 //! sled locks the data directory, so these commands run while the service is stopped.
 
@@ -9,9 +11,10 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use crate::api::tokens::{ApiRole, NewToken, TokenStore};
+use crate::audit::AuditSink;
 use crate::clock::Clock;
 use crate::error::Result;
-use crate::events::{Actor, EventSink};
+use crate::events::Actor;
 use crate::store::Store;
 
 /// Arguments of `mpcp-pa tokens`.
@@ -72,11 +75,12 @@ pub fn main(data_dir: &std::path::Path, args: TokensArgs) -> Result<ExitCode> {
     run(args, &store, &log, clock.as_ref())
 }
 
-/// Runs a token subcommand against `store`, recording through `sink`.
+/// Runs a token subcommand against `store`, committing each change with its entry through
+/// `sink` (waited for: the command returns once both are durable).
 pub fn run(
     args: TokensArgs,
     store: &Store,
-    sink: &dyn EventSink,
+    sink: &dyn AuditSink,
     clock: &dyn Clock,
 ) -> Result<ExitCode> {
     let tokens = TokenStore::open(store)?;

@@ -380,6 +380,9 @@ pub struct Issued {
     pub writes: SideWrites,
     /// Guards (locks) released only once the commit is done.
     held: Vec<Box<dyn std::any::Any + Send>>,
+    /// What the idempotency record stores instead of the response, when the response must
+    /// not be stored (a created token's secret).
+    replay: Option<(StatusCode, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for Issued {
@@ -437,7 +440,16 @@ impl Issued {
             event,
             writes,
             held: Vec::new(),
+            replay: None,
         }
+    }
+
+    /// Stores `status` and `body` (JSON bytes) in the idempotency record instead
+    /// of the released response, so a replay answers with them: for a response that must
+    /// never be stored, such as a created token's secret.
+    pub fn replaying(mut self, status: StatusCode, body: Vec<u8>) -> Issued {
+        self.replay = Some((status, body));
+        self
     }
 
     /// Keeps `guard` (e.g. a lock that orders versions) until the commit is done.
@@ -454,7 +466,8 @@ impl Issued {
 /// is the response released. A retry after a crash therefore finds all of them (replay of
 /// the first response) or none (a fresh run); never a second signature or audit entry for
 /// a key whose first response was committed. Without the header, the same minus the
-/// idempotency record.
+/// idempotency record. A handler whose response must not be stored sets what a replay
+/// answers instead ([`Issued::replaying`]).
 pub async fn issue_idempotent<F, Fut>(
     state: &AppState,
     who: &Principal,
@@ -489,10 +502,14 @@ where
         event,
         mut writes,
         held,
+        replay,
     } = run(digest_hex).await?;
     let bytes = body.into_bytes()?;
     if let Some(r) = &reservation {
-        r.record_write(&mut writes, status.as_u16(), &bytes, clock.as_ref())?;
+        let (s, b) = replay
+            .as_ref()
+            .map_or((status, bytes.as_slice()), |(s, b)| (*s, b.as_slice()));
+        r.record_write(&mut writes, s.as_u16(), b, clock.as_ref())?;
     }
     commit(state, &actor, event, writes).await?;
     // The key (and whatever the handler holds) stays locked until the commit is durable.

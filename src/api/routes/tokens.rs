@@ -5,26 +5,31 @@
 //! - `POST /v1/tokens` `{name, role}`: creates a token and returns its secret once (201);
 //! - `POST /v1/tokens/{name}/revoke`: revokes it; it is refused from the next request on.
 //!
-//! Each change is recorded in the audit log as the calling officer before it takes effect.
-//! Creation takes no `Idempotency-Key`: replaying the first response would mean storing the
-//! secret, so a retry gets 409 CONFLICT for the taken name instead, and the caller revokes and
-//! creates another token if the first response was lost.
+//! Each change is prepared by the token store and committed through [`issue_idempotent`]:
+//! the token record, its audit entry (as the calling officer) and, with an
+//! `Idempotency-Key`, the idempotency record are ONE append of the audit log, durable before
+//! the response is released. A retry after a crash finds all of them or none.
+//!
+//! Replays: a revocation replays its first response byte for byte. A creation's response
+//! carries the secret, which is never stored (only its hash is), so its idempotency record
+//! holds a refusal instead: a retry with the same key and request gets 409
+//! TOKEN_SECRET_NOT_REPLAYED (header `Idempotent-Replayed: true`) naming the token this key
+//! created; it creates nothing and logs nothing. An officer who lost the first response
+//! revokes that token and creates another.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{ApiPath, json_response};
+use super::{ApiPath, Issued, issue_idempotent, json_response};
 use crate::api::AppState;
 use crate::api::auth::{Auth, SecurityOfficer};
 use crate::api::body::{OptionalStrictJson, StrictJson, closed_object, required_str};
-use crate::api::error::ApiResult;
+use crate::api::error::{ApiResult, error_body};
 use crate::api::signing::blocking;
-use crate::api::tokens::{ApiRole, TokenRecord};
+use crate::api::tokens::{ApiRole, NewToken, TokenRecord};
 use crate::error::{Error, ErrorCode};
-
-const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 fn public_view(t: &TokenRecord) -> Value {
     json!({
@@ -34,6 +39,20 @@ fn public_view(t: &TokenRecord) -> Value {
         "revokedAt": t.revoked_at,
         "active": t.revoked_at.is_none(),
     })
+}
+
+/// What a replayed creation answers: the token exists, its secret is not shown again.
+pub fn secret_not_replayed(t: &NewToken) -> Error {
+    Error::field(
+        ErrorCode::TokenSecretNotReplayed,
+        "name",
+        format!(
+            "token {:?} (role {}) was created by this request at {}; its secret was shown only \
+             in the first response and is not stored. If it was lost, revoke the token and \
+             create another",
+            t.name, t.role, t.created_at
+        ),
+    )
 }
 
 /// `GET /v1/tokens`.
@@ -51,38 +70,40 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     auth: Auth<SecurityOfficer>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     StrictJson(body): StrictJson,
 ) -> ApiResult<Response> {
-    if headers.contains_key(IDEMPOTENCY_HEADER) {
-        return Err(Error::field(
-            ErrorCode::SchemaInvalid,
-            "Idempotency-Key",
-            "token creation takes no Idempotency-Key (its secret is never stored to replay); \
-             a retry gets CONFLICT for the taken name",
-        )
-        .into());
-    }
     let obj = closed_object(&body, &["name", "role"])?;
     let name = required_str(obj, "name")?.to_string();
     let role = ApiRole::parse(required_str(obj, "role")?)
         .map_err(|e| Error::field(ErrorCode::SchemaInvalid, "role", e.message))?;
-    let (tokens, sink, clock, actor) = (
-        state.tokens().clone(),
-        state.sink().clone(),
-        state.clock().clone(),
-        auth.actor(),
-    );
-    let created =
-        blocking(move || tokens.create(&name, role, &actor, sink.as_ref(), clock.as_ref())).await?;
-    json_response(
-        StatusCode::CREATED,
-        &json!({
-            "name": created.name,
-            "role": created.role.as_str(),
-            "token": created.secret.as_str(),
-        }),
+    let (tokens, clock, actor) = (state.tokens().clone(), state.clock().clone(), auth.actor());
+    issue_idempotent(
+        &state,
+        &auth.principal,
+        &headers,
+        &method,
+        uri.path(),
+        &body,
+        |_| async move {
+            let c = blocking(move || tokens.prepare_create(&name, role, &actor, clock.as_ref()))
+                .await?;
+            let t = &c.outcome;
+            let replay = error_body(&secret_not_replayed(t));
+            let response = json!({
+                "name": t.name,
+                "role": t.role.as_str(),
+                "token": t.secret.as_str(),
+            });
+            Ok(
+                Issued::new(StatusCode::CREATED, response, c.actor, c.event, c.writes)
+                    .replaying(StatusCode::CONFLICT, replay),
+            )
+        },
     )
+    .await
 }
 
 /// `POST /v1/tokens/{name}/revoke`.
@@ -90,21 +111,31 @@ pub async fn revoke(
     State(state): State<AppState>,
     auth: Auth<SecurityOfficer>,
     ApiPath(name): ApiPath<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
     OptionalStrictJson(body): OptionalStrictJson,
 ) -> ApiResult<Response> {
     closed_object(&body, &[])?;
-    let (tokens, sink, clock, actor) = (
-        state.tokens().clone(),
-        state.sink().clone(),
-        state.clock().clone(),
-        auth.actor(),
-    );
-    let record = blocking(move || {
-        tokens.revoke(&name, &actor, sink.as_ref(), clock.as_ref())?;
-        tokens
-            .get(&name)?
-            .ok_or_else(|| Error::new(ErrorCode::Internal, "revoked token vanished"))
-    })
-    .await?;
-    json_response(StatusCode::OK, &json!({"token": public_view(&record)}))
+    let (tokens, clock, actor) = (state.tokens().clone(), state.clock().clone(), auth.actor());
+    issue_idempotent(
+        &state,
+        &auth.principal,
+        &headers,
+        &method,
+        uri.path(),
+        &body,
+        |_| async move {
+            let c = blocking(move || tokens.prepare_revoke(&name, &actor, clock.as_ref())).await?;
+            let response = json!({"token": public_view(&c.outcome)});
+            Ok(Issued::new(
+                StatusCode::OK,
+                response,
+                c.actor,
+                c.event,
+                c.writes,
+            ))
+        },
+    )
+    .await
 }
