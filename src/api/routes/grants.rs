@@ -146,7 +146,10 @@ async fn issue_inner(
         grant.version.clone(),
     );
     let Value::Object(unsigned) = probe else {
-        unreachable!("built as an object above")
+        return Err(Error::new(
+            ErrorCode::Internal,
+            "grant to sign is not an object",
+        ));
     };
     let signed = signing_hop(move || {
         let policy = super::policies::load(&s, &hash)?.ok_or_else(|| {
