@@ -14,6 +14,10 @@
 //! them (and replays) or none (and runs afresh) — never an audited signature without its
 //! record. Key management does the same: the key registry prepares its change and the
 //! route commits it with the record in one append.
+//!
+//! A response that is also stored as a record of the same append (an issued grant) is not
+//! copied into the idempotency record: the record names it ([`BodyRef`]) and a replay reads
+//! it back and re-serialises it canonically, which gives the same bytes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -47,10 +51,29 @@ pub struct StoredResponse {
     pub request_digest: String,
     /// HTTP status first returned.
     pub status: u16,
-    /// JSON body first returned (UTF-8).
+    /// JSON body first returned (UTF-8). Empty in a stored record with a `body_ref`; filled
+    /// from the referenced record by [`IdempotencyStore::begin`].
     pub body: String,
     /// When it was stored (RFC 3339).
     pub stored_at: String,
+    /// Where the body is stored instead, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_ref: Option<BodyRef>,
+}
+
+/// A response body kept in another record of the same append: the canonical JSON of member
+/// `member` of the JSON record under `key` in sled tree `tree`. Whoever names one must store
+/// exactly that record in the same commit, with the member's canonical JSON equal to the
+/// body released.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BodyRef {
+    /// sled tree of the record (never an `audit/` tree).
+    pub tree: String,
+    /// Key of the record.
+    pub key: String,
+    /// Member of the record that is the body.
+    pub member: String,
 }
 
 /// What a lookup found.
@@ -100,7 +123,35 @@ impl Reservation {
         body: &[u8],
         clock: &dyn Clock,
     ) -> Result<()> {
-        let raw = self.record_bytes(status, body, clock)?.1;
+        let raw = self.record_bytes(status, body, None, clock)?.1;
+        self.push_record(writes, raw);
+        Ok(())
+    }
+
+    /// [`Reservation::record_write`] for a response whose body is the record `body_ref`
+    /// names, committed in the same `writes`: the idempotency record does not repeat it.
+    pub fn record_ref_write(
+        &self,
+        writes: &mut SideWrites,
+        status: u16,
+        body_ref: BodyRef,
+        clock: &dyn Clock,
+    ) -> Result<()> {
+        if body_ref
+            .tree
+            .starts_with(crate::audit::append::AUDIT_TREE_PREFIX)
+        {
+            return Err(Error::new(
+                ErrorCode::Internal,
+                "a response body cannot be kept in an audit tree",
+            ));
+        }
+        let raw = self.record_bytes(status, b"", Some(body_ref), clock)?.1;
+        self.push_record(writes, raw);
+        Ok(())
+    }
+
+    fn push_record(&self, writes: &mut SideWrites, raw: Vec<u8>) {
         writes.swap(
             TREE_IDEMPOTENCY,
             self.scope.as_bytes().to_vec(),
@@ -112,13 +163,13 @@ impl Reservation {
                 "this Idempotency-Key was used concurrently",
             ),
         );
-        Ok(())
     }
 
     fn record_bytes(
         &self,
         status: u16,
         body: &[u8],
+        body_ref: Option<BodyRef>,
         clock: &dyn Clock,
     ) -> Result<(StoredResponse, Vec<u8>)> {
         let rec = StoredResponse {
@@ -127,6 +178,7 @@ impl Reservation {
             body: String::from_utf8(body.to_vec())
                 .map_err(|_| Error::new(ErrorCode::Internal, "response body is not UTF-8"))?,
             stored_at: format_rfc3339(clock.now()),
+            body_ref,
         };
         let raw = serde_json::to_vec(&rec)
             .map_err(|e| Error::new(ErrorCode::Internal, format!("idempotency record: {e}")))?;
@@ -147,6 +199,7 @@ impl Drop for Reservation {
 
 /// Idempotency records in the shared store.
 pub struct IdempotencyStore {
+    store: Store,
     tree: sled::Tree,
     ttl: Duration,
     locks: Arc<LockMap>,
@@ -188,6 +241,7 @@ impl IdempotencyStore {
     /// Opens the record tree; records older than `ttl` count as absent.
     pub fn open(store: &Store, ttl: Duration) -> Result<IdempotencyStore> {
         Ok(IdempotencyStore {
+            store: store.clone(),
             tree: store.tree(TREE_IDEMPOTENCY)?,
             ttl,
             locks: Arc::new(Mutex::new(HashMap::new())),
@@ -248,7 +302,42 @@ impl IdempotencyStore {
                 "this Idempotency-Key was already used for a different request",
             ));
         }
-        Ok(Begin::Replay(rec))
+        Ok(Begin::Replay(self.resolve(rec)?))
+    }
+
+    /// Fills the body of a record that keeps it elsewhere ([`BodyRef`]). A reference to a
+    /// record that is not there, or not JSON, is a STORE_ERROR: the appliance never answers
+    /// a replay with anything but the first response.
+    fn resolve(&self, mut rec: StoredResponse) -> Result<StoredResponse> {
+        let Some(r) = &rec.body_ref else {
+            return Ok(rec);
+        };
+        let corrupt = |what: &str| {
+            Error::new(
+                ErrorCode::StoreError,
+                format!(
+                    "idempotency record refers to {what} ({} {:?} member {:?})",
+                    r.tree, r.key, r.member
+                ),
+            )
+        };
+        if r.tree.starts_with(crate::audit::append::AUDIT_TREE_PREFIX) {
+            return Err(corrupt("an audit tree"));
+        }
+        let raw = self
+            .store
+            .tree(&r.tree)?
+            .get(r.key.as_bytes())
+            .map_err(|e| store_error("read the record of a stored response", e))?
+            .ok_or_else(|| corrupt("a missing record"))?;
+        let value: Value =
+            serde_json::from_slice(&raw).map_err(|_| corrupt("a record that is not JSON"))?;
+        let member = value
+            .get(&r.member)
+            .ok_or_else(|| corrupt("a missing member"))?;
+        let body = canonical_bytes(member)?;
+        rec.body = String::from_utf8(body).map_err(|_| corrupt("a body that is not UTF-8"))?;
+        Ok(rec)
     }
 
     /// Stores the response of a reserved request directly, then releases the key. Only for
@@ -262,7 +351,20 @@ impl IdempotencyStore {
         body: &[u8],
         clock: &dyn Clock,
     ) -> Result<StoredResponse> {
-        let (rec, raw) = reservation.record_bytes(status, body, clock)?;
+        self.complete_with(reservation, status, body, None, clock)
+    }
+
+    /// [`IdempotencyStore::complete`] with a body kept elsewhere (tests only).
+    #[cfg(test)]
+    fn complete_with(
+        &self,
+        reservation: Reservation,
+        status: u16,
+        body: &[u8],
+        body_ref: Option<BodyRef>,
+        clock: &dyn Clock,
+    ) -> Result<StoredResponse> {
+        let (rec, raw) = reservation.record_bytes(status, body, body_ref, clock)?;
         self.tree
             .insert(reservation.scope.as_bytes(), raw)
             .map_err(|e| store_error("write idempotency record", e))?;
@@ -308,6 +410,64 @@ mod tests {
             &parse_strict(body.as_bytes()).unwrap(),
         )
         .unwrap()
+    }
+
+    /// A record that keeps its body in another record replays that record's member as
+    /// canonical JSON, stores no copy of it, and fails closed when the record is gone.
+    #[tokio::test]
+    async fn a_body_kept_in_another_record_replays_it() {
+        let store = Store::temporary().unwrap();
+        let idem = IdempotencyStore::open(&store, Duration::from_secs(60)).unwrap();
+        let clock = FixedClock::new(parse_rfc3339("2026-01-01T00:00:00Z", "t").unwrap());
+        let grants = store.tree("api/grants").unwrap();
+        let grant = br#"{"b":[1,{"c":"\u00e9"}],"a":"x","signature":"c2ln"}"#;
+        let canonical = canonical_bytes(&parse_strict(grant).unwrap()).unwrap();
+        let mut record = br#"{"grant":"#.to_vec();
+        record.extend_from_slice(grant);
+        record.extend_from_slice(br#","revokedAt":"2026-01-01T00:00:01Z"}"#);
+        grants.insert("g-1", record).unwrap();
+        let at = |key: &str| BodyRef {
+            tree: "api/grants".into(),
+            key: key.into(),
+            member: "grant".into(),
+        };
+        for (key, grant_id) in [("k1", "g-1"), ("k2", "g-missing")] {
+            let d = digest(&format!(r#"{{"grantId":"{grant_id}"}}"#));
+            let Begin::Fresh(r) = idem.begin("alice", key, &d, &clock).await.unwrap() else {
+                panic!("expected fresh")
+            };
+            idem.complete_with(r, 201, b"", Some(at(grant_id)), &clock)
+                .unwrap();
+            let stored = idem.tree.get(format!("alice\n{key}")).unwrap().unwrap();
+            assert!(!String::from_utf8_lossy(&stored).contains("c2ln"));
+            match idem.begin("alice", key, &d, &clock).await {
+                Ok(Begin::Replay(rec)) => {
+                    assert_eq!(key, "k1");
+                    assert_eq!((rec.status, rec.body.as_bytes()), (201, &canonical[..]));
+                }
+                Err(e) => {
+                    assert_eq!(key, "k2");
+                    assert_eq!(e.code, ErrorCode::StoreError);
+                }
+                Ok(Begin::Fresh(_)) => panic!("expected replay"),
+            }
+        }
+        // A reservation refuses to keep a body in the audit log's trees.
+        let d = digest(r#"{"x":"1"}"#);
+        let Begin::Fresh(r) = idem.begin("alice", "k3", &d, &clock).await.unwrap() else {
+            panic!("expected fresh")
+        };
+        let mut w = SideWrites::new();
+        let bad = BodyRef {
+            tree: "audit/entries".into(),
+            ..at("g-1")
+        };
+        assert_eq!(
+            r.record_ref_write(&mut w, 201, bad, &clock)
+                .unwrap_err()
+                .code,
+            ErrorCode::Internal
+        );
     }
 
     #[tokio::test]

@@ -26,6 +26,7 @@ use crate::api::AppState;
 use crate::api::auth::{Auth, Issuer};
 use crate::api::body::{StrictJson, closed_object, required_str};
 use crate::api::error::ApiResult;
+use crate::api::idempotency::BodyRef;
 use crate::api::signing::{blocking, sign_with_active, signing_hop};
 use crate::audit::SideWrites;
 use crate::canonical::{Domain, canonical_bytes};
@@ -199,6 +200,11 @@ async fn issue_inner(
         raw,
         exists(&grant.grant_id),
     );
+    let kept = BodyRef {
+        tree: super::trees::GRANTS.into(),
+        key: grant.grant_id.clone(),
+        member: "grant".into(),
+    };
     Ok(Issued::with_body(
         StatusCode::CREATED,
         IssuedBody::Canonical(body),
@@ -210,7 +216,8 @@ async fn issue_inner(
             request_digest,
         },
         writes,
-    ))
+    )
+    .body_kept_in(kept))
 }
 
 /// The stored bytes of the [`GrantRecord`] of a grant not yet revoked, whose canonical JSON

@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
-use super::idempotency::{Begin, StoredResponse, request_digest};
+use super::idempotency::{Begin, BodyRef, StoredResponse, request_digest};
 use super::signing::commit;
 use super::tokens::{ApiRole, Principal};
 use crate::audit::SideWrites;
@@ -383,6 +383,9 @@ pub struct Issued {
     /// What the idempotency record stores instead of the response, when the response must
     /// not be stored (a created token's secret).
     replay: Option<(StatusCode, Vec<u8>)>,
+    /// The record of the same append whose member is the response body (see
+    /// [`crate::api::idempotency::BodyRef`]); the idempotency record then names it.
+    body_ref: Option<BodyRef>,
 }
 
 impl std::fmt::Debug for Issued {
@@ -441,7 +444,16 @@ impl Issued {
             writes,
             held: Vec::new(),
             replay: None,
+            body_ref: None,
         }
+    }
+
+    /// Names the record of `writes` whose member holds the response body, so the
+    /// idempotency record does not repeat it; the caller guarantees that member's canonical
+    /// JSON is exactly the body released.
+    pub fn body_kept_in(mut self, body_ref: BodyRef) -> Issued {
+        self.body_ref = Some(body_ref);
+        self
     }
 
     /// Stores `status` and `body` (JSON bytes) in the idempotency record instead
@@ -503,13 +515,19 @@ where
         mut writes,
         held,
         replay,
+        body_ref,
     } = run(digest_hex).await?;
     let bytes = body.into_bytes()?;
     if let Some(r) = &reservation {
-        let (s, b) = replay
-            .as_ref()
-            .map_or((status, bytes.as_slice()), |(s, b)| (*s, b.as_slice()));
-        r.record_write(&mut writes, s.as_u16(), b, clock.as_ref())?;
+        match (replay, body_ref) {
+            (Some((s, b)), _) => {
+                r.record_write(&mut writes, s.as_u16(), b.as_slice(), clock.as_ref())?
+            }
+            (None, Some(at)) => {
+                r.record_ref_write(&mut writes, status.as_u16(), at, clock.as_ref())?
+            }
+            (None, None) => r.record_write(&mut writes, status.as_u16(), &bytes, clock.as_ref())?,
+        }
     }
     commit(state, &actor, event, writes).await?;
     // The key (and whatever the handler holds) stays locked until the commit is durable.
