@@ -12,135 +12,48 @@
 //!   holding the same signed grant; none exists without the others), and no grant id ever
 //!   has a second entry.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod bin_support;
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bin_support::rng::Rng;
+use bin_support::{Server, bin, client_builder, post_idempotent, serve_on};
 use mpcp_pa::audit::{AuditLog, Entry};
 use mpcp_pa::canonical::canonical_bytes;
 use mpcp_pa::clock::SystemClock;
 use mpcp_pa::events::Event;
 use mpcp_pa::store::{Store, store_path};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
 const ROUNDS: usize = 22;
 const WORKERS: usize = 8;
 const TOKEN_NAME: &str = "crash-issuer";
 
-fn bin(data: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_mpcp-pa"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
+/// The client of every round: trusts the data dir's certificate, 30 s timeout.
 fn client(data: &Path) -> reqwest::Client {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(data.join("tls/cert.pem")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
+    client_builder(data)
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
 }
 
-/// A running `serve` child; killed with SIGKILL on drop.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `serve`, retrying while the previous process's store lock is still held.
-fn start(data: &Path) -> Server {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mpcp-pa"))
-            .arg("--data-dir")
-            .arg(data)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--issuer",
-                "pa.crash.test",
-                "--rate-per-token",
-                "0",
-                "--destruction-interval-minutes",
-                "0",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel::<String>();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            // Keeps draining so the child never blocks on a full pipe.
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let mut log = Vec::new();
-        while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
-            if let Some(addr) = line.split(" listening on ").nth(1) {
-                return Server {
-                    child,
-                    base: format!("https://{}", addr.trim()),
-                };
-            }
-            log.push(line);
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        let text = log.join("\n");
-        assert!(
-            Instant::now() < deadline && text.contains("STORE_ERROR"),
-            "serve did not start:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
+/// Starts `serve` (see [`serve_on`]); returns the server and its base URL.
+fn start(data: &Path) -> (Server, String) {
+    serve_on(
+        data,
+        &[
+            "--issuer",
+            "pa.crash.test",
+            "--rate-per-token",
+            "0",
+            "--destruction-interval-minutes",
+            "0",
+        ],
+    )
 }
 
 /// What the client knows about one key.
@@ -153,24 +66,15 @@ struct Sent {
 
 type Keys = Arc<Mutex<BTreeMap<String, Sent>>>;
 
+/// Issues `body` under `key` (see [`post_idempotent`]).
 async fn post(
-    client: &reqwest::Client,
+    http: &reqwest::Client,
     base: &str,
     token: &str,
     key: &str,
     body: &str,
 ) -> reqwest::Result<(u16, bool, Vec<u8>)> {
-    let r = client
-        .post(format!("{base}/v1/grants"))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .header("idempotency-key", key)
-        .body(body.to_string())
-        .send()
-        .await?;
-    let status = r.status().as_u16();
-    let replayed = r.headers().get("idempotent-replayed").is_some();
-    Ok((status, replayed, r.bytes().await?.to_vec()))
+    post_idempotent(http, base, token, key, "/v1/grants", body).await
 }
 
 /// Checks the store of the killed service: entries, grant records and idempotency records
@@ -285,24 +189,18 @@ async fn killed_service_never_signs_a_key_twice_and_loses_nothing_acknowledged()
     .unwrap()
     .trim()
     .to_string();
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    println!("seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_clock();
     let keys: Keys = Arc::new(Mutex::new(BTreeMap::new()));
     let mut previous_round: Vec<String> = Vec::new();
     let (mut lost_committed, mut lost_fresh, mut killed_in_flight) = (0, 0, 0);
     let mut policy_hash = String::new();
 
     for round in 0..=ROUNDS {
-        let server = start(data);
+        let (server, base) = start(data);
         let http = client(data);
         if round == 0 {
             let r = http
-                .post(format!("{}/v1/policies", server.base))
+                .post(format!("{base}/v1/policies"))
                 .bearer_auth(&token)
                 .header("content-type", "application/json")
                 .body(r#"{"version":"1.0"}"#)
@@ -322,9 +220,8 @@ async fn killed_service_never_signs_a_key_twice_and_loses_nothing_acknowledged()
         };
         for key in retry {
             let sent = keys.lock().unwrap()[&key].clone();
-            let (status, replayed, body) = post(&http, &server.base, &token, &key, &sent.body)
-                .await
-                .unwrap();
+            let (status, replayed, body) =
+                post(&http, &base, &token, &key, &sent.body).await.unwrap();
             assert_eq!(
                 status,
                 201,
@@ -357,7 +254,7 @@ async fn killed_service_never_signs_a_key_twice_and_loses_nothing_acknowledged()
         for w in 0..WORKERS {
             let (http, base, token, keys, stop, ph) = (
                 http.clone(),
-                server.base.clone(),
+                base.clone(),
                 token.clone(),
                 keys.clone(),
                 stop.clone(),
@@ -406,8 +303,8 @@ async fn killed_service_never_signs_a_key_twice_and_loses_nothing_acknowledged()
         }
         tokio::time::sleep(Duration::from_millis(30 + rng.next() % 270)).await;
         let mut server = server;
-        server.child.kill().unwrap(); // SIGKILL
-        server.child.wait().unwrap();
+        server.0.kill().unwrap(); // SIGKILL
+        server.0.wait().unwrap();
         stop.store(true, Ordering::SeqCst);
         for w in workers {
             previous_round.extend(w.await.unwrap());

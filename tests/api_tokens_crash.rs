@@ -26,16 +26,15 @@
 mod bin_support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bin_support::{Server, client};
+use bin_support::rng::Rng;
+use bin_support::{Server, bin, client, post_idempotent, serve_on};
 use mpcp_pa::api::tokens::TokenRecord;
 use mpcp_pa::audit::{AuditLog, Entry};
 use mpcp_pa::clock::SystemClock;
@@ -48,78 +47,12 @@ const ROUNDS: usize = 12;
 const WORKERS: usize = 2;
 const OFFICER: &str = "crash-officer";
 
-fn bin(data: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_mpcp-pa"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Starts `serve`, retrying while the previous process's store lock is still held; returns
-/// the server and its base URL.
+/// Starts `serve` (see [`serve_on`]); returns the server and its base URL.
 fn start(data: &Path) -> (Server, String) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mpcp-pa"))
-            .arg("--data-dir")
-            .arg(data)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--issuer",
-                "pa.tokens-crash.test",
-                "--rate-per-token",
-                "0",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel::<String>();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            // Keeps draining so the child never blocks on a full pipe.
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let server = Server(child);
-        let mut log = Vec::new();
-        while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
-            if let Some(addr) = line.split(" listening on ").nth(1) {
-                return (server, format!("https://{}", addr.trim()));
-            }
-            log.push(line);
-        }
-        drop(server);
-        let text = log.join("\n");
-        assert!(
-            Instant::now() < deadline && text.contains("STORE_ERROR"),
-            "serve did not start:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
+    serve_on(
+        data,
+        &["--issuer", "pa.tokens-crash.test", "--rate-per-token", "0"],
+    )
 }
 
 /// One request the client sent, under its own Idempotency-Key.
@@ -137,28 +70,6 @@ struct Sent {
 type Requests = Arc<Mutex<BTreeMap<String, Sent>>>;
 /// Secrets handed out by acknowledged creations.
 type Secrets = Arc<Mutex<Vec<String>>>;
-
-async fn post(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
-    key: &str,
-    path: &str,
-    body: &str,
-) -> reqwest::Result<(u16, bool, Vec<u8>)> {
-    let r = http
-        .post(format!("{base}{path}"))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .header("idempotency-key", key)
-        .body(body.to_string())
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await?;
-    let status = r.status().as_u16();
-    let replayed = r.headers().get("idempotent-replayed").is_some();
-    Ok((status, replayed, r.bytes().await?.to_vec()))
-}
 
 /// Status of an authenticated GET with `token` (a route the auditor role may call).
 async fn probe(http: &reqwest::Client, base: &str, token: &str) -> reqwest::Result<u16> {
@@ -427,7 +338,8 @@ async fn worker(
             },
         );
         mine.push(key.clone());
-        let Ok((status, replayed, bytes)) = post(&http, &base, &token, &key, &path, &body).await
+        let Ok((status, replayed, bytes)) =
+            post_idempotent(&http, &base, &token, &key, &path, &body).await
         else {
             break; // The service died with this request in flight.
         };
@@ -477,13 +389,7 @@ async fn killed_service_applies_each_token_change_once_with_its_entry() {
         .unwrap()
         .trim()
         .to_string();
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    println!("seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_clock();
     let sent: Requests = Arc::new(Mutex::new(BTreeMap::new()));
     let secrets: Secrets = Arc::new(Mutex::new(vec![token.clone()]));
     let mut previous_round: Vec<String> = Vec::new();
@@ -505,9 +411,10 @@ async fn killed_service_applies_each_token_change_once_with_its_entry() {
         let mut fresh = 0;
         for key in retry {
             let s = sent.lock().unwrap()[&key].clone();
-            let (status, replayed, body) = post(&http, &base, &token, &key, &s.path, &s.body)
-                .await
-                .unwrap();
+            let (status, replayed, body) =
+                post_idempotent(&http, &base, &token, &key, &s.path, &s.body)
+                    .await
+                    .unwrap();
             let what = format!("round {round}: retry of {key} {}", s.path);
             match (&s.acked, s.create) {
                 (Some(_), true) => assert_not_replayed(&what, status, replayed, &body, &s.name),

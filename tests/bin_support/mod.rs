@@ -1,13 +1,18 @@
 //! Shared helpers of the tests that drive the `mpcp-pa` binary as a server process: a child
-//! that is killed when the test ends, a clean SIGTERM stop, and an HTTPS client that trusts
-//! the development certificate of a data directory.
+//! that is killed when the test ends, a clean SIGTERM stop, `serve` started on a data
+//! directory (retrying while a killed predecessor still holds the store lock), an HTTPS
+//! client that trusts the development certificate of a data directory, and what the
+//! SIGKILL crash tests share (idempotent POSTs, a deterministic [`rng::Rng`]).
 
 #![allow(dead_code)]
 
+pub mod rng;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -46,6 +51,11 @@ impl Server {
 
 /// An HTTPS client trusting only the development certificate in `data/tls/cert.pem`.
 pub fn client(data: &Path) -> reqwest::Client {
+    client_builder(data).build().unwrap()
+}
+
+/// The builder of [`client`], for tests that add settings (a timeout).
+pub fn client_builder(data: &Path) -> reqwest::ClientBuilder {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(data.join("tls/cert.pem")).unwrap() {
         roots.add(c.unwrap()).unwrap();
@@ -57,10 +67,112 @@ pub fn client(data: &Path) -> reqwest::Client {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
-        .build()
-        .unwrap()
+    reqwest::Client::builder().tls_backend_preconfigured(config)
+}
+
+/// Runs `mpcp-pa --data-dir DATA ARGS` to completion and asserts that it succeeded.
+pub fn bin(data: &Path, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_mpcp-pa"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The command `mpcp-pa --data-dir DATA serve --listen 127.0.0.1:0 EXTRA`, stderr piped
+/// (the address is announced there) and stdout discarded.
+pub fn serve_command(data: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mpcp-pa"));
+    cmd.arg("--data-dir")
+        .arg(data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Spawns `serve` (see [`serve_command`]) and a thread that keeps draining its stderr, so
+/// the child never blocks on a full pipe; the lines arrive on the receiver.
+pub fn spawn_serve(data: &Path, extra: &[&str]) -> (Server, mpsc::Receiver<String>) {
+    let mut child = serve_command(data, extra).spawn().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    (Server(child), rx)
+}
+
+/// Waits (up to `wait` per line) for the "listening on" line; returns the announced address,
+/// or the lines seen before stderr closed or went quiet.
+pub fn announced(lines: &mpsc::Receiver<String>, wait: Duration) -> Result<String, Vec<String>> {
+    let mut seen = Vec::new();
+    while let Ok(line) = lines.recv_timeout(wait) {
+        if let Some(addr) = line.split(" listening on ").nth(1) {
+            return Ok(addr.trim().to_string());
+        }
+        seen.push(line);
+    }
+    Err(seen)
+}
+
+/// Starts `serve` on `data` with `extra` arguments, retrying (for up to 60 s) while the
+/// previous process's store lock is still held (a start that fails with `STORE_ERROR`);
+/// returns the server and its base URL (`https://ADDR`). Any other failure panics with what
+/// the service printed.
+pub fn serve_on(data: &Path, extra: &[&str]) -> (Server, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (server, lines) = spawn_serve(data, extra);
+        let log = match announced(&lines, Duration::from_secs(60)) {
+            Ok(addr) => return (server, format!("https://{addr}")),
+            Err(log) => log,
+        };
+        drop(server);
+        let text = log.join("\n");
+        assert!(
+            Instant::now() < deadline && text.contains("STORE_ERROR"),
+            "serve did not start:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// POSTs `body` (JSON) to `base` + `path` with a bearer token and an `Idempotency-Key`
+/// (30 s timeout); returns the status, whether the response was a replay
+/// (`Idempotent-Replayed`) and the body bytes. A transport error (the service died with the
+/// request in flight) is returned, not panicked on.
+pub async fn post_idempotent(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    key: &str,
+    path: &str,
+    body: &str,
+) -> reqwest::Result<(u16, bool, Vec<u8>)> {
+    let r = http
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(body.to_string())
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await?;
+    let status = r.status().as_u16();
+    let replayed = r.headers().get("idempotent-replayed").is_some();
+    Ok((status, replayed, r.bytes().await?.to_vec()))
 }
 
 /// Starts `mpcp-pa up` (with `extra` arguments) on `data` and returns the server, its address, stdout (the secret, if shown) and the
