@@ -10,12 +10,14 @@
 //! artifacts and for checkpoints (tests only); the HSM-backed signers plug in there.
 
 mod audit_support;
+#[path = "bin_support/rng.rs"]
+mod rng;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use mpcp_pa::audit::export::export;
 use mpcp_pa::audit::merkle::verify_consistency;
@@ -29,6 +31,7 @@ use mpcp_pa::signer::{DigestSigner, SoftwareSigner, sign_artifact};
 use mpcp_pa::store::{Store, store_path};
 
 use audit_support::*;
+use rng::Rng;
 
 const ENV_DIR: &str = "MPCP_AUDIT_CRASH_DIR";
 const ROUNDS: usize = 24;
@@ -116,27 +119,10 @@ fn crash_child() {
     }
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn audit_crash_kill_loop() {
     let dir = temp_dir("crash");
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    println!("seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_clock();
     let mut reported: Vec<(u64, String)> = Vec::new();
     let mut trusted: Option<String> = None;
     let mut rounds_with_progress = 0;
