@@ -2,13 +2,13 @@
 //! `serve` over TLS with the generated development certificate, SIGTERM drains and stops it,
 //! and the audit log holds startup, the requests' events and shutdown.
 
-use std::io::{BufRead, BufReader};
+mod bin_support;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
+use bin_support::{announced, client, spawn_serve};
 use serde_json::Value;
 
 fn bin(data: &Path, args: &[&str]) -> Output {
@@ -28,33 +28,6 @@ fn ok(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn client(data: &Path) -> reqwest::Client {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(data.join("tls/cert.pem")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
-        .build()
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,32 +71,8 @@ async fn serve_from_the_command_line() {
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("CONFIG_INVALID"));
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mpcp-pa"))
-        .arg("--data-dir")
-        .arg(data)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--issuer",
-            "pa.cli.test",
-        ])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let server = Server(child);
-    let mut addr = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.split(" listening on ").nth(1) {
-            addr = Some(rest.trim().to_string());
-            break;
-        }
-    }
-    let addr = addr.expect("server announced its address");
-    std::thread::spawn(move || for _ in lines {});
+    let (server, lines) = spawn_serve(data, &["--issuer", "pa.cli.test"]);
+    let addr = announced(&lines, Duration::from_secs(60)).expect("server announced its address");
     let base = format!("https://{addr}");
     let c = client(data);
 
