@@ -8,19 +8,19 @@
 //! from the audit key's public JWK and a signature check that does not use the appliance's
 //! note code.
 
+mod bin_support;
 mod note_check;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use bin_support::{client, serve_command};
 use ed25519_dalek::Signer as _;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 
 const ORIGIN: &str = "pa.serve.test/audit";
@@ -101,20 +101,9 @@ impl Drop for Server {
 
 impl Server {
     fn start(data: &Path, interval: &str) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mpcp-pa"))
-            .arg("--data-dir")
-            .arg(data)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--checkpoint-interval-seconds",
-                interval,
-            ])
+        let mut child = serve_command(data, &["--checkpoint-interval-seconds", interval])
             .env_remove("SOFTHSM2_CONF")
             .env_remove("MPCP_PA_ALGORITHM_POLICY")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -212,24 +201,6 @@ async fn read(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
     let body = r.bytes().await.unwrap();
     (status, serde_json::from_slice(&body).unwrap())
-}
-
-fn client(data: &Path) -> reqwest::Client {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(data.join("tls/cert.pem")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
-        .build()
-        .unwrap()
 }
 
 /// The stored checkpoint printed by `audit checkpoint`, verified under `public`.
