@@ -3,6 +3,7 @@
 //! loopback, the connection limit holds, and shutdown drains an in-flight request.
 
 mod api_common;
+mod bin_support;
 
 use std::process::Command;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use api_common::{Harness, client_tls};
 use base64::Engine as _;
+use bin_support::bin;
 use mpcp_pa::api::tls::pins;
 use mpcp_pa::api::{Limits, Transport, server};
 use rustls::pki_types::CertificateDer;
@@ -30,16 +32,7 @@ async fn served_certificate_matches_the_printed_pin() {
     let info = resp.extensions().get::<reqwest::tls::TlsInfo>().unwrap();
     let served = pin_of_cert(info.peer_certificate().unwrap());
 
-    let out = Command::new(env!("CARGO_BIN_EXE_mpcp-pa"))
-        .args(["pins", "--json", "--data-dir"])
-        .arg(h.dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = bin(h.dir.path(), &["pins", "--json"]);
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed["current"], served.as_str());
     let next = printed["next"].as_str().unwrap();
