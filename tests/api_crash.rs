@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bin_support::rng::Rng;
-use bin_support::{Server, bin, client_builder, post_idempotent, serve_on};
+use bin_support::{
+    Server, bin, client_builder, keys_to_retry, kill_round, post_idempotent, serve_on,
+};
 use mpcp_pa::audit::{AuditLog, Entry};
 use mpcp_pa::canonical::canonical_bytes;
 use mpcp_pa::clock::SystemClock;
@@ -213,11 +215,7 @@ async fn killed_service_never_signs_a_key_twice_and_loses_nothing_acknowledged()
         }
 
         // Retry every key the previous run was sent (the last round retries all of them).
-        let retry: Vec<String> = if round == ROUNDS {
-            keys.lock().unwrap().keys().cloned().collect()
-        } else {
-            std::mem::take(&mut previous_round)
-        };
+        let retry = keys_to_retry(&keys, &mut previous_round, round == ROUNDS);
         for key in retry {
             let sent = keys.lock().unwrap()[&key].clone();
             let (status, replayed, body) =
@@ -302,14 +300,7 @@ async fn killed_service_never_signs_a_key_twice_and_loses_nothing_acknowledged()
             }));
         }
         tokio::time::sleep(Duration::from_millis(30 + rng.next() % 270)).await;
-        let mut server = server;
-        server.0.kill().unwrap(); // SIGKILL
-        server.0.wait().unwrap();
-        stop.store(true, Ordering::SeqCst);
-        for w in workers {
-            previous_round.extend(w.await.unwrap());
-        }
-        drop(server);
+        previous_round.extend(kill_round(server, &stop, workers).await);
         let snapshot = keys.lock().unwrap().clone();
         killed_in_flight += previous_round
             .iter()

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bin_support::rng::Rng;
-use bin_support::{Server, bin, client, post_idempotent, serve_on};
+use bin_support::{Server, bin, client, keys_to_retry, kill_round, post_idempotent, serve_on};
 use mpcp_pa::audit::{AuditLog, Entry};
 use mpcp_pa::clock::SystemClock;
 use mpcp_pa::events::Event;
@@ -337,11 +337,7 @@ async fn killed_service_applies_each_key_change_once_with_its_entry_and_response
 
         // Retry every request of the previous run (the last round: every request ever sent).
         let last = round == ROUNDS;
-        let retry: Vec<String> = if last {
-            sent.lock().unwrap().keys().cloned().collect()
-        } else {
-            std::mem::take(&mut previous_round)
-        };
+        let retry = keys_to_retry(&sent, &mut previous_round, last);
         let mut fresh = 0;
         for key in retry {
             let s = sent.lock().unwrap()[&key].clone();
@@ -456,14 +452,7 @@ async fn killed_service_applies_each_key_change_once_with_its_entry_and_response
             }));
         }
         tokio::time::sleep(Duration::from_millis(50 + rng.next() % 400)).await;
-        let mut server = server;
-        server.0.kill().unwrap(); // SIGKILL
-        server.0.wait().unwrap();
-        stop.store(true, Ordering::SeqCst);
-        for w in workers {
-            previous_round.extend(w.await.unwrap());
-        }
-        drop(server);
+        previous_round.extend(kill_round(server, &stop, workers).await);
         let snapshot = sent.lock().unwrap().clone();
         changes_at_last_check = check_store(data, &snapshot, round);
     }

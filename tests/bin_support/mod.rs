@@ -8,10 +8,12 @@
 
 pub mod rng;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::CertificateDer;
@@ -47,6 +49,39 @@ impl Server {
         }
         panic!("server did not stop on SIGTERM");
     }
+}
+
+/// The keys a crash test retries after a restart: those sent in the run before the kill
+/// (taken from `previous`), or in the last round (`last`) every key ever sent.
+pub fn keys_to_retry<S>(
+    sent: &Mutex<BTreeMap<String, S>>,
+    previous: &mut Vec<String>,
+    last: bool,
+) -> Vec<String> {
+    if last {
+        sent.lock().unwrap().keys().cloned().collect()
+    } else {
+        std::mem::take(previous)
+    }
+}
+
+/// Ends a crash-test round: SIGKILLs `server` and reaps it, then tells the client tasks to
+/// `stop` and returns the keys they sent (in task order), requests in flight included.
+pub async fn kill_round(
+    server: Server,
+    stop: &AtomicBool,
+    workers: Vec<tokio::task::JoinHandle<Vec<String>>>,
+) -> Vec<String> {
+    let mut server = server;
+    server.0.kill().unwrap(); // SIGKILL
+    server.0.wait().unwrap();
+    stop.store(true, Ordering::SeqCst);
+    let mut sent = Vec::new();
+    for w in workers {
+        sent.extend(w.await.unwrap());
+    }
+    drop(server);
+    sent
 }
 
 /// An HTTPS client trusting only the development certificate in `data/tls/cert.pem`.
