@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use bin_support::{announced, client, spawn_serve};
+use bin_support::{announced, client, sigterm, spawn_serve};
 use serde_json::Value;
 
 fn bin(data: &Path, args: &[&str]) -> Output {
@@ -113,14 +113,7 @@ async fn serve_from_the_command_line() {
     let locked = bin(data, &["tokens", "list"]);
     assert_eq!(locked.status.code(), Some(1));
 
-    let pid = server.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&server.0);
     let mut server = server;
     let mut status = None;
     for _ in 0..100 {

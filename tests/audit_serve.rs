@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use bin_support::{client, serve_command};
+use bin_support::{client, serve_command, sigterm};
 use ed25519_dalek::Signer as _;
 use serde_json::Value;
 
@@ -174,14 +174,7 @@ impl Server {
 
     /// SIGTERM, then the exit status and everything the service printed.
     fn stop(mut self) -> (ExitStatus, String) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        sigterm(&self.child);
         let deadline = Instant::now() + Duration::from_secs(30);
         let status = loop {
             if let Some(s) = self.child.try_wait().unwrap() {

@@ -32,14 +32,7 @@ impl Drop for Server {
 impl Server {
     /// Sends SIGTERM and waits (up to 15 s) for a successful exit.
     pub fn stop(mut self) {
-        let pid = self.0.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        sigterm(&self.0);
         for _ in 0..150 {
             if let Some(s) = self.0.try_wait().unwrap() {
                 assert!(s.success(), "exit status {s}");
@@ -49,6 +42,19 @@ impl Server {
         }
         panic!("server did not stop on SIGTERM");
     }
+}
+
+/// Sends SIGTERM to `child` (the graceful stop the appliance drains on), asserting that
+/// `kill` succeeded; does not wait.
+pub fn sigterm(child: &Child) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
 }
 
 /// The keys a crash test retries after a restart: those sent in the run before the kill
