@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use bin_support::rng::Rng;
 use bin_support::{
-    Server, bin, client_builder, keys_to_retry, kill_round, post_idempotent, serve_on,
+    Recorded, Server, bin, client_builder, keys_to_retry, kill_round, resend, send_recorded,
+    serve_on,
 };
 use mpcp_pa::audit::{AuditLog, Entry};
 use mpcp_pa::canonical::canonical_bytes;
@@ -66,18 +67,16 @@ struct Sent {
     acked: Option<Vec<u8>>,
 }
 
-type Keys = Arc<Mutex<BTreeMap<String, Sent>>>;
-
-/// Issues `body` under `key` (see [`post_idempotent`]).
-async fn post(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
-    key: &str,
-    body: &str,
-) -> reqwest::Result<(u16, bool, Vec<u8>)> {
-    post_idempotent(http, base, token, key, "/v1/grants", body).await
+impl Recorded for Sent {
+    fn path(&self) -> &str {
+        "/v1/grants"
+    }
+    fn body(&self) -> &str {
+        &self.body
+    }
 }
+
+type Keys = Arc<Mutex<BTreeMap<String, Sent>>>;
 
 /// Checks the store of the killed service: entries, grant records and idempotency records
 /// match one to one, and everything acknowledged is there exactly as released.
@@ -217,9 +216,7 @@ async fn killed_service_never_signs_a_key_twice_and_loses_nothing_acknowledged()
         // Retry every key the previous run was sent (the last round retries all of them).
         let retry = keys_to_retry(&keys, &mut previous_round, round == ROUNDS);
         for key in retry {
-            let sent = keys.lock().unwrap()[&key].clone();
-            let (status, replayed, body) =
-                post(&http, &base, &token, &key, &sent.body).await.unwrap();
+            let (sent, status, replayed, body) = resend(&http, &base, &token, &keys, &key).await;
             assert_eq!(
                 status,
                 201,
@@ -276,24 +273,18 @@ async fn killed_service_never_signs_a_key_twice_and_loses_nothing_acknowledged()
                         "velocityLimit": {"maxPayments": 10, "windowSeconds": 3600}
                     })
                     .to_string();
-                    keys.lock().unwrap().insert(
-                        key.clone(),
-                        Sent {
-                            body: body.clone(),
-                            acked: None,
-                        },
-                    );
-                    mine.push(key.clone());
-                    match post(&http, &base, &token, &key, &body).await {
-                        Ok((201, false, bytes)) => {
+                    let request = Sent { body, acked: None };
+                    match send_recorded(&http, &base, &token, &keys, &mut mine, &key, request).await
+                    {
+                        Some((201, false, bytes)) => {
                             keys.lock().unwrap().get_mut(&key).unwrap().acked = Some(bytes);
                         }
-                        Ok((status, replayed, bytes)) => panic!(
+                        Some((status, replayed, bytes)) => panic!(
                             "{key}: {status} replayed={replayed} {}",
                             String::from_utf8_lossy(&bytes)
                         ),
                         // The service died with this request in flight.
-                        Err(_) => break,
+                        None => break,
                     }
                 }
                 mine

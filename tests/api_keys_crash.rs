@@ -28,7 +28,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bin_support::rng::Rng;
-use bin_support::{Server, bin, client, keys_to_retry, kill_round, post_idempotent, serve_on};
+use bin_support::{
+    Recorded, Server, bin, client, keys_to_retry, kill_round, resend, send_recorded, serve_on,
+};
 use mpcp_pa::audit::{AuditLog, Entry};
 use mpcp_pa::clock::SystemClock;
 use mpcp_pa::events::Event;
@@ -64,6 +66,15 @@ struct Sent {
     body: String,
     /// The response body, once one was received.
     acked: Option<Vec<u8>>,
+}
+
+impl Recorded for Sent {
+    fn path(&self) -> &str {
+        &self.path
+    }
+    fn body(&self) -> &str {
+        &self.body
+    }
 }
 
 type Requests = Arc<Mutex<BTreeMap<String, Sent>>>;
@@ -340,11 +351,7 @@ async fn killed_service_applies_each_key_change_once_with_its_entry_and_response
         let retry = keys_to_retry(&sent, &mut previous_round, last);
         let mut fresh = 0;
         for key in retry {
-            let s = sent.lock().unwrap()[&key].clone();
-            let (status, replayed, body) =
-                post_idempotent(&http, &base, &token, &key, &s.path, &s.body)
-                    .await
-                    .unwrap();
+            let (s, status, replayed, body) = resend(&http, &base, &token, &sent, &key).await;
             assert_eq!(
                 status,
                 200,
@@ -420,18 +427,14 @@ async fn killed_service_applies_each_key_change_once_with_its_entry_and_response
                     } else {
                         (format!("/v1/keys/{role}/rotate"), json!({}))
                     };
-                    let body = body.to_string();
-                    sent.lock().unwrap().insert(
-                        key.clone(),
-                        Sent {
-                            path: path.clone(),
-                            body: body.clone(),
-                            acked: None,
-                        },
-                    );
-                    mine.push(key.clone());
-                    match post_idempotent(&http, &base, &token, &key, &path, &body).await {
-                        Ok((200, false, bytes)) => {
+                    let request = Sent {
+                        path: path.clone(),
+                        body: body.to_string(),
+                        acked: None,
+                    };
+                    match send_recorded(&http, &base, &token, &sent, &mut mine, &key, request).await
+                    {
+                        Some((200, false, bytes)) => {
                             let v: Value = serde_json::from_slice(&bytes).unwrap();
                             if path.ends_with("/rotate") {
                                 revoke.extend(v["retired"]["kid"].as_str().map(String::from));
@@ -440,12 +443,12 @@ async fn killed_service_applies_each_key_change_once_with_its_entry_and_response
                             }
                             sent.lock().unwrap().get_mut(&key).unwrap().acked = Some(bytes);
                         }
-                        Ok((status, replayed, bytes)) => panic!(
+                        Some((status, replayed, bytes)) => panic!(
                             "{key} {path}: {status} replayed={replayed} {}",
                             String::from_utf8_lossy(&bytes)
                         ),
                         // The service died with this request in flight.
-                        Err(_) => break,
+                        None => break,
                     }
                 }
                 mine

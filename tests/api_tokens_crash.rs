@@ -34,7 +34,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bin_support::rng::Rng;
-use bin_support::{Server, bin, client, keys_to_retry, kill_round, post_idempotent, serve_on};
+use bin_support::{
+    Recorded, Server, bin, client, keys_to_retry, kill_round, resend, send_recorded, serve_on,
+};
 use mpcp_pa::api::tokens::TokenRecord;
 use mpcp_pa::audit::{AuditLog, Entry};
 use mpcp_pa::clock::SystemClock;
@@ -65,6 +67,15 @@ struct Sent {
     body: String,
     /// The first response received (status, body).
     acked: Option<(u16, Vec<u8>)>,
+}
+
+impl Recorded for Sent {
+    fn path(&self) -> &str {
+        &self.path
+    }
+    fn body(&self) -> &str {
+        &self.body
+    }
 }
 
 type Requests = Arc<Mutex<BTreeMap<String, Sent>>>;
@@ -327,19 +338,15 @@ async fn worker(
         } else {
             (format!("/v1/tokens/{name}/revoke"), "{}".to_string())
         };
-        sent.lock().unwrap().insert(
-            key.clone(),
-            Sent {
-                name: name.clone(),
-                create,
-                path: path.clone(),
-                body: body.clone(),
-                acked: None,
-            },
-        );
-        mine.push(key.clone());
-        let Ok((status, replayed, bytes)) =
-            post_idempotent(&http, &base, &token, &key, &path, &body).await
+        let request = Sent {
+            name: name.clone(),
+            create,
+            path: path.clone(),
+            body,
+            acked: None,
+        };
+        let Some((status, replayed, bytes)) =
+            send_recorded(&http, &base, &token, &sent, &mut mine, &key, request).await
         else {
             break; // The service died with this request in flight.
         };
@@ -406,11 +413,7 @@ async fn killed_service_applies_each_token_change_once_with_its_entry() {
         let retry = keys_to_retry(&sent, &mut previous_round, last);
         let mut fresh = 0;
         for key in retry {
-            let s = sent.lock().unwrap()[&key].clone();
-            let (status, replayed, body) =
-                post_idempotent(&http, &base, &token, &key, &s.path, &s.body)
-                    .await
-                    .unwrap();
+            let (s, status, replayed, body) = resend(&http, &base, &token, &sent, &key).await;
             let what = format!("round {round}: retry of {key} {}", s.path);
             match (&s.acked, s.create) {
                 (Some(_), true) => assert_not_replayed(&what, status, replayed, &body, &s.name),

@@ -57,6 +57,53 @@ pub fn sigterm(child: &Child) {
     );
 }
 
+/// A request a crash test sends under its own `Idempotency-Key`, as the client records it
+/// (with whatever else the test needs to check it, such as its first response).
+pub trait Recorded: Clone {
+    /// The path it is POSTed to.
+    fn path(&self) -> &str;
+    /// Its JSON body.
+    fn body(&self) -> &str;
+}
+
+/// Records `request` under `key` in `sent` and `mine` before POSTing it (see
+/// [`post_idempotent`]), so that a kill with the request in flight still leaves it to
+/// retry. `None`: the service died with the request in flight.
+#[allow(clippy::too_many_arguments)]
+pub async fn send_recorded<S: Recorded>(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    sent: &Mutex<BTreeMap<String, S>>,
+    mine: &mut Vec<String>,
+    key: &str,
+    request: S,
+) -> Option<(u16, bool, Vec<u8>)> {
+    let (path, body) = (request.path().to_string(), request.body().to_string());
+    sent.lock().unwrap().insert(key.to_string(), request);
+    mine.push(key.to_string());
+    post_idempotent(http, base, token, key, &path, &body)
+        .await
+        .ok()
+}
+
+/// Sends the request recorded under `key` again (after a restart, the service is up: a
+/// transport error panics); returns the record as it was before and the response (status,
+/// replayed, body).
+pub async fn resend<S: Recorded>(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    sent: &Mutex<BTreeMap<String, S>>,
+    key: &str,
+) -> (S, u16, bool, Vec<u8>) {
+    let s = sent.lock().unwrap()[key].clone();
+    let (status, replayed, body) = post_idempotent(http, base, token, key, s.path(), s.body())
+        .await
+        .unwrap();
+    (s, status, replayed, body)
+}
+
 /// The keys a crash test retries after a restart: those sent in the run before the kill
 /// (taken from `previous`), or in the last round (`last`) every key ever sent.
 pub fn keys_to_retry<S>(
