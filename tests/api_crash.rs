@@ -68,11 +68,8 @@ struct Sent {
 }
 
 impl Recorded for Sent {
-    fn path(&self) -> &str {
-        "/v1/grants"
-    }
-    fn body(&self) -> &str {
-        &self.body
+    fn request(&self) -> (&str, &str) {
+        ("/v1/grants", &self.body)
     }
 }
 

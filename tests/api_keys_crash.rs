@@ -69,11 +69,8 @@ struct Sent {
 }
 
 impl Recorded for Sent {
-    fn path(&self) -> &str {
-        &self.path
-    }
-    fn body(&self) -> &str {
-        &self.body
+    fn request(&self) -> (&str, &str) {
+        (&self.path, &self.body)
     }
 }
 

@@ -60,10 +60,8 @@ pub fn sigterm(child: &Child) {
 /// A request a crash test sends under its own `Idempotency-Key`, as the client records it
 /// (with whatever else the test needs to check it, such as its first response).
 pub trait Recorded: Clone {
-    /// The path it is POSTed to.
-    fn path(&self) -> &str;
-    /// Its JSON body.
-    fn body(&self) -> &str;
+    /// The path it is POSTed to and its JSON body.
+    fn request(&self) -> (&str, &str);
 }
 
 /// Records `request` under `key` in `sent` and `mine` before POSTing it (see
@@ -79,7 +77,8 @@ pub async fn send_recorded<S: Recorded>(
     key: &str,
     request: S,
 ) -> Option<(u16, bool, Vec<u8>)> {
-    let (path, body) = (request.path().to_string(), request.body().to_string());
+    let (path, body) = request.request();
+    let (path, body) = (path.to_string(), body.to_string());
     sent.lock().unwrap().insert(key.to_string(), request);
     mine.push(key.to_string());
     post_idempotent(http, base, token, key, &path, &body)
@@ -98,7 +97,8 @@ pub async fn resend<S: Recorded>(
     key: &str,
 ) -> (S, u16, bool, Vec<u8>) {
     let s = sent.lock().unwrap()[key].clone();
-    let (status, replayed, body) = post_idempotent(http, base, token, key, s.path(), s.body())
+    let (path, body) = s.request();
+    let (status, replayed, body) = post_idempotent(http, base, token, key, path, body)
         .await
         .unwrap();
     (s, status, replayed, body)
