@@ -896,14 +896,11 @@ impl KeyRegistry {
     }
 }
 
-impl ActiveKeys for KeyRegistry {
-    fn active_signer(&self, role: KeyRole) -> Result<Arc<dyn DigestSigner>> {
-        let kid = self.active_kid(role)?.ok_or_else(|| {
-            Error::new(
-                ErrorCode::KeyNotFound,
-                format!("role {role} has no active key"),
-            )
-        })?;
+impl KeyRegistry {
+    /// The record of `role`'s active key, checked to be active for that role and allowed to
+    /// sign now by the algorithm policy; `missing` is the error when the role has none.
+    fn signing_record(&self, role: KeyRole, missing: impl FnOnce() -> Error) -> Result<KeyRecord> {
+        let kid = self.active_kid(role)?.ok_or_else(missing)?;
         let rec = self.get(&kid)?;
         if rec.state != KeyState::Active || rec.role != role {
             return Err(Error::new(
@@ -915,6 +912,19 @@ impl ActiveKeys for KeyRegistry {
             ));
         }
         self.policy.check_signing(role, rec.alg, self.clock.now())?;
+        Ok(rec)
+    }
+}
+
+impl ActiveKeys for KeyRegistry {
+    fn active_signer(&self, role: KeyRole) -> Result<Arc<dyn DigestSigner>> {
+        let rec = self.signing_record(role, || {
+            Error::new(
+                ErrorCode::KeyNotFound,
+                format!("role {role} has no active key"),
+            )
+        })?;
+        let kid = rec.kid.clone();
         let inner = {
             let mut cache = self.signers.lock().unwrap_or_else(|p| p.into_inner());
             match cache.get(&role) {

@@ -15,33 +15,23 @@ use crate::audit::NoteSigner;
 use crate::clock::Clock;
 use crate::crypto::PublicKey;
 use crate::error::{Error, ErrorCode, Result};
-use crate::keys::record::{KeyRecord, KeyState};
+use crate::keys::record::KeyRecord;
 use crate::keys::{CheckpointKeys, KeyRole};
 use crate::store::store_error;
 
 impl CheckpointKeys for KeyRegistry {
     fn checkpoint_signer(&self, origin: &str) -> Result<Arc<dyn NoteSigner>> {
         let role = KeyRole::Audit;
-        let kid = self.active_kid(role)?.ok_or_else(|| {
+        // EdDSA only (the policy loader refuses anything else for this role), and not
+        // deprecated now.
+        let rec = self.signing_record(role, || {
             Error::new(
                 ErrorCode::AuditKeyMissing,
                 "the audit role has no active key, so no audit checkpoint can be signed; \
                  generate and activate one (`mpcp-pa keys rotate --role audit --alg EdDSA`)",
             )
         })?;
-        let rec = self.get(&kid)?;
-        if rec.state != KeyState::Active || rec.role != role {
-            return Err(Error::new(
-                ErrorCode::StoreError,
-                format!(
-                    "registry inconsistent: {kid} is the active key of {role} but is {}",
-                    rec.state
-                ),
-            ));
-        }
-        // EdDSA only (the policy loader refuses anything else for this role), and not
-        // deprecated now.
-        self.policy.check_signing(role, rec.alg, self.clock.now())?;
+        let kid = rec.kid.clone();
         let registered = match rec.public_key()? {
             PublicKey::Ed25519(vk) => vk.to_bytes(),
             other => {
