@@ -219,25 +219,30 @@ impl Clients {
     }
 }
 
-/// `clients` concurrent clients (tasks on the client runtime `rt`) issuing grants for
-/// `secs`; latencies appended to `lat`.
-async fn e2e_slice(
+/// `clients` concurrent clients (tasks on the client runtime `rt`), each sending
+/// `request` in a loop for `secs`; the latencies of requests completed inside the window are
+/// appended to `lat`.
+async fn timed_slice<F, Fut>(
     rt: &tokio::runtime::Handle,
-    c: &Arc<Clients>,
     clients: usize,
     secs: f64,
     lat: &Arc<Mutex<Vec<Duration>>>,
-) -> Slice {
+    request: F,
+) -> Slice
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Duration> + Send,
+{
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let cpu0 = cpu_seconds();
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
-            let (c, lat) = (c.clone(), lat.clone());
+            let (request, lat) = (request.clone(), lat.clone());
             rt.spawn(async move {
                 let mut mine = Vec::new();
                 while Instant::now() < deadline {
-                    let d = c.issue().await;
+                    let d = request().await;
                     // Only requests that completed inside the window count.
                     if Instant::now() <= deadline {
                         mine.push(d);
@@ -265,6 +270,22 @@ async fn e2e_slice(
     }
 }
 
+/// `clients` concurrent clients issuing grants for `secs`; latencies appended to `lat`.
+async fn e2e_slice(
+    rt: &tokio::runtime::Handle,
+    c: &Arc<Clients>,
+    clients: usize,
+    secs: f64,
+    lat: &Arc<Mutex<Vec<Duration>>>,
+) -> Slice {
+    let c = c.clone();
+    timed_slice(rt, clients, secs, lat, move || {
+        let c = c.clone();
+        async move { c.issue().await }
+    })
+    .await
+}
+
 /// The HTTPS floor: `clients` concurrent clients sending `GET /healthz` (no auth, no store,
 /// no HSM: TLS, HTTP and routing only) for `secs`, through the same client as e2e.
 async fn floor_slice(
@@ -274,36 +295,19 @@ async fn floor_slice(
     clients: usize,
     secs: f64,
 ) -> Slice {
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs_f64(secs);
-    let cpu0 = cpu_seconds();
-    let tasks: Vec<_> = (0..clients)
-        .map(|_| {
-            let (client, url) = (client.clone(), url.to_string());
-            rt.spawn(async move {
-                let mut n = 0u64;
-                while Instant::now() < deadline {
-                    let r = client.get(&url).send().await.expect("request");
-                    assert_eq!(r.status(), 200);
-                    r.bytes().await.expect("response body");
-                    n += 1;
-                }
-                n
-            })
-        })
-        .collect();
-    let mut ops = 0;
-    for t in tasks {
-        ops += t.await.unwrap();
-    }
-    let wall = start.elapsed().as_secs_f64();
-    let cpu1 = cpu_seconds();
-    Slice {
-        ops,
-        wall,
-        cpu: cpu1.0 - cpu0.0,
-        client_cpu: cpu1.1 - cpu0.1,
-    }
+    let (client, url) = (client.clone(), url.to_string());
+    let lat = Arc::new(Mutex::new(Vec::new()));
+    timed_slice(rt, clients, secs, &lat, move || {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let t = Instant::now();
+            let r = client.get(&url).send().await.expect("request");
+            assert_eq!(r.status(), 200);
+            r.bytes().await.expect("response body");
+            t.elapsed()
+        }
+    })
+    .await
 }
 
 /// µs of CPU (this thread) per signature check with `alg`: the self-check every signature
