@@ -6,12 +6,12 @@
 //! `GET /v1/destination-allowlists/{allowlistId}` serves the latest version.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value};
 
 use super::public::cacheable;
-use super::{ApiPath, Issued, get_json, issue_idempotent};
+use super::{ApiPath, IdempotentRequest, Issued, get_json, issue_idempotent};
 use crate::api::AppState;
 use crate::api::auth::{Auth, Issuer};
 use crate::api::body::{StrictJson, closed_object, required_str};
@@ -30,9 +30,7 @@ use crate::store::store_error;
 pub async fn issue(
     State(state): State<AppState>,
     auth: Auth<Issuer>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    request: IdempotentRequest,
     StrictJson(body): StrictJson,
 ) -> ApiResult<Response> {
     let st = state.clone();
@@ -41,9 +39,7 @@ pub async fn issue(
     issue_idempotent(
         &state,
         &auth.principal,
-        &headers,
-        &method,
-        uri.path(),
+        &request,
         &body,
         |digest| async move { issue_inner(&st, b, digest, actor).await },
     )

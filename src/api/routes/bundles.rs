@@ -11,13 +11,13 @@
 //! every given filter, newest first.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::public::cacheable;
-use super::{ApiQuery, Issued, issue_idempotent, random_id, refuse_pa_members};
+use super::{ApiQuery, IdempotentRequest, Issued, issue_idempotent, random_id, refuse_pa_members};
 use crate::api::AppState;
 use crate::api::auth::{Auth, SecurityOfficer};
 use crate::api::body::StrictJson;
@@ -45,9 +45,7 @@ const PA_MEMBERS: [&str; 5] = [
 pub async fn issue(
     State(state): State<AppState>,
     auth: Auth<SecurityOfficer>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    request: IdempotentRequest,
     StrictJson(body): StrictJson,
 ) -> ApiResult<Response> {
     let st = state.clone();
@@ -56,9 +54,7 @@ pub async fn issue(
     issue_idempotent(
         &state,
         &auth.principal,
-        &headers,
-        &method,
-        uri.path(),
+        &request,
         &body,
         |digest| async move { issue_inner(&st, b, digest, actor).await },
     )

@@ -13,14 +13,14 @@
 //! later trust bundles list the grant in `revokedGrantIds`.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{
-    ApiPath, Issued, IssuedBody, get_json, issue_idempotent, json_response, random_id,
-    refuse_pa_members,
+    ApiPath, IdempotentRequest, Issued, IssuedBody, get_json, issue_idempotent, json_response,
+    random_id, refuse_pa_members,
 };
 use crate::api::AppState;
 use crate::api::auth::{Auth, Issuer};
@@ -58,9 +58,7 @@ const PA_MEMBERS: [&str; 4] = ["issuer", "issuerKeyId", "issuedAt", "signature"]
 pub async fn issue(
     State(state): State<AppState>,
     auth: Auth<Issuer>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    request: IdempotentRequest,
     StrictJson(body): StrictJson,
 ) -> ApiResult<Response> {
     let st = state.clone();
@@ -69,9 +67,7 @@ pub async fn issue(
     issue_idempotent(
         &state,
         &auth.principal,
-        &headers,
-        &method,
-        uri.path(),
+        &request,
         &body,
         |digest| async move { issue_inner(&st, b, digest, actor).await },
     )
@@ -287,9 +283,7 @@ pub async fn revoke(
     State(state): State<AppState>,
     auth: Auth<Issuer>,
     ApiPath(grant_id): ApiPath<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    request: IdempotentRequest,
     StrictJson(body): StrictJson,
 ) -> ApiResult<Response> {
     let obj = closed_object(&body, &["reason"])?;
@@ -300,9 +294,7 @@ pub async fn revoke(
     issue_idempotent(
         &state,
         &auth.principal,
-        &headers,
-        &method,
-        uri.path(),
+        &request,
         &body,
         |_digest| async move {
             let (s, id) = (st.clone(), grant_id.clone());

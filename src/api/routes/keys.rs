@@ -19,11 +19,11 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{ApiPath, Issued, issue_idempotent, json_response};
+use super::{ApiPath, IdempotentRequest, Issued, issue_idempotent, json_response};
 use crate::api::AppState;
 use crate::api::auth::{Auth, SecurityOfficer};
 use crate::api::body::{OptionalStrictJson, StrictJson, closed_object, optional_str, required_str};
@@ -64,9 +64,7 @@ pub async fn rotate(
     State(state): State<AppState>,
     auth: Auth<SecurityOfficer>,
     ApiPath(role): ApiPath<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    request: IdempotentRequest,
     OptionalStrictJson(body): OptionalStrictJson,
 ) -> ApiResult<Response> {
     let obj = closed_object(&body, &["kid", "alg"])?;
@@ -77,24 +75,16 @@ pub async fn rotate(
         .map(|a| Alg::parse(a).map_err(|e| e.within("alg")))
         .transpose()?;
     let (reg, actor) = (state.registry().clone(), auth.actor());
-    issue_idempotent(
-        &state,
-        &auth.principal,
-        &headers,
-        &method,
-        uri.path(),
-        &body,
-        |_| async move {
-            let p = blocking(move || reg.prepare_rotate(&actor, role, kid.as_deref(), alg)).await?;
-            issued(p, |r| {
-                Ok(json!({
-                    "activated": record_json(&r.activated)?,
-                    "retired": r.retired.as_ref().map(record_json).transpose()?,
-                    "generated": r.generated,
-                }))
-            })
-        },
-    )
+    issue_idempotent(&state, &auth.principal, &request, &body, |_| async move {
+        let p = blocking(move || reg.prepare_rotate(&actor, role, kid.as_deref(), alg)).await?;
+        issued(p, |r| {
+            Ok(json!({
+                "activated": record_json(&r.activated)?,
+                "retired": r.retired.as_ref().map(record_json).transpose()?,
+                "generated": r.generated,
+            }))
+        })
+    })
     .await
 }
 
@@ -103,26 +93,16 @@ pub async fn revoke(
     State(state): State<AppState>,
     auth: Auth<SecurityOfficer>,
     ApiPath(kid): ApiPath<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    request: IdempotentRequest,
     StrictJson(body): StrictJson,
 ) -> ApiResult<Response> {
     let obj = closed_object(&body, &["reason"])?;
     let reason = required_str(obj, "reason")?.to_string();
     let (reg, actor) = (state.registry().clone(), auth.actor());
-    issue_idempotent(
-        &state,
-        &auth.principal,
-        &headers,
-        &method,
-        uri.path(),
-        &body,
-        |_| async move {
-            let p = blocking(move || reg.prepare_revoke(&actor, &kid, &reason)).await?;
-            issued(p, |r| Ok(json!({"key": record_json(r)?})))
-        },
-    )
+    issue_idempotent(&state, &auth.principal, &request, &body, |_| async move {
+        let p = blocking(move || reg.prepare_revoke(&actor, &kid, &reason)).await?;
+        issued(p, |r| Ok(json!({"key": record_json(r)?})))
+    })
     .await
 }
 
@@ -131,9 +111,7 @@ pub async fn destroy(
     State(state): State<AppState>,
     auth: Auth<SecurityOfficer>,
     ApiPath(kid): ApiPath<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    request: IdempotentRequest,
     OptionalStrictJson(body): OptionalStrictJson,
 ) -> ApiResult<Response> {
     let obj = closed_object(&body, &["waitDays"])?;
@@ -161,17 +139,9 @@ pub async fn destroy(
         .into());
     }
     let (reg, actor) = (state.registry().clone(), auth.actor());
-    issue_idempotent(
-        &state,
-        &auth.principal,
-        &headers,
-        &method,
-        uri.path(),
-        &body,
-        |_| async move {
-            let p = blocking(move || reg.prepare_schedule_destroy(&actor, &kid, wait)).await?;
-            issued(p, |r| Ok(json!({"key": record_json(r)?})))
-        },
-    )
+    issue_idempotent(&state, &auth.principal, &request, &body, |_| async move {
+        let p = blocking(move || reg.prepare_schedule_destroy(&actor, &kid, wait)).await?;
+        issued(p, |r| Ok(json!({"key": record_json(r)?})))
+    })
     .await
 }

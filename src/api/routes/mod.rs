@@ -343,6 +343,28 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiQuery<T> {
     }
 }
 
+/// What [`issue_idempotent`] needs of a request besides its body: the method and path
+/// (digested with the body) and the `Idempotency-Key` header, checked only when used so that
+/// a route's own input checks come first. Never rejects.
+#[derive(Debug)]
+pub struct IdempotentRequest {
+    method: Method,
+    path: String,
+    headers: HeaderMap,
+}
+
+impl FromRequestParts<AppState> for IdempotentRequest {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, ApiError> {
+        Ok(IdempotentRequest {
+            method: parts.method.clone(),
+            path: parts.uri.path().to_string(),
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
 /// The `Idempotency-Key` header, if present.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>> {
     match headers.get("idempotency-key") {
@@ -483,9 +505,7 @@ impl Issued {
 pub async fn issue_idempotent<F, Fut>(
     state: &AppState,
     who: &Principal,
-    headers: &HeaderMap,
-    method: &Method,
-    path: &str,
+    request: &IdempotentRequest,
     body: &Value,
     run: F,
 ) -> ApiResult<Response>
@@ -493,10 +513,10 @@ where
     F: FnOnce(String) -> Fut,
     Fut: Future<Output = Result<Issued>>,
 {
-    let digest = request_digest(method.as_str(), path, body)?;
+    let digest = request_digest(request.method.as_str(), &request.path, body)?;
     let digest_hex = hex::encode(digest);
     let clock = state.clock().clone();
-    let reservation = match idempotency_key(headers)? {
+    let reservation = match idempotency_key(&request.headers)? {
         None => None,
         Some(key) => match state
             .idempotency()

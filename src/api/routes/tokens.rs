@@ -18,11 +18,11 @@
 //! revokes that token and creates another.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{ApiPath, Issued, issue_idempotent, json_response};
+use super::{ApiPath, IdempotentRequest, Issued, issue_idempotent, json_response};
 use crate::api::AppState;
 use crate::api::auth::{Auth, SecurityOfficer};
 use crate::api::body::{OptionalStrictJson, StrictJson, closed_object, required_str};
@@ -70,9 +70,7 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     auth: Auth<SecurityOfficer>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    request: IdempotentRequest,
     StrictJson(body): StrictJson,
 ) -> ApiResult<Response> {
     let obj = closed_object(&body, &["name", "role"])?;
@@ -80,29 +78,21 @@ pub async fn create(
     let role = ApiRole::parse(required_str(obj, "role")?)
         .map_err(|e| Error::field(ErrorCode::SchemaInvalid, "role", e.message))?;
     let (tokens, clock, actor) = (state.tokens().clone(), state.clock().clone(), auth.actor());
-    issue_idempotent(
-        &state,
-        &auth.principal,
-        &headers,
-        &method,
-        uri.path(),
-        &body,
-        |_| async move {
-            let c = blocking(move || tokens.prepare_create(&name, role, &actor, clock.as_ref()))
-                .await?;
-            let t = &c.outcome;
-            let replay = error_body(&secret_not_replayed(t));
-            let response = json!({
-                "name": t.name,
-                "role": t.role.as_str(),
-                "token": t.secret.as_str(),
-            });
-            Ok(
-                Issued::new(StatusCode::CREATED, response, c.actor, c.event, c.writes)
-                    .replaying(StatusCode::CONFLICT, replay),
-            )
-        },
-    )
+    issue_idempotent(&state, &auth.principal, &request, &body, |_| async move {
+        let c =
+            blocking(move || tokens.prepare_create(&name, role, &actor, clock.as_ref())).await?;
+        let t = &c.outcome;
+        let replay = error_body(&secret_not_replayed(t));
+        let response = json!({
+            "name": t.name,
+            "role": t.role.as_str(),
+            "token": t.secret.as_str(),
+        });
+        Ok(
+            Issued::new(StatusCode::CREATED, response, c.actor, c.event, c.writes)
+                .replaying(StatusCode::CONFLICT, replay),
+        )
+    })
     .await
 }
 
@@ -111,31 +101,21 @@ pub async fn revoke(
     State(state): State<AppState>,
     auth: Auth<SecurityOfficer>,
     ApiPath(name): ApiPath<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    request: IdempotentRequest,
     OptionalStrictJson(body): OptionalStrictJson,
 ) -> ApiResult<Response> {
     closed_object(&body, &[])?;
     let (tokens, clock, actor) = (state.tokens().clone(), state.clock().clone(), auth.actor());
-    issue_idempotent(
-        &state,
-        &auth.principal,
-        &headers,
-        &method,
-        uri.path(),
-        &body,
-        |_| async move {
-            let c = blocking(move || tokens.prepare_revoke(&name, &actor, clock.as_ref())).await?;
-            let response = json!({"token": public_view(&c.outcome)});
-            Ok(Issued::new(
-                StatusCode::OK,
-                response,
-                c.actor,
-                c.event,
-                c.writes,
-            ))
-        },
-    )
+    issue_idempotent(&state, &auth.principal, &request, &body, |_| async move {
+        let c = blocking(move || tokens.prepare_revoke(&name, &actor, clock.as_ref())).await?;
+        let response = json!({"token": public_view(&c.outcome)});
+        Ok(Issued::new(
+            StatusCode::OK,
+            response,
+            c.actor,
+            c.event,
+            c.writes,
+        ))
+    })
     .await
 }
