@@ -32,25 +32,23 @@
 #[path = "../tests/api_common/mod.rs"]
 mod api_common;
 
+#[path = "raw_token/mod.rs"]
+mod raw_token;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use api_common::Harness;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::Mechanism;
-use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
-use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
+use cryptoki::context::Pkcs11;
 use cryptoki::session::Session;
 use cryptoki::slot::Slot;
 use mpcp_pa::algorithms::{AlgorithmPolicy, BUILTIN_POLICY_TOML};
 use mpcp_pa::api::Limits;
 use mpcp_pa::api::tokens::ApiRole;
-use mpcp_pa::crypto::{Alg, ecdsa_prehash};
+use mpcp_pa::crypto::Alg;
 use mpcp_pa::events::Actor;
 use mpcp_pa::hsm::config::DEFAULT_POOL_SIZE;
-use mpcp_pa::hsm::dev::SOFTHSM2_MODULE;
 use mpcp_pa::keys::KeyRole;
 use mpcp_pa::signer::{DigestSigner, SoftwareSigner};
 use serde_json::json;
@@ -89,13 +87,6 @@ fn cpu_seconds() -> (f64, f64) {
     (all as f64 / 1e9, client as f64 / 1e9)
 }
 
-fn mechanism(alg: Alg) -> Mechanism<'static> {
-    match alg {
-        Alg::EdDSA => Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
-        _ => Mechanism::Ecdsa,
-    }
-}
-
 /// A slice's result: operations, wall seconds, CPU seconds (all, of which the client's).
 #[derive(Clone, Copy, Default)]
 struct Slice {
@@ -120,10 +111,7 @@ fn raw_slice(
     sessions: usize,
     secs: f64,
 ) -> Slice {
-    let message: Arc<Vec<u8>> = Arc::new(match alg {
-        Alg::EdDSA => [0x42u8; 32].to_vec(),
-        _ => ecdsa_prehash(&[0x42u8; 32]).to_vec(),
-    });
+    let message = Arc::new(raw_token::token_input(alg, &[0x42u8; 32]));
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let barrier = Arc::new(Barrier::new(sessions + 1));
@@ -132,12 +120,7 @@ fn raw_slice(
             // Its own read-write session (like the pool's), opened before timing; the
             // token is logged in (login is per token and process).
             let session: Session = p11.open_rw_session(slot).unwrap();
-            let key: ObjectHandle = session
-                .find_objects(&[
-                    Attribute::Class(ObjectClass::PRIVATE_KEY),
-                    Attribute::Id(object_id.to_vec()),
-                ])
-                .unwrap()[0];
+            let key = raw_token::find_private(&session, object_id);
             let (stop, count, barrier, message) = (
                 stop.clone(),
                 count.clone(),
@@ -145,12 +128,12 @@ fn raw_slice(
                 message.clone(),
             );
             std::thread::spawn(move || {
-                let mech = mechanism(alg);
-                session.sign(&mech, key, &message).expect("C_Sign");
+                let mech = raw_token::mechanism(alg);
+                session.sign(&mech, key, &message[..]).expect("C_Sign");
                 barrier.wait();
                 let mut local = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    session.sign(&mech, key, &message).expect("C_Sign");
+                    session.sign(&mech, key, &message[..]).expect("C_Sign");
                     local += 1;
                 }
                 count.fetch_add(local, Ordering::Relaxed);
@@ -408,17 +391,7 @@ fn main() {
         });
 
         // The raw baseline: a second handle on the same (process-wide) library.
-        let p11 = Pkcs11::new(SOFTHSM2_MODULE).unwrap();
-        match p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => panic!("initialize: {e}"),
-        }
-        let slot = p11
-            .get_slots_with_token()
-            .unwrap()
-            .into_iter()
-            .find(|s| p11.get_token_info(*s).unwrap().label() == "mpcp-grant-signing")
-            .unwrap();
+        let (p11, slot) = raw_token::open("mpcp-grant-signing");
 
         println!(
             "api_throughput: SoftHSM2 (pool {pool} sessions), sled with durable \

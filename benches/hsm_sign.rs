@@ -26,19 +26,17 @@
 //! Needs SoftHSM2 (`apt-get install -y softhsm2`); uses a temporary token directory. Run with
 //! `cargo bench --bench hsm_sign`; `HSM_BENCH_SECONDS` sets the time per cell (default 2 s).
 
+#[path = "raw_token/mod.rs"]
+mod raw_token;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::Mechanism;
-use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
-use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
-use cryptoki::session::Session;
+use cryptoki::context::Pkcs11;
 use cryptoki::slot::Slot;
-use mpcp_pa::crypto::{Alg, ecdsa_prehash};
-use mpcp_pa::hsm::dev::{SOFTHSM2_MODULE, init_dev};
+use mpcp_pa::crypto::Alg;
+use mpcp_pa::hsm::dev::init_dev;
 use mpcp_pa::hsm::{CallWatch, HsmBackend, HsmConfig};
 use mpcp_pa::keys::{KeyBackend, KeyRole};
 use mpcp_pa::signer::DigestSigner;
@@ -186,22 +184,6 @@ where
     cell
 }
 
-fn find_private(session: &Session, id: &[u8]) -> ObjectHandle {
-    session
-        .find_objects(&[
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::Id(id.to_vec()),
-        ])
-        .unwrap()[0]
-}
-
-fn mechanism(alg: Alg) -> Mechanism<'static> {
-    match alg {
-        Alg::EdDSA => Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
-        _ => Mechanism::Ecdsa,
-    }
-}
-
 /// The raw baseline operation of one thread: its own read-write session (like the pool's),
 /// opened and logged in (login is per token) before timing.
 fn raw_op(
@@ -212,9 +194,11 @@ fn raw_op(
     message: [u8; 32],
 ) -> impl FnMut() + use<> {
     let session = p11.open_rw_session(slot).unwrap();
-    let h = find_private(&session, id);
+    let h = raw_token::find_private(&session, id);
     move || {
-        session.sign(&mechanism(alg), h, &message).expect("C_Sign");
+        session
+            .sign(&raw_token::mechanism(alg), h, &message)
+            .expect("C_Sign");
     }
 }
 
@@ -237,17 +221,7 @@ fn main() {
     let hsm = HsmBackend::open(&config).expect("open HSM");
 
     // The raw baseline: a second handle on the same (process-wide) library.
-    let p11 = Pkcs11::new(SOFTHSM2_MODULE).unwrap();
-    match p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => panic!("initialize: {e}"),
-    }
-    let slot = p11
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| p11.get_token_info(*s).unwrap().label() == "mpcp-grant-signing")
-        .unwrap();
+    let (p11, slot) = raw_token::open("mpcp-grant-signing");
 
     let digest = [0x42u8; 32];
     println!(
@@ -266,10 +240,7 @@ fn main() {
         let signer: Arc<dyn DigestSigner> = hsm
             .signer(KeyRole::GrantSigning, alg, &key.object_id, "bench")
             .unwrap();
-        let message: [u8; 32] = match alg {
-            Alg::EdDSA => digest,
-            _ => ecdsa_prehash(&digest),
-        };
+        let message = raw_token::token_input(alg, &digest);
         for n in THREADS {
             let cell = interleave(n, secs, |_| {
                 let s = signer.clone();
