@@ -136,6 +136,12 @@ mod tests {
         }
     }
 
+    fn open_log(store: &Store) -> Arc<AuditLog> {
+        Arc::new(
+            AuditLog::open(store, AuditConfig::new("pa.t/audit"), Arc::new(SystemClock)).unwrap(),
+        )
+    }
+
     fn grow(log: &AuditLog) {
         log.record(
             &Actor::system(),
@@ -150,14 +156,7 @@ mod tests {
     #[test]
     fn signs_only_when_grown_with_the_key_active_now() {
         let store = Store::temporary().unwrap();
-        let log = Arc::new(
-            AuditLog::open(
-                &store,
-                AuditConfig::new("pa.t/audit"),
-                Arc::new(SystemClock),
-            )
-            .unwrap(),
-        );
+        let log = open_log(&store);
         let keys = Arc::new(Keys(Mutex::new(None)));
         let c = Checkpointer::new(log.clone(), keys.clone());
         grow(&log);
@@ -193,14 +192,7 @@ mod tests {
     #[test]
     fn timer_signs_while_growing_and_reports() {
         let store = Store::temporary().unwrap();
-        let log = Arc::new(
-            AuditLog::open(
-                &store,
-                AuditConfig::new("pa.t/audit"),
-                Arc::new(SystemClock),
-            )
-            .unwrap(),
-        );
+        let log = open_log(&store);
         let keys = Arc::new(Keys(Mutex::new(Some([3; 32]))));
         let c = Arc::new(Checkpointer::new(log.clone(), keys));
         let seen = Arc::new(Mutex::new(Vec::new()));
