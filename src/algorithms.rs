@@ -300,6 +300,16 @@ impl AlgorithmPolicy {
         self.deprecation(alg).is_some_and(|d| at >= d.effective)
     }
 
+    /// The first deprecation effective instant strictly after `at`, if any: until then,
+    /// every decision of this policy made at `at` stays the same.
+    pub fn next_change_after(&self, at: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.deprecations
+            .values()
+            .map(|d| d.effective)
+            .filter(|e| *e > at)
+            .min()
+    }
+
     /// Whether keys of `alg` are published `active: true` at `now` (not deprecated).
     pub fn publishable(&self, alg: Alg, now: OffsetDateTime) -> bool {
         !self.is_deprecated_at(alg, now)
@@ -446,6 +456,8 @@ audit = ["EdDSA"]
             ErrorCode::AlgorithmDeprecated
         );
         assert!(!p.publishable(Alg::ES256K, now));
+        assert_eq!(p.next_change_after(before_eff), Some(now));
+        assert_eq!(p.next_change_after(now), None);
         // Verifier: artifacts issued before the date still verify; newer ones and ones without
         // issuedAt are refused.
         assert!(p.check_artifact(Alg::ES256K, Some(before_eff), now).is_ok());

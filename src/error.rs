@@ -90,6 +90,11 @@ pub enum ErrorCode {
     // API tokens.
     /// A retried token creation that already succeeded: its secret is never shown again.
     TokenSecretNotReplayed,
+    // Key discovery.
+    /// The signed key set cannot be produced: no usable root key (server state).
+    KeySetUnavailable,
+    /// An active key's private object is missing from its token (server state).
+    KeyMaterialMissing,
 }
 
 impl ErrorCode {
@@ -167,6 +172,8 @@ impl ErrorCode {
             NotReady => "NOT_READY",
             AuditKeyMissing => "AUDIT_KEY_MISSING",
             TokenSecretNotReplayed => "TOKEN_SECRET_NOT_REPLAYED",
+            KeySetUnavailable => "KEY_SET_UNAVAILABLE",
+            KeyMaterialMissing => "KEY_MATERIAL_MISSING",
         }
     }
 
@@ -183,7 +190,7 @@ impl ErrorCode {
             UnsupportedMediaType => 415,
             RateLimited => 429,
             HsmUnavailable | HsmTimeout | AuditUnavailable | StoreError | NotReady
-            | AuditKeyMissing => 503,
+            | AuditKeyMissing | KeySetUnavailable | KeyMaterialMissing => 503,
             HsmError
             | HsmPinInvalid
             | HsmTokenNotFound

@@ -183,10 +183,11 @@ fn grant(fx: &Fixture, id: &str) -> Value {
 }
 
 /// Routes this file knows how to call successfully. Keyed by (method, template).
-const KNOWN: [(&str, &str); 21] = [
+const KNOWN: [(&str, &str); 22] = [
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/.well-known/mpcp-keys.json"),
+    ("GET", "/.well-known/mpcp-keys.signed.json"),
     ("GET", "/.well-known/mpcp-trust-bundle.json"),
     ("GET", "/v1/trust-bundles"),
     ("GET", "/v1/destination-allowlists/{allowlistId}"),

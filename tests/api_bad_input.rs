@@ -275,9 +275,9 @@ async fn setup(h: &Harness) -> Fixture {
     ok(h, &path, &fx.officer, &json!({"waitDays": 1}), None).await;
     fx.root_kid = h.registry.active_kid(KeyRole::Root).unwrap().unwrap();
 
-    let (status, signed) = h.get("/.well-known/mpcp-keys.json", None).await;
-    assert_eq!(status, 200, "{signed}");
-    fx.jwks = signed["keySet"]["keys"].as_array().unwrap().clone();
+    let (status, keys) = h.get("/.well-known/mpcp-keys.json", None).await;
+    assert_eq!(status, 200, "{keys}");
+    fx.jwks = keys["keys"].as_array().unwrap().clone();
     let bundle = fx.bundle_with(|b| b["bundleId"] = json!("b-1"));
     ok(h, "/v1/trust-bundles", &fx.officer, &bundle, None).await;
     fx

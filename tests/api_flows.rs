@@ -100,7 +100,7 @@ impl Flow {
 
     /// The served key set, fetched now and checked against the root keys.
     async fn fetched_keys(&self) -> KeySet {
-        let (status, signed) = self.h.get("/.well-known/mpcp-keys.json", None).await;
+        let (status, signed) = self.h.get("/.well-known/mpcp-keys.signed.json", None).await;
         assert_eq!(status, 200, "{signed}");
         match verifier()
             .key_source(&signed, Some(&root_keys(&self.h)))

@@ -56,9 +56,9 @@ fn root_keys(h: &Harness) -> KeySet {
     build_root_key_set(h.registry.as_ref()).unwrap()
 }
 
-/// The served key set, checked against the root keys, as a key source.
+/// The served signed key set, checked against the root keys, as a key source.
 async fn served_keys(h: &Harness) -> KeySource {
-    let (status, signed) = h.get("/.well-known/mpcp-keys.json", None).await;
+    let (status, signed) = h.get("/.well-known/mpcp-keys.signed.json", None).await;
     assert_eq!(status, 200, "{signed}");
     verifier().key_source(&signed, Some(&root_keys(h))).unwrap()
 }
@@ -271,11 +271,15 @@ async fn no_signature_is_released_without_its_audit_entry() {
         503,
         "AUDIT_UNAVAILABLE",
     );
+    // Signing the key set needs its audit entry too; the plain key set needs neither.
     assert_error(
-        &h.get("/.well-known/mpcp-keys.json", None).await,
+        &h.get("/.well-known/mpcp-keys.signed.json", None).await,
         503,
         "AUDIT_UNAVAILABLE",
     );
+    let (status, plain) = h.get("/.well-known/mpcp-keys.json", None).await;
+    assert_eq!(status, 200, "{plain}");
+    assert_eq!(plain["keys"].as_array().unwrap().len(), 1, "{plain}");
     assert_eq!(h.audit.size(), before);
     assert!(h.state.artifacts().grants.is_empty());
     assert!(h.state.artifacts().allowlists.is_empty());
@@ -482,7 +486,7 @@ async fn key_set_revalidates_and_follows_key_management() {
     let issuer = h.token("issuer-1", ApiRole::Issuer);
     let r = h
         .client
-        .get(h.url("/.well-known/mpcp-keys.json"))
+        .get(h.url("/.well-known/mpcp-keys.signed.json"))
         .send()
         .await
         .unwrap();
@@ -498,13 +502,16 @@ async fn key_set_revalidates_and_follows_key_management() {
     // Revalidation costs no signature.
     let r = h
         .client
-        .get(h.url("/.well-known/mpcp-keys.json"))
+        .get(h.url("/.well-known/mpcp-keys.signed.json"))
         .header("if-none-match", &etag)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 304);
-    assert_eq!(h.get("/.well-known/mpcp-keys.json", None).await.1, first);
+    assert_eq!(
+        h.get("/.well-known/mpcp-keys.signed.json", None).await.1,
+        first
+    );
     let old_kid = first["keySet"]["keys"][0]["kid"]
         .as_str()
         .unwrap()
@@ -537,7 +544,7 @@ async fn key_set_revalidates_and_follows_key_management() {
     let new_kid = rot["activated"]["kid"].as_str().unwrap().to_string();
     let r = h
         .client
-        .get(h.url("/.well-known/mpcp-keys.json"))
+        .get(h.url("/.well-known/mpcp-keys.signed.json"))
         .header("if-none-match", &etag)
         .send()
         .await
@@ -565,7 +572,7 @@ async fn key_set_revalidates_and_follows_key_management() {
             .0,
         200
     );
-    let (_, third) = h.get("/.well-known/mpcp-keys.json", None).await;
+    let (_, third) = h.get("/.well-known/mpcp-keys.signed.json", None).await;
     let old = third["keySet"]["keys"]
         .as_array()
         .unwrap()

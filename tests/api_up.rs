@@ -103,8 +103,9 @@ async fn up_creates_the_embedded_default_once_and_serves() {
     )
     .unwrap();
     let verifier = Verifier::new(std::sync::Arc::new(SystemClock));
-    // The key set as published (its root signature is checked in tests/api_signing.rs).
-    let source = verifier.key_source(&keys["keySet"], None).unwrap();
+    // The key set as published: the spec's plain document (the signed form is checked in
+    // tests/api_signing.rs).
+    let source = verifier.key_source(&keys, None).unwrap();
     let verified = verifier.verify(&grant, &source).unwrap();
     assert!(
         verified.kid.starts_with("grant-signing-"),

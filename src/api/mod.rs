@@ -28,6 +28,7 @@ use std::time::Duration;
 use crate::audit::{AuditLog, AuditSink, Checkpointer};
 use crate::clock::Clock;
 use crate::error::{Error, ErrorCode, Result};
+use crate::keys::publication::KeyPublisher;
 use crate::keys::{ActiveKeys, KeyRegistry};
 use crate::store::Store;
 
@@ -126,7 +127,8 @@ struct Inner {
     idempotency: idempotency::IdempotencyStore,
     artifacts: routes::ArtifactStore,
     checkpointer: Arc<Checkpointer>,
-    keyset_cache: tokio::sync::Mutex<Option<routes::public::CachedKeySet>>,
+    publisher: Arc<KeyPublisher>,
+    public_cache_control: axum::http::HeaderValue,
     serial_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -156,6 +158,17 @@ impl AppState {
             idempotency::IdempotencyStore::open(&parts.store, config.idempotency_ttl)?;
         idempotency.purge_expired(parts.clock.as_ref())?;
         let artifacts = routes::ArtifactStore::open(&parts.store)?;
+        let public_cache_control = axum::http::HeaderValue::from_str(&format!(
+            "public, max-age={}",
+            config.public_max_age.as_secs()
+        ))
+        .map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("max-age header: {e}")))?;
+        let publisher = Arc::new(KeyPublisher::new(
+            parts.registry.clone(),
+            parts.sink.clone(),
+            parts.clock.clone(),
+            config.keyset_lifetime,
+        ));
         let rate = ratelimit::RateLimiter::new(
             config.limits.requests_per_second_per_token,
             config.limits.burst_per_token,
@@ -178,7 +191,8 @@ impl AppState {
             rate,
             idempotency,
             artifacts,
-            keyset_cache: tokio::sync::Mutex::new(None),
+            publisher,
+            public_cache_control,
             serial_lock: Arc::new(tokio::sync::Mutex::new(())),
             config,
         })))
@@ -236,8 +250,13 @@ impl AppState {
     pub fn artifacts(&self) -> &routes::ArtifactStore {
         &self.0.artifacts
     }
-    pub(crate) fn keyset_cache(&self) -> &tokio::sync::Mutex<Option<routes::public::CachedKeySet>> {
-        &self.0.keyset_cache
+    /// `Cache-Control` of the public documents (built once).
+    pub fn public_cache_control(&self) -> &axum::http::HeaderValue {
+        &self.0.public_cache_control
+    }
+    /// The key discovery documents (plain and signed key set), kept in memory.
+    pub fn publisher(&self) -> &Arc<KeyPublisher> {
+        &self.0.publisher
     }
     pub(crate) fn serial_lock(&self) -> &Arc<tokio::sync::Mutex<()>> {
         &self.0.serial_lock

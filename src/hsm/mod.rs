@@ -316,6 +316,19 @@ impl KeyBackend for HsmBackend {
         )?))
     }
 
+    /// Looks the private key up by CKA_ID (one pooled call, same timeout as signing).
+    fn check_key(&self, role: KeyRole, object_id: &[u8]) -> Result<()> {
+        let b = self.binding(role)?;
+        check_object_id(object_id)?;
+        let id = object_id.to_vec();
+        b.pool
+            .run("key check", move |ctx| {
+                key_management::find_key(ctx, cryptoki::object::ObjectClass::PRIVATE_KEY, &id)
+                    .map(|_| ())
+            })
+            .map_err(|f| crate::keys::material_missing(f.error))
+    }
+
     /// Destroys both objects of the key pair (serialised with key generation).
     fn destroy(&self, role: KeyRole, object_id: &[u8]) -> Result<()> {
         let b = self.binding(role)?;

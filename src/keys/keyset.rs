@@ -1,12 +1,13 @@
-//! Key-set publication: the `/.well-known/mpcp-keys.json` document of the grant-signing role,
-//! and the signed key set (a project extension) that lets a gateway pinning only the root
-//! public key check a fetched key set.
+//! Key-set documents: the `/.well-known/mpcp-keys.json` document of the grant-signing role,
+//! and the signed key set (a project extension, served beside it at
+//! [`SIGNED_WELL_KNOWN_PATH`]) that lets a gateway pinning only the root public key check a
+//! fetched key set. [`crate::keys::publication`] keeps both built in memory for the service.
 //!
-//! Key set (MPCP key-resolution.md): `{"version":"1.0","mpcpVersion":"1.0","keys":[JWK...]}`.
+//! Key set: exactly the spec's Key Set Document (key-resolution.md),
+//! `{"version":"1.0","keys":[JWK...]}`, nothing else, since resolvers read `doc.keys`.
 //! Each JWK carries kid, use "sig", kty, crv, x (and y for EC), alg and `active`; never `d`.
 //! Pending, active and retired keys are published `active: true`; revoked and destroyed keys
 //! and keys whose algorithm is deprecated (at the time of building) `active: false`.
-//! `mpcpVersion` states the spec version the appliance implements.
 //!
 //! Signed key set (extension, domain prefix `MPCP:KeySet:1.0:`):
 //! `{"version":"1.0","keySet":{...},"issuedAt","expiresAt","signerKeyId","signature"}`, signed
@@ -32,30 +33,26 @@ use crate::verify::{ArtifactKind, KeySource, SignedKeySet, Verifier};
 
 /// Where the key set is served.
 pub const WELL_KNOWN_PATH: &str = "/.well-known/mpcp-keys.json";
+/// Where the signed key set (extension) is served, and its file name in `keys export`.
+pub const SIGNED_WELL_KNOWN_PATH: &str = "/.well-known/mpcp-keys.signed.json";
 /// Version of the key-set document.
 pub const KEY_SET_VERSION: &str = "1.0";
 /// Version of the signed key-set extension (also the version in its domain prefix).
 pub const SIGNED_KEY_SET_VERSION: &str = "1.0";
-/// Member of the key set stating the implemented MPCP spec version.
-pub const MPCP_VERSION_MEMBER: &str = "mpcpVersion";
 /// Default lifetime of a signed key set.
 pub const DEFAULT_SIGNED_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Longest lifetime of a signed key set (as for trust bundles).
 pub const MAX_SIGNED_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Builds the published key set of the grant-signing role. Guarantees every key has kid,
-/// use "sig", kty, crv, x[, y], alg and an explicit `active`, and that none carries `d`.
+/// Builds the published key set of the grant-signing role: the spec's Key Set Document with
+/// no member beyond `version` and `keys`. Guarantees every key has kid, use "sig", kty, crv,
+/// x[, y], alg and an explicit `active`, and that none carries `d`.
 pub fn build_key_set(keys: &dyn ActiveKeys) -> Result<KeySet> {
     let jwks = keys.published_keys(KeyRole::GrantSigning)?;
-    let mut extra = BTreeMap::new();
-    extra.insert(
-        MPCP_VERSION_MEMBER.to_string(),
-        Value::String(crate::MPCP_SPEC_VERSION.to_string()),
-    );
     let set = KeySet {
         version: KEY_SET_VERSION.to_string(),
         keys: jwks,
-        extra,
+        extra: BTreeMap::new(),
     };
     set.validate()?;
     for k in &set.keys {

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 pub mod keyset;
+pub mod publication;
 pub mod record;
 pub mod registry;
 #[cfg(test)]
@@ -99,6 +100,9 @@ pub trait KeyBackend: Send + Sync {
     ) -> Result<Arc<dyn DigestSigner>>;
     /// Destroys both objects of a key in the role's token.
     fn destroy(&self, role: KeyRole, object_id: &[u8]) -> Result<()>;
+    /// Ok while the private key with `object_id` is present in the role's token;
+    /// KEY_MATERIAL_MISSING when it is not, or the token's error.
+    fn check_key(&self, role: KeyRole, object_id: &[u8]) -> Result<()>;
     /// A signer of C2SP signed notes (pure Ed25519 over the raw note text) for an existing
     /// EdDSA key, named `name` in signature lines. Keys of other algorithms are refused.
     fn note_signer(
@@ -108,6 +112,17 @@ pub trait KeyBackend: Send + Sync {
         kid: &str,
         name: &str,
     ) -> Result<Arc<dyn NoteSigner>>;
+}
+
+/// A token's KEY_NOT_FOUND for a key the registry holds as present: the key's object vanished
+/// from its token, a server-state failure (KEY_MATERIAL_MISSING, 503), not the caller's.
+/// Other errors pass unchanged.
+pub fn material_missing(e: Error) -> Error {
+    if e.code == ErrorCode::KeyNotFound {
+        Error::new(ErrorCode::KeyMaterialMissing, e.message)
+    } else {
+        e
+    }
 }
 
 /// The registry's view that signing layers use: which key signs for a role right now, and

@@ -38,6 +38,7 @@
 //!   [`AlgorithmPolicy`] at that instant (no restart needed when a deprecation takes effect).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -49,7 +50,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, Event};
 use crate::jwk::Jwk;
 use crate::keys::record::{KeyRecord, KeyState, kid_for};
-use crate::keys::{ActiveKeys, KeyBackend, KeyRole};
+use crate::keys::{ActiveKeys, KeyBackend, KeyRole, material_missing};
 use crate::signer::{DigestSignature, DigestSigner};
 use crate::store::{Store, store_error, trees};
 
@@ -80,7 +81,17 @@ pub struct DestructionRun {
     pub failed: Vec<(String, Error)>,
 }
 
-type LockState = Arc<(Mutex<bool>, Condvar)>;
+/// The operation lock's shared state: whether it is held, and how many times it was released.
+#[derive(Default)]
+struct LockInner {
+    held: Mutex<bool>,
+    cv: Condvar,
+    /// Bumped at every release. Every change of the registry is made under the lock, so a
+    /// reader that saw the same value before and after reading the records saw no change.
+    generation: AtomicU64,
+}
+
+type LockState = Arc<LockInner>;
 
 /// The registry's operation lock. Unlike a `MutexGuard`, its guard is `Send` and owns its
 /// lock, so a caller can keep it across the awaited commit of a [`Prepared`] change.
@@ -89,10 +100,10 @@ struct OpLock(LockState);
 
 impl OpLock {
     fn acquire(&self) -> OpGuard {
-        let (held, cv) = &*self.0;
-        let mut g = held.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = &*self.0;
+        let mut g = inner.held.lock().unwrap_or_else(|p| p.into_inner());
         while *g {
-            g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
+            g = inner.cv.wait(g).unwrap_or_else(|p| p.into_inner());
         }
         *g = true;
         OpGuard(self.0.clone())
@@ -111,9 +122,12 @@ impl std::fmt::Debug for OpGuard {
 
 impl Drop for OpGuard {
     fn drop(&mut self) {
-        let (held, cv) = &*self.0;
-        *held.lock().unwrap_or_else(|p| p.into_inner()) = false;
-        cv.notify_one();
+        let inner = &*self.0;
+        // Bumped before the release so that a reader never sees the old generation after
+        // the change it guarded was decided.
+        inner.generation.fetch_add(1, Ordering::SeqCst);
+        *inner.held.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        inner.cv.notify_one();
     }
 }
 
@@ -287,6 +301,12 @@ impl KeyRegistry {
     /// The clock the registry judges time by.
     pub fn clock(&self) -> &dyn Clock {
         self.clock.as_ref()
+    }
+
+    /// A counter that changes whenever a change of the registry has been decided (committed
+    /// or abandoned). Read it before reading records: if it is unchanged later, so are they.
+    pub fn generation(&self) -> u64 {
+        self.op_lock.0.generation.load(Ordering::SeqCst)
     }
 
     fn lock(&self) -> OpGuard {
@@ -889,6 +909,23 @@ impl KeyRegistry {
         Ok(true)
     }
 
+    /// Checks that the private object of every role's active key is present in its token:
+    /// the roles whose check failed, with the error (KEY_MATERIAL_MISSING when the object
+    /// vanished, or the token's error). Empty when all are present. Blocking (HSM calls).
+    pub fn check_active_keys(&self) -> Vec<(KeyRole, Error)> {
+        let mut failed = Vec::new();
+        for role in KeyRole::ALL {
+            let checked = self.active_record(role).and_then(|rec| match rec {
+                Some(s) => self.backend.check_key(role, &s.rec.object_id_bytes()?),
+                None => Ok(()),
+            });
+            if let Err(e) = checked {
+                failed.push((role, e));
+            }
+        }
+        failed
+    }
+
     /// Whether `rec` is published `active: true` at `now`: its state allows it and its
     /// algorithm is not deprecated.
     pub fn is_published_active(&self, rec: &KeyRecord, now: time::OffsetDateTime) -> bool {
@@ -932,7 +969,8 @@ impl ActiveKeys for KeyRegistry {
                 _ => {
                     let s = self
                         .backend
-                        .signer(role, rec.alg, &rec.object_id_bytes()?, &kid)?;
+                        .signer(role, rec.alg, &rec.object_id_bytes()?, &kid)
+                        .map_err(material_missing)?;
                     if *s.public_key() != rec.public_key()? || s.alg() != rec.alg {
                         return Err(Error::new(
                             ErrorCode::HsmError,
@@ -1006,7 +1044,7 @@ impl DigestSigner for GatedSigner {
                 None => not_found(kid),
             });
         }
-        self.inner.sign_digest(digest)
+        self.inner.sign_digest(digest).map_err(material_missing)
     }
 }
 

@@ -118,6 +118,13 @@ impl KeyBackend for SoftBackend {
         Ok(Arc::new(SoftwareNoteSigner::from_seed(name, &o.secret)?))
     }
 
+    fn check_key(&self, role: KeyRole, object_id: &[u8]) -> Result<()> {
+        match self.objects.lock().unwrap().get(object_id) {
+            Some(o) if o.role == role => Ok(()),
+            _ => Err(Error::new(ErrorCode::KeyMaterialMissing, "no such object")),
+        }
+    }
+
     fn destroy(&self, role: KeyRole, object_id: &[u8]) -> Result<()> {
         if self.fail_destroy.load(Ordering::SeqCst) {
             return Err(Error::new(ErrorCode::HsmError, "injected destroy failure"));

@@ -97,6 +97,12 @@ fn table_with_handlers() -> Vec<(RouteEntry, MethodRouter<AppState>)> {
         ),
         entry(
             Method::GET,
+            "/.well-known/mpcp-keys.signed.json",
+            None,
+            get(public::signed_key_set),
+        ),
+        entry(
+            Method::GET,
             "/.well-known/mpcp-trust-bundle.json",
             None,
             get(bundles::well_known),

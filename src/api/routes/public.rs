@@ -1,36 +1,44 @@
-//! Public routes: liveness, readiness and the signed key set at
-//! `/.well-known/mpcp-keys.json`.
+//! Public routes: liveness, readiness and key discovery.
 //!
-//! The key set is the registry's grant-signing key set (revoked ones listed with
-//! `active:false`) wrapped in a [`crate::verify::SignedKeySet`] signed by the root key. It is signed again only when the
-//! published keys change or half its lifetime has passed, so a GET costs no HSM operation;
-//! each signing is recorded (`key_set_signed`) before the document is served. Public
-//! documents carry `Cache-Control: public, max-age=…` and a strong ETag of the body, and
-//! answer `If-None-Match` with 304.
+//! - `GET /.well-known/mpcp-keys.json`: exactly the spec's Key Set Document of the
+//!   grant-signing keys (revoked ones listed `active:false`). It needs no signature, so it
+//!   answers 200 whatever the root key, the audit log, the disk or a token is doing.
+//! - `GET /.well-known/mpcp-keys.signed.json`: the same key set wrapped in a
+//!   [`crate::verify::SignedKeySet`] signed by the root key (project extension); 503
+//!   KEY_SET_UNAVAILABLE while no usable root key exists.
+//!
+//! Both are built by [`crate::keys::publication::KeyPublisher`] when the keys change, not per
+//! request: a GET of a current document does no I/O. Public documents carry
+//! `Cache-Control: public, max-age=…` and a strong ETag of the body, and answer
+//! `If-None-Match` with 304. Errors to these unauthenticated callers carry a stable code and
+//! a neutral message ([`public_error`]): no token label, object id or PKCS#11 return code.
+
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use time::OffsetDateTime;
 
 use super::json_response;
 use crate::api::AppState;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::signing::blocking;
-use crate::canonical::canonical_bytes;
-use crate::error::{ErrorCode, Result};
-use crate::events::Actor;
-use crate::keys::keyset::{build_key_set, key_set_value, sign_key_set};
+use crate::error::{Error, ErrorCode};
+use crate::keys::publication::PublishedDocument;
 
-/// `GET /healthz`: the process answers.
+/// `GET /healthz`: the process answers, and names the MPCP spec version it implements.
 pub async fn healthz() -> ApiResult<Response> {
-    json_response(StatusCode::OK, &json!({"status": "ok"}))
+    json_response(
+        StatusCode::OK,
+        &json!({"status": "ok", "mpcpVersion": crate::MPCP_SPEC_VERSION}),
+    )
 }
 
-/// `GET /readyz`: 200 when the store is readable, the audit log accepts appends and every
-/// probe (HSM tokens logged in, active keys) passes; otherwise 503 NOT_READY naming what is not.
+/// `GET /readyz`: 200 when the store is readable, the audit log accepts appends, every
+/// probe (HSM tokens logged in) passes and every role's active key is present in its token;
+/// otherwise 503 NOT_READY naming what is not ready by role and stable code only.
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Response> {
     let s = state.clone();
     let failures = blocking(move || {
@@ -46,6 +54,9 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Response> {
                 failures.push(format!("{}: {}", p.name(), e.code));
             }
         }
+        for (role, e) in s.registry().check_active_keys() {
+            failures.push(format!("{role} key: {}", e.code));
+        }
         Ok(failures)
     })
     .await?;
@@ -59,12 +70,22 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Response> {
     }
 }
 
-/// The last signed key set and what it covers.
-#[derive(Debug, Clone)]
-pub struct CachedKeySet {
-    keys_digest: [u8; 32],
-    refresh_after: OffsetDateTime,
-    body: Vec<u8>,
+/// An error as an unauthenticated caller receives it: input errors (4xx) as they are, and
+/// server-state failures (5xx) with their stable code and a neutral message, since their
+/// detail may name token labels, object ids or PKCS#11 return codes.
+pub fn public_error(e: Error) -> ApiError {
+    if e.code.http_status() < 500 {
+        return ApiError(e);
+    }
+    let message = match e.code {
+        ErrorCode::KeySetUnavailable => "no usable root key can sign the key set right now",
+        ErrorCode::AuditUnavailable => "the audit log cannot record right now",
+        ErrorCode::StoreError => "the store is unavailable",
+        ErrorCode::HsmUnavailable | ErrorCode::HsmTimeout => "a signing token is unavailable",
+        code if code.as_str().starts_with("HSM_") => "a signing token failed",
+        _ => "temporarily unavailable",
+    };
+    ApiError(Error::new(e.code, message))
 }
 
 /// A strong ETag of a body: the quoted hex SHA-256.
@@ -88,11 +109,11 @@ pub fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
 /// A cacheable public document: body, strong ETag, `Cache-Control`, 304 on a match.
 pub fn cacheable(state: &AppState, headers: &HeaderMap, body: Vec<u8>) -> Response {
     let etag = etag_of(&body);
-    let cache = format!(
-        "public, max-age={}",
-        state.config().public_max_age.as_secs()
-    );
-    let mut resp = if not_modified(headers, &etag) {
+    serve(state, headers, body.into(), &etag)
+}
+
+fn serve(state: &AppState, headers: &HeaderMap, body: bytes::Bytes, etag: &str) -> Response {
+    let mut resp = if not_modified(headers, etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let mut r = (StatusCode::OK, body).into_response();
@@ -103,59 +124,46 @@ pub fn cacheable(state: &AppState, headers: &HeaderMap, body: Vec<u8>) -> Respon
         r
     };
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&etag) {
+    if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(header::ETAG, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&cache) {
-        h.insert(header::CACHE_CONTROL, v);
-    }
+    h.insert(header::CACHE_CONTROL, state.public_cache_control().clone());
     resp
 }
 
-/// `GET /.well-known/mpcp-keys.json`.
-pub async fn key_set(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let body = current_key_set(&state).await?;
-    Ok(cacheable(&state, &headers, body))
+fn published(state: &AppState, headers: &HeaderMap, doc: &PublishedDocument) -> Response {
+    serve(state, headers, doc.body.clone(), &doc.etag)
 }
 
-/// The signed key set, re-signed when the keys changed or it is past half its life. The key
-/// set and its signing are the registry's ([`crate::keys::keyset`]); signing records
-/// `key_set_signed` before the document is returned.
-pub async fn current_key_set(state: &AppState) -> Result<Vec<u8>> {
-    let keys = state.keys().clone();
-    let set = blocking(move || build_key_set(keys.as_ref())).await?;
-    let keys_digest: [u8; 32] = Sha256::digest(canonical_bytes(&key_set_value(&set)?)?).into();
-    let now = state.clock().now();
-    let mut cache = state.keyset_cache().lock().await;
-    if let Some(c) = cache.as_ref()
-        && c.keys_digest == keys_digest
-        && now < c.refresh_after
-    {
-        return Ok(c.body.clone());
-    }
-    let (keys, sink, clock) = (
-        state.keys().clone(),
-        state.sink().clone(),
-        state.clock().clone(),
-    );
-    let lifetime = state.config().keyset_lifetime;
-    let signed = blocking(move || {
-        sign_key_set(
-            keys.as_ref(),
-            sink.as_ref(),
-            &Actor::system(),
-            clock.as_ref(),
-            lifetime,
-        )
-    })
-    .await?;
-    let body = canonical_bytes(&signed)?;
-    *cache = Some(CachedKeySet {
-        keys_digest,
-        refresh_after: now + lifetime / 2,
-        body: body.clone(),
-    });
-    Ok(body)
+/// `GET /.well-known/mpcp-keys.json`: the spec's Key Set Document, from memory.
+pub async fn key_set(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    let doc = match state.publisher().current_key_set() {
+        Some(doc) => doc,
+        None => {
+            let publisher = Arc::clone(state.publisher());
+            blocking(move || publisher.key_set())
+                .await
+                .map_err(public_error)?
+        }
+    };
+    Ok(published(&state, &headers, &doc))
+}
+
+/// `GET /.well-known/mpcp-keys.signed.json`: the root-signed key set (extension).
+pub async fn signed_key_set(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let doc = match state.publisher().current_signed_key_set() {
+        Some(doc) => doc,
+        None => {
+            let publisher = Arc::clone(state.publisher());
+            blocking(move || publisher.signed_key_set())
+                .await
+                .map_err(public_error)?
+        }
+    };
+    Ok(published(&state, &headers, &doc))
 }
 
 #[cfg(test)]

@@ -113,7 +113,16 @@ fn key_set_publishes_grant_keys_with_state_dependent_active_flag() {
     let [pending, active, retired, revoked, destroyed] = populated(&f);
     let set = build_key_set(&f.reg).unwrap();
     assert_eq!(set.version, "1.0");
-    assert_eq!(set.extra["mpcpVersion"], "1.0");
+    // Exactly the spec's Key Set Document: version and keys, nothing else.
+    assert!(set.extra.is_empty(), "{:?}", set.extra);
+    let doc = key_set_value(&set).unwrap();
+    let members: Vec<&str> = doc
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(members, ["keys", "version"]);
     let flags: BTreeMap<&str, Option<bool>> = set
         .keys
         .iter()
