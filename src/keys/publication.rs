@@ -16,8 +16,9 @@
 //!
 //! Failure rules: a failed rebuild of the plain document keeps the last one served (it is
 //! retried on the next request); a signed key set whose keys are unchanged and that is not
-//! yet expired keeps being served when its refresh fails. A signed key set that would list
-//! stale keys is never served: then the signed form is unavailable (see
+//! yet expired keeps being served when its refresh fails for an outage (audit log, token).
+//! A signed key set that would list stale keys, or whose root key is revoked or deprecated,
+//! is never served: then the signed form is unavailable (see
 //! [`KeyPublisher::signed_key_set`]).
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -184,10 +185,11 @@ impl KeyPublisher {
     /// The root-signed key set, signed again (HSM, then a `key_set_signed` audit entry
     /// before it is returned) when the keys changed or half its lifetime passed. Blocking.
     ///
-    /// When signing fails and the last signed document covers exactly the current keys and
-    /// has not expired, that one is returned. Otherwise the error: KEY_SET_UNAVAILABLE when
-    /// no usable root key exists (none active, revoked, or of a deprecated algorithm), or
-    /// the dependency's own 5xx code (AUDIT_UNAVAILABLE, HSM_UNAVAILABLE, ...).
+    /// Errors: KEY_SET_UNAVAILABLE when no usable root key exists (none active, revoked, or
+    /// of a deprecated algorithm); otherwise the dependency's own 5xx code
+    /// (AUDIT_UNAVAILABLE, HSM_UNAVAILABLE, KEY_MATERIAL_MISSING, ...), except that during
+    /// such an outage the last signed document is returned while it covers exactly the
+    /// current keys and has not expired.
     pub fn signed_key_set(&self) -> Result<Arc<PublishedDocument>> {
         if let Some(doc) = self.current_signed_key_set() {
             return Ok(doc);
@@ -208,12 +210,20 @@ impl KeyPublisher {
                 Ok(doc)
             }
             Err(e) => {
+                let e = unavailable(e);
                 let last = read(&self.signed);
                 match last.as_ref() {
-                    Some(s) if s.keys_digest == keys_digest && now < s.expires_at => {
+                    // A passing outage (audit log, token): the last document is still
+                    // accurate and valid. Without a usable root key it is not served: its
+                    // signer is revoked or may no longer sign.
+                    Some(s)
+                        if e.code != ErrorCode::KeySetUnavailable
+                            && s.keys_digest == keys_digest
+                            && now < s.expires_at =>
+                    {
                         Ok(s.built.doc.clone())
                     }
-                    _ => Err(unavailable(e)),
+                    _ => Err(e),
                 }
             }
         }

@@ -177,10 +177,15 @@ pub fn bin(data: &Path, args: &[&str]) -> Output {
 /// The command `mpcp-pa --data-dir DATA serve --listen 127.0.0.1:0 EXTRA`, stderr piped
 /// (the address is announced there) and stdout discarded.
 pub fn serve_command(data: &Path, extra: &[&str]) -> Command {
+    serve_command_at(data, "127.0.0.1:0", extra)
+}
+
+/// [`serve_command`] listening on `listen`.
+pub fn serve_command_at(data: &Path, listen: &str, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mpcp-pa"));
     cmd.arg("--data-dir")
         .arg(data)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", listen])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -190,7 +195,16 @@ pub fn serve_command(data: &Path, extra: &[&str]) -> Command {
 /// Spawns `serve` (see [`serve_command`]) and a thread that keeps draining its stderr, so
 /// the child never blocks on a full pipe; the lines arrive on the receiver.
 pub fn spawn_serve(data: &Path, extra: &[&str]) -> (Server, mpsc::Receiver<String>) {
-    let mut child = serve_command(data, extra).spawn().unwrap();
+    spawn_serve_at(data, "127.0.0.1:0", extra)
+}
+
+/// [`spawn_serve`] listening on `listen`.
+pub fn spawn_serve_at(
+    data: &Path,
+    listen: &str,
+    extra: &[&str],
+) -> (Server, mpsc::Receiver<String>) {
+    let mut child = serve_command_at(data, listen, extra).spawn().unwrap();
     let (tx, rx) = mpsc::channel::<String>();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {
@@ -220,9 +234,14 @@ pub fn announced(lines: &mpsc::Receiver<String>, wait: Duration) -> Result<Strin
 /// returns the server and its base URL (`https://ADDR`). Any other failure panics with what
 /// the service printed.
 pub fn serve_on(data: &Path, extra: &[&str]) -> (Server, String) {
+    serve_on_at(data, "127.0.0.1:0", extra)
+}
+
+/// [`serve_on`] listening on `listen`.
+pub fn serve_on_at(data: &Path, listen: &str, extra: &[&str]) -> (Server, String) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (server, lines) = spawn_serve(data, extra);
+        let (server, lines) = spawn_serve_at(data, listen, extra);
         let log = match announced(&lines, Duration::from_secs(60)) {
             Ok(addr) => return (server, format!("https://{addr}")),
             Err(log) => log,
@@ -266,10 +285,15 @@ pub async fn post_idempotent(
 /// Starts `mpcp-pa up` (with `extra` arguments) on `data` and returns the server, its address, stdout (the secret, if shown) and the
 /// stderr lines before the address was announced.
 pub fn up(data: &Path, extra: &[&str]) -> (Server, String, String, Vec<String>) {
+    up_at(data, "127.0.0.1:0", extra)
+}
+
+/// [`up`] listening on `listen`.
+pub fn up_at(data: &Path, listen: &str, extra: &[&str]) -> (Server, String, String, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mpcp-pa"))
         .arg("--data-dir")
         .arg(data)
-        .args(["up", "--listen", "127.0.0.1:0"])
+        .args(["up", "--listen", listen])
         .args(extra)
         .env_remove("SOFTHSM2_CONF")
         .env_remove("MPCP_PA_AUDIT_ORIGIN")

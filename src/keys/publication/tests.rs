@@ -210,3 +210,16 @@ fn signed_set_with_stale_keys_is_never_served() {
     let plain = json(&f.publisher.key_set().unwrap());
     assert_eq!(plain["keys"][0]["active"], false);
 }
+
+#[test]
+fn signed_set_of_a_deprecated_root_is_not_served() {
+    // Root ES256K, deprecated from 2026-03-02; the last signed document is not kept.
+    let f = fx(DEPRECATING_ES256K, Alg::ES256K);
+    f.publisher.signed_key_set().unwrap();
+    f.clock.advance(Duration::from_secs(24 * 3600));
+    assert_eq!(
+        f.publisher.signed_key_set().unwrap_err().code,
+        ErrorCode::KeySetUnavailable
+    );
+    assert!(f.publisher.key_set().is_ok());
+}
