@@ -44,6 +44,14 @@ async fn up_creates_the_embedded_default_once_and_serves() {
         );
     }
     assert!(!said.contains(&officer), "secret on stderr");
+    // The default issuer names no place a gateway can fetch keys from: said at start.
+    assert!(
+        said.contains(
+            "warning: gateways derive https://mpcp-pa.local/.well-known/mpcp-keys.json from \
+             issuer \"mpcp-pa.local\", which they cannot fetch"
+        ),
+        "{said}"
+    );
 
     let base = format!("https://{addr}");
     let c = client(&data);

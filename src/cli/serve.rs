@@ -225,8 +225,25 @@ pub fn open_audit(store: &Store, clock: Arc<dyn Clock>) -> Result<AuditLog> {
     }
 }
 
+/// Says where gateways will look for the keys of what this service signs, and warns when
+/// the issuer names no place a gateway can fetch from (e.g. the default `mpcp-pa.local`).
+fn announce_issuer(issuer: &str) {
+    match crate::keys::keyset::unreachable_issuer(issuer) {
+        Some(why) => eprintln!(
+            "warning: {why}; pass --issuer with the domain, https URL or did:web under which \
+             gateways reach this service (docs/interop.md)"
+        ),
+        None => {
+            if let Ok(url) = crate::keys::keyset::key_set_url(issuer) {
+                eprintln!("issuer {issuer:?}: gateways fetch its keys from {url}");
+            }
+        }
+    }
+}
+
 /// Runs the service until SIGINT or SIGTERM.
 pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
+    announce_issuer(&a.issuer);
     let transport_desc;
     let transport = if a.insecure_http_loopback {
         crate::api::server::check_bind(&a.listen, &Transport::InsecureLoopback)?;

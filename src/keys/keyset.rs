@@ -44,6 +44,95 @@ pub const DEFAULT_SIGNED_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Longest lifetime of a signed key set (as for trust bundles).
 pub const MAX_SIGNED_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// The key set URL a resolver derives from `issuer` (key-resolution.md "Deriving the URL
+/// from issuer"): a bare domain or an `https://` URL gives `https://{host}/.well-known/…`,
+/// `did:web:host[:path…]` gives `https://host[/path…]/.well-known/…`. SCHEMA_INVALID for any
+/// other form (another scheme, an empty host, a path on an https URL).
+pub fn key_set_url(issuer: &str) -> Result<String> {
+    let bad = |why: &str| {
+        Error::field(
+            ErrorCode::SchemaInvalid,
+            "issuer",
+            format!("issuer {issuer:?}: {why}"),
+        )
+    };
+    let (host, path) = if let Some(rest) = issuer.strip_prefix("did:web:") {
+        let mut parts = rest.split(':');
+        let host = parts.next().unwrap_or_default().replace("%3A", ":");
+        let path: Vec<&str> = parts.collect();
+        (
+            host,
+            path.iter().map(|p| format!("/{p}")).collect::<String>(),
+        )
+    } else if let Some(rest) = issuer.strip_prefix("https://") {
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('/') {
+            return Err(bad("an https issuer names a host, not a path"));
+        }
+        (rest.to_string(), String::new())
+    } else if issuer.contains("://") || issuer.contains('/') {
+        return Err(bad("not a domain, an https URL or did:web"));
+    } else {
+        (issuer.to_string(), String::new())
+    };
+    let valid_host = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    if !valid_host {
+        return Err(bad("no valid host name"));
+    }
+    Ok(format!("https://{host}{path}{WELL_KNOWN_PATH}"))
+}
+
+/// Why gateways cannot fetch keys for `issuer`, if that is evident from the name alone: no
+/// derivable URL, a single-label host, a loopback host, or a name under a TLD that is never
+/// resolved on the Internet (`.local`, `.localhost`, `.internal`, `.test`, `.invalid`,
+/// `.example`, `.home.arpa`). `None` when the issuer looks reachable.
+pub fn unreachable_issuer(issuer: &str) -> Option<String> {
+    let url = match key_set_url(issuer) {
+        Ok(u) => u,
+        Err(e) => return Some(e.message),
+    };
+    let authority = url["https://".len()..]
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default().to_string(),
+        None => authority
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase(),
+    };
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
+    const NOT_PUBLIC: [&str; 7] = [
+        ".local",
+        ".localhost",
+        ".internal",
+        ".test",
+        ".invalid",
+        ".example",
+        ".home.arpa",
+    ];
+    let why = if loopback {
+        "it is a loopback address"
+    } else if host.parse::<std::net::IpAddr>().is_err() && !host.contains('.') {
+        "its host has a single label"
+    } else if NOT_PUBLIC.iter().any(|t| host.ends_with(t)) {
+        "its top-level domain is never resolved on the Internet"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "gateways derive {url} from issuer {issuer:?}, which they cannot fetch: {why}"
+    ))
+}
+
 /// Builds the published key set of the grant-signing role: the spec's Key Set Document with
 /// no member beyond `version` and `keys`. Guarantees every key has kid, use "sig", kty, crv,
 /// x[, y], alg and an explicit `active`, and that none carries `d`.

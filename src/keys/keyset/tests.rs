@@ -804,3 +804,65 @@ fn project_vectors_replay_through_the_key_set_verifier() {
         ErrorCode::SignatureInvalid
     );
 }
+
+#[test]
+fn key_set_urls_follow_the_spec_table() {
+    for (issuer, url) in [
+        (
+            "operator.example.com",
+            "https://operator.example.com/.well-known/mpcp-keys.json",
+        ),
+        (
+            "https://operator.example.com",
+            "https://operator.example.com/.well-known/mpcp-keys.json",
+        ),
+        (
+            "https://pa.example.com:8443/",
+            "https://pa.example.com:8443/.well-known/mpcp-keys.json",
+        ),
+        (
+            "did:web:operator.example.com",
+            "https://operator.example.com/.well-known/mpcp-keys.json",
+        ),
+        (
+            "did:web:operator.example.com:path:to:key",
+            "https://operator.example.com/path/to/key/.well-known/mpcp-keys.json",
+        ),
+    ] {
+        assert_eq!(key_set_url(issuer).unwrap(), url, "{issuer}");
+    }
+    for bad in [
+        "http://pa.example.com",
+        "https://pa.example.com/x",
+        "",
+        "did:web:",
+    ] {
+        assert_eq!(
+            key_set_url(bad).unwrap_err().code,
+            ErrorCode::SchemaInvalid,
+            "{bad:?}"
+        );
+    }
+    for unreachable in [
+        "mpcp-pa.local",
+        "pa",
+        "https://localhost:8443",
+        "127.0.0.1",
+        "pa.internal",
+        "http://pa.example.org",
+    ] {
+        assert!(unreachable_issuer(unreachable).is_some(), "{unreachable}");
+    }
+    assert!(
+        unreachable_issuer("mpcp-pa.local")
+            .unwrap()
+            .contains("https://mpcp-pa.local/.well-known/mpcp-keys.json")
+    );
+    for fine in [
+        "pa.operator.com",
+        "https://pa.operator.com",
+        "did:web:pa.operator.com",
+    ] {
+        assert_eq!(unreachable_issuer(fine), None, "{fine}");
+    }
+}
