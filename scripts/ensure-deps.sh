@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs what mpcp-pa needs on a fresh Debian machine, only where missing:
-# SoftHSM2 (the development/test PKCS#11 token) and Node.js (interop test against the
-# MPCP reference SDK's crypto). Needs root for apt-get; the Rust toolchain is assumed.
+# SoftHSM2 (the development/test PKCS#11 token), Node.js (interop tests: Node's crypto and a
+# key resolver written from the spec), nginx and wrk (the discovery bench serves the same
+# bytes from nginx and drives both with wrk). Needs root for apt-get; the Rust toolchain is
+# assumed.
 set -euo pipefail
 missing=()
 [ -e /usr/lib/softhsm/libsofthsm2.so ] || missing+=(softhsm2)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
+[ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v cargo >/dev/null 2>&1 || { echo "cargo is required (install Rust with rustup)" >&2; exit 1; }
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
