@@ -96,6 +96,34 @@ impl Jwk {
     }
 }
 
+impl Jwk {
+    /// Checks the members trust-bundles.md § Key Format requires of every embedded key: a
+    /// non-empty `kid` and `use` exactly "sig" (a key without `use` is refused, not assumed
+    /// to be a signing key). Refusal is KEY_FORMAT_INVALID on `kid` or `use`, relative to the
+    /// key (callers prefix its path with [`Error::within`]).
+    pub fn check_key_format(&self) -> Result<()> {
+        if self.kid.is_empty() {
+            return Err(Error::field(
+                ErrorCode::KeyFormatInvalid,
+                "kid",
+                "every key must have a non-empty kid",
+            ));
+        }
+        if self.use_.as_deref() != Some("sig") {
+            return Err(Error::field(
+                ErrorCode::KeyFormatInvalid,
+                "use",
+                format!(
+                    "key {:?} must have use \"sig\", got {:?}",
+                    self.kid,
+                    self.use_.as_deref()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A key-set document: `{"version":"1.0","keys":[...]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeySet {

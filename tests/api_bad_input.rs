@@ -25,11 +25,29 @@ const DESTS: [&str; 2] = [
     "rBeSeHbNsfZ3dqofxZ8MsfEo6ZTRJ1iHqA",
     "rsXQfv9chTvpKmf55aC2Lb44PvXdTr7S4J",
 ];
+/// hex("mpcp:approved-merchant"): a well-formed XLS-70 credential type.
+const CREDENTIAL_TYPE: &str = "6D7063703A617070726F7665642D6D65726368616E74";
+/// An Ed25519 public key (RFC 8032 test 1) standing for a third-party issuer's key.
+const THIRD_PARTY_X: &str = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
 const MAX_BODY: usize = 4096;
 const POLICY_LIFETIME: i64 = 3600;
 
 fn in_secs(s: i64) -> String {
     format_rfc3339(time::OffsetDateTime::now_utc() + time::Duration::seconds(s))
+}
+
+/// A well-formed key of a third-party issuer, as a bundle embeds it.
+fn third_party_key() -> Value {
+    json!({"kid": "other-1", "use": "sig", "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "x": THIRD_PARTY_X})
+}
+
+/// Approves `other.test` in bundle `b` and embeds `key` as its only key (`issuers[1]`).
+fn with_third_party(b: &mut Value, key: Value) {
+    b["approvedIssuers"] = json!(["pa.test", "other.test"]);
+    b["issuers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"issuer": "other.test", "keys": [key]}));
 }
 
 /// Who sends a row.
@@ -613,6 +631,288 @@ fn rows(fx: &Fixture) -> Vec<Row> {
                 g.insert("x-pad".into(), json!(huge_pad));
             }))
             .expect(413, "PAYLOAD_TOO_LARGE"),
+        // --- POST /v1/grants: identifiers (one ASCII rule, 1..=46 bytes)
+        Row::post(
+            "grant: grantId with a zero-width space",
+            "/v1/grants",
+            Issuer,
+        )
+        .json(&fx.grant("g-live\u{200b}"))
+        .expect(400, "SCHEMA_INVALID")
+        .field("grantId"),
+        Row::post("grant: grantId with a bidi override", "/v1/grants", Issuer)
+            .json(&fx.grant("g-\u{202e}evil"))
+            .expect(400, "SCHEMA_INVALID")
+            .field("grantId"),
+        Row::post(
+            "grant: grantId with a Cyrillic lookalike",
+            "/v1/grants",
+            Issuer,
+        )
+        .json(&fx.grant("g-n\u{435}w"))
+        .expect(400, "SCHEMA_INVALID")
+        .field("grantId"),
+        Row::post("grant: grantId of 47 bytes", "/v1/grants", Issuer)
+            .json(&fx.grant(&format!("g-{}", "x".repeat(45))))
+            .expect(400, "SCHEMA_INVALID")
+            .field("grantId"),
+        Row::post("grant: grantId of 61 bytes", "/v1/grants", Issuer)
+            .json(&fx.grant(&"g".repeat(61)))
+            .expect(400, "SCHEMA_INVALID")
+            .field("grantId"),
+        Row::post("grant: grantId starting with a dot", "/v1/grants", Issuer)
+            .json(&fx.grant(".g-new"))
+            .expect(400, "SCHEMA_INVALID")
+            .field("grantId"),
+        Row::post("grant: grantId with a colon", "/v1/grants", Issuer)
+            .json(&fx.grant("g:new"))
+            .expect(400, "SCHEMA_INVALID")
+            .field("grantId"),
+        // --- POST /v1/grants: control and format characters in caller-supplied text
+        Row::post(
+            "grant: control character in operatorId",
+            "/v1/grants",
+            Issuer,
+        )
+        .json(&fx.grant_with(|g| {
+            g.insert("operatorId".into(), json!("op\u{7}-12"));
+        }))
+        .expect(400, "SCHEMA_INVALID")
+        .field("operatorId"),
+        Row::post("grant: zero-width space in subjectId", "/v1/grants", Issuer)
+            .json(&fx.grant_with(|g| {
+                g.insert("subjectId".into(), json!("vehicle-4711\u{200b}"));
+            }))
+            .expect(400, "SCHEMA_INVALID")
+            .field("subjectId"),
+        Row::post("grant: bidi isolate in reasons", "/v1/grants", Issuer)
+            .json(&fx.grant_with(|g| {
+                g.insert("reasons".into(), json!(["OK", "x\u{2066}y\u{2069}"]));
+            }))
+            .expect(400, "SCHEMA_INVALID")
+            .field("reasons[1]"),
+        Row::post("grant: newline in allowedPurposes", "/v1/grants", Issuer)
+            .json(&fx.grant_with(|g| {
+                g.insert("allowedPurposes".into(), json!(["transport:toll\n"]));
+            }))
+            .expect(400, "SCHEMA_INVALID")
+            .field("allowedPurposes[0]"),
+        Row::post(
+            "grant: bidi override in an extension member",
+            "/v1/grants",
+            Issuer,
+        )
+        .json(&fx.grant_with(|g| {
+            g.insert("x-note".into(), json!({"list": [{"text": "a\u{202e}b"}]}));
+        }))
+        .expect(400, "SCHEMA_INVALID")
+        .field("x-note.list[0].text"),
+        Row::post(
+            "grant: zero-width space in a member name",
+            "/v1/grants",
+            Issuer,
+        )
+        .json(&fx.grant_with(|g| {
+            g.insert("budgetMinor\u{200b}".into(), json!("1"));
+        }))
+        .expect(400, "SCHEMA_INVALID")
+        .field("budgetMinor\u{200b}"),
+        // --- POST /v1/grants: credential pairs
+        Row::post(
+            "grant: gateway credential issuer without type",
+            "/v1/grants",
+            Issuer,
+        )
+        .json(&fx.grant_with(|g| {
+            g.insert("gatewayCredentialIssuer".into(), json!(GATEWAY));
+        }))
+        .expect(400, "SCHEMA_INVALID")
+        .field("gatewayCredentialType"),
+        Row::post(
+            "grant: gateway credential type without issuer",
+            "/v1/grants",
+            Issuer,
+        )
+        .json(&fx.grant_with(|g| {
+            g.insert("gatewayCredentialType".into(), json!(CREDENTIAL_TYPE));
+        }))
+        .expect(400, "SCHEMA_INVALID")
+        .field("gatewayCredentialIssuer"),
+        Row::post(
+            "grant: merchant credential issuer without type",
+            "/v1/grants",
+            Issuer,
+        )
+        .json(&fx.grant_with(|g| {
+            g.insert("merchantCredentialIssuer".into(), json!(DESTS[0]));
+        }))
+        .expect(400, "SCHEMA_INVALID")
+        .field("merchantCredentialType"),
+        Row::post(
+            "grant: merchant credential type without issuer",
+            "/v1/grants",
+            Issuer,
+        )
+        .json(&fx.grant_with(|g| {
+            g.insert("merchantCredentialType".into(), json!(CREDENTIAL_TYPE));
+        }))
+        .expect(400, "SCHEMA_INVALID")
+        .field("merchantCredentialIssuer"),
+        Row::post(
+            "grant: subject credential issuer without type",
+            "/v1/grants",
+            Issuer,
+        )
+        .json(&fx.grant_with(|g| {
+            g.insert("subjectCredentialIssuer".into(), json!(DESTS[1]));
+        }))
+        .expect(400, "SCHEMA_INVALID")
+        .field("subjectCredentialType"),
+        Row::post(
+            "grant: subject credential type without issuer",
+            "/v1/grants",
+            Issuer,
+        )
+        .json(&fx.grant_with(|g| {
+            g.insert("subjectCredentialType".into(), json!(CREDENTIAL_TYPE));
+        }))
+        .expect(400, "SCHEMA_INVALID")
+        .field("subjectCredentialIssuer"),
+        // --- POST /v1/grants: currencies and offline caps
+        Row::post("grant: budgetCurrency of two letters", "/v1/grants", Issuer)
+            .json(&fx.grant_with(|g| {
+                g.insert("budgetCurrency".into(), json!("US"));
+            }))
+            .expect(400, "SCHEMA_INVALID")
+            .field("budgetCurrency"),
+        Row::post(
+            "grant: budgetCurrency of five letters",
+            "/v1/grants",
+            Issuer,
+        )
+        .json(&fx.grant_with(|g| {
+            g.insert("budgetCurrency".into(), json!("RLUSD"));
+        }))
+        .expect(400, "SCHEMA_INVALID")
+        .field("budgetCurrency"),
+        Row::post(
+            "grant: budgetCurrency hex with a zero first byte",
+            "/v1/grants",
+            Issuer,
+        )
+        .json(&fx.grant_with(|g| {
+            g.insert(
+                "budgetCurrency".into(),
+                json!(format!("00{}", "55".repeat(19))),
+            );
+        }))
+        .expect(400, "SCHEMA_INVALID")
+        .field("budgetCurrency"),
+        Row::post("grant: budgetCurrency with a space", "/v1/grants", Issuer)
+            .json(&fx.grant_with(|g| {
+                g.insert("budgetCurrency".into(), json!("U D"));
+            }))
+            .expect(400, "SCHEMA_INVALID")
+            .field("budgetCurrency"),
+        Row::post(
+            "grant: single-cap currency not a code",
+            "/v1/grants",
+            Issuer,
+        )
+        .json(&fx.grant_with(|g| {
+            g.insert("offlineMaxSinglePayment".into(), json!("10"));
+            g.insert(
+                "offlineMaxSinglePaymentCurrency".into(),
+                json!("\u{20ac}UR"),
+            );
+        }))
+        .expect(400, "SCHEMA_INVALID")
+        .field("offlineMaxSinglePaymentCurrency"),
+        Row::post(
+            "grant: cumulative-cap currency not a code",
+            "/v1/grants",
+            Issuer,
+        )
+        .json(&fx.grant_with(|g| {
+            g.insert("offlineMaxCumulativePayment".into(), json!("10"));
+            g.insert("offlineMaxCumulativePaymentCurrency".into(), json!("EURO"));
+        }))
+        .expect(400, "SCHEMA_INVALID")
+        .field("offlineMaxCumulativePaymentCurrency"),
+        Row::post(
+            "grant: 38-digit caps without a budget",
+            "/v1/grants",
+            Issuer,
+        )
+        .json(&fx.grant_with(|g| {
+            g.remove("budgetMinor");
+            g.remove("budgetCurrency");
+            g.insert("offlineMaxSinglePayment".into(), json!("9".repeat(38)));
+            g.insert("offlineMaxCumulativePayment".into(), json!("9".repeat(38)));
+        }))
+        .expect(400, "SCHEMA_INVALID")
+        .field("budgetMinor"),
+        Row::post("grant: cap without budgetCurrency", "/v1/grants", Issuer)
+            .json(&fx.grant_with(|g| {
+                g.remove("budgetCurrency");
+                g.insert("offlineMaxCumulativePayment".into(), json!("10"));
+            }))
+            .expect(400, "SCHEMA_INVALID")
+            .field("budgetCurrency"),
+        Row::post(
+            "grant: cap currency other than the budget's",
+            "/v1/grants",
+            Issuer,
+        )
+        .json(&fx.grant_with(|g| {
+            g.insert("offlineMaxSinglePayment".into(), json!("10"));
+            g.insert("offlineMaxSinglePaymentCurrency".into(), json!("USD"));
+        }))
+        .expect(400, "AMOUNT_INCONSISTENT")
+        .field("offlineMaxSinglePayment"),
+        // --- POST /v1/grants: one RFC 3339 profile
+        Row::post(
+            "grant: expiresAt with 20 fractional digits",
+            "/v1/grants",
+            Issuer,
+        )
+        .json(&fx.grant_with(|g| {
+            let t = in_secs(600).replace('Z', ".99999999999999999999Z");
+            g.insert("expiresAt".into(), json!(t));
+        }))
+        .expect(400, "TIMESTAMP_INVALID")
+        .field("expiresAt"),
+        Row::post("grant: expiresAt with a lowercase t", "/v1/grants", Issuer)
+            .json(&fx.grant_with(|g| {
+                g.insert("expiresAt".into(), json!(in_secs(600).replace('T', "t")));
+            }))
+            .expect(400, "TIMESTAMP_INVALID")
+            .field("expiresAt"),
+        Row::post("grant: expiresAt with a lowercase z", "/v1/grants", Issuer)
+            .json(&fx.grant_with(|g| {
+                g.insert("expiresAt".into(), json!(in_secs(600).replace('Z', "z")));
+            }))
+            .expect(400, "TIMESTAMP_INVALID")
+            .field("expiresAt"),
+        Row::post("grant: expiresAt with an offset", "/v1/grants", Issuer)
+            .json(&fx.grant_with(|g| {
+                g.insert(
+                    "expiresAt".into(),
+                    json!(in_secs(600).replace('Z', "+00:00")),
+                );
+            }))
+            .expect(400, "TIMESTAMP_INVALID")
+            .field("expiresAt"),
+        Row::post(
+            "grant: expiresAt with an empty fraction",
+            "/v1/grants",
+            Issuer,
+        )
+        .json(&fx.grant_with(|g| {
+            g.insert("expiresAt".into(), json!(in_secs(600).replace('Z', ".Z")));
+        }))
+        .expect(400, "TIMESTAMP_INVALID")
+        .field("expiresAt"),
         // --- POST /v1/grants/{grantId}/revoke
         Row::post("revoke grant: unknown grant", &revoke("g-nope"), Issuer)
             .json(&json!({"reason": "x"}))
@@ -728,6 +1028,38 @@ fn rows(fx: &Fixture) -> Vec<Row> {
         )
         .json(&fx.allowlist_with(|a| a["destinations"] = json!(DESTS[0])))
         .expect(400, "SCHEMA_INVALID"),
+        Row::post(
+            "allowlist: allowlistId with a bidi override",
+            "/v1/destination-allowlists",
+            Issuer,
+        )
+        .json(&fx.allowlist_with(|a| a["allowlistId"] = json!("list-\u{202e}1")))
+        .expect(400, "SCHEMA_INVALID")
+        .field("allowlistId"),
+        Row::post(
+            "allowlist: allowlistId of 47 bytes",
+            "/v1/destination-allowlists",
+            Issuer,
+        )
+        .json(&fx.allowlist_with(|a| a["allowlistId"] = json!("l".repeat(47))))
+        .expect(400, "SCHEMA_INVALID")
+        .field("allowlistId"),
+        Row::post(
+            "allowlist: allowlistId with a slash",
+            "/v1/destination-allowlists",
+            Issuer,
+        )
+        .json(&fx.allowlist_with(|a| a["allowlistId"] = json!("list/1")))
+        .expect(400, "SCHEMA_INVALID")
+        .field("allowlistId"),
+        Row::post(
+            "allowlist: expiresAt with a lowercase t",
+            "/v1/destination-allowlists",
+            Issuer,
+        )
+        .json(&fx.allowlist_with(|a| a["expiresAt"] = json!(in_secs(3600).replace('T', "t"))))
+        .expect(400, "TIMESTAMP_INVALID")
+        .field("expiresAt"),
         // --- POST /v1/trust-bundles
         Row::post("bundle: lifetime over 7 days", "/v1/trust-bundles", Officer)
             .json(&fx.bundle_with(|b| b["expiresAt"] = json!(in_secs(7 * 86400 + 3600))))
@@ -833,6 +1165,135 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             }))
             .expect(400, "SCHEMA_INVALID")
             .field("category"),
+        // --- POST /v1/trust-bundles: key format (every embedded key has kid and use "sig")
+        Row::post("bundle: PA key without use", "/v1/trust-bundles", Officer)
+            .json(&fx.bundle_with(|b| {
+                b["issuers"][0]["keys"][0]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("use");
+            }))
+            .expect(400, "KEY_FORMAT_INVALID")
+            .field("issuers[0].keys[0].use"),
+        Row::post(
+            "bundle: third-party key without use",
+            "/v1/trust-bundles",
+            Officer,
+        )
+        .json(&fx.bundle_with(|b| {
+            let mut k = third_party_key();
+            k.as_object_mut().unwrap().remove("use");
+            with_third_party(b, k);
+        }))
+        .expect(400, "KEY_FORMAT_INVALID")
+        .field("issuers[1].keys[0].use"),
+        Row::post(
+            "bundle: third-party key with use enc",
+            "/v1/trust-bundles",
+            Officer,
+        )
+        .json(&fx.bundle_with(|b| {
+            let mut k = third_party_key();
+            k["use"] = json!("enc");
+            with_third_party(b, k);
+        }))
+        .expect(400, "KEY_FORMAT_INVALID")
+        .field("issuers[1].keys[0].use"),
+        Row::post(
+            "bundle: third-party key without kid",
+            "/v1/trust-bundles",
+            Officer,
+        )
+        .json(&fx.bundle_with(|b| {
+            let mut k = third_party_key();
+            k.as_object_mut().unwrap().remove("kid");
+            with_third_party(b, k);
+        }))
+        .expect(400, "KEY_FORMAT_INVALID")
+        .field("issuers[1].keys[0].kid"),
+        Row::post(
+            "bundle: third-party key with an empty kid",
+            "/v1/trust-bundles",
+            Officer,
+        )
+        .json(&fx.bundle_with(|b| {
+            let mut k = third_party_key();
+            k["kid"] = json!("");
+            with_third_party(b, k);
+        }))
+        .expect(400, "KEY_FORMAT_INVALID")
+        .field("issuers[1].keys[0].kid"),
+        // --- POST /v1/trust-bundles: identifiers, text and timestamps
+        Row::post(
+            "bundle: bundleId with a zero-width space",
+            "/v1/trust-bundles",
+            Officer,
+        )
+        .json(&fx.bundle_with(|b| b["bundleId"] = json!("b-1\u{200b}")))
+        .expect(400, "SCHEMA_INVALID")
+        .field("bundleId"),
+        Row::post("bundle: bundleId of 47 bytes", "/v1/trust-bundles", Officer)
+            .json(&fx.bundle_with(|b| b["bundleId"] = json!("b".repeat(47))))
+            .expect(400, "SCHEMA_INVALID")
+            .field("bundleId"),
+        Row::post(
+            "bundle: bundleId starting with a dash",
+            "/v1/trust-bundles",
+            Officer,
+        )
+        .json(&fx.bundle_with(|b| b["bundleId"] = json!("-b-new")))
+        .expect(400, "SCHEMA_INVALID")
+        .field("bundleId"),
+        Row::post(
+            "bundle: bidi override in merchant",
+            "/v1/trust-bundles",
+            Officer,
+        )
+        .json(&fx.bundle_with(|b| b["merchant"] = json!("did:web:\u{202e}evil.test")))
+        .expect(400, "SCHEMA_INVALID")
+        .field("merchant"),
+        Row::post(
+            "bundle: zero-width space in category",
+            "/v1/trust-bundles",
+            Officer,
+        )
+        .json(&fx.bundle_with(|b| b["category"] = json!("parking\u{200b}")))
+        .expect(400, "SCHEMA_INVALID")
+        .field("category"),
+        Row::post(
+            "bundle: tab in geography region",
+            "/v1/trust-bundles",
+            Officer,
+        )
+        .json(&fx.bundle_with(|b| b["geography"] = json!({"region": "EU\t"})))
+        .expect(400, "SCHEMA_INVALID")
+        .field("geography.region"),
+        Row::post(
+            "bundle: BOM in an approved issuer",
+            "/v1/trust-bundles",
+            Officer,
+        )
+        .json(&fx.bundle_with(|b| b["approvedIssuers"] = json!(["pa.test", "\u{feff}other.test"])))
+        .expect(400, "SCHEMA_INVALID")
+        .field("approvedIssuers[1]"),
+        Row::post(
+            "bundle: expiresAt with a lowercase z",
+            "/v1/trust-bundles",
+            Officer,
+        )
+        .json(&fx.bundle_with(|b| b["expiresAt"] = json!(in_secs(3 * 3600).replace('Z', "z"))))
+        .expect(400, "TIMESTAMP_INVALID")
+        .field("expiresAt"),
+        Row::post(
+            "bundle: expiresAt with 10 fractional digits",
+            "/v1/trust-bundles",
+            Officer,
+        )
+        .json(&fx.bundle_with(|b| {
+            b["expiresAt"] = json!(in_secs(3 * 3600).replace('Z', ".0000000001Z"))
+        }))
+        .expect(400, "TIMESTAMP_INVALID")
+        .field("expiresAt"),
         // --- POST /v1/keys/{role}/rotate
         Row::post("rotate: gateway role", "/v1/keys/gateway/rotate", Officer)
             .json(&json!({}))
@@ -1122,6 +1583,18 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             .field("role"),
         Row::post("token: name with a space", "/v1/tokens", Officer)
             .json(&json!({"name": "t 1", "role": "issuer"}))
+            .expect(400, "SCHEMA_INVALID")
+            .field("name"),
+        Row::post("token: name of 47 bytes", "/v1/tokens", Officer)
+            .json(&json!({"name": "t".repeat(47), "role": "issuer"}))
+            .expect(400, "SCHEMA_INVALID")
+            .field("name"),
+        Row::post("token: name starting with a dot", "/v1/tokens", Officer)
+            .json(&json!({"name": ".t-1", "role": "issuer"}))
+            .expect(400, "SCHEMA_INVALID")
+            .field("name"),
+        Row::post("token: name with a zero-width space", "/v1/tokens", Officer)
+            .json(&json!({"name": "t-1\u{200b}", "role": "issuer"}))
             .expect(400, "SCHEMA_INVALID")
             .field("name"),
         Row::post("token: name taken", "/v1/tokens", Officer)

@@ -179,6 +179,41 @@ async fn grants_verify_and_idempotency_replays_the_first_response() {
         .await;
     assert_eq!(status, 201);
     assert!(g["grantId"].as_str().unwrap().starts_with("grant-"));
+    mpcp_pa::model::check_identifier(g["grantId"].as_str().unwrap(), "grantId").unwrap();
+
+    // Inputs at the edge of the identifier, text, timestamp and currency rules still sign
+    // and verify: a 46-byte grantId, nine fraction digits, non-ASCII free text, a 40-hex
+    // currency with caps in it, a complete credential pair.
+    let edge_id = format!("g-{}", "e".repeat(44));
+    let mut edge = grant_body(&ph, Some(&edge_id), 600);
+    let currency = format!("52{}", "4C".repeat(19));
+    let m = edge.as_object_mut().unwrap();
+    m.insert(
+        "expiresAt".into(),
+        json!(in_secs(600).replace('Z', ".123456789Z")),
+    );
+    m.insert(
+        "operatorId".into(),
+        json!("Betreiber Zo\u{eb} \u{65e5}\u{672c}"),
+    );
+    m.insert("budgetCurrency".into(), json!(currency));
+    m.insert("offlineMaxSinglePayment".into(), json!("100"));
+    m.insert("offlineMaxSinglePaymentCurrency".into(), json!(currency));
+    m.insert("offlineMaxCumulativePayment".into(), json!("1000"));
+    m.insert("merchantCredentialIssuer".into(), json!(GATEWAY));
+    m.insert(
+        "merchantCredentialType".into(),
+        json!(hex::encode_upper("mpcp:approved-merchant")),
+    );
+    let (status, g) = h.post("/v1/grants", Some(&issuer), &edge.to_string()).await;
+    assert_eq!(status, 201, "{g}");
+    assert_eq!(g["expiresAt"], edge["expiresAt"], "signed as given");
+    verifier().verify(&g, &served_keys(&h).await).unwrap();
+    assert_eq!(
+        mpcp_pa::model::active_grant_credential_type(&edge_id).len(),
+        128,
+        "mpcp:active-grant:{{grantId}} is exactly the ledger's 64 bytes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

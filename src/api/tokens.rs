@@ -233,22 +233,12 @@ pub struct TokenStore {
     by_id: sled::Tree,
 }
 
-/// Valid token names: 1..=64 of `[A-Za-z0-9._-]`.
+/// Valid token names: the identifier rule of [`crate::model::check_identifier`] (1..=46 of
+/// `[A-Za-z0-9._-]`, starting with a letter or digit), checked when a token is created.
+/// Tokens created under the earlier rule (up to 64 bytes, any first character) keep working:
+/// authentication and revocation look names up and do not re-check them.
 pub fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::field(
-            ErrorCode::SchemaInvalid,
-            "name",
-            "token name must be 1-64 characters of A-Z a-z 0-9 . _ -",
-        ))
-    }
+    crate::model::check_identifier(name, "name")
 }
 
 fn random<const N: usize>() -> Result<Zeroizing<[u8; N]>> {

@@ -25,7 +25,7 @@ pub struct VerifyArgs {
     /// Root keys (JWKS) that signed the Trust Bundle or key set given with --keys.
     #[arg(long)]
     pub root: Option<PathBuf>,
-    /// Verify as of this RFC 3339 time instead of now.
+    /// Verify as of this time (RFC 3339, UTC: YYYY-MM-DDTHH:MM:SS[.f]Z) instead of now.
     #[arg(long)]
     pub at: Option<String>,
     /// Clock drift tolerance in seconds.

@@ -29,7 +29,8 @@ pub struct TokensArgs {
 pub enum TokensCommand {
     /// Create a token with exactly one role and print its secret once.
     Create {
-        /// Unique name (1-64 of A-Z a-z 0-9 . _ -); names of revoked tokens stay taken.
+        /// Unique name (1-46 of A-Z a-z 0-9 . _ -, starting with a letter or digit); names of
+        /// revoked tokens stay taken.
         #[arg(long)]
         name: String,
         /// issuer, security-officer or auditor.

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{check_id, check_version, from_value, parse_window};
+use super::{check_id, check_identifier, check_text_tree, check_version, from_value, parse_window};
 use crate::error::{Error, ErrorCode, Result};
 use crate::xrpl::validate_classic_address;
 
@@ -38,17 +38,19 @@ pub struct DestinationAllowlist {
 }
 
 impl DestinationAllowlist {
-    /// Parses and validates an allowlist from a strict value.
+    /// Parses and validates an allowlist from a strict value (no control or format
+    /// character in any string or member name, then [`DestinationAllowlist::validate`]).
     pub fn from_value(value: &Value) -> Result<DestinationAllowlist> {
+        check_text_tree(value)?;
         let a: DestinationAllowlist = from_value(value, "DestinationAllowlist")?;
         a.validate()?;
         Ok(a)
     }
 
-    /// Validates every member.
+    /// Validates every member (allowlistId by the identifier rule).
     pub fn validate(&self) -> Result<()> {
         check_version(&self.version)?;
-        check_id(&self.allowlist_id, "allowlistId")?;
+        check_identifier(&self.allowlist_id, "allowlistId")?;
         check_id(&self.issuer, "issuer")?;
         check_id(&self.issuer_key_id, "issuerKeyId")?;
         parse_window(&self.issued_at, &self.expires_at)?;

@@ -6,11 +6,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    check_credential_type, check_id, check_sha256_hex, check_version, from_value, parse_amount,
-    parse_time,
+    check_credential_type, check_id, check_identifier, check_sha256_hex, check_text_tree,
+    check_version, from_value, parse_amount, parse_time,
 };
 use crate::error::{Error, ErrorCode, Result};
-use crate::xrpl::validate_classic_address;
+use crate::xrpl::{validate_classic_address, validate_currency_code};
 
 /// Grant scopes MPCP v1.0 defines.
 pub const SCOPES: [&str; 3] = ["SESSION", "VEHICLE", "FLEET"];
@@ -147,8 +147,11 @@ fn not_conforming(field: &str, msg: impl Into<String>) -> Error {
 }
 
 impl PolicyGrant {
-    /// Parses a grant from a strict JSON value (structure only; see [`PolicyGrant::validate`]).
+    /// Parses a grant from a strict JSON value: structure, and no control or format
+    /// character in any string or member name ([`check_text_tree`]); see
+    /// [`PolicyGrant::validate`] for the rest.
     pub fn from_value(value: &Value) -> Result<PolicyGrant> {
+        check_text_tree(value)?;
         from_value(value, "PolicyGrant")
     }
 
@@ -196,11 +199,12 @@ impl PolicyGrant {
         Ok(())
     }
 
-    /// Full validation: version, identifiers, conformance, every XRPL address, amounts,
-    /// timestamps, credential types, anchorRef and amount consistency.
+    /// Full validation: version, identifiers (grantId by the identifier rule), conformance,
+    /// every XRPL address, credential issuer/type pairs, amounts, currency codes, timestamps,
+    /// credential types, anchorRef and amount consistency.
     pub fn validate(&self) -> Result<()> {
         check_version(&self.version)?;
-        check_id(&self.grant_id, "grantId")?;
+        check_identifier(&self.grant_id, "grantId")?;
         check_sha256_hex(&self.policy_hash, "policyHash")?;
         check_id(&self.subject_id, "subjectId")?;
         check_id(&self.issuer, "issuer")?;
@@ -219,8 +223,44 @@ impl PolicyGrant {
         }
         self.check_addresses()?;
         self.check_credential_types()?;
+        self.check_credential_pairs()?;
         self.check_anchor_ref()?;
         self.check_amounts()
+    }
+
+    /// An on-ledger credential check needs both its issuer and its type: a gateway given one
+    /// without the other would skip the check (or guess), so half a pair is refused, naming
+    /// the member that is missing.
+    fn check_credential_pairs(&self) -> Result<()> {
+        let pairs = [
+            (
+                ("gatewayCredentialIssuer", &self.gateway_credential_issuer),
+                ("gatewayCredentialType", &self.gateway_credential_type),
+            ),
+            (
+                ("merchantCredentialIssuer", &self.merchant_credential_issuer),
+                ("merchantCredentialType", &self.merchant_credential_type),
+            ),
+            (
+                ("subjectCredentialIssuer", &self.subject_credential_issuer),
+                ("subjectCredentialType", &self.subject_credential_type),
+            ),
+        ];
+        for ((issuer_field, issuer), (type_field, kind)) in pairs {
+            let missing = match (issuer, kind) {
+                (Some(_), None) => Some((type_field, issuer_field)),
+                (None, Some(_)) => Some((issuer_field, type_field)),
+                _ => None,
+            };
+            if let Some((absent, present)) = missing {
+                return Err(Error::field(
+                    ErrorCode::SchemaInvalid,
+                    absent,
+                    format!("{present} requires {absent}: a credential is checked by both"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn check_addresses(&self) -> Result<()> {
@@ -302,6 +342,12 @@ impl PolicyGrant {
         Ok(())
     }
 
+    /// Amounts are decimal minor units; currencies are XRPL codes. The offline caps are
+    /// bounded by the budget, so they require budgetMinor and budgetCurrency (a cap without
+    /// them bounds nothing), and every offline currency given must be budgetCurrency: a cap
+    /// in another currency cannot be compared with the budget, and one currency throughout
+    /// keeps offline merchants and the gateway counting the same units. A cap without its own
+    /// currency is in budgetCurrency.
     fn check_amounts(&self) -> Result<()> {
         let amount =
             |v: &Option<String>, f: &str| v.as_deref().map(|s| parse_amount(s, f)).transpose();
@@ -316,65 +362,89 @@ impl PolicyGrant {
             amount(&ms.per_session_minor, "maxSpend.perSessionMinor")?;
             amount(&ms.per_day_minor, "maxSpend.perDayMinor")?;
         }
-        // Currencies: the cumulative cap falls back to the single-payment currency (spec).
-        let budget_cur = self.budget_currency.as_deref();
-        let single_cur = self.offline_max_single_payment_currency.as_deref();
-        let cumulative_cur = self
-            .offline_max_cumulative_payment_currency
-            .as_deref()
-            .or(single_cur);
-        let bounded = |cap: Option<u128>,
-                       cap_cur: Option<&str>,
-                       cap_field: &str,
-                       limit: Option<u128>,
-                       limit_cur: Option<&str>,
-                       limit_field: &str|
-         -> Result<()> {
-            let (Some(cap), Some(limit)) = (cap, limit) else {
-                return Ok(());
-            };
-            if let (Some(a), Some(b)) = (cap_cur, limit_cur)
-                && a != b
+        // (cap member, its currency member, cap, currency)
+        let caps = [
+            (
+                "offlineMaxSinglePayment",
+                "offlineMaxSinglePaymentCurrency",
+                single,
+                self.offline_max_single_payment_currency.as_deref(),
+            ),
+            (
+                "offlineMaxCumulativePayment",
+                "offlineMaxCumulativePaymentCurrency",
+                cumulative,
+                self.offline_max_cumulative_payment_currency.as_deref(),
+            ),
+        ];
+        if let Some(c) = &self.budget_currency {
+            validate_currency_code(c, "budgetCurrency")?;
+        }
+        for (_, cur_field, _, cur) in caps {
+            if let Some(c) = cur {
+                validate_currency_code(c, cur_field)?;
+            }
+        }
+        let offline = caps
+            .iter()
+            .find(|(_, _, cap, cur)| cap.is_some() || cur.is_some());
+        let (budget, budget_cur) = match (offline, budget, self.budget_currency.as_deref()) {
+            (None, _, _) => return Ok(()),
+            (Some(_), Some(b), Some(c)) => (b, c),
+            (Some((cap_field, cur_field, cap, _)), b, _) => {
+                let present = if cap.is_some() { cap_field } else { cur_field };
+                let absent = if b.is_none() {
+                    "budgetMinor"
+                } else {
+                    "budgetCurrency"
+                };
+                return Err(Error::field(
+                    ErrorCode::SchemaInvalid,
+                    absent,
+                    format!(
+                        "{present} requires budgetMinor and budgetCurrency: offline caps are \
+                         bounded by the budget"
+                    ),
+                ));
+            }
+        };
+        for (cap_field, cur_field, cap, cur) in caps {
+            if let Some(c) = cur
+                && c != budget_cur
+            {
+                let field = if cap.is_some() { cap_field } else { cur_field };
+                return Err(Error::field(
+                    ErrorCode::AmountInconsistent,
+                    field,
+                    format!(
+                        "{cur_field} is {c} but budgetCurrency is {budget_cur}: offline caps \
+                         are in the budget's currency"
+                    ),
+                ));
+            }
+            if let Some(cap) = cap
+                && cap > budget
             {
                 return Err(Error::field(
                     ErrorCode::AmountInconsistent,
                     cap_field,
-                    format!("{cap_field} is in {a} but {limit_field} is in {b}: cannot be bounded"),
+                    format!("{cap_field} ({cap}) exceeds budgetMinor ({budget})"),
                 ));
             }
-            if cap > limit {
-                return Err(Error::field(
-                    ErrorCode::AmountInconsistent,
-                    cap_field,
-                    format!("{cap_field} ({cap}) exceeds {limit_field} ({limit})"),
-                ));
-            }
-            Ok(())
-        };
-        bounded(
-            cumulative,
-            cumulative_cur,
-            "offlineMaxCumulativePayment",
-            budget,
-            budget_cur,
-            "budgetMinor",
-        )?;
-        bounded(
-            single,
-            single_cur,
-            "offlineMaxSinglePayment",
-            budget,
-            budget_cur,
-            "budgetMinor",
-        )?;
-        bounded(
-            single,
-            single_cur,
-            "offlineMaxSinglePayment",
-            cumulative,
-            cumulative_cur,
-            "offlineMaxCumulativePayment",
-        )
+        }
+        if let (Some(single), Some(cumulative)) = (single, cumulative)
+            && single > cumulative
+        {
+            return Err(Error::field(
+                ErrorCode::AmountInconsistent,
+                "offlineMaxSinglePayment",
+                format!(
+                    "offlineMaxSinglePayment ({single}) exceeds offlineMaxCumulativePayment \
+                     ({cumulative})"
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -604,9 +674,221 @@ mod tests {
         PolicyGrant::from_value(&v).unwrap().validate().unwrap();
     }
 
+    /// The refusal (code and field) of `base()` changed by `f`.
+    fn refusal_with(f: impl FnOnce(&mut serde_json::Map<String, Value>)) -> (ErrorCode, String) {
+        let mut v = base();
+        f(v.as_object_mut().unwrap());
+        match PolicyGrant::from_value(&v).and_then(|g| g.validate()) {
+            Ok(()) => panic!("accepted: {v}"),
+            Err(e) => (e.code, e.field.unwrap_or_default()),
+        }
+    }
+
+    fn accepted_with(f: impl FnOnce(&mut serde_json::Map<String, Value>)) {
+        let mut v = base();
+        f(v.as_object_mut().unwrap());
+        PolicyGrant::from_value(&v)
+            .and_then(|g| g.validate())
+            .unwrap_or_else(|e| panic!("{v}: {e:?}"));
+    }
+
+    #[test]
+    fn grant_id_is_an_identifier() {
+        use ErrorCode::*;
+        let set = |id: &str| {
+            let id = id.to_string();
+            move |m: &mut serde_json::Map<String, Value>| {
+                m.insert("grantId".into(), id.into());
+            }
+        };
+        accepted_with(set(&"g".repeat(46)));
+        for bad in [
+            "g".repeat(47),
+            "g".repeat(61),
+            "g-live\u{200b}".into(),
+            "g-\u{202e}evil".into(),
+            "gr\u{430}nt-1".into(),
+            "g:1".into(),
+        ] {
+            assert_eq!(
+                refusal_with(set(&bad)),
+                (SchemaInvalid, "grantId".into()),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn free_text_refuses_control_and_format_characters() {
+        use ErrorCode::*;
+        accepted_with(|m| {
+            m.insert("operatorId".into(), "Betreiber Zoë".into());
+            m.insert("reasons".into(), serde_json::json!(["OK", "日本語"]));
+        });
+        let cases: [(&str, Value, &str); 6] = [
+            ("operatorId", "op\u{7}".into(), "operatorId"),
+            ("subjectId", "vehicle-1\u{200b}".into(), "subjectId"),
+            (
+                "reasons",
+                serde_json::json!(["OK", "a\u{2066}b"]),
+                "reasons[1]",
+            ),
+            (
+                "allowedPurposes",
+                serde_json::json!(["toll\n"]),
+                "allowedPurposes[0]",
+            ),
+            ("x-note", serde_json::json!({"t": "\u{feff}"}), "x-note.t"),
+            (
+                "budgetEscrowRef",
+                "xrpl:escrow:\u{2028}".into(),
+                "budgetEscrowRef",
+            ),
+        ];
+        for (member, value, field) in cases {
+            assert_eq!(
+                refusal_with(|m| {
+                    m.insert(member.into(), value.clone());
+                }),
+                (SchemaInvalid, field.to_string()),
+                "{member}"
+            );
+        }
+    }
+
+    #[test]
+    fn credential_members_come_in_pairs() {
+        use ErrorCode::*;
+        let ty = hex::encode_upper("mpcp:approved-merchant");
+        for prefix in ["gateway", "merchant", "subject"] {
+            let (issuer, kind) = (
+                format!("{prefix}CredentialIssuer"),
+                format!("{prefix}CredentialType"),
+            );
+            accepted_with(|m| {
+                m.insert(issuer.clone(), addr(7).into());
+                m.insert(kind.clone(), ty.clone().into());
+            });
+            assert_eq!(
+                refusal_with(|m| {
+                    m.insert(issuer.clone(), addr(7).into());
+                }),
+                (SchemaInvalid, kind.clone())
+            );
+            assert_eq!(
+                refusal_with(|m| {
+                    m.insert(kind.clone(), ty.clone().into());
+                }),
+                (SchemaInvalid, issuer.clone())
+            );
+        }
+    }
+
+    #[test]
+    fn currencies_are_xrpl_codes() {
+        use ErrorCode::*;
+        let hex_code = format!("52{}", "4C".repeat(19));
+        accepted_with(|m| {
+            m.insert("budgetCurrency".into(), hex_code.clone().into());
+            m.insert("offlineMaxSinglePayment".into(), "10".into());
+            m.insert(
+                "offlineMaxSinglePaymentCurrency".into(),
+                hex_code.clone().into(),
+            );
+        });
+        for (member, field) in [
+            ("budgetCurrency", "budgetCurrency"),
+            (
+                "offlineMaxSinglePaymentCurrency",
+                "offlineMaxSinglePaymentCurrency",
+            ),
+            (
+                "offlineMaxCumulativePaymentCurrency",
+                "offlineMaxCumulativePaymentCurrency",
+            ),
+        ] {
+            assert_eq!(
+                refusal_with(|m| {
+                    m.insert("offlineMaxSinglePayment".into(), "10".into());
+                    m.insert(member.into(), "RLUSD".into());
+                }),
+                (SchemaInvalid, field.to_string())
+            );
+        }
+    }
+
+    #[test]
+    fn offline_caps_need_a_budget_in_their_currency() {
+        use ErrorCode::*;
+        let huge = "9".repeat(38);
+        assert_eq!(
+            refusal_with(|m| {
+                m.remove("budgetMinor");
+                m.remove("budgetCurrency");
+                m.insert("offlineMaxSinglePayment".into(), huge.clone().into());
+                m.insert("offlineMaxCumulativePayment".into(), huge.clone().into());
+            }),
+            (SchemaInvalid, "budgetMinor".into())
+        );
+        assert_eq!(
+            refusal_with(|m| {
+                m.remove("budgetCurrency");
+                m.insert("offlineMaxCumulativePayment".into(), "10".into());
+            }),
+            (SchemaInvalid, "budgetCurrency".into())
+        );
+        assert_eq!(
+            refusal_with(|m| {
+                m.remove("budgetMinor");
+                m.insert("offlineMaxSinglePaymentCurrency".into(), "XRP".into());
+            }),
+            (SchemaInvalid, "budgetMinor".into())
+        );
+        // A cap's currency, where given, is the budget's.
+        assert_eq!(
+            refusal_with(|m| {
+                m.insert("offlineMaxSinglePayment".into(), "10".into());
+                m.insert("offlineMaxSinglePaymentCurrency".into(), "USD".into());
+            }),
+            (AmountInconsistent, "offlineMaxSinglePayment".into())
+        );
+        assert_eq!(
+            refusal_with(|m| {
+                m.insert("offlineMaxCumulativePaymentCurrency".into(), "USD".into());
+            }),
+            (
+                AmountInconsistent,
+                "offlineMaxCumulativePaymentCurrency".into()
+            )
+        );
+        // Without caps, a budget alone is fine; caps without currencies are in the budget's.
+        accepted_with(|m| {
+            m.insert("offlineMaxSinglePayment".into(), "10".into());
+            m.insert("offlineMaxCumulativePayment".into(), "100".into());
+        });
+    }
+
+    #[test]
+    fn timestamps_follow_the_profile() {
+        use ErrorCode::*;
+        for bad in [
+            "2030-01-01t00:00:00Z",
+            "2030-01-01T00:00:00z",
+            "2030-01-01T00:00:00.99999999999999999999Z",
+            "2030-01-01T00:00:00+00:00",
+        ] {
+            assert_eq!(
+                refusal_with(|m| {
+                    m.insert("expiresAt".into(), bad.into());
+                }),
+                (TimestampInvalid, "expiresAt".into())
+            );
+        }
+    }
+
     #[test]
     fn unknown_members_survive_round_trip() {
-        let text = r#"{"version":"1.0","grantId":"g","policyHash":"b807638320a19a14cc769ccfa37f82998c850eb863074c3b8170c284dce5a711","subjectId":"s","scope":"SESSION","allowedRails":["xrpl"],"expiresAt":"2030-01-01T00:00:00Z","issuer":"i","issuerKeyId":"k","zFuture":{"nested":[1,"\u00e9",{"b":true,"a":null}],"n":-5},"aExt":"x\ny"}"#;
+        let text = r#"{"version":"1.0","grantId":"g","policyHash":"b807638320a19a14cc769ccfa37f82998c850eb863074c3b8170c284dce5a711","subjectId":"s","scope":"SESSION","allowedRails":["xrpl"],"expiresAt":"2030-01-01T00:00:00Z","issuer":"i","issuerKeyId":"k","zFuture":{"nested":[1,"\u00e9",{"b":true,"a":null}],"n":-5},"aExt":"x\"y\\z"}"#;
         let v = parse_strict(text.as_bytes()).unwrap();
         let g = PolicyGrant::from_value(&v).unwrap();
         assert_eq!(g.extra.len(), 2);

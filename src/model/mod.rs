@@ -10,11 +10,16 @@ mod allowlist;
 mod bundle;
 mod grant;
 mod policy;
+mod text;
 
 pub use allowlist::DestinationAllowlist;
 pub use bundle::{Geography, TrustBundle, TrustBundleIssuer};
 pub use grant::{Asset, MaxSpend, PolicyGrant, VelocityLimit};
 pub use policy::PolicyDocument;
+pub use text::{
+    ACTIVE_GRANT_PREFIX, IDENTIFIER_MAX_BYTES, IDENTIFIER_PATTERN, check_id, check_identifier,
+    check_text_tree, is_refused_char,
+};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -57,18 +62,6 @@ pub fn check_version(version: &str) -> Result<()> {
             ErrorCode::VersionUnsupported,
             "version",
             format!("version {version:?} is not supported (this appliance implements 1.0)"),
-        ));
-    }
-    Ok(())
-}
-
-/// A required identifier: non-empty, no control characters, at most 256 bytes.
-pub fn check_id(value: &str, field: &str) -> Result<()> {
-    if value.is_empty() || value.len() > 256 || value.chars().any(char::is_control) {
-        return Err(Error::field(
-            ErrorCode::SchemaInvalid,
-            field,
-            format!("{field} must be 1-256 printable characters"),
         ));
     }
     Ok(())
@@ -149,7 +142,7 @@ pub fn check_credential_type(value: &str, field: &str) -> Result<()> {
 
 /// The XLS-70 credential type, as hex, that marks grant `grant_id` active on the ledger.
 pub fn active_grant_credential_type(grant_id: &str) -> String {
-    hex::encode_upper(format!("mpcp:active-grant:{grant_id}"))
+    hex::encode_upper(format!("{ACTIVE_GRANT_PREFIX}{grant_id}"))
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use crate::clock::{format_rfc3339, parse_rfc3339};
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, Event};
 use crate::keys::KeyRole;
-use crate::model::{DestinationAllowlist, check_id};
+use crate::model::{DestinationAllowlist, check_id, check_identifier};
 use crate::store::store_error;
 
 /// `POST /v1/destination-allowlists`.
@@ -57,7 +57,7 @@ async fn issue_inner(
         &["version", "allowlistId", "destinations", "expiresAt"],
     )?;
     let id = required_str(obj, "allowlistId")?.to_string();
-    check_id(&id, "allowlistId")?;
+    check_identifier(&id, "allowlistId")?;
     let now = state.clock().now();
     let expires = parse_rfc3339(required_str(obj, "expiresAt")?, "expiresAt")?;
     if expires <= now {

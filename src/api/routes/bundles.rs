@@ -244,7 +244,9 @@ fn matching(state: &AppState, q: &BundleQuery) -> Result<Vec<Value>> {
     for item in state.artifacts().bundles.iter() {
         let (_, raw) = item.map_err(|e| store_error("read bundle", e))?;
         let v = parse_strict(&raw)?;
-        let b = TrustBundle::from_value(&v)?;
+        // Parsed, not re-validated: the bundle was validated when it was signed, and one
+        // stored under earlier, looser rules must not take the public reads down.
+        let b: TrustBundle = crate::model::from_value(&v, "TrustBundle")?;
         if parse_rfc3339(&b.expires_at, "expiresAt")? <= now {
             continue;
         }
