@@ -1,6 +1,6 @@
 //! Interoperability: the project's signed vectors verify with Node's built-in crypto exactly as
 //! the MPCP reference SDK verifies (`crypto.verify(null, digest, jwkKey, sig)`), with the digest
-//! recomputed by an independent JavaScript canonicaliser. Fails where `node` is not installed
+//! recomputed by an independent JavaScript canonicaliser. Fails where `node` is not installed.
 
 use std::path::PathBuf;
 use std::process::Command;
