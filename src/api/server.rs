@@ -22,7 +22,10 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, ErrorCode, Result};
 
-/// Request and connection limits.
+/// Request and connection limits. Every phase of a connection before its requests are
+/// dispatched has a deadline, request bodies have one, and idle connections are closed, so
+/// no client holds a connection (and with it one of [`Limits::max_connections`]) for longer
+/// than these bounds allow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Largest request body (bytes); larger is 413.
@@ -31,27 +34,51 @@ pub struct Limits {
     pub requests_per_second_per_token: u32,
     /// Burst per API token.
     pub burst_per_token: u32,
-    /// Concurrent connections.
+    /// Concurrent connections. At the limit the next connection waits in the kernel's
+    /// backlog until one closes (each closes by the deadlines below at the latest).
     pub max_connections: usize,
-    /// Time allowed for a TLS handshake.
+    /// Concurrent connections from one peer (an IPv4 address, or an IPv6 /64). A connection
+    /// beyond it is closed as soon as it is accepted, before any TLS.
+    pub max_connections_per_ip: usize,
+    /// Time allowed for a TLS handshake, from accept.
     pub handshake_timeout: Duration,
-    /// Time allowed for a request's headers to arrive (HTTP/1).
+    /// Time allowed, once the TLS handshake is done, for the first request's headers to
+    /// arrive, protocol detection included (HTTP/1.1 or HTTP/2, preface and SETTINGS
+    /// included); for HTTP/1.1 also for each later request's headers, from the end of the
+    /// previous response. A connection that misses it is closed without a response.
     pub header_read_timeout: Duration,
+    /// Time allowed for a request body to arrive completely, from the moment the handler
+    /// starts reading it; later is 408 `REQUEST_TIMEOUT`.
+    pub body_timeout: Duration,
+    /// A connection with no request in progress for this long is closed (HTTP/2: GOAWAY).
+    /// An HTTP/1.1 connection also needs its next request's headers within
+    /// `header_read_timeout`, so it idles at most the shorter of the two.
+    pub idle_timeout: Duration,
+    /// Interval of HTTP/2 keep-alive pings (zero: none).
+    pub http2_ping_interval: Duration,
+    /// An HTTP/2 connection whose peer does not acknowledge a ping within this is closed.
+    pub http2_ping_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
 }
 
 impl Default for Limits {
-    /// 256 KiB bodies, 20 requests/s per token with bursts of 40, 256 connections, 10 s for
-    /// handshakes and headers, 30 s drain.
+    /// 256 KiB bodies, 20 requests/s per token with bursts of 40, 256 connections of which
+    /// 32 per peer, 10 s for handshakes and headers, 30 s for a body, 60 s idle, HTTP/2 pings
+    /// every 20 s answered within 10 s, 30 s drain.
     fn default() -> Limits {
         Limits {
             max_body_bytes: 256 * 1024,
             requests_per_second_per_token: 20,
             burst_per_token: 40,
             max_connections: 256,
+            max_connections_per_ip: 32,
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            http2_ping_interval: Duration::from_secs(20),
+            http2_ping_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
         }
     }
