@@ -90,6 +90,9 @@ pub enum ErrorCode {
     // API tokens.
     /// A retried token creation that already succeeded: its secret is never shown again.
     TokenSecretNotReplayed,
+    // Connection and request limits.
+    /// The request body did not arrive within the body deadline (408).
+    RequestTimeout,
 }
 
 impl ErrorCode {
@@ -167,6 +170,7 @@ impl ErrorCode {
             NotReady => "NOT_READY",
             AuditKeyMissing => "AUDIT_KEY_MISSING",
             TokenSecretNotReplayed => "TOKEN_SECRET_NOT_REPLAYED",
+            RequestTimeout => "REQUEST_TIMEOUT",
         }
     }
 
@@ -178,6 +182,7 @@ impl ErrorCode {
             Forbidden | ClientCertificateRequired => 403,
             NotFound | KeyNotFound | RouteNotFound => 404,
             MethodNotAllowed => 405,
+            RequestTimeout => 408,
             IdempotencyConflict | Conflict | KeyStateInvalid | TokenSecretNotReplayed => 409,
             PayloadTooLarge | JsonTooLarge => 413,
             UnsupportedMediaType => 415,
