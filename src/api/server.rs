@@ -75,14 +75,18 @@ pub struct Limits {
     pub http2_ping_interval: Duration,
     /// An HTTP/2 connection whose peer does not acknowledge a ping within this is closed.
     pub http2_ping_timeout: Duration,
+    /// Largest request head (request line and header fields, counted as in HTTP/1.1) the
+    /// service answers: a longer URI is 414 `URI_TOO_LONG`, a longer head 431
+    /// `HEADERS_TOO_LARGE`, both JSON.
+    pub max_header_bytes: usize,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
 }
 
 impl Default for Limits {
-    /// 256 KiB bodies, 20 requests/s per token with bursts of 40, 256 connections of which
-    /// 32 per peer, 10 s for handshakes and headers, 30 s for a body, 60 s idle, HTTP/2 pings
-    /// every 20 s answered within 10 s, 30 s drain.
+    /// 256 KiB bodies, 16 KiB request heads, 20 requests/s per token with bursts of 40, 256
+    /// connections of which 32 per peer, 10 s for handshakes and headers, 30 s for a body,
+    /// 60 s idle, HTTP/2 pings every 20 s answered within 10 s, 30 s drain.
     fn default() -> Limits {
         Limits {
             max_body_bytes: 256 * 1024,
@@ -96,6 +100,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             http2_ping_interval: Duration::from_secs(20),
             http2_ping_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
             drain_timeout: Duration::from_secs(30),
         }
     }

@@ -135,6 +135,10 @@ pub struct ServeArgs {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = Limits::default().max_body_bytes)]
     pub max_body_bytes: usize,
+    /// Largest request head in bytes (request line and headers); a longer URI is 414, a
+    /// longer head 431.
+    #[arg(long, default_value_t = Limits::default().max_header_bytes, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=1_048_576))]
+    pub max_header_bytes: usize,
     /// Sustained requests per second per API token (0 = unlimited).
     #[arg(long, default_value_t = Limits::default().requests_per_second_per_token)]
     pub rate_per_token: u32,
@@ -184,6 +188,7 @@ impl ServeArgs {
     fn limits(&self) -> Limits {
         Limits {
             max_body_bytes: self.max_body_bytes,
+            max_header_bytes: self.max_header_bytes,
             requests_per_second_per_token: self.rate_per_token,
             burst_per_token: self.burst_per_token,
             max_connections: self.max_connections,
@@ -340,6 +345,7 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
         "transport": transport_desc,
         "limits": {
             "maxBodyBytes": config.limits.max_body_bytes,
+            "maxHeaderBytes": config.limits.max_header_bytes,
             "ratePerToken": config.limits.requests_per_second_per_token,
             "burstPerToken": config.limits.burst_per_token,
             "maxConnections": config.limits.max_connections,
