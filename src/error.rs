@@ -93,6 +93,10 @@ pub enum ErrorCode {
     // Connection and request limits.
     /// The request body did not arrive within the body deadline (408).
     RequestTimeout,
+    /// The request URI is longer than the service's head limit (414).
+    UriTooLong,
+    /// The request head (request line and header fields) is larger than the limit (431).
+    HeadersTooLarge,
 }
 
 impl ErrorCode {
@@ -171,6 +175,8 @@ impl ErrorCode {
             AuditKeyMissing => "AUDIT_KEY_MISSING",
             TokenSecretNotReplayed => "TOKEN_SECRET_NOT_REPLAYED",
             RequestTimeout => "REQUEST_TIMEOUT",
+            UriTooLong => "URI_TOO_LONG",
+            HeadersTooLarge => "HEADERS_TOO_LARGE",
         }
     }
 
@@ -183,10 +189,12 @@ impl ErrorCode {
             NotFound | KeyNotFound | RouteNotFound => 404,
             MethodNotAllowed => 405,
             RequestTimeout => 408,
+            UriTooLong => 414,
             IdempotencyConflict | Conflict | KeyStateInvalid | TokenSecretNotReplayed => 409,
             PayloadTooLarge | JsonTooLarge => 413,
             UnsupportedMediaType => 415,
             RateLimited => 429,
+            HeadersTooLarge => 431,
             HsmUnavailable | HsmTimeout | AuditUnavailable | StoreError | NotReady
             | AuditKeyMissing => 503,
             HsmError

@@ -274,16 +274,20 @@ pub async fn serve(
 /// hyper-util's auto builder (HTTP/1.1 and HTTP/2) with the limits hyper enforces itself.
 fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Heads up to these sizes reach the service, which answers oversized ones in JSON.
+    let head = crate::api::head::hyper_head_bytes(limits.max_header_bytes);
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(head);
     let ping = (!limits.http2_ping_interval.is_zero()).then_some(limits.http2_ping_interval);
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(ping)
-        .keep_alive_timeout(limits.http2_ping_timeout);
+        .keep_alive_timeout(limits.http2_ping_timeout)
+        .max_header_list_size(u32::try_from(head).unwrap_or(u32::MAX));
     builder
 }
 
