@@ -126,6 +126,17 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// The header block of `GET path`: :method GET and :scheme https from the static table,
+/// :authority and :path as literals with indexed names (no Huffman coding).
+fn h2_get_block(path: &str) -> Vec<u8> {
+    assert!(path.len() < 127);
+    let mut block = vec![0x82, 0x87, 0x01, 9];
+    block.extend_from_slice(b"127.0.0.1");
+    block.extend_from_slice(&[0x04, path.len() as u8]);
+    block.extend_from_slice(path.as_bytes());
+    block
+}
+
 /// The types of the HTTP/2 frames in `bytes` (a trailing partial frame is ignored).
 fn frame_types(mut bytes: &[u8]) -> Vec<u8> {
     let mut types = Vec::new();
@@ -341,13 +352,9 @@ async fn idle_keep_alive_connections_are_closed() {
     let mut h2 = tls_from(&h, HOSTILE, b"h2").await.unwrap();
     assert_eq!(h2.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     h2.write_all(H2_PREFACE).await.unwrap();
-    // GET /healthz: :method GET, :scheme https (static table), :authority and :path as
-    // literals with indexed names.
-    let mut block = vec![0x82, 0x87, 0x01, 9];
-    block.extend_from_slice(b"127.0.0.1");
-    block.extend_from_slice(&[0x04, 8]);
-    block.extend_from_slice(b"/healthz");
-    h2.write_all(&h2_frame(0x1, 0x5, 1, &block)).await.unwrap();
+    h2.write_all(&h2_frame(0x1, 0x5, 1, &h2_get_block("/healthz")))
+        .await
+        .unwrap();
     // The response ends its stream (END_STREAM on HEADERS or DATA).
     let seen = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
@@ -412,6 +419,37 @@ async fn http2_peer_that_ignores_pings_is_dropped() {
         &mut s,
         at,
         limits.http2_ping_interval + limits.http2_ping_timeout + MARGIN,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_peer_that_never_reads_its_response_is_dropped() {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(1500),
+        http2_ping_interval: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let h = Harness::start(limits.clone()).await;
+    let mut s = tls_from(&h, HOSTILE, b"h2").await.unwrap();
+    // Preface, then SETTINGS_INITIAL_WINDOW_SIZE = 0: no response body can ever be sent.
+    s.write_all(&H2_PREFACE[..24]).await.unwrap();
+    s.write_all(&h2_frame(0x4, 0, 0, &[0, 4, 0, 0, 0, 0]))
+        .await
+        .unwrap();
+    s.write_all(&h2_frame(0x1, 0x5, 1, &h2_get_block("/healthz")))
+        .await
+        .unwrap();
+    let at = Instant::now();
+    // The response head is not flow-controlled; its body is.
+    tokio::time::timeout(Duration::from_secs(5), h2_until(&mut s, 0x1, 1, 0x4))
+        .await
+        .expect("no response head");
+    closed_by(
+        "HTTP/2 peer with a zero window",
+        &mut s,
+        at,
+        limits.idle_timeout + Duration::from_secs(1) + MARGIN,
     )
     .await;
 }
