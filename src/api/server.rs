@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -67,9 +66,10 @@ pub struct Limits {
     /// Time allowed for a request body to arrive completely, from the moment the handler
     /// starts reading it; later is 408 `REQUEST_TIMEOUT`.
     pub body_timeout: Duration,
-    /// A connection with no request in progress for this long is closed (HTTP/2: GOAWAY).
-    /// An HTTP/1.1 connection also needs its next request's headers within
-    /// `header_read_timeout`, so it idles at most the shorter of the two.
+    /// A connection on which no handler is running for this long is closed (HTTP/2: GOAWAY);
+    /// a response still being sent then has one more second, so a peer that does not read
+    /// its responses is closed too. An HTTP/1.1 connection also needs its next request's
+    /// headers within `header_read_timeout`, so it idles at most the shorter of the two.
     pub idle_timeout: Duration,
     /// Interval of HTTP/2 keep-alive pings (zero: none).
     pub http2_ping_interval: Duration,
@@ -298,8 +298,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves one connection (after TLS) and closes it when it misses a deadline: no request
 /// within `header_read_timeout` of its start (dropped at once, protocol detection
-/// included), no request in progress for `idle_timeout` (closed gracefully), or shutdown
-/// (closed gracefully once its requests are done).
+/// included), no handler running for `idle_timeout` (closed gracefully; a response still
+/// being sent gets [`CLOSE_GRACE`] more), or shutdown (closed gracefully once its requests
+/// are done).
 async fn serve_connection<I>(
     io: I,
     app: axum::Router,
@@ -320,11 +321,14 @@ async fn serve_connection<I>(
     tokio::pin!(conn);
     let opened = Instant::now();
     let mut idle_since = opened;
-    let mut closing: Option<Instant> = None;
+    let mut closing: Option<Closing> = None;
     loop {
         let now = *seen.borrow_and_update();
         let deadline = match closing {
-            Some(t) => Some(t),
+            Some(Closing::Drain(t)) => Some(t),
+            // A request that raced the GOAWAY finishes; then the grace runs again.
+            Some(Closing::Idle) if now.in_flight > 0 => None,
+            Some(Closing::Idle) => Some(idle_since + CLOSE_GRACE),
             None if now.in_flight > 0 => None,
             None if now.started == 0 => Some(opened + limits.header_read_timeout),
             None => Some(idle_since + limits.idle_timeout),
@@ -345,25 +349,35 @@ async fn serve_connection<I>(
                     idle_since = Instant::now();
                 }
             }
-            _ = stopping.changed(), if closing.is_none() => {
+            _ = stopping.changed(), if !matches!(closing, Some(Closing::Drain(_))) => {
                 // Requests in flight finish; the drain timeout bounds the wait.
                 conn.as_mut().graceful_shutdown();
-                closing = Some(Instant::now() + limits.drain_timeout);
+                closing = Some(Closing::Drain(Instant::now() + limits.drain_timeout));
             }
             _ = expired => {
                 if closing.is_some() || now.started == 0 {
-                    // Nothing to answer before the first request: drop the connection.
+                    // Past the grace, or nothing to answer before the first request.
                     return;
                 }
                 conn.as_mut().graceful_shutdown();
-                closing = Some(Instant::now() + CLOSE_GRACE);
+                closing = Some(Closing::Idle);
+                idle_since = Instant::now();
             }
         }
     }
 }
 
+/// Why a connection is closing.
+#[derive(Debug, Clone, Copy)]
+enum Closing {
+    /// Idle too long: asked to close, dropped [`CLOSE_GRACE`] after its last handler ends.
+    Idle,
+    /// Shutdown: dropped at this instant at the latest.
+    Drain(Instant),
+}
+
 /// Requests of one connection: how many began, how many are in progress (until their
-/// response body is done or dropped).
+/// handler has answered).
 #[derive(Debug, Clone, Copy, Default)]
 struct Activity {
     started: u64,
@@ -411,14 +425,11 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
         }
         let response = self.inner.call(req);
         Box::pin(async move {
-            let resp = response.await?;
-            // The request stays in progress until its body is sent (or dropped).
-            Ok(resp.map(|body| {
-                Body::new(body.map_frame(move |frame| {
-                    let _in_flight = &in_flight;
-                    frame
-                }))
-            }))
+            // In progress until the handler answers: sending the (buffered) response counts
+            // as idle, so a peer that never reads it is closed by the idle timeout.
+            let resp = response.await;
+            drop(in_flight);
+            resp
         })
     }
 }
