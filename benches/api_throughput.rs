@@ -357,8 +357,10 @@ fn main() {
         .unwrap();
     let crt = client_rt.handle().clone();
     rt.block_on(async {
+        // Every client runs on this host: no per-address cap below the global one.
         let limits = Limits {
             requests_per_second_per_token: 0,
+            max_connections_per_ip: Limits::default().max_connections,
             ..Limits::default()
         };
         // The built-in policy keeps ES256 to root keys (MPCP 1.0 gateways need only verify

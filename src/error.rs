@@ -95,6 +95,13 @@ pub enum ErrorCode {
     KeySetUnavailable,
     /// An active key's private object is missing from its token (server state).
     KeyMaterialMissing,
+    // Connection and request limits.
+    /// The request body did not arrive within the body deadline (408).
+    RequestTimeout,
+    /// The request URI is longer than the service's head limit (414).
+    UriTooLong,
+    /// The request head (request line and header fields) is larger than the limit (431).
+    HeadersTooLarge,
 }
 
 impl ErrorCode {
@@ -174,6 +181,9 @@ impl ErrorCode {
             TokenSecretNotReplayed => "TOKEN_SECRET_NOT_REPLAYED",
             KeySetUnavailable => "KEY_SET_UNAVAILABLE",
             KeyMaterialMissing => "KEY_MATERIAL_MISSING",
+            RequestTimeout => "REQUEST_TIMEOUT",
+            UriTooLong => "URI_TOO_LONG",
+            HeadersTooLarge => "HEADERS_TOO_LARGE",
         }
     }
 
@@ -185,10 +195,13 @@ impl ErrorCode {
             Forbidden | ClientCertificateRequired => 403,
             NotFound | KeyNotFound | RouteNotFound => 404,
             MethodNotAllowed => 405,
+            RequestTimeout => 408,
+            UriTooLong => 414,
             IdempotencyConflict | Conflict | KeyStateInvalid | TokenSecretNotReplayed => 409,
             PayloadTooLarge | JsonTooLarge => 413,
             UnsupportedMediaType => 415,
             RateLimited => 429,
+            HeadersTooLarge => 431,
             HsmUnavailable | HsmTimeout | AuditUnavailable | StoreError | NotReady
             | AuditKeyMissing | KeySetUnavailable | KeyMaterialMissing => 503,
             HsmError

@@ -3,10 +3,13 @@
 
 mod api_common;
 
+use std::time::Duration;
+
 use api_common::{Harness, assert_error};
 use mpcp_pa::api::Limits;
 use mpcp_pa::api::tokens::ApiRole;
 use mpcp_pa::events::Event;
+use serde_json::Value;
 
 const POLICY: &str = r#"{"allowedRails":["xrpl"],"version":"1.0"}"#;
 const POLICY_HASH: &str = "b807638320a19a14cc769ccfa37f82998c850eb863074c3b8170c284dce5a711";
@@ -291,4 +294,158 @@ async fn rate_limit_is_per_token() {
     assert_error(&limited, 429, "RATE_LIMITED");
     // Another token has its own bucket.
     assert_eq!(h.get("/v1/keys", Some(&b)).await.0, 200);
+}
+
+/// Status, head and body of the HTTP/1.1 response to `request`, sent on a new TLS connection
+/// while the answer is read (the service may answer before it has read everything).
+async fn raw_response(h: &Harness, request: Vec<u8>) -> (u16, String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut read, mut write) = tokio::io::split(api_common::raw_connect(h).await);
+    let writer = tokio::spawn(async move {
+        let _ = write.write_all(&request).await;
+        let _ = write.flush().await;
+        write
+    });
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), read.read_to_end(&mut raw)).await;
+    drop(writer.await);
+    let at = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response: {:?}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..at]).to_ascii_lowercase();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head, raw[at + 4..].to_vec())
+}
+
+/// A JSON error with `status` and `code`.
+fn is_json_error(what: &str, got: &(u16, String, Vec<u8>), status: u16, code: &str) {
+    let body: Value = serde_json::from_slice(&got.2).unwrap_or_else(|_| {
+        panic!(
+            "{what}: {} with a non-JSON body {:?}",
+            got.0,
+            String::from_utf8_lossy(&got.2)
+        )
+    });
+    assert!(
+        got.1.contains("content-type: application/json"),
+        "{what}: {}",
+        got.1
+    );
+    assert_error(&(got.0, body), status, code);
+}
+
+/// One of the answers hyper writes itself (README, "Errors that are not JSON"): `status`
+/// with an empty body.
+fn is_hyper_answer(what: &str, got: &(u16, String, Vec<u8>), status: u16) {
+    assert_eq!(got.0, status, "{what}: {}", got.1);
+    assert!(got.1.contains("content-length: 0"), "{what}: {}", got.1);
+    assert!(got.2.is_empty(), "{what}");
+}
+
+fn get_with(path: &str, headers: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{headers}\r\n").into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_are_json_and_hyper_answers_only_what_it_must() {
+    let limits = Limits {
+        max_header_bytes: 16 * 1024,
+        ..small_limits()
+    };
+    let h = Harness::start(limits).await;
+    let big = |n: usize| "a".repeat(n);
+
+    // What the service sees and answers in JSON.
+    let got = raw_response(
+        &h,
+        get_with("/healthz", &format!("x-big: {}\r\n", big(20_000))),
+    )
+    .await;
+    is_json_error("a 20 kB header", &got, 431, "HEADERS_TOO_LARGE");
+    let many: String = (0..90)
+        .map(|i| format!("x-h{i}: {}\r\n", big(300)))
+        .collect();
+    let got = raw_response(&h, get_with("/healthz", &many)).await;
+    is_json_error("90 headers of 300 bytes", &got, 431, "HEADERS_TOO_LARGE");
+    let got = raw_response(&h, get_with(&format!("/{}", big(20_000)), "")).await;
+    is_json_error("a 20,000-character path", &got, 414, "URI_TOO_LONG");
+    let got = raw_response(&h, get_with(&format!("/healthz?q={}", big(20_000)), "")).await;
+    is_json_error("a 20,000-character query", &got, 414, "URI_TOO_LONG");
+    // Under the limit, the request is served as usual.
+    let got = raw_response(
+        &h,
+        get_with("/healthz", &format!("x-big: {}\r\n", big(8_000))),
+    )
+    .await;
+    assert_eq!(got.0, 200);
+
+    // What hyper answers itself, before any request exists (documented in the README).
+    let got = raw_response(&h, get_with(&format!("/{}", big(70_000)), "")).await;
+    is_hyper_answer("a 70,000-character path", &got, 414);
+    let got = raw_response(
+        &h,
+        get_with("/healthz", &format!("x-big: {}\r\n", big(450_000))),
+    )
+    .await;
+    is_hyper_answer("a head beyond the read buffer", &got, 431);
+    let fields: String = (0..101).map(|i| format!("x-h{i}: 1\r\n")).collect();
+    let got = raw_response(&h, get_with("/healthz", &fields)).await;
+    is_hyper_answer("more than 100 header fields", &got, 431);
+    let got = raw_response(
+        &h,
+        b"POST /v1/policies HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n".to_vec(),
+    )
+    .await;
+    is_hyper_answer("a Content-Length that is not a number", &got, 400);
+    let got = raw_response(
+        &h,
+        b"POST /v1/policies HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n"
+            .to_vec(),
+    )
+    .await;
+    is_hyper_answer("two different Content-Lengths", &got, 400);
+    let got = raw_response(
+        &h,
+        b"POST /v1/policies HTTP/1.1\r\nhost: x\r\ncontent-length: 18446744073709551615\r\n\r\n"
+            .to_vec(),
+    )
+    .await;
+    is_hyper_answer("a Content-Length of 2^64 - 1", &got, 431);
+    let got = raw_response(
+        &h,
+        b"POST /v1/policies HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip\r\n\r\n".to_vec(),
+    )
+    .await;
+    is_hyper_answer("a Transfer-Encoding not ending in chunked", &got, 400);
+    let got = raw_response(&h, b"GET /healthz HTTP/1.7\r\nhost: x\r\n\r\n".to_vec()).await;
+    is_hyper_answer("an unknown HTTP version", &got, 400);
+    let got = raw_response(
+        &h,
+        b"GET /healthz HTTP/1.1\r\nbad header: x\r\n\r\n".to_vec(),
+    )
+    .await;
+    is_hyper_answer("a malformed header name", &got, 400);
+    let got = raw_response(&h, b"G(T /healthz HTTP/1.1\r\nhost: x\r\n\r\n".to_vec()).await;
+    is_hyper_answer("a malformed method", &got, 400);
+
+    // HTTP/2: the same head limits, in JSON.
+    let h2 = reqwest::Client::builder()
+        .tls_backend_preconfigured(api_common::client_tls(&h.tls, &[b"h2"]))
+        .build()
+        .unwrap();
+    let r = h2
+        .get(h.url("/healthz"))
+        .header("x-big", big(20_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_error(&api_common::read(r).await, 431, "HEADERS_TOO_LARGE");
+    let r = h2
+        .get(h.url(&format!("/{}", big(20_000))))
+        .send()
+        .await
+        .unwrap();
+    assert_error(&api_common::read(r).await, 414, "URI_TOO_LONG");
 }

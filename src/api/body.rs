@@ -1,5 +1,6 @@
 //! Request bodies: `application/json` only (415 otherwise), no larger than the configured bound
-//! (413, checked on `Content-Length` and again while reading), parsed by
+//! (413, checked on `Content-Length` and again while reading), complete within the body
+//! deadline (408 `REQUEST_TIMEOUT`, so a slow sender cannot hold its connection), parsed by
 //! [`crate::canonical::parse_strict`] so duplicate keys, floats and unsafe integers are refused
 //! exactly as everywhere else in the appliance. axum's `Json` extractor is never used: it would
 //! accept what the canonical form cannot represent.
@@ -9,8 +10,8 @@ use axum::http::{HeaderMap, header};
 use http_body_util::BodyExt;
 use serde_json::{Map, Value};
 
-use super::AppState;
 use super::error::ApiError;
+use super::{AppState, Limits};
 use crate::canonical::parse_strict;
 use crate::error::{Error, ErrorCode, Result};
 
@@ -23,7 +24,7 @@ impl FromRequest<AppState> for StrictJson {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         check_content_type(req.headers())?;
-        let bytes = read_limited(req, state.limits().max_body_bytes).await?;
+        let bytes = read_limited(req, state.limits()).await?;
         Ok(StrictJson(parse_strict(&bytes)?))
     }
 }
@@ -41,7 +42,7 @@ impl FromRequest<AppState> for OptionalStrictJson {
         if typed {
             check_content_type(req.headers())?;
         }
-        let bytes = read_limited(req, state.limits().max_body_bytes).await?;
+        let bytes = read_limited(req, state.limits()).await?;
         if bytes.is_empty() && !typed {
             return Ok(OptionalStrictJson(Value::Object(Map::new())));
         }
@@ -92,8 +93,10 @@ fn too_large(limit: usize) -> Error {
     )
 }
 
-/// Reads the whole body, refusing (without reading on) once it passes `limit` bytes.
-async fn read_limited(req: Request, limit: usize) -> Result<Vec<u8>> {
+/// Reads the whole body, refusing (without reading on) once it passes the body limit or its
+/// deadline.
+async fn read_limited(req: Request, limits: &Limits) -> Result<Vec<u8>> {
+    let limit = limits.max_body_bytes;
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
         let len: u64 = len
             .to_str()
@@ -105,22 +108,35 @@ async fn read_limited(req: Request, limit: usize) -> Result<Vec<u8>> {
         }
     }
     let mut body = req.into_body();
-    let mut out = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            Error::new(
-                ErrorCode::JsonMalformed,
-                format!("request body unreadable: {e}"),
-            )
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if out.len() + data.len() > limit {
-                return Err(too_large(limit));
+    let read = async {
+        let mut out = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                Error::new(
+                    ErrorCode::JsonMalformed,
+                    format!("request body unreadable: {e}"),
+                )
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if out.len() + data.len() > limit {
+                    return Err(too_large(limit));
+                }
+                out.extend_from_slice(&data);
             }
-            out.extend_from_slice(&data);
         }
-    }
-    Ok(out)
+        Ok(out)
+    };
+    tokio::time::timeout(limits.body_timeout, read)
+        .await
+        .map_err(|_| {
+            Error::new(
+                ErrorCode::RequestTimeout,
+                format!(
+                    "the request body did not arrive within {:?}",
+                    limits.body_timeout
+                ),
+            )
+        })?
 }
 
 /// The body as an object whose members are all in `allowed` (closed schema): UNKNOWN_FIELD

@@ -59,6 +59,11 @@ impl IntoResponse for ApiError {
         if self.0.code == ErrorCode::Unauthorized {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if self.0.code == ErrorCode::RequestTimeout {
+            // The rest of a late body is never read, so the HTTP/1.1 connection cannot carry
+            // another request (hyper drops this header on HTTP/2).
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Layers, one file each: [`server`] (TLS on rustls, connection limit, graceful drain),
 //! [`tls`] (certificate, next key, pins), [`error`] (the one mapping from [`crate::Error`] to
-//! `{code, message, field?}` responses), [`body`] (strict JSON bodies), [`tokens`] and
+//! `{code, message, field?}` responses), [`head`] (URI and header sizes), [`body`] (strict
+//! JSON bodies), [`tokens`] and
 //! [`auth`] (bearer tokens with one role each), [`ratelimit`], [`idempotency`],
 //! [`signing`] (HSM signing off the runtime, audit entry before release) and the handlers in
 //! [`routes`]. The service depends only on the seams ([`ActiveKeys`], [`AuditSink`],
@@ -14,6 +15,7 @@
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod head;
 pub mod idempotency;
 pub mod ratelimit;
 pub mod routes;

@@ -135,15 +135,43 @@ pub struct ServeArgs {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = Limits::default().max_body_bytes)]
     pub max_body_bytes: usize,
+    /// Largest request head in bytes (request line and headers); a longer URI is 414, a
+    /// longer head 431.
+    #[arg(long, default_value_t = Limits::default().max_header_bytes, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=1_048_576))]
+    pub max_header_bytes: usize,
     /// Sustained requests per second per API token (0 = unlimited).
     #[arg(long, default_value_t = Limits::default().requests_per_second_per_token)]
     pub rate_per_token: u32,
     /// Burst of requests per API token.
     #[arg(long, default_value_t = Limits::default().burst_per_token)]
     pub burst_per_token: u32,
-    /// Concurrent connections.
+    /// Concurrent connections; at the limit the next one waits in the kernel's backlog.
     #[arg(long, default_value_t = Limits::default().max_connections)]
     pub max_connections: usize,
+    /// Concurrent connections from one peer (IPv4 address or IPv6 /64); more are closed at
+    /// once.
+    #[arg(long, default_value_t = Limits::default().max_connections_per_ip, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_connections_per_ip: usize,
+    /// Seconds allowed for a TLS handshake.
+    #[arg(long, default_value_t = Limits::default().handshake_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub handshake_timeout_seconds: u64,
+    /// Seconds allowed for a request's headers: the first from the end of the TLS
+    /// handshake (protocol detection included), each later HTTP/1.1 one from the previous
+    /// response.
+    #[arg(long, default_value_t = Limits::default().header_read_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_seconds: u64,
+    /// Seconds allowed for a request body to arrive completely (later: 408).
+    #[arg(long, default_value_t = Limits::default().body_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout_seconds: u64,
+    /// Seconds a connection may stay open with no request in progress.
+    #[arg(long, default_value_t = Limits::default().idle_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout_seconds: u64,
+    /// Seconds between HTTP/2 keep-alive pings.
+    #[arg(long, default_value_t = Limits::default().http2_ping_interval.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http2_ping_interval_seconds: u64,
+    /// Seconds an HTTP/2 peer has to answer a ping before its connection is closed.
+    #[arg(long, default_value_t = Limits::default().http2_ping_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http2_ping_timeout_seconds: u64,
     /// Seconds shutdown waits for in-flight requests.
     #[arg(long, default_value_t = 30)]
     pub drain_seconds: u64,
@@ -160,11 +188,18 @@ impl ServeArgs {
     fn limits(&self) -> Limits {
         Limits {
             max_body_bytes: self.max_body_bytes,
+            max_header_bytes: self.max_header_bytes,
             requests_per_second_per_token: self.rate_per_token,
             burst_per_token: self.burst_per_token,
             max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            handshake_timeout: Duration::from_secs(self.handshake_timeout_seconds),
+            header_read_timeout: Duration::from_secs(self.header_timeout_seconds),
+            body_timeout: Duration::from_secs(self.body_timeout_seconds),
+            idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
+            http2_ping_interval: Duration::from_secs(self.http2_ping_interval_seconds),
+            http2_ping_timeout: Duration::from_secs(self.http2_ping_timeout_seconds),
             drain_timeout: Duration::from_secs(self.drain_seconds),
-            ..Limits::default()
         }
     }
 }
@@ -327,9 +362,17 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
         "transport": transport_desc,
         "limits": {
             "maxBodyBytes": config.limits.max_body_bytes,
+            "maxHeaderBytes": config.limits.max_header_bytes,
             "ratePerToken": config.limits.requests_per_second_per_token,
             "burstPerToken": config.limits.burst_per_token,
             "maxConnections": config.limits.max_connections,
+            "maxConnectionsPerIp": config.limits.max_connections_per_ip,
+            "handshakeTimeoutSeconds": a.handshake_timeout_seconds,
+            "headerTimeoutSeconds": a.header_timeout_seconds,
+            "bodyTimeoutSeconds": a.body_timeout_seconds,
+            "idleTimeoutSeconds": a.idle_timeout_seconds,
+            "http2PingIntervalSeconds": a.http2_ping_interval_seconds,
+            "http2PingTimeoutSeconds": a.http2_ping_timeout_seconds,
         },
         "auditOrigin": audit.origin(),
         "maxGrantLifetimeSeconds": a.max_grant_lifetime_seconds,
@@ -456,5 +499,59 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn limits(args: &[&str]) -> std::result::Result<Limits, clap::Error> {
+        let argv = std::iter::once("serve").chain(args.iter().copied());
+        Flags::try_parse_from(argv).map(|f| f.serve.limits())
+    }
+
+    #[test]
+    fn connection_flags_reach_the_limits() {
+        assert_eq!(limits(&[]).unwrap(), Limits::default());
+        let l = limits(&[
+            "--max-connections-per-ip",
+            "4",
+            "--handshake-timeout-seconds",
+            "2",
+            "--header-timeout-seconds",
+            "3",
+            "--body-timeout-seconds",
+            "5",
+            "--idle-timeout-seconds",
+            "7",
+            "--http2-ping-interval-seconds",
+            "11",
+            "--http2-ping-timeout-seconds",
+            "13",
+        ])
+        .unwrap();
+        assert_eq!(l.max_connections_per_ip, 4);
+        assert_eq!(l.handshake_timeout, Duration::from_secs(2));
+        assert_eq!(l.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(l.body_timeout, Duration::from_secs(5));
+        assert_eq!(l.idle_timeout, Duration::from_secs(7));
+        assert_eq!(l.http2_ping_interval, Duration::from_secs(11));
+        assert_eq!(l.http2_ping_timeout, Duration::from_secs(13));
+        for zero in [
+            "--max-connections-per-ip",
+            "--header-timeout-seconds",
+            "--body-timeout-seconds",
+            "--idle-timeout-seconds",
+        ] {
+            assert!(limits(&[zero, "0"]).is_err(), "{zero} 0 accepted");
+        }
     }
 }

@@ -262,6 +262,10 @@ pub fn build(state: AppState) -> Router {
     router
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_request_with_state(
+            state.clone(),
+            super::head::check_head,
+        ))
         .layer(axum::middleware::map_response(common_headers))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
