@@ -84,12 +84,15 @@ async fn serve_from_the_command_line() {
             .status(),
         200
     );
-    let ks = c
-        .get(format!("{base}/.well-known/mpcp-keys.json"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ks.status(), 200);
+    // The spec's key set needs no signature; the signed form is signed (and recorded) once.
+    for path in [
+        "/.well-known/mpcp-keys.json",
+        "/.well-known/mpcp-keys.signed.json",
+        "/.well-known/mpcp-keys.json",
+    ] {
+        let ks = c.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(ks.status(), 200, "{path}");
+    }
     let r = c
         .post(format!("{base}/v1/policies"))
         .bearer_auth(&issuer)
