@@ -41,11 +41,25 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// sled's page cache of the appliance, in bytes, unless configured otherwise: what sled keeps
+/// in memory above its own indexes. sled's default (1 GiB) lets a busy appliance's resident
+/// memory grow by about 3 MiB per 1,000 grants until it gets there (docs/performance.md,
+/// "Memory").
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 impl Store {
-    /// Opens (creating on first use) the database at `path`.
+    /// Opens (creating on first use) the database at `path` with the default page cache
+    /// ([`DEFAULT_CACHE_BYTES`]).
     pub fn open(path: &Path) -> Result<Store> {
+        Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (creating on first use) the database at `path`, its page cache bounded by
+    /// `cache_bytes`.
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store> {
         let db = sled::Config::new()
             .path(path)
+            .cache_capacity(cache_bytes)
             .open()
             .map_err(|e| store_error("open", e))?;
         Ok(Store { db })

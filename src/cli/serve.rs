@@ -182,6 +182,9 @@ pub struct ServeArgs {
     /// startup, at shutdown and on demand).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub checkpoint_interval_seconds: u64,
+    /// MiB of sled page cache (docs/performance.md, "Memory", for sizing).
+    #[arg(long, default_value_t = crate::store::DEFAULT_CACHE_BYTES / (1024 * 1024), value_parser = clap::value_parser!(u64).range(8..=65_536))]
+    pub store_cache_mib: u64,
 }
 
 impl ServeArgs {
@@ -334,7 +337,10 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
     )?)?);
     // Ready only while every role's token is logged in (checked live on each probe).
     let mut readiness = crate::hsm::readiness::probes(&backend);
-    let store = Store::open(&crate::store::store_path(data_dir))?;
+    let store = Store::open_with_cache(
+        &crate::store::store_path(data_dir),
+        a.store_cache_mib * 1024 * 1024,
+    )?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let audit = Arc::new(open_audit(&store, clock.clone())?);
     let registry = Arc::new(KeyRegistry::new(
@@ -377,6 +383,7 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
         "auditOrigin": audit.origin(),
         "maxGrantLifetimeSeconds": a.max_grant_lifetime_seconds,
         "checkpointIntervalSeconds": a.checkpoint_interval_seconds,
+        "storeCacheMib": a.store_cache_mib,
     });
     let config_digest = hex::encode(Sha256::digest(canonical_bytes(&effective)?));
     let state = AppState::new(
