@@ -14,7 +14,6 @@
 //! grants.
 
 #[path = "../tests/bin_support/mod.rs"]
-#[allow(dead_code)]
 mod bin_support;
 
 use std::sync::Arc;

@@ -234,8 +234,6 @@ fn checkpoints_and_signed_notes_parse_totally_and_round_trip() {
         .unwrap();
     // A checkpoint's body parses back to itself; its signed note verifies, and any one
     // changed byte of the note fails to parse or to verify.
-    let signer = log_signer();
-    let vkey = log_vkey();
     let strategy = (
         "[a-z][a-z0-9.]{0,20}/[a-z]{1,8}",
         any::<u64>(),
@@ -260,7 +258,12 @@ fn checkpoints_and_signed_notes_parse_totally_and_round_trip() {
                 mpcp_pa::audit::SoftwareNoteSigner::from_seed(&origin, &[0x11; 32]).unwrap();
             let note = cp.sign(&signer).unwrap();
             let vk = mpcp_pa::audit::Vkey::ed25519(&origin, signer.public_key());
-            prop_assert!(Note::parse(&note).unwrap().verify(&[vk.clone()]).is_ok());
+            prop_assert!(
+                Note::parse(&note)
+                    .unwrap()
+                    .verify(std::slice::from_ref(&vk))
+                    .is_ok()
+            );
             let mut bytes = note.clone().into_bytes();
             let i = at % bytes.len();
             if bytes[i] != byte {
@@ -275,7 +278,6 @@ fn checkpoints_and_signed_notes_parse_totally_and_round_trip() {
             Ok(())
         })
         .unwrap();
-    let _ = (signer, vkey);
 }
 
 /// A small exported log: 12 entries with a checkpoint.
