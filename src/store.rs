@@ -45,7 +45,7 @@ impl std::fmt::Debug for Store {
 /// in memory above its own indexes. sled's default (1 GiB) lets a busy appliance's resident
 /// memory grow by about 3 MiB per 1,000 grants until it gets there (docs/performance.md,
 /// "Memory").
-pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 impl Store {
     /// Opens (creating on first use) the database at `path` with the default page cache
