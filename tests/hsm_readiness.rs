@@ -1,7 +1,7 @@
 //! `/readyz` follows the HSM tokens live: ready while every role's token is logged in, 503
-//! NOT_READY naming the token when its sessions are closed or its login is lost behind the
-//! appliance's back, and ready again once the pool has recovered (without a restart). While
-//! recovery cannot log in (PIN changed), it stays not ready.
+//! NOT_READY naming the token by its roles (never its label) when its sessions are closed or
+//! its login is lost behind the appliance's back, and ready again once the pool has recovered
+//! (without a restart). While recovery cannot log in (PIN changed), it stays not ready.
 
 mod api_common;
 mod hsm_support;
@@ -94,9 +94,12 @@ fn readyz_follows_token_login() {
             assert_eq!(status, 503, "{body}");
             assert_eq!(body["code"], "NOT_READY", "{body}");
             let msg = body["message"].as_str().unwrap();
-            assert!(msg.contains("mpcp-grant-signing"), "{msg}");
-            assert!(msg.contains("HSM_UNAVAILABLE"), "{msg}");
-            assert!(!msg.contains("mpcp-root"), "only the affected token: {msg}");
+            assert!(
+                msg.contains("HSM token of grant-signing: HSM_UNAVAILABLE"),
+                "{msg}"
+            );
+            assert!(!msg.contains("of root"), "only the affected token: {msg}");
+            assert!(!msg.contains("mpcp-"), "no token label in public: {msg}");
             // The failed check started recovery: the next probe logs in again.
             assert_eq!(readyz(&client, &base).await.0, 200);
 
@@ -110,7 +113,10 @@ fn readyz_follows_token_login() {
             let (status, body) = readyz(&client, &base).await;
             assert_eq!(status, 503, "{body}");
             assert!(
-                body["message"].as_str().unwrap().contains("mpcp-root"),
+                body["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("HSM token of root:"),
                 "{body}"
             );
             assert_eq!(readyz(&client, &base).await.0, 200);
@@ -126,7 +132,10 @@ fn readyz_follows_token_login() {
                 let (status, body) = readyz(&client, &base).await;
                 assert_eq!(status, 503, "{body}");
                 assert!(
-                    body["message"].as_str().unwrap().contains("mpcp-audit"),
+                    body["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("HSM token of audit:"),
                     "{body}"
                 );
             }

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::hsm::HsmBackend;
 use crate::keys::KeyRole;
 
-/// The readiness of one token, named after it and the roles it serves.
+/// The readiness of one token, named after the roles it serves (never its label).
 #[derive(Debug, Clone)]
 pub struct TokenReadiness {
     backend: HsmBackend,
@@ -51,7 +51,8 @@ pub fn probes(backend: &HsmBackend) -> Vec<Arc<dyn ReadinessProbe>> {
             Arc::new(TokenReadiness {
                 backend: backend.clone(),
                 role: roles[0],
-                name: format!("HSM token {token:?} ({})", names.join(", ")),
+                // Named by role: /readyz is public, and token labels are HSM internals.
+                name: format!("HSM token of {}", names.join(", ")),
             }) as Arc<dyn ReadinessProbe>
         })
         .collect()
