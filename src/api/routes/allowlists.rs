@@ -151,7 +151,9 @@ pub async fn get_latest(
     check_id(&id, "allowlistId")?;
     let tree = state.artifacts().allowlists.clone();
     let key = id.clone();
-    let found: Option<Value> = blocking(move || get_json(&tree, &key)).await?;
+    let found: Option<Value> = blocking(move || get_json(&tree, &key))
+        .await
+        .map_err(super::public::public_error)?;
     let value = found.ok_or_else(|| {
         Error::field(
             ErrorCode::NotFound,

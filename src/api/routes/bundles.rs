@@ -272,7 +272,9 @@ pub async fn list(
     ApiQuery(q): ApiQuery<BundleQuery>,
 ) -> ApiResult<Response> {
     let s = state.clone();
-    let bundles = blocking(move || matching(&s, &q)).await?;
+    let bundles = blocking(move || matching(&s, &q))
+        .await
+        .map_err(super::public::public_error)?;
     Ok(cacheable(
         &state,
         &headers,
@@ -284,7 +286,8 @@ pub async fn list(
 pub async fn well_known(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let s = state.clone();
     let newest = blocking(move || matching(&s, &BundleQuery::default()))
-        .await?
+        .await
+        .map_err(super::public::public_error)?
         .into_iter()
         .next()
         .ok_or_else(|| {
