@@ -46,7 +46,7 @@ pub fn probes(backend: &HsmBackend) -> Vec<Arc<dyn ReadinessProbe>> {
     }
     by_token
         .into_iter()
-        .map(|(token, roles)| {
+        .map(|(_, roles)| {
             let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
             Arc::new(TokenReadiness {
                 backend: backend.clone(),
