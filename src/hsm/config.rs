@@ -8,6 +8,8 @@
 //!
 //! [tokens.mpcp-grant-signing]
 //! pin_env = "MPCP_PA_PIN_GRANT_SIGNING"   # or pin_file = "secrets/grant.pin"
+//! # optional: this token's own module (default: the top-level `module`), e.g. a remote
+//! # token through p11-kit: module = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
 //!
 //! [roles.grant-signing]
 //! token = "mpcp-grant-signing"
@@ -68,6 +70,18 @@ pub struct HsmConfig {
 pub struct TokenConfig {
     /// Where the user PIN is read from.
     pub pin: PinSource,
+    /// The PKCS#11 module serving this token, when it is not the top-level `module`.
+    pub module: Option<PathBuf>,
+}
+
+impl HsmConfig {
+    /// The module path serving `token`: its own `module`, else the top-level one.
+    pub fn module_of(&self, token: &str) -> &Path {
+        self.tokens
+            .get(token)
+            .and_then(|t| t.module.as_deref())
+            .unwrap_or(&self.module)
+    }
 }
 
 /// Where one role's keys live.
@@ -103,6 +117,7 @@ struct RawConfig {
 struct RawToken {
     pin_env: Option<String>,
     pin_file: Option<PathBuf>,
+    module: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -229,7 +244,8 @@ impl HsmConfig {
                     ));
                 }
             };
-            tokens.insert(label, TokenConfig { pin });
+            let module = t.module.map(resolve);
+            tokens.insert(label, TokenConfig { pin, module });
         }
 
         let mut roles = BTreeMap::new();
@@ -403,6 +419,21 @@ algorithms = ["EdDSA"]
         assert_eq!(c.tokens["tok-c"].pin, PinSource::File("/abs/c.pin".into()));
         assert_eq!(c.role(KeyRole::Root).unwrap().algorithms, Alg::ALL.to_vec());
         assert_eq!(c.role(KeyRole::Audit).unwrap().algorithms, vec![Alg::EdDSA]);
+    }
+
+    #[test]
+    fn a_token_may_name_its_own_module() {
+        let t = GOOD.replace(
+            "pin_file = \"secrets/b.pin\"",
+            "pin_file = \"secrets/b.pin\"\nmodule = \"lib/remote.so\"",
+        );
+        let c = HsmConfig::parse(&t, Path::new("/data")).unwrap();
+        assert_eq!(c.module_of("tok-b"), Path::new("/data/lib/remote.so"));
+        assert_eq!(
+            c.module_of("tok-a"),
+            Path::new("/usr/lib/softhsm/libsofthsm2.so")
+        );
+        assert_eq!(c.tokens["tok-a"].module, None);
     }
 
     #[test]
