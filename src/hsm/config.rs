@@ -5,6 +5,8 @@
 //! module = "/usr/lib/softhsm/libsofthsm2.so"
 //! pool_size = 4                # sessions per token
 //! call_timeout_ms = 5000       # per HSM call
+//! backoff_initial_ms = 100     # after a failed recovery attempt; doubled per failure ...
+//! backoff_max_ms = 2000        # ... up to this (a token is back this long after its HSM)
 //!
 //! [tokens.mpcp-grant-signing]
 //! pin_env = "MPCP_PA_PIN_GRANT_SIGNING"   # or pin_file = "secrets/grant.pin"
@@ -38,6 +40,10 @@ use crate::keys::KeyRole;
 pub const DEFAULT_POOL_SIZE: usize = 4;
 /// Default limit for one HSM call, in milliseconds.
 pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 5_000;
+/// Default longest wait between two recovery attempts, in milliseconds. A token comes back
+/// at most this long (plus one attempt) after its HSM does; an attempt against an HSM that
+/// is still down costs one failed call or connect.
+pub const DEFAULT_BACKOFF_MAX_MS: u64 = 2_000;
 /// Longest accepted token label (PKCS#11 CK_TOKEN_INFO.label is 32 bytes).
 pub const MAX_TOKEN_LABEL: usize = 32;
 
@@ -214,7 +220,7 @@ impl HsmConfig {
             "call_timeout_ms",
         )?;
         let backoff_initial = ms(raw.backoff_initial_ms, 100, "backoff_initial_ms")?;
-        let backoff_max = ms(raw.backoff_max_ms, 5_000, "backoff_max_ms")?;
+        let backoff_max = ms(raw.backoff_max_ms, DEFAULT_BACKOFF_MAX_MS, "backoff_max_ms")?;
         if backoff_max < backoff_initial {
             return Err(Error::field(
                 ErrorCode::ConfigInvalid,
