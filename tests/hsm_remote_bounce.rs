@@ -243,6 +243,25 @@ fn serve(data: &Path, socket: &Path) -> (Server, String, mpsc::Receiver<String>)
     (server, format!("https://{addr}"), rx)
 }
 
+/// SIGTERMs `serve` and waits for its successful exit (within its 30 s drain and a margin);
+/// returns its stderr lines, which a failure shows.
+fn stop_serve(mut server: Server, lines: &mpsc::Receiver<String>) -> Vec<String> {
+    bin_support::sigterm(&server.0);
+    let t = Instant::now();
+    loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            let log: Vec<String> = lines.try_iter().collect();
+            assert!(status.success(), "serve exited with {status}: {log:#?}");
+            return log;
+        }
+        if t.elapsed() > Duration::from_secs(40) {
+            let log: Vec<String> = lines.try_iter().collect();
+            panic!("serve did not stop on SIGTERM: {log:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grants_resume_after_the_remote_hsm_bounces() {
     let dir = tempfile::tempdir().unwrap();
@@ -355,8 +374,9 @@ async fn grants_resume_after_the_remote_hsm_bounces() {
         c.await.unwrap();
     }
     poller.await.unwrap();
-    server.stop();
-    let log: Vec<String> = lines.try_iter().collect();
+    // No client connection left for the graceful shutdown to drain.
+    drop(http);
+    let log = stop_serve(server, &lines);
 
     let all = outcomes.lock().unwrap().clone();
     let before: Vec<&Outcome> = all.iter().filter(|o| o.started < killed).collect();
