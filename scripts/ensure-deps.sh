@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs what mpcp-pa needs on a fresh Debian machine, only where missing:
-# SoftHSM2 (the development/test PKCS#11 token), Node.js (interop tests: Node's crypto and a
+# SoftHSM2 (the development/test PKCS#11 token), p11-kit (`p11-kit server`, which exports a
+# token over a unix socket) and p11-kit-modules (`p11-kit-client.so`, its client module: the
+# remote-HSM test), Node.js (interop tests: Node's crypto and a
 # key resolver written from the spec), nginx and wrk (the discovery bench serves the same
 # bytes from nginx and drives both with wrk). Needs root for apt-get; the Rust toolchain is
 # assumed.
 set -euo pipefail
 missing=()
 [ -e /usr/lib/softhsm/libsofthsm2.so ] || missing+=(softhsm2)
+[ -x /usr/libexec/p11-kit/p11-kit-server ] || missing+=(p11-kit)
+[ -e /usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so ] || missing+=(p11-kit-modules)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)

@@ -5,9 +5,13 @@
 //! module = "/usr/lib/softhsm/libsofthsm2.so"
 //! pool_size = 4                # sessions per token
 //! call_timeout_ms = 5000       # per HSM call
+//! backoff_initial_ms = 100     # after a failed recovery attempt; doubled per failure ...
+//! backoff_max_ms = 2000        # ... up to this (a token is back this long after its HSM)
 //!
 //! [tokens.mpcp-grant-signing]
 //! pin_env = "MPCP_PA_PIN_GRANT_SIGNING"   # or pin_file = "secrets/grant.pin"
+//! # optional: this token's own module (default: the top-level `module`), e.g. a remote
+//! # token through p11-kit: module = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
 //!
 //! [roles.grant-signing]
 //! token = "mpcp-grant-signing"
@@ -36,6 +40,10 @@ use crate::keys::KeyRole;
 pub const DEFAULT_POOL_SIZE: usize = 4;
 /// Default limit for one HSM call, in milliseconds.
 pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 5_000;
+/// Default longest wait between two recovery attempts, in milliseconds. A token comes back
+/// at most this long (plus one attempt) after its HSM does; an attempt against an HSM that
+/// is still down costs one failed call or connect.
+pub const DEFAULT_BACKOFF_MAX_MS: u64 = 2_000;
 /// Longest accepted token label (PKCS#11 CK_TOKEN_INFO.label is 32 bytes).
 pub const MAX_TOKEN_LABEL: usize = 32;
 
@@ -68,6 +76,18 @@ pub struct HsmConfig {
 pub struct TokenConfig {
     /// Where the user PIN is read from.
     pub pin: PinSource,
+    /// The PKCS#11 module serving this token, when it is not the top-level `module`.
+    pub module: Option<PathBuf>,
+}
+
+impl HsmConfig {
+    /// The module path serving `token`: its own `module`, else the top-level one.
+    pub fn module_of(&self, token: &str) -> &Path {
+        self.tokens
+            .get(token)
+            .and_then(|t| t.module.as_deref())
+            .unwrap_or(&self.module)
+    }
 }
 
 /// Where one role's keys live.
@@ -103,6 +123,7 @@ struct RawConfig {
 struct RawToken {
     pin_env: Option<String>,
     pin_file: Option<PathBuf>,
+    module: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -199,7 +220,7 @@ impl HsmConfig {
             "call_timeout_ms",
         )?;
         let backoff_initial = ms(raw.backoff_initial_ms, 100, "backoff_initial_ms")?;
-        let backoff_max = ms(raw.backoff_max_ms, 5_000, "backoff_max_ms")?;
+        let backoff_max = ms(raw.backoff_max_ms, DEFAULT_BACKOFF_MAX_MS, "backoff_max_ms")?;
         if backoff_max < backoff_initial {
             return Err(Error::field(
                 ErrorCode::ConfigInvalid,
@@ -229,7 +250,8 @@ impl HsmConfig {
                     ));
                 }
             };
-            tokens.insert(label, TokenConfig { pin });
+            let module = t.module.map(resolve);
+            tokens.insert(label, TokenConfig { pin, module });
         }
 
         let mut roles = BTreeMap::new();
@@ -403,6 +425,21 @@ algorithms = ["EdDSA"]
         assert_eq!(c.tokens["tok-c"].pin, PinSource::File("/abs/c.pin".into()));
         assert_eq!(c.role(KeyRole::Root).unwrap().algorithms, Alg::ALL.to_vec());
         assert_eq!(c.role(KeyRole::Audit).unwrap().algorithms, vec![Alg::EdDSA]);
+    }
+
+    #[test]
+    fn a_token_may_name_its_own_module() {
+        let t = GOOD.replace(
+            "pin_file = \"secrets/b.pin\"",
+            "pin_file = \"secrets/b.pin\"\nmodule = \"lib/remote.so\"",
+        );
+        let c = HsmConfig::parse(&t, Path::new("/data")).unwrap();
+        assert_eq!(c.module_of("tok-b"), Path::new("/data/lib/remote.so"));
+        assert_eq!(
+            c.module_of("tok-a"),
+            Path::new("/usr/lib/softhsm/libsofthsm2.so")
+        );
+        assert_eq!(c.tokens["tok-a"].module, None);
     }
 
     #[test]

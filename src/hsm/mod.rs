@@ -68,12 +68,14 @@ struct RoleBinding {
 }
 
 struct Inner {
-    module: Arc<Module>,
+    /// Every module in use (one per distinct path), in configuration order.
+    modules: Vec<Arc<Module>>,
     roles: BTreeMap<KeyRole, RoleBinding>,
     report: Vec<TokenReport>,
 }
 
-/// The HSM: one module, one session pool per token, each role bound to its token.
+/// The HSM: one session pool per token, each on its token's module (one loaded context per
+/// distinct module path), each role bound to its token.
 #[derive(Clone)]
 pub struct HsmBackend {
     inner: Arc<Inner>,
@@ -82,7 +84,15 @@ pub struct HsmBackend {
 impl std::fmt::Debug for HsmBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HsmBackend")
-            .field("module", &self.inner.module.path())
+            .field(
+                "modules",
+                &self
+                    .inner
+                    .modules
+                    .iter()
+                    .map(|m| m.path())
+                    .collect::<Vec<_>>(),
+            )
             .field(
                 "tokens",
                 &self
@@ -97,7 +107,7 @@ impl std::fmt::Debug for HsmBackend {
 }
 
 impl HsmBackend {
-    /// Loads the module, reads every token's PIN, logs in to every token and probes that it
+    /// Loads every token's module, reads every token's PIN, logs in to every token and probes that it
     /// offers what its roles need (mechanisms and a self-test signature per algorithm).
     ///
     /// Errors: `HSM_UNAVAILABLE` (module missing or unusable, naming the path),
@@ -107,7 +117,7 @@ impl HsmBackend {
         if let Some(conf) = &config.softhsm2_conf {
             bind_softhsm2_conf(conf)?;
         }
-        let module = Module::load(&config.module)?;
+        let mut modules: Vec<Arc<Module>> = Vec::new();
         let settings = PoolSettings {
             size: config.pool_size,
             timeout: config.call_timeout,
@@ -118,10 +128,11 @@ impl HsmBackend {
         let mut pools = BTreeMap::new();
         for (label, token) in &config.tokens {
             let pin = Pin::load(&token.pin, label)?;
-            pools.insert(
-                label.clone(),
-                TokenPool::new(label, Arc::clone(&module), pin, settings),
-            );
+            let module = Module::load(config.module_of(label))?;
+            if !modules.iter().any(|m| Arc::ptr_eq(m, &module)) {
+                modules.push(Arc::clone(&module));
+            }
+            pools.insert(label.clone(), TokenPool::new(label, module, pin, settings));
         }
         let mut roles = BTreeMap::new();
         for (role, rc) in &config.roles {
@@ -195,7 +206,7 @@ impl HsmBackend {
         }
         Ok(HsmBackend {
             inner: Arc::new(Inner {
-                module,
+                modules,
                 roles,
                 report,
             }),

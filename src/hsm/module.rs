@@ -1,20 +1,32 @@
-//! The PKCS#11 module: one shared `Pkcs11` context per backend, its (re-)initialisation, and
-//! lookup of tokens by label.
+//! The PKCS#11 module: one shared `Pkcs11` context per module path, its (re-)initialisation,
+//! and lookup of tokens by label.
+//!
+//! Re-initialisation: a failure that means the module as a whole is gone (the library lost
+//! its initialisation, the device failed or was removed, the slot list fails: a remote HSM
+//! behind p11-kit whose server went away answers every call with `CKR_DEVICE_ERROR` until
+//! the client library is finalised and initialised again) is reported with
+//! [`Module::request_reinit`]. The next [`Module::enter`] then drains the calls in flight on
+//! this module (bounded by the caller's deadline: a hung call postpones the attempt, never
+//! blocks it forever), calls `C_Finalize` and `C_Initialize`, and starts a new generation:
+//! every session, slot lookup and object handle of older generations is dead, and pools
+//! re-open sessions, log in again and look their keys up again. A failed attempt leaves the
+//! request standing; callers back off (see the pool) and the next `enter` tries again.
 //!
 //! PKCS#11 library state is per process: every `Pkcs11` handle on the same module shares it.
 //! SoftHSM2 reads `SOFTHSM2_CONF` when it is initialised, so one process serves one data
 //! directory; [`bind_softhsm2_conf`] enforces that.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Instant;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::slot::Slot;
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::hsm::utils::{CkResultExt, Failure, lock, to_error};
+use crate::hsm::utils::{CkResultExt, Failure, Fault, lock, to_error};
 
 /// The SoftHSM2 configuration this process is bound to (PKCS#11 state is process-global).
 static SOFTHSM2_CONF_BOUND: Mutex<Option<PathBuf>> = Mutex::new(None);
@@ -66,8 +78,10 @@ pub(crate) struct Module {
     /// Bumped on every re-initialisation: sessions and object handles of an older
     /// generation are dead (and their numbers may have been reused).
     generation: AtomicU64,
-    needs_init: AtomicBool,
-    init_lock: Mutex<()>,
+    /// Calls in flight and re-initialisation requests (see the module documentation).
+    calls: Mutex<Calls>,
+    /// Signalled when a call leaves or a re-initialisation attempt ends.
+    changed: Condvar,
     /// Serialises key generation and object destruction: SoftHSM2 2.6.1 crashes when they
     /// run in parallel. Signing does not take it.
     pub(crate) object_lock: Mutex<()>,
@@ -78,6 +92,37 @@ impl std::fmt::Debug for Module {
         f.debug_struct("Module")
             .field("path", &self.path)
             .finish_non_exhaustive()
+    }
+}
+
+/// The bookkeeping behind [`Module::enter`].
+#[derive(Default)]
+struct Calls {
+    /// Operations currently inside the module ([`InModule`] guards alive).
+    in_flight: usize,
+    /// A failure asked for a re-initialisation that has not succeeded yet.
+    reinit_wanted: bool,
+    /// A thread is draining calls or re-initialising right now.
+    reinit_running: bool,
+    /// Ended re-initialisation attempts (lets waiters see that the one they waited for ended).
+    attempts: u64,
+    /// Why the last attempt failed.
+    last_failure: Option<Error>,
+}
+
+/// Proof that an operation is inside the module: while any guard lives, the module is not
+/// finalised. Dropping it lets a waiting re-initialisation proceed.
+pub(crate) struct InModule<'a> {
+    module: &'a Module,
+}
+
+impl Drop for InModule<'_> {
+    fn drop(&mut self) {
+        let mut c = lock(&self.module.calls);
+        c.in_flight -= 1;
+        if c.reinit_running && c.in_flight == 0 {
+            self.module.changed.notify_all();
+        }
     }
 }
 
@@ -113,8 +158,8 @@ impl Module {
             ctx,
             path: path.to_path_buf(),
             generation: AtomicU64::new(0),
-            needs_init: AtomicBool::new(false),
-            init_lock: Mutex::new(()),
+            calls: Mutex::new(Calls::default()),
+            changed: Condvar::new(),
             object_lock: Mutex::new(()),
         });
         loaded.push((key, Arc::downgrade(&module)));
@@ -136,37 +181,180 @@ impl Module {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Records that the library reported itself uninitialised.
-    pub(crate) fn mark_uninitialized(&self) {
-        self.needs_init.store(true, Ordering::Release);
+    /// Asks for a full re-initialisation because a call of generation `seen` failed at the
+    /// module level (`why`, for the log). Stragglers of an older generation ask for nothing:
+    /// the module was re-initialised since they started.
+    pub(crate) fn request_reinit(&self, seen: u64, why: &str) {
+        let mut c = lock(&self.calls);
+        if seen == self.generation() && !c.reinit_wanted {
+            c.reinit_wanted = true;
+            eprintln!(
+                "hsm: PKCS#11 module {}: module-level failure ({why}); it will be finalised \
+                 and initialised again",
+                self.path.display()
+            );
+        }
     }
 
-    /// Re-initialises the library if it was found uninitialised, starting a new generation.
-    pub(crate) fn ensure_initialized(&self) -> Result<(), Failure> {
-        if !self.needs_init.load(Ordering::Acquire) {
-            return Ok(());
+    /// Enters the module only when no re-initialisation is requested or running, without
+    /// waiting: for best-effort calls such as closing a session being abandoned (which a
+    /// re-initialisation would kill anyway).
+    pub(crate) fn try_enter(&self) -> Option<InModule<'_>> {
+        let mut c = lock(&self.calls);
+        if c.reinit_wanted || c.reinit_running {
+            return None;
         }
-        let _g = lock(&self.init_lock);
-        if self.needs_init.load(Ordering::Acquire) {
-            initialize(&self.ctx).ctx(&format!(
-                "PKCS#11 module {}: re-initialise",
-                self.path.display()
-            ))?;
-            self.generation.fetch_add(1, Ordering::AcqRel);
-            self.needs_init.store(false, Ordering::Release);
+        c.in_flight += 1;
+        Some(InModule { module: self })
+    }
+
+    /// Enters the module for one operation, first re-initialising it if that was requested
+    /// (see the module documentation); waits at most until `deadline`. The guard keeps the
+    /// module from being finalised under the operation.
+    ///
+    /// Errors (`HSM_UNAVAILABLE`): the re-initialisation failed (this caller's attempt or
+    /// the one it waited for), or calls still in flight (a hung module) or another thread's
+    /// attempt outlasted the deadline. None of them carries a fault: the request stands.
+    pub(crate) fn enter(&self, deadline: Instant) -> Result<InModule<'_>, Failure> {
+        let mut c = lock(&self.calls);
+        // The attempt this caller waited for, if any: when it failed, report that failure
+        // instead of starting another attempt at once (the pool's backoff paces them).
+        let mut waited_for: Option<u64> = None;
+        loop {
+            if c.reinit_running {
+                waited_for.get_or_insert(c.attempts);
+                c = self.wait(c, deadline, "waiting for its re-initialisation")?;
+                continue;
+            }
+            if !c.reinit_wanted {
+                c.in_flight += 1;
+                return Ok(InModule { module: self });
+            }
+            if let Some(a) = waited_for
+                && a != c.attempts
+            {
+                return Err(self.unavailable(&c));
+            }
+            // This caller re-initialises: no new call enters, the ones in flight drain.
+            c.reinit_running = true;
+            while c.in_flight > 0 {
+                match self.wait(c, deadline, "draining calls before re-initialising") {
+                    Ok(g) => c = g,
+                    Err(f) => {
+                        let mut c = lock(&self.calls);
+                        c.reinit_running = false;
+                        c.attempts += 1;
+                        c.last_failure = Some(f.error.clone());
+                        self.changed.notify_all();
+                        return Err(f);
+                    }
+                }
+            }
+            drop(c);
+            let result = self.reinitialize();
+            c = lock(&self.calls);
+            c.reinit_running = false;
+            c.attempts += 1;
+            self.changed.notify_all();
+            match result {
+                Ok(()) => {
+                    c.reinit_wanted = false;
+                    c.last_failure = None;
+                    let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+                    eprintln!(
+                        "hsm: PKCS#11 module {}: re-initialised (generation {generation})",
+                        self.path.display()
+                    );
+                }
+                Err(e) => {
+                    eprintln!(
+                        "hsm: PKCS#11 module {}: re-initialisation failed: {e}",
+                        self.path.display()
+                    );
+                    c.last_failure = Some(e.clone());
+                    return Err(e.into());
+                }
+            }
         }
-        Ok(())
+    }
+
+    /// Waits on `changed` until `deadline`; past it, `HSM_UNAVAILABLE` saying what it was
+    /// waiting for.
+    fn wait<'a>(
+        &self,
+        c: std::sync::MutexGuard<'a, Calls>,
+        deadline: Instant,
+        what: &str,
+    ) -> Result<std::sync::MutexGuard<'a, Calls>, Failure> {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Error::new(
+                ErrorCode::HsmUnavailable,
+                format!(
+                    "PKCS#11 module {}: {what}: {} call(s) still in flight at the deadline",
+                    self.path.display(),
+                    c.in_flight
+                ),
+            )
+            .into());
+        }
+        Ok(self
+            .changed
+            .wait_timeout(c, deadline - now)
+            .unwrap_or_else(|p| p.into_inner())
+            .0)
+    }
+
+    fn unavailable(&self, c: &Calls) -> Failure {
+        Error::new(
+            ErrorCode::HsmUnavailable,
+            format!(
+                "PKCS#11 module {}: re-initialisation failed: {}",
+                self.path.display(),
+                c.last_failure
+                    .as_ref()
+                    .map_or_else(|| "unknown".to_string(), |e| e.message.clone())
+            ),
+        )
+        .into()
+    }
+
+    /// `C_Finalize` (a library that is no longer initialised is fine: that may be why we are
+    /// here) and `C_Initialize`. Runs with no call in flight.
+    fn reinitialize(&self) -> Result<(), Error> {
+        let what = format!("PKCS#11 module {}: re-initialise", self.path.display());
+        // `finalize` consumes its handle; a clone shares the library and finalises it.
+        match self.ctx.clone().finalize() {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiNotInitialized, _)) => {}
+            // A module that cannot finalise may still initialise; the outcome of that decides.
+            Err(e) => eprintln!("hsm: {what}: C_Finalize failed ({e}); initialising anyway"),
+        }
+        initialize(&self.ctx).map_err(|e| to_error(&e, &what))
     }
 
     /// The slot holding the initialised token labelled `label`. Errors:
-    /// `HSM_TOKEN_NOT_FOUND` when there is none, `CONFIG_INVALID` when two tokens share it.
+    /// `HSM_TOKEN_NOT_FOUND` when there is none, `CONFIG_INVALID` when two tokens share it,
+    /// and the PKCS#11 error of a failing slot list or token info, with [`Fault::Module`].
     pub(crate) fn find_token(&self, label: &str) -> Result<Slot, Failure> {
         let ctx = format!("token {label:?}: find");
-        let slots = self.ctx.get_slots_with_token().ctx(&ctx)?;
+        // A module that cannot even list its slots is broken as a whole, whatever it answers.
+        let module_fault = |mut f: Failure| {
+            f.fault = Some(Fault::Module);
+            f
+        };
+        let slots = self
+            .ctx
+            .get_slots_with_token()
+            .ctx(&ctx)
+            .map_err(module_fault)?;
         let mut found = Vec::new();
         let mut seen = Vec::new();
         for slot in slots {
-            let info = self.ctx.get_token_info(slot).ctx(&ctx)?;
+            let info = self
+                .ctx
+                .get_token_info(slot)
+                .ctx(&ctx)
+                .map_err(module_fault)?;
             if !info.token_initialized() {
                 continue;
             }

@@ -20,17 +20,22 @@
 //! - Before each use the session is checked with `C_GetSessionInfo` (same slot, still logged
 //!   in as user). A failing check fails the request with `HSM_UNAVAILABLE`.
 //! - A failure that means the token's sessions or login are gone (session handle invalid,
-//!   device removed, token not present, user not logged in, ...) fails the request and starts
-//!   a new *epoch* for the token: every session of an older epoch is closed and replaced on
-//!   its next use, the slot is looked up again by label and the user logs in again.
-//!   `CKR_CRYPTOKI_NOT_INITIALIZED` additionally re-initialises the library (a new module
-//!   generation; older sessions are dropped without `C_CloseSession`, whose handle numbers
-//!   the library may have reused).
+//!   user not logged in, ...) fails the request and starts a new *epoch* for the token:
+//!   every session of an older epoch is closed and replaced on its next use, the slot is
+//!   looked up again by label and the user logs in again.
+//! - A module-level failure (device error or removal, token not present, library not
+//!   initialised, a failing slot list, the token gone from the slot list after it was found,
+//!   or [`SESSION_LOSSES_BEFORE_REINIT`] session losses in a row without a success between)
+//!   additionally re-initialises the whole module: `C_Finalize`, `C_Initialize`, a new module
+//!   generation (see [`crate::hsm::module`]). Older sessions are dropped without
+//!   `C_CloseSession`, whose handle numbers the library may have reused; sessions are opened
+//!   and logged in again and keys looked up again by CKA_ID. This is what brings back a
+//!   remote HSM behind p11-kit whose server restarted.
 //! - Recovery is lazy, on the next request. When it fails, further requests fail fast with
 //!   `HSM_UNAVAILABLE` until an exponential backoff (configured initial and maximum) allows
 //!   the next attempt; a success resets it. The process never needs restarting.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,6 +49,10 @@ use crate::hsm::module::Module;
 use crate::hsm::pin::Pin;
 use crate::hsm::utils::{CkResultExt, Failure, Fault, lock};
 use crate::hsm::worker::{CallError, Worker};
+
+/// Session losses in a row (without a successful operation between) after which the module
+/// is re-initialised rather than only the token's sessions re-opened.
+pub(crate) const SESSION_LOSSES_BEFORE_REINIT: u32 = 3;
 
 /// The validity period of sessions, slot lookups and object handles of one token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,12 +96,14 @@ struct SessionSlot {
 
 impl SessionSlot {
     /// Lets go of the session. It is closed only when its handle is known to still be ours:
-    /// same library generation and not reported dead.
+    /// same library generation, not reported dead, and no re-initialisation of the module
+    /// pending (which kills it anyway, and must not run while we call into the module).
     fn discard(&mut self, session_gone: bool) {
         // Otherwise (opened with "no close on drop") dropping the session makes no call.
         if let Some(s) = self.session.take()
             && !session_gone
             && self.epoch.module == self.module.generation()
+            && let Some(_inside) = self.module.try_enter()
         {
             // A failure to close a session we are abandoning changes nothing.
             let _ = s.close();
@@ -156,6 +167,11 @@ pub(crate) struct TokenPool {
     /// True while `health` holds a failed recovery (lets the hot path skip its lock).
     degraded: AtomicBool,
     slot_cache: Mutex<Option<(Epoch, Slot)>>,
+    /// The token was found in the slot list at least once (its disappearance later is a
+    /// module failure, not a configuration error).
+    found: AtomicBool,
+    /// Session losses since the last successful operation.
+    session_losses: AtomicU32,
     worker_seq: AtomicU64,
 }
 
@@ -213,6 +229,8 @@ impl TokenPool {
             health: Mutex::new(Health::default()),
             degraded: AtomicBool::new(false),
             slot_cache: Mutex::new(None),
+            found: AtomicBool::new(false),
+            session_losses: AtomicU32::new(0),
             worker_seq: AtomicU64::new(0),
         })
     }
@@ -269,7 +287,7 @@ impl TokenPool {
         let _published = Published(watch);
         let mut lease = self.checkout(deadline, what)?;
         let result = match lease.slot.as_mut() {
-            Some(slot) => self.in_session(slot, op),
+            Some(slot) => self.in_session(slot, deadline, op),
             None => Err(Error::new(ErrorCode::Internal, "lease without a slot").into()),
         };
         if Instant::now() >= deadline {
@@ -302,7 +320,7 @@ impl TokenPool {
         let job = move || {
             let mut lease = lease;
             let result = match lease.slot.as_mut() {
-                Some(slot) => pool.in_session(slot, op),
+                Some(slot) => pool.in_session(slot, deadline, op),
                 None => Err(Error::new(ErrorCode::Internal, "lease without a slot").into()),
             };
             (lease, result)
@@ -383,6 +401,12 @@ impl TokenPool {
         if self.degraded.load(Ordering::Acquire) {
             // Both flag updates happen under the health lock, so they cannot cross.
             let mut h = lock(&self.health);
+            if h.failures > 0 {
+                eprintln!(
+                    "hsm: token {:?} recovered after {} failed recovery attempt(s)",
+                    self.label, h.failures
+                );
+            }
             *h = Health::default();
             self.degraded.store(false, Ordering::Release);
         }
@@ -443,12 +467,21 @@ impl TokenPool {
     }
 
     /// Makes the session usable, runs the operation, and records what a failure means for
-    /// the token.
+    /// the token and its module. Everything runs inside the module ([`Module::enter`]), so
+    /// the module is never re-initialised under it.
     fn in_session<R>(
         &self,
         slot: &mut SessionSlot,
+        deadline: Instant,
         op: impl FnOnce(&SessionCtx<'_>) -> Result<R, Failure>,
     ) -> Result<R, Failure> {
+        let inside = match self.module.enter(deadline) {
+            Ok(g) => g,
+            Err(f) => {
+                self.recovery_failed(&f);
+                return Err(f);
+            }
+        };
         let result = self
             .prepare(slot)
             .and_then(|()| match (&slot.session, slot.slot) {
@@ -461,36 +494,57 @@ impl TokenPool {
                 }),
                 _ => Err(Error::new(ErrorCode::Internal, "prepared slot has no session").into()),
             });
-        if let Err(f) = &result {
-            match f.fault {
-                Some(Fault::Token { session_gone }) => {
-                    // Only the first failure of an epoch starts a new one; stragglers from
-                    // the same epoch must not invalidate sessions that were just re-opened.
-                    let _ = self.token_epoch.compare_exchange(
-                        slot.epoch.token,
-                        slot.epoch.token + 1,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    );
-                    slot.discard(session_gone);
+        match &result {
+            Ok(_) => {
+                if self.session_losses.load(Ordering::Relaxed) != 0 {
+                    self.session_losses.store(0, Ordering::Relaxed);
                 }
-                Some(Fault::Library) => {
-                    if slot.epoch.module == self.module.generation() {
-                        self.module.mark_uninitialized();
-                    }
-                    slot.discard(true);
-                }
-                Some(Fault::StaleObject) | None => {}
             }
+            Err(f) => self.record_fault(slot, f),
         }
+        drop(inside);
         result
     }
 
-    fn prepare(&self, slot: &mut SessionSlot) -> Result<(), Failure> {
-        if let Err(f) = self.module.ensure_initialized() {
-            self.recovery_failed(&f);
-            return Err(f);
+    /// What a failed operation means for the pool. Runs inside the module, so the module's
+    /// generation is the one the failing call ran in.
+    fn record_fault(&self, slot: &mut SessionSlot, f: &Failure) {
+        match f.fault {
+            Some(Fault::Token { session_gone }) => {
+                // Only the first failure of an epoch starts a new one; stragglers from the
+                // same epoch must not invalidate sessions that were just re-opened.
+                let _ = self.token_epoch.compare_exchange(
+                    slot.epoch.token,
+                    slot.epoch.token + 1,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                let losses = self.session_losses.fetch_add(1, Ordering::AcqRel) + 1;
+                if losses >= SESSION_LOSSES_BEFORE_REINIT {
+                    // Re-opening sessions did not help: the module itself is suspect.
+                    self.session_losses.store(0, Ordering::Release);
+                    self.module.request_reinit(
+                        self.module.generation(),
+                        &format!(
+                            "token {:?}: sessions lost {losses} times in a row; last: {}",
+                            self.label, f.error.message
+                        ),
+                    );
+                    slot.discard(true);
+                } else {
+                    slot.discard(session_gone);
+                }
+            }
+            Some(Fault::Module) => {
+                self.module
+                    .request_reinit(self.module.generation(), &f.error.message);
+                slot.discard(true);
+            }
+            Some(Fault::StaleObject) | None => {}
         }
+    }
+
+    fn prepare(&self, slot: &mut SessionSlot) -> Result<(), Failure> {
         let current = self.epoch();
         if let (Some(session), Some(slot_id)) = (&slot.session, slot.slot)
             && slot.epoch == current
@@ -508,9 +562,7 @@ impl TokenPool {
                 Ok(())
             }
             Err(f) => {
-                if f.fault == Some(Fault::Library) {
-                    self.module.mark_uninitialized();
-                }
+                // (A module-level fault is recorded by the caller, with the other faults.)
                 self.recovery_failed(&f);
                 Err(f)
             }
@@ -559,7 +611,27 @@ impl TokenPool {
         {
             return Ok(slot);
         }
-        let slot = self.module.find_token(&self.label)?;
+        let slot = match self.module.find_token(&self.label) {
+            Ok(slot) => slot,
+            Err(mut f) => {
+                if f.error.code == ErrorCode::HsmTokenNotFound && self.found.load(Ordering::Acquire)
+                {
+                    // It was there before: the module lost it (a remote HSM whose client
+                    // came up while the server was down lists no slots), so the module
+                    // starts over, and the caller sees an outage, not a configuration error.
+                    f.fault = Some(Fault::Module);
+                    f.error = Error::new(
+                        ErrorCode::HsmUnavailable,
+                        format!(
+                            "token {:?} is no longer present: {}",
+                            self.label, f.error.message
+                        ),
+                    );
+                }
+                return Err(f);
+            }
+        };
+        self.found.store(true, Ordering::Release);
         *cache = Some((epoch, slot));
         Ok(slot)
     }

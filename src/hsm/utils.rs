@@ -22,8 +22,10 @@ pub(crate) enum Fault {
         /// The failing session no longer exists.
         session_gone: bool,
     },
-    /// The library lost its initialisation: re-initialise it, then recover every token.
-    Library,
+    /// The module as a whole failed (lost its initialisation, device error or removal, token
+    /// gone, slot list failing, or sessions lost again and again): finalise and initialise it
+    /// again, then recover every token on it.
+    Module,
 }
 
 /// A failed HSM operation: the error the caller sees and the recovery it calls for.
@@ -140,16 +142,19 @@ pub(crate) fn fault_of(err: &CkError) -> Option<Fault> {
     match err {
         CkError::Pkcs11(rv, _) => match rv {
             RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid => Some(Fault::StaleObject),
-            RvError::SessionHandleInvalid
-            | RvError::SessionClosed
+            RvError::SessionHandleInvalid | RvError::SessionClosed | RvError::SlotIdInvalid => {
+                Some(Fault::Token { session_gone: true })
+            }
+            RvError::UserNotLoggedIn => Some(Fault::Token {
+                session_gone: false,
+            }),
+            // No session or login of the module can be trusted after these; a p11-kit client
+            // whose server went away keeps answering DEVICE_ERROR until it is re-initialised.
+            RvError::DeviceError
             | RvError::DeviceRemoved
             | RvError::TokenNotPresent
             | RvError::TokenNotRecognized
-            | RvError::SlotIdInvalid => Some(Fault::Token { session_gone: true }),
-            RvError::UserNotLoggedIn | RvError::DeviceError => Some(Fault::Token {
-                session_gone: false,
-            }),
-            RvError::CryptokiNotInitialized => Some(Fault::Library),
+            | RvError::CryptokiNotInitialized => Some(Fault::Module),
             _ => None,
         },
         _ => None,
@@ -191,12 +196,17 @@ mod tests {
             (
                 RvError::DeviceRemoved,
                 ErrorCode::HsmUnavailable,
-                Some(Fault::Token { session_gone: true }),
+                Some(Fault::Module),
+            ),
+            (
+                RvError::DeviceError,
+                ErrorCode::HsmUnavailable,
+                Some(Fault::Module),
             ),
             (
                 RvError::TokenNotPresent,
                 ErrorCode::HsmUnavailable,
-                Some(Fault::Token { session_gone: true }),
+                Some(Fault::Module),
             ),
             (
                 RvError::ObjectHandleInvalid,
@@ -206,7 +216,7 @@ mod tests {
             (
                 RvError::CryptokiNotInitialized,
                 ErrorCode::HsmUnavailable,
-                Some(Fault::Library),
+                Some(Fault::Module),
             ),
             (
                 RvError::MechanismInvalid,
