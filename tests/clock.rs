@@ -265,6 +265,17 @@ async fn in_2020_signing_is_refused_until_the_clock_is_right() {
         (503, Some("CLOCK_BEHIND")),
         "{v}"
     );
+    // Any grant: the clock is named first, not a lifetime judged against the wrong time.
+    let (status, _, bytes) = pa.issue("in-2020-b", &pa.grant("in-2020-b")).await;
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (503, Some("CLOCK_BEHIND")),
+        "{v}"
+    );
+    // A retry of a request answered before replays, clock or not.
+    let (status, replayed, _) = pa.issue("before", &body).await;
+    assert_eq!((status, replayed), (201, true));
     let (status, v) = pa.get("/.well-known/mpcp-keys.signed.json").await;
     assert_eq!(
         (status, v["code"].as_str()),
