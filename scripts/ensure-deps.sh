@@ -4,7 +4,8 @@
 # token over a unix socket) and p11-kit-modules (`p11-kit-client.so`, its client module: the
 # remote-HSM test), Node.js (interop tests: Node's crypto and a
 # key resolver written from the spec), nginx and wrk (the discovery bench serves the same
-# bytes from nginx and drives both with wrk). Needs root for apt-get; the Rust toolchain is
+# bytes from nginx and drives both with wrk), libfaketime (the clock tests run the binary
+# with its wall clock moved). Needs root for apt-get; the Rust toolchain is
 # assumed.
 set -euo pipefail
 missing=()
@@ -14,6 +15,7 @@ missing=()
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(faketime)
 command -v cargo >/dev/null 2>&1 || { echo "cargo is required (install Rust with rustup)" >&2; exit 1; }
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"

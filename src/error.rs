@@ -62,6 +62,8 @@ pub enum ErrorCode {
     KeyStateInvalid,
     StoreError,
     AuditUnavailable,
+    ClockBehind,
+    ClockJump,
     ProofOutOfRange,
     IdempotencyConflict,
     Conflict,
@@ -77,6 +79,7 @@ pub enum ErrorCode {
     // Audit log verification.
     AuditProofInvalid,
     AuditLogInvalid,
+    AuditTimeBackwards,
     CheckpointInvalid,
     CheckpointInconsistent,
     // Appended codes.
@@ -157,6 +160,8 @@ impl ErrorCode {
             KeyStateInvalid => "KEY_STATE_INVALID",
             StoreError => "STORE_ERROR",
             AuditUnavailable => "AUDIT_UNAVAILABLE",
+            ClockBehind => "CLOCK_BEHIND",
+            ClockJump => "CLOCK_JUMP",
             ProofOutOfRange => "PROOF_OUT_OF_RANGE",
             IdempotencyConflict => "IDEMPOTENCY_CONFLICT",
             Conflict => "CONFLICT",
@@ -171,6 +176,7 @@ impl ErrorCode {
             Internal => "INTERNAL",
             AuditProofInvalid => "AUDIT_PROOF_INVALID",
             AuditLogInvalid => "AUDIT_LOG_INVALID",
+            AuditTimeBackwards => "AUDIT_TIME_BACKWARDS",
             CheckpointInvalid => "CHECKPOINT_INVALID",
             CheckpointInconsistent => "CHECKPOINT_INCONSISTENT",
             KeyRoleMismatch => "KEY_ROLE_MISMATCH",
@@ -203,16 +209,17 @@ impl ErrorCode {
             RateLimited => 429,
             HeadersTooLarge => 431,
             HsmUnavailable | HsmTimeout | AuditUnavailable | StoreError | NotReady
-            | AuditKeyMissing | KeySetUnavailable | KeyMaterialMissing => 503,
+            | AuditKeyMissing | KeySetUnavailable | KeyMaterialMissing | ClockBehind => 503,
             HsmError
             | HsmPinInvalid
             | HsmTokenNotFound
             | HsmMechanismUnsupported
             | HsmKeyAttributesUnsafe
             | ConfigInvalid
+            | ClockJump
             | Io
             | Internal => 500,
-            AuditLogInvalid | CheckpointInconsistent => 500,
+            AuditLogInvalid | AuditTimeBackwards | CheckpointInconsistent => 500,
             _ => 400,
         }
     }
@@ -277,6 +284,12 @@ mod tests {
     fn codes_render_stably() {
         assert_eq!(ErrorCode::KeyRevoked.as_str(), "KEY_REVOKED");
         assert_eq!(ErrorCode::IdempotencyConflict.http_status(), 409);
+        assert_eq!(ErrorCode::ClockBehind.as_str(), "CLOCK_BEHIND");
+        assert_eq!(ErrorCode::ClockBehind.http_status(), 503);
+        assert_eq!(
+            ErrorCode::AuditTimeBackwards.as_str(),
+            "AUDIT_TIME_BACKWARDS"
+        );
         let e = Error::field(ErrorCode::AddressInvalid, "gateway", "bad checksum").within("grant");
         assert_eq!(e.field.as_deref(), Some("grant.gateway"));
         assert_eq!(e.to_string(), "ADDRESS_INVALID: bad checksum");

@@ -2,9 +2,17 @@
 //! process and shared by every layer (key registry, audit log, service state). sled locks its
 //! directory, so layers take [`Store`] clones instead of opening their own.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, ErrorCode, Result};
+
+/// Default free space the store keeps in reserve: writes of the audit log are refused (and
+/// nothing is written) while the file system holding the store has less than this free, so
+/// that sled never meets ENOSPC. sled latches its first I/O error for the life of the
+/// process; refusing before the write is what lets a full disk clear without a restart.
+pub const DEFAULT_RESERVE_BYTES: u64 = 8 << 20;
 
 /// Names of the sled trees, in one place so layers cannot collide.
 pub mod trees {
@@ -33,6 +41,10 @@ pub fn store_path(data_dir: &Path) -> std::path::PathBuf {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    /// The database directory (None for a temporary store, which has no reserve check).
+    path: Option<Arc<PathBuf>>,
+    /// Free bytes [`Store::check_space`] requires; shared by every clone.
+    reserve: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -62,7 +74,11 @@ impl Store {
             .cache_capacity(cache_bytes)
             .open()
             .map_err(|e| store_error("open", e))?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            path: Some(Arc::new(path.to_path_buf())),
+            reserve: Arc::new(AtomicU64::new(DEFAULT_RESERVE_BYTES)),
+        })
     }
 
     /// A temporary database, removed on drop; for tests.
@@ -71,7 +87,47 @@ impl Store {
             .temporary(true)
             .open()
             .map_err(|e| store_error("open", e))?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            path: None,
+            reserve: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Sets the free space [`Store::check_space`] requires (for every clone of this store).
+    pub fn set_reserve(&self, bytes: u64) {
+        self.reserve.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The free space [`Store::check_space`] requires.
+    pub fn reserve(&self) -> u64 {
+        self.reserve.load(Ordering::Relaxed)
+    }
+
+    /// Bytes available to the appliance on the file system holding the store (None for a
+    /// temporary store, or when the file system cannot say).
+    pub fn free_bytes(&self) -> Option<u64> {
+        free_bytes(self.path.as_deref()?)
+    }
+
+    /// `STORE_ERROR` when the file system holding the store has less free space than the
+    /// reserve. Writers that must not meet ENOSPC (the audit log) call it before writing:
+    /// a refusal here writes nothing and clears by itself once space is freed.
+    pub fn check_space(&self) -> Result<()> {
+        let reserve = self.reserve();
+        if reserve == 0 {
+            return Ok(());
+        }
+        match self.free_bytes() {
+            Some(free) if free < reserve => Err(Error::new(
+                ErrorCode::StoreError,
+                format!(
+                    "disk full: {free} bytes free on the store's file system, below the \
+                     reserve of {reserve} (nothing was written)"
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The named tree.
@@ -93,6 +149,18 @@ impl Store {
             .map(|_| ())
             .map_err(|e| store_error("flush", e))
     }
+}
+
+/// Free bytes for unprivileged writers on the file system holding `path` (`statvfs`).
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// Maps a sled error to the appliance error (the single place that does so).

@@ -270,7 +270,7 @@ impl IdempotencyStore {
             map.entry(scope.clone()).or_default().clone()
         };
         let guard = lock.clone().lock_owned().await;
-        let mut reservation = Reservation {
+        let reservation = Reservation {
             scope,
             digest: hex::encode(digest),
             previous: None,
@@ -291,10 +291,9 @@ impl IdempotencyStore {
                 format!("corrupt idempotency record: {e}"),
             )
         })?;
-        if self.expired(&rec, clock.now()) {
-            reservation.previous = Some(raw.to_vec());
-            return Ok(Begin::Fresh(reservation));
-        }
+        // A stored record replays until it is purged, however old the wall clock says it
+        // is: expiry judged by a clock that jumped would sign retries a second time.
+        let _ = clock;
         if rec.request_digest != reservation.digest {
             return Err(Error::field(
                 ErrorCode::IdempotencyConflict,
@@ -372,9 +371,16 @@ impl IdempotencyStore {
         Ok(rec)
     }
 
-    /// Removes records older than the TTL; returns how many.
-    pub fn purge_expired(&self, clock: &dyn Clock) -> Result<usize> {
-        let now = clock.now();
+    /// Removes records older than the TTL both by the wall clock and by `floor` (the time of
+    /// the audit log's last entry, a time the appliance already lived through); returns how
+    /// many. A clock that jumped ahead therefore purges nothing the log has not reached:
+    /// the horizon is the earlier of the two. With no floor (an empty log, which has no
+    /// records either) the wall clock decides.
+    pub fn purge_expired(&self, clock: &dyn Clock, floor: Option<OffsetDateTime>) -> Result<usize> {
+        let now = match floor {
+            Some(f) => clock.now().min(f),
+            None => clock.now(),
+        };
         let mut n = 0;
         for item in self.tree.iter() {
             let (k, raw) = item.map_err(|e| store_error("read idempotency record", e))?;
@@ -501,11 +507,19 @@ mod tests {
         ));
         assert_eq!(idem.locked_keys(), 0);
         clock.advance(Duration::from_secs(61));
+        // Past the TTL by the wall clock alone: still replays, and is not purged while the
+        // log's last entry is inside the TTL.
+        assert!(matches!(
+            idem.begin("alice", "k1", &d1, &clock).await.unwrap(),
+            Begin::Replay(_)
+        ));
+        let before = clock.now() - Duration::from_secs(61);
+        assert_eq!(idem.purge_expired(&clock, Some(before)).unwrap(), 0);
+        assert_eq!(idem.purge_expired(&clock, Some(clock.now())).unwrap(), 1);
         assert!(matches!(
             idem.begin("alice", "k1", &d1, &clock).await.unwrap(),
             Begin::Fresh(_)
         ));
-        assert_eq!(idem.purge_expired(&clock).unwrap(), 1);
         assert_eq!(validate_key("").unwrap_err().code, ErrorCode::SchemaInvalid);
         assert!(validate_key("a b").is_err());
     }

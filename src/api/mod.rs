@@ -158,19 +158,29 @@ impl AppState {
         let tokens = tokens::TokenStore::open(&parts.store)?;
         let idempotency =
             idempotency::IdempotencyStore::open(&parts.store, config.idempotency_ttl)?;
-        idempotency.purge_expired(parts.clock.as_ref())?;
+        // Purged against the audit log's last entry as well as the wall clock: a clock that
+        // jumped ahead must not erase the records that make retries replay.
+        idempotency.purge_expired(parts.clock.as_ref(), parts.audit.last_entry_time())?;
         let artifacts = routes::ArtifactStore::open(&parts.store)?;
         let public_cache_control = axum::http::HeaderValue::from_str(&format!(
             "public, max-age={}",
             config.public_max_age.as_secs()
         ))
         .map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("max-age header: {e}")))?;
-        let publisher = Arc::new(KeyPublisher::new(
-            parts.registry.clone(),
-            parts.sink.clone(),
-            parts.clock.clone(),
-            config.keyset_lifetime,
-        ));
+        let publisher = Arc::new(
+            KeyPublisher::new(
+                parts.registry.clone(),
+                parts.sink.clone(),
+                parts.clock.clone(),
+                config.keyset_lifetime,
+            )
+            .with_gate(parts.audit.clone()),
+        );
+        // Every signing handler goes through these keys: none signs with the clock behind.
+        let keys: Arc<dyn ActiveKeys> = Arc::new(signing::GatedKeys {
+            inner: parts.keys,
+            gate: parts.audit.clone(),
+        });
         let rate = ratelimit::RateLimiter::new(
             config.limits.requests_per_second_per_token,
             config.limits.burst_per_token,
@@ -185,7 +195,7 @@ impl AppState {
             store: parts.store,
             sink: parts.sink,
             audit: parts.audit,
-            keys: parts.keys,
+            keys,
             registry: parts.registry,
             clock: parts.clock,
             readiness: parts.readiness,

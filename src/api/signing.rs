@@ -14,11 +14,32 @@ use serde_json::Value;
 use super::AppState;
 use crate::audit::SideWrites;
 use crate::canonical::{Domain, signing_digest};
+use crate::clock::SigningGate;
 use crate::crypto::b64url_encode;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, Event};
 use crate::keys::{ActiveKeys, KeyRole};
 use crate::signer::DigestSigner;
+
+/// The signing keys handlers use, behind a [`SigningGate`]: `active_signer` refuses with the
+/// gate's error (`CLOCK_BEHIND`) before any key is touched, so no artifact is signed while
+/// the clock is behind the audit log. Published keys are not gated.
+pub struct GatedKeys {
+    /// The keys.
+    pub inner: Arc<dyn ActiveKeys>,
+    /// What may refuse signing.
+    pub gate: Arc<dyn SigningGate>,
+}
+
+impl ActiveKeys for GatedKeys {
+    fn active_signer(&self, role: KeyRole) -> Result<Arc<dyn DigestSigner>> {
+        self.gate.check_signing_time()?;
+        self.inner.active_signer(role)
+    }
+    fn published_keys(&self, role: KeyRole) -> Result<Vec<crate::jwk::Jwk>> {
+        self.inner.published_keys(role)
+    }
+}
 
 /// Runs blocking work off the async runtime.
 pub async fn blocking<T, F>(f: F) -> Result<T>

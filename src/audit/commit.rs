@@ -4,13 +4,17 @@
 //! ([`GroupCommitter::submit`]) or as a future ([`GroupCommitter::submit_async`], which parks
 //! no thread). The writer may refuse single items (a failed precondition): those callers get
 //! their item's error and the rest of the batch commits. If the write or the flush fails,
-//! every caller in the batch gets `AUDIT_UNAVAILABLE`, and the committer refuses all later
-//! items (fail closed: the in-memory view may no longer match the disk; reopening the log
-//! recovers).
+//! every caller in the batch (and everyone queued behind it) gets `AUDIT_UNAVAILABLE`, and
+//! the committer is marked failed. It does not latch: before the next batch it has the
+//! writer re-read its state from the store ([`BatchWriter::recover`]), so the in-memory view
+//! equals what is on disk, and it writes nothing while that fails. While failed and idle it
+//! retries the recovery every [`PROBE_INTERVAL`], so readiness comes back without traffic;
+//! the first successful batch or recovery clears the failure.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -24,7 +28,17 @@ pub trait BatchWriter: Send + 'static {
     /// item in order: its index, or the error that refused it (nothing of it written). `Err`
     /// means the batch as a whole failed.
     fn write_batch(&mut self, items: Vec<Self::Item>) -> Result<Vec<Result<u64>>>;
+
+    /// Called after a failed batch, before anything else is written, and periodically while
+    /// failed: brings the writer's in-memory state back to what the store holds and checks
+    /// that it can write again. `Ok` clears the failure. The default has no state to restore.
+    fn recover(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
+
+/// How often a failed committer retries [`BatchWriter::recover`] while no item arrives.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Where a caller waits for its outcome.
 enum Reply {
@@ -94,11 +108,32 @@ impl<I: Send + 'static> GroupCommitter<I> {
         let thread = std::thread::Builder::new()
             .name("audit-committer".into())
             .spawn(move || {
+                // Set after a failed batch: the writer's state must be re-read from the store
+                // before anything else is written.
+                let mut must_recover = false;
                 loop {
                     let batch: Vec<Pending<I>> = {
                         let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
                         while q.pending.is_empty() && !q.shutdown {
-                            q = s.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                            if q.failed.is_none() {
+                                q = s.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                                continue;
+                            }
+                            // Failed and idle: probe, so readiness recovers without traffic.
+                            let (g, timeout) = s
+                                .wake
+                                .wait_timeout(q, PROBE_INTERVAL)
+                                .unwrap_or_else(|p| p.into_inner());
+                            q = g;
+                            if timeout.timed_out() && q.pending.is_empty() && !q.shutdown {
+                                drop(q);
+                                let healed = writer.recover();
+                                q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
+                                if healed.is_ok() {
+                                    must_recover = false;
+                                    q.failed = None;
+                                }
+                            }
                         }
                         if q.pending.is_empty() {
                             return;
@@ -109,8 +144,18 @@ impl<I: Send + 'static> GroupCommitter<I> {
                     let (items, replies): (Vec<I>, Vec<_>) =
                         batch.into_iter().map(|p| (p.item, p.reply)).unzip();
                     let n = items.len();
-                    match writer.write_batch(items) {
+                    let written = if must_recover {
+                        // Nothing is written over an in-memory state that may be stale.
+                        writer.recover().and_then(|()| {
+                            must_recover = false;
+                            writer.write_batch(items)
+                        })
+                    } else {
+                        writer.write_batch(items)
+                    };
+                    match written {
                         Ok(outcomes) if outcomes.len() == n => {
+                            s.queue.lock().unwrap_or_else(|p| p.into_inner()).failed = None;
                             for (r, o) in replies.into_iter().zip(outcomes) {
                                 r.send(o);
                             }
@@ -120,6 +165,7 @@ impl<I: Send + 'static> GroupCommitter<I> {
                                 "audit writer answered {} of {n} items",
                                 outcomes.len()
                             ));
+                            must_recover = true;
                             s.queue.lock().unwrap_or_else(|p| p.into_inner()).failed =
                                 Some(err.clone());
                             for r in replies {
@@ -128,6 +174,7 @@ impl<I: Send + 'static> GroupCommitter<I> {
                         }
                         Err(e) => {
                             let err = unavailable(format!("audit append failed: {}", e.message));
+                            must_recover = true;
                             let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
                             q.failed = Some(err.clone());
                             // Everything queued behind the failed batch fails too.
@@ -151,10 +198,9 @@ impl<I: Send + 'static> GroupCommitter<I> {
 
     fn enqueue(&self, item: I, reply: Reply) -> Result<()> {
         {
+            // A failed committer still takes items: the next batch recovers first, and a
+            // refusal that no longer holds must not outlive its cause.
             let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(e) = &q.failed {
-                return Err(e.clone());
-            }
             if q.shutdown {
                 return Err(unavailable("audit log is shut down"));
             }
@@ -192,7 +238,7 @@ impl<I: Send + 'static> GroupCommitter<I> {
             .len()
     }
 
-    /// Whether an earlier batch failed (the log refuses appends until reopened).
+    /// The error of the last failed batch, until a later batch or recovery succeeds.
     pub fn failed(&self) -> Option<Error> {
         self.shared
             .queue
@@ -314,7 +360,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_batch_fails_every_caller_in_it_and_later_ones() {
+    fn a_failed_batch_fails_every_caller_in_it_then_the_committer_recovers() {
         let (c, _flushes, open, reached) = setup(Some(7));
         let first = spawn(&c, 0);
         reached.recv().unwrap();
@@ -326,12 +372,68 @@ mod tests {
             let e = h.join().unwrap().unwrap_err();
             assert_eq!(e.code, ErrorCode::AuditUnavailable);
         }
-        assert_eq!(c.submit(9).unwrap_err().code, ErrorCode::AuditUnavailable);
         assert!(c.failed().is_some());
-        assert_eq!(
-            c.submit_async(10).unwrap_err().code,
-            ErrorCode::AuditUnavailable
-        );
+        // The fault is gone (the next batch has no 7): it is written, the failure clears.
+        assert_eq!(c.submit(9).unwrap(), 1);
+        assert!(c.failed().is_none());
+    }
+
+    /// Fails every batch and every recovery while `broken` is set.
+    struct Flaky {
+        next: u64,
+        broken: Arc<std::sync::atomic::AtomicBool>,
+        recoveries: Arc<AtomicUsize>,
+    }
+
+    impl BatchWriter for Flaky {
+        type Item = u32;
+        fn write_batch(&mut self, items: Vec<u32>) -> Result<Vec<Result<u64>>> {
+            if self.broken.load(Ordering::SeqCst) {
+                return Err(Error::new(ErrorCode::StoreError, "disk full"));
+            }
+            Ok(items
+                .iter()
+                .map(|_| {
+                    self.next += 1;
+                    Ok(self.next - 1)
+                })
+                .collect())
+        }
+        fn recover(&mut self) -> Result<()> {
+            self.recoveries.fetch_add(1, Ordering::SeqCst);
+            if self.broken.load(Ordering::SeqCst) {
+                return Err(Error::new(ErrorCode::StoreError, "disk full"));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_committer_recovers_first_and_probes_while_idle() {
+        let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let recoveries = Arc::new(AtomicUsize::new(0));
+        let c = GroupCommitter::start(
+            Flaky {
+                next: 0,
+                broken: broken.clone(),
+                recoveries: recoveries.clone(),
+            },
+            16,
+        )
+        .unwrap();
+        assert_eq!(c.submit(1).unwrap_err().code, ErrorCode::AuditUnavailable);
+        // Still broken: the recovery before the batch fails, nothing is written.
+        assert_eq!(c.submit(2).unwrap_err().code, ErrorCode::AuditUnavailable);
+        assert!(recoveries.load(Ordering::SeqCst) >= 1);
+        assert!(c.failed().is_some());
+        // Fixed: the idle probe clears the failure without any item.
+        broken.store(false, Ordering::SeqCst);
+        let t = std::time::Instant::now();
+        while c.failed().is_some() {
+            assert!(t.elapsed() < PROBE_INTERVAL * 6, "the probe never cleared");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(c.submit(3).unwrap(), 0, "no index was consumed by failures");
     }
 
     #[tokio::test]

@@ -25,6 +25,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
+use time::OffsetDateTime;
 
 use super::append::{Append, AppendTicket, AuditSink, Expect, SideWrites};
 use super::checkpoint::Checkpoint;
@@ -33,7 +34,7 @@ use super::entry::Entry;
 use super::merkle::{self, Frontier, Hash, NodeSource};
 use super::note::{Note, NoteSigner, Vkey, check_key_name};
 use crate::canonical::canonical_bytes_of;
-use crate::clock::{Clock, format_rfc3339};
+use crate::clock::{Clock, DEFAULT_DRIFT, SigningGate, format_rfc3339, parse_rfc3339};
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, Event, EventSink};
 use crate::store::{Store, store_error, trees};
@@ -108,6 +109,11 @@ struct LogInner {
     clock: Arc<dyn Clock>,
     /// Durable size: entries below it are flushed and their nodes final.
     size: AtomicU64,
+    /// Time of the last entry (whole seconds). Entry times never go below it, and signing is
+    /// refused while the clock reads earlier than it minus `drift_secs`.
+    last_time: Mutex<Option<OffsetDateTime>>,
+    /// Drift tolerance of the signing gate, in seconds.
+    drift_secs: AtomicU64,
     /// The appender's frontier; held while a batch is written.
     writer: Mutex<Frontier>,
     /// Serialises checkpoint signing.
@@ -205,6 +211,10 @@ impl BatchWriter for CommitWriter {
     fn write_batch(&mut self, items: Vec<Append>) -> Result<Vec<Result<u64>>> {
         self.0.append_batch(items, true)
     }
+
+    fn recover(&mut self) -> Result<()> {
+        self.0.recover()
+    }
 }
 
 impl AuditLog {
@@ -260,12 +270,18 @@ impl AuditLog {
                 "size counter is {size} but the last stored entry is {last_index:?}"
             )));
         }
+        let last_time = match &last {
+            Some((_, v)) => Some(entry_time(v)?),
+            None => None,
+        };
         let inner = LogInner {
             store: store.clone(),
             t,
             origin: config.origin.clone(),
             clock,
             size: AtomicU64::new(size),
+            last_time: Mutex::new(last_time),
+            drift_secs: AtomicU64::new(DEFAULT_DRIFT.as_secs()),
             writer: Mutex::new(Frontier::new()),
             signing: Mutex::new(()),
             side: Mutex::new(HashMap::new()),
@@ -456,10 +472,62 @@ impl AuditLog {
         }
     }
 
-    /// Whether appends are refused after a failed write (reopen the log to recover).
+    /// The error of the last failed append, until an append or the committer's recovery
+    /// probe succeeds again (see [`super::commit`]): a full disk clears by itself once space
+    /// is freed.
     pub fn failed(&self) -> Option<Error> {
         self.committer.failed()
     }
+
+    /// The time of the last entry (None for an empty log). Every later entry carries this
+    /// time or a later one.
+    pub fn last_entry_time(&self) -> Option<OffsetDateTime> {
+        *self
+            .inner
+            .last_time
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the drift tolerance of [`SigningGate::check_signing_time`] (default 300 s).
+    pub fn set_drift(&self, drift: Duration) {
+        self.inner
+            .drift_secs
+            .store(drift.as_secs(), Ordering::Relaxed);
+    }
+}
+
+impl SigningGate for AuditLog {
+    /// `CLOCK_BEHIND` while the clock reads earlier than the last entry's time minus the
+    /// drift tolerance: an artifact signed now would carry times (issuedAt, expiresAt) that
+    /// the log already passed, possibly expired ones. Checked on every call, so signing
+    /// resumes by itself when the clock is right.
+    fn check_signing_time(&self) -> Result<()> {
+        let Some(last) = self.last_entry_time() else {
+            return Ok(());
+        };
+        let drift = self.inner.drift_secs.load(Ordering::Relaxed);
+        let now = self.inner.clock.now();
+        if now + Duration::from_secs(drift) < last {
+            return Err(Error::new(
+                ErrorCode::ClockBehind,
+                format!(
+                    "the clock reads {}, before the last audit entry ({}) by more than the \
+                     drift tolerance of {drift} s; signing resumes when the clock is right",
+                    format_rfc3339(now),
+                    format_rfc3339(last)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The `time` of stored entry bytes.
+fn entry_time(bytes: &[u8]) -> Result<OffsetDateTime> {
+    let e: Entry = serde_json::from_slice(bytes)
+        .map_err(|e| invalid(format!("stored entry is not an entry: {e}")))?;
+    parse_rfc3339(&e.time, "time").map_err(|e| invalid(e.message))
 }
 
 impl EventSink for AuditLog {
@@ -559,9 +627,19 @@ impl LogInner {
     /// own error; the others get consecutive indices. Advances the in-memory size only once
     /// the batch is written (and flushed, if asked).
     fn append_batch(&self, items: Vec<Append>, durable: bool) -> Result<Vec<Result<u64>>> {
+        // Refused before anything is written: sled must never meet ENOSPC (it latches
+        // its first I/O error for the life of the process).
+        self.store.check_space()?;
         let mut frontier = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let first = frontier.size();
-        let time = format_rfc3339(self.clock.now());
+        // Audit time never runs backwards: with the clock behind, entries carry the last
+        // entry's time (signing is refused meanwhile, see `check_signing_time`).
+        let now = self.clock.now();
+        let last_time = *self.last_time.lock().unwrap_or_else(|p| p.into_inner());
+        let time = match last_time {
+            Some(last) if now < last => format_rfc3339(last),
+            _ => format_rfc3339(now),
+        };
         // Transaction views: the four log trees, then each side tree the batch touches.
         let mut trees = vec![
             self.t.entries.clone(),
@@ -685,9 +763,52 @@ impl LogInner {
             }
         }
         *frontier = next;
+        if new_size > first {
+            *self.last_time.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(parse_rfc3339(&time, "time")?);
+        }
         self.size.store(new_size, Ordering::Release);
         self.batches.fetch_add(1, Ordering::Relaxed);
         Ok(outcomes)
+    }
+
+    /// After a failed batch: re-reads the size counter, the last entry and the Merkle
+    /// frontier from the store, so the in-memory state equals what is stored (a batch whose
+    /// transaction applied but whose flush failed stays, unacknowledged, and is flushed with
+    /// the next one; its side writes make a retry replay it rather than sign again), then
+    /// checks that the store can write (free space above the reserve, a flush succeeds).
+    fn recover(&self) -> Result<()> {
+        let mut frontier = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let size = match self
+            .t
+            .meta
+            .get(META_SIZE)
+            .map_err(|e| store_error("read", e))?
+        {
+            Some(v) => be_u64(&v)?,
+            None => 0,
+        };
+        let last = self.t.entries.last().map_err(|e| store_error("read", e))?;
+        let last_index = match &last {
+            Some((k, _)) => Some(be_u64(k)?),
+            None => None,
+        };
+        if last_index.map_or(0, |i| i + 1) != size {
+            return Err(invalid(format!(
+                "size counter is {size} but the last stored entry is {last_index:?}"
+            )));
+        }
+        let loaded = Frontier::load(self, size)?;
+        let last_time = match &last {
+            Some((_, v)) => Some(entry_time(v)?),
+            None => None,
+        };
+        self.store.check_space()?;
+        self.store.flush()?;
+        *frontier = loaded;
+        *self.last_time.lock().unwrap_or_else(|p| p.into_inner()) = last_time;
+        self.size.store(size, Ordering::Release);
+        Ok(())
     }
 
     fn maybe_checkpoint(&self, signer: &dyn NoteSigner) -> Result<Option<StoredCheckpoint>> {
@@ -703,6 +824,8 @@ impl LogInner {
 
     fn sign_checkpoint(&self, signer: &dyn NoteSigner) -> Result<StoredCheckpoint> {
         let _guard = self.signing.lock().unwrap_or_else(|p| p.into_inner());
+        // As for entries: refuse rather than let sled meet ENOSPC.
+        self.store.check_space()?;
         if signer.key_name() != self.origin {
             return Err(Error::new(
                 ErrorCode::ConfigInvalid,

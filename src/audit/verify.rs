@@ -329,6 +329,7 @@ pub fn verify_export(
     let mut line = Vec::with_capacity(1024);
     let mut consumed = 0u64;
     let mut index = 0u64;
+    let mut latest_time: Option<time::OffsetDateTime> = None;
     loop {
         line.clear();
         let n = reader
@@ -346,7 +347,7 @@ pub fn verify_export(
             ));
         }
         let bytes = &line[..line.len() - 1];
-        check_entry_bytes(bytes, index).map_err(|e| VerifyFailure {
+        let value = check_entry_bytes(bytes, index).map_err(|e| VerifyFailure {
             error: e,
             first_bad_index: Some(index),
         })?;
@@ -361,6 +362,30 @@ pub fn verify_export(
                  (entry changed)",
                 Some(index),
             ));
+        }
+        // Audit time runs forward: a step back beyond the drift tolerance means the log was
+        // written with a clock set back (or forged); checked after the leaf hash, so a changed
+        // entry is reported as changed.
+        let time = value["time"]
+            .as_str()
+            .and_then(|t| crate::clock::parse_rfc3339(t, "time").ok());
+        if let Some(t) = time {
+            if let Some(latest) = latest_time
+                && t + crate::clock::DEFAULT_DRIFT < latest
+            {
+                return Err(fail(
+                    ErrorCode::AuditTimeBackwards,
+                    format!(
+                        "entry time {} is before an earlier entry's {} by more than the drift \
+                         tolerance of {} s",
+                        crate::clock::format_rfc3339(t),
+                        crate::clock::format_rfc3339(latest),
+                        crate::clock::DEFAULT_DRIFT.as_secs()
+                    ),
+                    Some(index),
+                ));
+            }
+            latest_time = Some(latest_time.map_or(t, |l| l.max(t)));
         }
         frontier.push(leaf, |_, _, _| {});
         index += 1;

@@ -185,6 +185,63 @@ pub struct ServeArgs {
     /// MiB of sled page cache (docs/performance.md, "Memory", for sizing).
     #[arg(long, default_value_t = crate::store::DEFAULT_CACHE_BYTES / (1024 * 1024), value_parser = clap::value_parser!(u64).range(8..=65_536))]
     pub store_cache_mib: u64,
+    /// Free space (MiB) the store's file system must keep: audit appends and checkpoints are
+    /// refused (503, nothing written) below it, and resume by themselves once space is freed.
+    #[arg(long, default_value_t = crate::store::DEFAULT_RESERVE_BYTES >> 20)]
+    pub store_reserve_mib: u64,
+    /// Clock drift tolerance (seconds): signing is refused (503 CLOCK_BEHIND) while the clock
+    /// reads earlier than the last audit entry by more than this.
+    #[arg(long, default_value_t = crate::clock::DEFAULT_DRIFT.as_secs())]
+    pub clock_drift_seconds: u64,
+    /// Largest forward step of the clock (hours) since the last audit entry that a start
+    /// accepts without `--accept-clock-jump`.
+    #[arg(long, default_value_t = DEFAULT_MAX_CLOCK_JUMP_HOURS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_clock_jump_hours: u64,
+    /// Start even though the clock is further ahead of the last audit entry than
+    /// `--max-clock-jump-hours` (confirm only after checking the clock: entries then carry
+    /// the new time, and signing is refused while the clock later reads earlier than that).
+    #[arg(long)]
+    pub accept_clock_jump: bool,
+}
+
+/// Default of `--max-clock-jump-hours`: a week, longer than a plausible outage of an
+/// appliance in service, far shorter than a wrong year.
+pub const DEFAULT_MAX_CLOCK_JUMP_HOURS: u64 = 7 * 24;
+
+/// Refuses (`CLOCK_JUMP`) a start whose clock reads more than `max` after the last audit
+/// entry, unless `accept`; says on stderr when an accepted jump is used.
+fn check_clock_jump(
+    audit: &AuditLog,
+    clock: &dyn Clock,
+    max_hours: u64,
+    accept: bool,
+) -> Result<()> {
+    let Some(last) = audit.last_entry_time() else {
+        return Ok(());
+    };
+    let now = clock.now();
+    let ahead = now - last;
+    if ahead <= time::Duration::hours(max_hours as i64) {
+        return Ok(());
+    }
+    let what = format!(
+        "the clock reads {}, {} hours after the last audit entry ({}), more than \
+         --max-clock-jump-hours {max_hours}",
+        crate::clock::format_rfc3339(now),
+        ahead.whole_hours(),
+        crate::clock::format_rfc3339(last),
+    );
+    if accept {
+        eprintln!("warning: {what}; accepted by --accept-clock-jump");
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorCode::ClockJump,
+        format!(
+            "refusing to start: {what}. If the clock is wrong, fix it (NTP) and start again; \
+             if it is right, start once with --accept-clock-jump"
+        ),
+    ))
 }
 
 impl ServeArgs {
@@ -341,8 +398,16 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
         &crate::store::store_path(data_dir),
         a.store_cache_mib * 1024 * 1024,
     )?;
+    store.set_reserve(a.store_reserve_mib << 20);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let audit = Arc::new(open_audit(&store, clock.clone())?);
+    audit.set_drift(Duration::from_secs(a.clock_drift_seconds));
+    check_clock_jump(
+        &audit,
+        clock.as_ref(),
+        a.max_clock_jump_hours,
+        a.accept_clock_jump,
+    )?;
     let registry = Arc::new(KeyRegistry::new(
         &store,
         backend,
@@ -472,16 +537,45 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
     });
     let shutdown = audit.record(&Actor::system(), Event::Shutdown { config_digest });
     checkpoints.stop();
-    shutdown?;
+    // Decision: a stop that cannot write its final entry or checkpoint (a full disk) still
+    // tries both, says on stderr exactly what is missing, and exits non-zero so that the
+    // supervisor and the operator notice. Nothing acknowledged is lost: every answered
+    // request's entry was durable before its answer, and the next start records `startup`
+    // and signs a checkpoint covering everything.
+    let mut missing = Vec::new();
+    if let Err(e) = &shutdown {
+        eprintln!(
+            "shutdown: could not write the final audit entry (shutdown): {e}; every \
+             acknowledged entry is already durable"
+        );
+        missing.push("the final audit entry");
+    }
     // The final checkpoint covers everything, the shutdown entry included.
-    let last = checkpointer.checkpoint().map_err(|e| {
-        Error::new(
-            e.code,
-            format!("final audit checkpoint failed: {}", e.message),
-        )
-    });
+    match checkpointer.checkpoint() {
+        Ok(last) => eprintln!("{}", describe("final", &last.checkpoint)),
+        Err(e) => {
+            let covered = audit
+                .latest_checkpoint()
+                .ok()
+                .flatten()
+                .and_then(|cp| cp.checkpoint().ok())
+                .map_or(0, |c| c.size);
+            eprintln!(
+                "shutdown: could not write the final checkpoint: {e}; the last stored \
+                 checkpoint covers {covered} of {} entries, the next start signs one \
+                 covering the rest",
+                audit.size()
+            );
+            missing.push("the final checkpoint");
+        }
+    }
     result?;
-    eprintln!("{}", describe("final", &last?.checkpoint));
+    if !missing.is_empty() {
+        return Err(Error::new(
+            ErrorCode::AuditUnavailable,
+            format!("stopped without {}", missing.join(" and ")),
+        ));
+    }
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
 }

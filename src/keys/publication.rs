@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::canonical::canonical_bytes;
-use crate::clock::{Clock, parse_rfc3339};
+use crate::clock::{Clock, SigningGate, parse_rfc3339};
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, EventSink};
 use crate::keys::KeyRegistry;
@@ -89,6 +89,8 @@ pub struct KeyPublisher {
     signed: RwLock<Option<Signed>>,
     /// Serialises signings, so that a burst of requests after a change signs once.
     signing: Mutex<()>,
+    /// Consulted before every signing (the audit log refuses while the clock is behind it).
+    gate: Option<Arc<dyn SigningGate>>,
 }
 
 impl std::fmt::Debug for KeyPublisher {
@@ -124,7 +126,15 @@ impl KeyPublisher {
             plain: RwLock::new(None),
             signed: RwLock::new(None),
             signing: Mutex::new(()),
+            gate: None,
         }
+    }
+
+    /// This publisher, refusing to sign while `gate` refuses (the error comes back as the
+    /// gate's, e.g. `CLOCK_BEHIND`; a valid document signed earlier is still served).
+    pub fn with_gate(mut self, gate: Arc<dyn SigningGate>) -> KeyPublisher {
+        self.gate = Some(gate);
+        self
     }
 
     /// The key set if the one in memory is current; never blocks on I/O. `None` means call
@@ -230,6 +240,9 @@ impl KeyPublisher {
     }
 
     fn sign(&self, generation: u64, now: OffsetDateTime, keys_digest: [u8; 32]) -> Result<Signed> {
+        if let Some(gate) = &self.gate {
+            gate.check_signing_time()?;
+        }
         let signed = sign_key_set(
             self.registry.as_ref(),
             self.sink.as_ref(),

@@ -58,6 +58,9 @@ async fn issue_inner(
     )?;
     let id = required_str(obj, "allowlistId")?.to_string();
     check_identifier(&id, "allowlistId")?;
+    // The clock first: with it behind the audit log, time checks below would judge the
+    // request against a wrong "now" (and nothing would be signed anyway).
+    crate::clock::SigningGate::check_signing_time(state.audit().as_ref())?;
     let now = state.clock().now();
     let expires = parse_rfc3339(required_str(obj, "expiresAt")?, "expiresAt")?;
     if expires <= now {

@@ -92,6 +92,9 @@ async fn issue_inner(
     }
     obj.entry("version")
         .or_insert_with(|| Value::String(crate::MPCP_SPEC_VERSION.into()));
+    // The clock first: with it behind the audit log, time checks below would judge the
+    // request against a wrong "now" (and nothing would be signed anyway).
+    crate::clock::SigningGate::check_signing_time(state.audit().as_ref())?;
     let now = state.clock().now();
     let s = state.clone();
     let revoked = blocking(move || super::grants::revoked_ids(&s)).await?;

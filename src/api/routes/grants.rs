@@ -98,6 +98,9 @@ async fn issue_inner(
     if !obj.contains_key("grantId") {
         obj.insert("grantId".into(), Value::String(random_id("grant")?));
     }
+    // The clock first: with it behind the audit log, time checks below would judge the
+    // request against a wrong "now" (and nothing would be signed anyway).
+    crate::clock::SigningGate::check_signing_time(state.audit().as_ref())?;
     let now = state.clock().now();
     // Checked once before signing so refused requests cost no HSM operation.
     let probe = {

@@ -49,6 +49,12 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Response> {
         if let Some(e) = s.audit().failed() {
             failures.push(format!("audit log: {}", e.code));
         }
+        if let Err(e) = s.store().check_space() {
+            failures.push(format!("disk: {}", e.code));
+        }
+        if let Err(e) = crate::clock::SigningGate::check_signing_time(s.audit().as_ref()) {
+            failures.push(format!("clock: {}", e.code));
+        }
         for p in s.readiness() {
             if let Err(e) = p.check() {
                 failures.push(format!("{}: {}", p.name(), e.code));
@@ -81,6 +87,9 @@ pub fn public_error(e: Error) -> ApiError {
         ErrorCode::KeySetUnavailable => "no usable root key can sign the key set right now",
         ErrorCode::AuditUnavailable => "the audit log cannot record right now",
         ErrorCode::StoreError => "the store is unavailable",
+        ErrorCode::ClockBehind => {
+            "the appliance clock is behind its audit log; signing resumes when it is right"
+        }
         ErrorCode::HsmUnavailable | ErrorCode::HsmTimeout => "a signing token is unavailable",
         code if code.as_str().starts_with("HSM_") => "a signing token failed",
         _ => "temporarily unavailable",
