@@ -95,6 +95,12 @@ pub enum ErrorCode {
     KeySetUnavailable,
     /// An active key's private object is missing from its token (server state).
     KeyMaterialMissing,
+    // Authorization between callers.
+    /// The artifact belongs to another issuer token (403): an issuer revokes only its own
+    /// grants and versions only its own allowlists.
+    NotOwner,
+    /// The change would leave no active security-officer token (409).
+    LastOfficer,
 }
 
 impl ErrorCode {
@@ -174,6 +180,8 @@ impl ErrorCode {
             TokenSecretNotReplayed => "TOKEN_SECRET_NOT_REPLAYED",
             KeySetUnavailable => "KEY_SET_UNAVAILABLE",
             KeyMaterialMissing => "KEY_MATERIAL_MISSING",
+            NotOwner => "NOT_OWNER",
+            LastOfficer => "LAST_OFFICER",
         }
     }
 
@@ -182,10 +190,14 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             Unauthorized => 401,
-            Forbidden | ClientCertificateRequired => 403,
+            Forbidden | ClientCertificateRequired | NotOwner => 403,
             NotFound | KeyNotFound | RouteNotFound => 404,
             MethodNotAllowed => 405,
-            IdempotencyConflict | Conflict | KeyStateInvalid | TokenSecretNotReplayed => 409,
+            IdempotencyConflict
+            | Conflict
+            | KeyStateInvalid
+            | TokenSecretNotReplayed
+            | LastOfficer => 409,
             PayloadTooLarge | JsonTooLarge => 413,
             UnsupportedMediaType => 415,
             RateLimited => 429,

@@ -55,6 +55,14 @@ impl RequiredRole for AuditorOrSecurityOfficer {
     const ALSO: &'static [ApiRole] = &[ApiRole::SecurityOfficer];
 }
 
+/// Marker: the issuer role, or the security-officer role (emergency grant revocation).
+#[derive(Debug)]
+pub struct IssuerOrSecurityOfficer;
+impl RequiredRole for IssuerOrSecurityOfficer {
+    const ROLE: ApiRole = ApiRole::Issuer;
+    const ALSO: &'static [ApiRole] = &[ApiRole::SecurityOfficer];
+}
+
 /// An authenticated caller holding role `R`.
 #[derive(Debug)]
 pub struct Auth<R: RequiredRole> {
@@ -99,7 +107,8 @@ impl<R: RequiredRole> FromRequestParts<AppState> for Auth<R> {
             )
             .into());
         }
-        if R::ROLE == ApiRole::Issuer
+        // The client-certificate rule binds the issuer role, not the routes it shares.
+        if principal.role == ApiRole::Issuer
             && state.config().issuer_requires_client_certificate
             && parts
                 .extensions
