@@ -69,11 +69,11 @@ pub fn main() -> ExitCode {
         Command::Keys(a) => keys::main(&cli.data_dir, a),
         Command::Pins(a) => serve::pins_cmd(&cli.data_dir, a),
         Command::Serve(a) => {
-            files::check_private(&cli.data_dir).and_then(|()| serve::serve_cmd(&cli.data_dir, a))
+            files::ensure_private(&cli.data_dir).and_then(|()| serve::serve_cmd(&cli.data_dir, a))
         }
         Command::Tokens(a) => tokens::main(&cli.data_dir, a),
         Command::Up(a) => {
-            files::check_private(&cli.data_dir).and_then(|()| up::up_cmd(&cli.data_dir, a))
+            files::ensure_private(&cli.data_dir).and_then(|()| up::up_cmd(&cli.data_dir, a))
         }
     };
     match result {
