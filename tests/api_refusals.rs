@@ -74,3 +74,33 @@ async fn authenticated_refusals_are_logged_once_per_token_route_and_code_per_min
     assert_eq!(c.refusals_aggregated, 49);
     assert_eq!(c.unauthenticated, 20);
 }
+
+/// 429s of an authenticated token are recorded the same way: one entry per minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_refusals_are_logged_once_per_minute() {
+    let h = Harness::start(Limits {
+        requests_per_second_per_token: 1,
+        burst_per_token: 1,
+        ..Limits::default()
+    })
+    .await;
+    let issuer = h.token("issuer-1", ApiRole::Issuer);
+    let mut limited = 0;
+    for _ in 0..30 {
+        let (s, _) = h.get("/v1/grants/g-none", Some(&issuer)).await;
+        limited += u64::from(s == 429);
+    }
+    assert!(limited >= 20, "only {limited} refused");
+    let got = refusals(&h);
+    assert_eq!(
+        got,
+        vec![(
+            "issuer-1".to_string(),
+            "GET /v1/grants/{grantId}".to_string(),
+            "RATE_LIMITED".to_string(),
+            1
+        )]
+    );
+    let c = h.state.request_counters().snapshot();
+    assert_eq!(c.refusals_recorded + c.refusals_aggregated, limited);
+}
