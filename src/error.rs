@@ -105,6 +105,12 @@ pub enum ErrorCode {
     UriTooLong,
     /// The request head (request line and header fields) is larger than the limit (431).
     HeadersTooLarge,
+    // Authorization between callers.
+    /// The artifact belongs to another issuer token (403): an issuer revokes only its own
+    /// grants and versions only its own allowlists.
+    NotOwner,
+    /// The change would leave no active security-officer token (409).
+    LastOfficer,
 }
 
 impl ErrorCode {
@@ -190,6 +196,8 @@ impl ErrorCode {
             RequestTimeout => "REQUEST_TIMEOUT",
             UriTooLong => "URI_TOO_LONG",
             HeadersTooLarge => "HEADERS_TOO_LARGE",
+            NotOwner => "NOT_OWNER",
+            LastOfficer => "LAST_OFFICER",
         }
     }
 
@@ -198,12 +206,16 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             Unauthorized => 401,
-            Forbidden | ClientCertificateRequired => 403,
+            Forbidden | ClientCertificateRequired | NotOwner => 403,
             NotFound | KeyNotFound | RouteNotFound => 404,
             MethodNotAllowed => 405,
             RequestTimeout => 408,
             UriTooLong => 414,
-            IdempotencyConflict | Conflict | KeyStateInvalid | TokenSecretNotReplayed => 409,
+            IdempotencyConflict
+            | Conflict
+            | KeyStateInvalid
+            | TokenSecretNotReplayed
+            | LastOfficer => 409,
             PayloadTooLarge | JsonTooLarge => 413,
             UnsupportedMediaType => 415,
             RateLimited => 429,

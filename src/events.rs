@@ -121,6 +121,16 @@ pub enum Event {
         config_digest: String,
         version: String,
     },
+    /// Requests of an authenticated token refused (403 for its role, 429 rate limited):
+    /// the route template, the code, and how many refusals of this token, route and code the
+    /// entry stands for (the first of a minute, or those since the previous entry). Never
+    /// the body or a secret.
+    RequestRefused {
+        token_name: String,
+        route: String,
+        code: String,
+        count: u64,
+    },
     /// The appliance stopped cleanly.
     Shutdown { config_digest: String },
 }

@@ -50,13 +50,22 @@ async fn auditor_reads_entries_proofs_and_checkpoint() {
 
     let (status, body) = h.get(&format!("/v1/audit/entries?start={base}"), a).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["size"], base + 3);
+    // The issuer's 403 is itself an entry (`request_refused`); the 401 is not.
+    assert_eq!(body["size"], base + 4);
     let entries = body["entries"].as_array().unwrap();
     let actions: Vec<_> = entries
         .iter()
         .map(|e| e["event"]["action"].clone())
         .collect();
-    assert_eq!(actions, ["token_created", "token_created", "policy_stored"]);
+    assert_eq!(
+        actions,
+        [
+            "token_created",
+            "token_created",
+            "policy_stored",
+            "request_refused"
+        ]
+    );
     assert_eq!(entries[2]["actor"]["name"], "issuer-1");
     assert_eq!(entries[2]["actor"]["role"], "issuer");
     // No secret ever reaches the log.
@@ -121,6 +130,8 @@ async fn auditor_reads_entries_proofs_and_checkpoint() {
     h.audit.sign_checkpoint(&key).unwrap();
     let (status, cp) = h.get("/v1/audit/checkpoint", a).await;
     assert_eq!(status, 200);
+    // The checkpoint covers the whole log, the `request_refused` entry included.
+    let size = h.audit.size();
     assert_eq!(cp["size"], size);
     assert_eq!(cp["origin"], "pa.test/audit");
     assert_eq!(hash(&cp["rootHash"]), h.audit.root(size).unwrap());

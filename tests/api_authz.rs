@@ -20,10 +20,14 @@ use mpcp_pa::api::routes::{RouteEntry, table};
 use mpcp_pa::api::tokens::ApiRole;
 use mpcp_pa::clock::{SystemClock, format_rfc3339};
 use mpcp_pa::crypto::Alg;
-use mpcp_pa::events::Actor;
+use mpcp_pa::events::{Actor, Event};
 use mpcp_pa::keys::KeyRole;
 use reqwest::header::HeaderValue;
 use serde_json::{Value, json};
+
+/// Snapshots count the HSM's token objects, which every harness of this binary shares: the
+/// tests run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const GATEWAY: &str = "r3wiVnf7xstXYBR4iVNdfie69BdV6xg7b5";
 const DESTS: [&str; 2] = [
@@ -377,6 +381,7 @@ async fn every_route_refuses_every_caller_its_role_does_not_allow() {
         );
     }
 
+    let _serial = SERIAL.lock().await;
     let h = Harness::start(Limits {
         requests_per_second_per_token: 0,
         ..Limits::default()
@@ -406,6 +411,7 @@ async fn every_route_refuses_every_caller_its_role_does_not_allow() {
                     .body(b.to_string());
             }
             let before = Snapshot::of(&h);
+            let events_before = h.audit.size();
             let resp = req.send().await.unwrap();
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
@@ -417,7 +423,9 @@ async fn every_route_refuses_every_caller_its_role_does_not_allow() {
                 failures.push(format!("{cell}: {why}"));
             }
             if expect != Expect::Allowed {
-                let changed = before.diff(&Snapshot::of(&h));
+                // A 403 of an authenticated token may add its one `request_refused` entry.
+                let entries = u64::from(status == 403);
+                let changed = refusal_changes(&h, &before, events_before, entries);
                 if !changed.is_empty() {
                     failures.push(format!("{cell}: refused, yet changed {changed:?}"));
                 }
@@ -440,5 +448,248 @@ async fn every_route_refuses_every_caller_its_role_does_not_allow() {
         failures.len(),
         routes.len() * callers.len(),
         failures.join("\n")
+    );
+}
+
+/// One row of the ownership matrix: `caller` (a token name) calls `path` with `body` on an
+/// artifact `issuer-1` created; `want` is the status and, when refused, the code.
+struct OwnerRow {
+    caller: &'static str,
+    path: &'static str,
+    body: Value,
+    want: (u16, Option<&'static str>),
+}
+
+/// Grants and allowlists belong to the issuer token that created them: another issuer is
+/// refused with 403 NOT_OWNER and nothing changes; the owner may revoke and version them;
+/// a security officer may revoke any grant (emergency) but not version an allowlist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_changes_only_what_its_own_token_issued() {
+    let _serial = SERIAL.lock().await;
+    let h = Harness::start(Limits {
+        requests_per_second_per_token: 0,
+        ..Limits::default()
+    })
+    .await;
+    let mut tokens = HashMap::new();
+    for (name, role) in [
+        ("issuer-1", ApiRole::Issuer),
+        ("issuer-2", ApiRole::Issuer),
+        ("officer-1", ApiRole::SecurityOfficer),
+        ("auditor-1", ApiRole::Auditor),
+    ] {
+        tokens.insert(name, h.token(name, role));
+    }
+    let policy_hash = post_ok(
+        &h,
+        "/v1/policies",
+        &tokens["issuer-1"],
+        &json!({"version": "1.0", "maxGrantLifetimeSeconds": 3600}),
+    )
+    .await["policyHash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let fx = Fixture {
+        tokens: HashMap::new(),
+        revoked: HashMap::new(),
+        policy_hash,
+        pending_kid: String::new(),
+        revoked_kid: String::new(),
+    };
+    for id in ["g-own", "g-emergency"] {
+        post_ok(&h, "/v1/grants", &tokens["issuer-1"], &grant(&fx, id)).await;
+    }
+    let list =
+        |n: &str| json!({"allowlistId": n, "destinations": DESTS, "expiresAt": in_secs(3600)});
+    post_ok(
+        &h,
+        "/v1/destination-allowlists",
+        &tokens["issuer-1"],
+        &list("list-own"),
+    )
+    .await;
+
+    let reason = json!({"reason": "row"});
+    let rows = [
+        // Refused rows first, while the target is still unchanged.
+        OwnerRow {
+            caller: "issuer-2",
+            path: "/v1/grants/g-own/revoke",
+            body: reason.clone(),
+            want: (403, Some("NOT_OWNER")),
+        },
+        OwnerRow {
+            caller: "issuer-2",
+            path: "/v1/destination-allowlists",
+            body: list("list-own"),
+            want: (403, Some("NOT_OWNER")),
+        },
+        OwnerRow {
+            caller: "officer-1",
+            path: "/v1/destination-allowlists",
+            body: list("list-own"),
+            want: (403, Some("FORBIDDEN")),
+        },
+        OwnerRow {
+            caller: "auditor-1",
+            path: "/v1/grants/g-own/revoke",
+            body: reason.clone(),
+            want: (403, Some("FORBIDDEN")),
+        },
+        OwnerRow {
+            caller: "issuer-1",
+            path: "/v1/grants/g-own/revoke",
+            body: reason.clone(),
+            want: (200, None),
+        },
+        OwnerRow {
+            caller: "issuer-1",
+            path: "/v1/destination-allowlists",
+            body: list("list-own"),
+            want: (201, None),
+        },
+        OwnerRow {
+            caller: "officer-1",
+            path: "/v1/grants/g-emergency/revoke",
+            body: reason.clone(),
+            want: (200, None),
+        },
+        // A list another issuer creates is its own, under a new id.
+        OwnerRow {
+            caller: "issuer-2",
+            path: "/v1/destination-allowlists",
+            body: list("list-other"),
+            want: (201, None),
+        },
+        OwnerRow {
+            caller: "issuer-1",
+            path: "/v1/destination-allowlists",
+            body: list("list-other"),
+            want: (403, Some("NOT_OWNER")),
+        },
+    ];
+    let mut failures = Vec::new();
+    for row in rows {
+        let before = Snapshot::of(&h);
+        let events_before = h.audit.size();
+        let (status, v) = h
+            .post(row.path, Some(&tokens[row.caller]), &row.body.to_string())
+            .await;
+        let cell = format!("POST {} as {}", row.path, row.caller);
+        let code = v.get("code").and_then(Value::as_str);
+        if status != row.want.0 || (row.want.1.is_some() && code != row.want.1) {
+            failures.push(format!("{cell}: expected {:?}, got {status} {v}", row.want));
+        }
+        if row.want.0 == 403 {
+            let changed = refusal_changes(&h, &before, events_before, 1);
+            if !changed.is_empty() {
+                failures.push(format!("{cell}: refused, yet changed {changed:?}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // What the owner's and the officer's revocations left.
+    let (_, g) = h
+        .get("/v1/grants/g-emergency", Some(&tokens["issuer-1"]))
+        .await;
+    assert_eq!(g["status"], "revoked");
+    let (_, l) = h.get("/v1/destination-allowlists/list-own", None).await;
+    assert_eq!(l["sequence"], 2);
+}
+
+/// What a refused request changed besides the `request_refused` audit entries that record
+/// refusals of authenticated tokens (at most `allowed_entries` of them).
+fn refusal_changes(
+    h: &Harness,
+    before: &Snapshot,
+    events_before: u64,
+    allowed_entries: u64,
+) -> Vec<String> {
+    let after = Snapshot::of(h);
+    let mut out: Vec<String> = before.diff(&after);
+    let new: Vec<_> = h
+        .events()
+        .into_iter()
+        .skip(events_before as usize)
+        .collect();
+    let only_refusals = new
+        .iter()
+        .all(|(_, e)| matches!(e, Event::RequestRefused { .. }));
+    if only_refusals && new.len() as u64 <= allowed_entries {
+        out.retain(|l| !l.starts_with("tree \"audit/") && !l.starts_with("audit log size"));
+    } else {
+        out.push(format!("audit entries {new:?}"));
+    }
+    out
+}
+
+/// The last active security-officer token cannot be revoked over the API, neither by itself
+/// nor (once it is the last) through another name; 409 LAST_OFFICER and nothing changes.
+/// With a second officer, either may be revoked; the console refuses the same unless told
+/// `--allow-no-officer` (break-glass).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_security_officer_token_cannot_be_revoked() {
+    let _serial = SERIAL.lock().await;
+    let h = Harness::start(Limits {
+        requests_per_second_per_token: 0,
+        ..Limits::default()
+    })
+    .await;
+    let so1 = h.token("officer-1", ApiRole::SecurityOfficer);
+    let revoke = |name: &str| format!("/v1/tokens/{name}/revoke");
+
+    let before = Snapshot::of(&h);
+    let events_before = h.audit.size();
+    let got = h.post(&revoke("officer-1"), Some(&so1), "{}").await;
+    api_common::assert_error(&got, 409, "LAST_OFFICER");
+    let changed = refusal_changes(&h, &before, events_before, 1);
+    assert!(changed.is_empty(), "refused, yet changed {changed:?}");
+
+    // A second officer: the first may now go, and then the second is the last.
+    let so2 = h.token("officer-2", ApiRole::SecurityOfficer);
+    let (s, v) = h.post(&revoke("officer-1"), Some(&so2), "{}").await;
+    assert_eq!(s, 200, "{v}");
+    let got = h.post(&revoke("officer-2"), Some(&so2), "{}").await;
+    api_common::assert_error(&got, 409, "LAST_OFFICER");
+    // Other roles are not officers: revoking them is unaffected.
+    h.token("issuer-1", ApiRole::Issuer);
+    let (s, v) = h.post(&revoke("issuer-1"), Some(&so2), "{}").await;
+    assert_eq!(s, 200, "{v}");
+
+    // The console: refused the same way, unless it is break-glass.
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: mpcp_pa::cli::tokens::TokensArgs,
+    }
+    let cli = |argv: &[&str]| {
+        Cli::try_parse_from(std::iter::once("tokens").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+    };
+    let err = mpcp_pa::cli::tokens::run(
+        cli(&["revoke", "officer-2"]),
+        &h.store,
+        h.audit.as_ref(),
+        &SystemClock,
+    )
+    .unwrap_err();
+    assert_eq!(err.code.as_str(), "LAST_OFFICER", "{err}");
+    mpcp_pa::cli::tokens::run(
+        cli(&["revoke", "--allow-no-officer", "officer-2"]),
+        &h.store,
+        h.audit.as_ref(),
+        &SystemClock,
+    )
+    .unwrap();
+    assert!(
+        h.state
+            .tokens()
+            .list()
+            .unwrap()
+            .iter()
+            .all(|t| t.role != ApiRole::SecurityOfficer || t.revoked_at.is_some())
     );
 }

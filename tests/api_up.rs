@@ -156,3 +156,59 @@ async fn up_creates_the_embedded_default_once_and_serves() {
         "token secret in the audit log"
     );
 }
+
+/// Every directory under the data dir that is open to group or others, and every file that
+/// is, with its mode.
+fn loose_modes(root: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        let want = if meta.is_dir() { 0o700 } else { 0o600 };
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                todo.push(e.unwrap().path());
+            }
+        }
+        if !meta.file_type().is_symlink() && mode != want {
+            out.push(format!("{} {mode:o}", p.display()));
+        }
+    }
+    out
+}
+
+/// After `up`, every file under the data dir is 0600 and every directory 0700 (the store's,
+/// the TLS material's, the development tokens'). A data dir or file opened to group or
+/// others is made private again at the next start, which names the path it repaired.
+#[test]
+fn the_data_dir_is_private_and_a_loose_one_is_repaired_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("appliance");
+    let (server, _addr, _stdout, seen) = up(&data, &[]);
+    server.stop();
+    let loose = loose_modes(&data);
+    assert!(loose.is_empty(), "not private: {loose:#?}\n{seen:#?}");
+
+    let opened = [
+        (data.clone(), 0o755),
+        (data.join("store"), 0o750),
+        (data.join("store").join("conf"), 0o644),
+    ];
+    for (path, mode) in &opened {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    let (server, _addr, _stdout, seen) = up(&data, &[]);
+    server.stop();
+    for (path, mode) in &opened {
+        let said = format!(
+            "warning: {} was open to group or others (mode {mode:03o}); made it private",
+            path.display()
+        );
+        assert!(seen.contains(&said), "{said:?} not in {seen:#?}");
+    }
+    let loose = loose_modes(&data);
+    assert!(loose.is_empty(), "not repaired: {loose:#?}");
+}

@@ -18,6 +18,7 @@ pub mod error;
 pub mod head;
 pub mod idempotency;
 pub mod ratelimit;
+pub mod refusals;
 pub mod routes;
 pub mod server;
 pub mod signing;
@@ -132,6 +133,7 @@ struct Inner {
     publisher: Arc<KeyPublisher>,
     public_cache_control: axum::http::HeaderValue,
     serial_lock: Arc<tokio::sync::Mutex<()>>,
+    counters: refusals::RequestCounters,
 }
 
 /// Shared state of every handler. Cheap to clone.
@@ -206,6 +208,7 @@ impl AppState {
             publisher,
             public_cache_control,
             serial_lock: Arc::new(tokio::sync::Mutex::new(())),
+            counters: refusals::RequestCounters::default(),
             config,
         })))
     }
@@ -272,6 +275,10 @@ impl AppState {
     }
     pub(crate) fn serial_lock(&self) -> &Arc<tokio::sync::Mutex<()>> {
         &self.0.serial_lock
+    }
+    /// Counters of reads and refusals (see [`refusals`]), for a metrics exporter.
+    pub fn request_counters(&self) -> &refusals::RequestCounters {
+        &self.0.counters
     }
     /// Extra readiness probes.
     pub fn readiness(&self) -> &[Arc<dyn ReadinessProbe>] {

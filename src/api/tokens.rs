@@ -226,6 +226,27 @@ fn already_revoked(name: &str) -> Error {
     )
 }
 
+fn last_officer(name: &str) -> Error {
+    Error::field(
+        ErrorCode::LastOfficer,
+        "name",
+        format!(
+            "token {name:?} is the last active security-officer token; create another \
+             security-officer token first"
+        ),
+    )
+}
+
+/// What a revocation does when it would leave no active security-officer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastOfficer {
+    /// Refuse with LAST_OFFICER (the API, and the console by default).
+    Refuse,
+    /// Revoke anyway: the console's break-glass (`tokens revoke --allow-no-officer`); the
+    /// console can always create a new officer token.
+    Allow,
+}
+
 /// The token table in the shared store.
 #[derive(Debug, Clone)]
 pub struct TokenStore {
@@ -400,12 +421,27 @@ impl TokenStore {
     /// `revokedAt` (a `swap` over exactly the bytes read here) with its `token_revoked`
     /// entry, yielding the record as it will be stored. An unknown name is NOT_FOUND and a
     /// revoked token CONFLICT, also when a concurrent revocation commits first (the swap
-    /// then finds other bytes and refuses the whole append).
+    /// then finds other bytes and refuses the whole append). Revoking the last active
+    /// security-officer token is 409 LAST_OFFICER (see [`TokenStore::prepare_revoke_with`]).
     pub fn prepare_revoke(
         &self,
         name: &str,
         actor: &Actor,
         clock: &dyn Clock,
+    ) -> Result<TokenChange<TokenRecord>> {
+        self.prepare_revoke_with(name, actor, clock, LastOfficer::Refuse)
+    }
+
+    /// [`TokenStore::prepare_revoke`], with what to do when the token is the last active
+    /// security officer. Refused, the change also carries a condition on the record of
+    /// another active officer (unchanged bytes), so two officers revoking each other
+    /// concurrently cannot both succeed: the second append is refused with LAST_OFFICER.
+    pub fn prepare_revoke_with(
+        &self,
+        name: &str,
+        actor: &Actor,
+        clock: &dyn Clock,
+        last: LastOfficer,
     ) -> Result<TokenChange<TokenRecord>> {
         let raw = self
             .by_name
@@ -431,6 +467,25 @@ impl TokenStore {
             record.to_bytes()?,
             already_revoked(name),
         );
+        if record.role == ApiRole::SecurityOfficer && last == LastOfficer::Refuse {
+            let other = self.by_name.iter().find_map(|item| {
+                let (k, v) = item.ok()?;
+                let t = TokenRecord::from_bytes(&v).ok()?;
+                (t.role == ApiRole::SecurityOfficer && t.revoked_at.is_none() && t.name != name)
+                    .then(|| (k.to_vec(), v.to_vec()))
+            });
+            let Some((key, bytes)) = other else {
+                return Err(last_officer(name));
+            };
+            // The other officer must still be active when this commits.
+            writes.swap(
+                TREE_TOKENS,
+                key,
+                Some(bytes.clone()),
+                bytes,
+                last_officer(name),
+            );
+        }
         Ok(TokenChange {
             outcome: record,
             actor: actor.clone(),

@@ -11,6 +11,7 @@ use crate::error::Error;
 
 mod artifact;
 mod audit;
+pub mod files;
 mod hsm;
 pub mod keys;
 pub mod serve;
@@ -58,6 +59,8 @@ enum Command {
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before anything creates a file: the data directory's contents are private.
+    files::private_umask();
     let result = match cli.command {
         Command::Verify(a) => artifact::verify(a),
         Command::Hash(a) => artifact::hash(a),
@@ -65,9 +68,13 @@ pub fn main() -> ExitCode {
         Command::Hsm(a) => hsm::run(a, &cli.data_dir),
         Command::Keys(a) => keys::main(&cli.data_dir, a),
         Command::Pins(a) => serve::pins_cmd(&cli.data_dir, a),
-        Command::Serve(a) => serve::serve_cmd(&cli.data_dir, a),
+        Command::Serve(a) => {
+            files::ensure_private(&cli.data_dir).and_then(|()| serve::serve_cmd(&cli.data_dir, a))
+        }
         Command::Tokens(a) => tokens::main(&cli.data_dir, a),
-        Command::Up(a) => up::up_cmd(&cli.data_dir, a),
+        Command::Up(a) => {
+            files::ensure_private(&cli.data_dir).and_then(|()| up::up_cmd(&cli.data_dir, a))
+        }
     };
     match result {
         Ok(code) => code,

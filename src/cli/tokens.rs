@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use crate::api::tokens::{ApiRole, NewToken, TokenStore};
+use crate::api::tokens::{ApiRole, LastOfficer, NewToken, TokenStore};
 use crate::audit::AuditSink;
 use crate::clock::Clock;
 use crate::error::Result;
@@ -39,10 +39,15 @@ pub enum TokensCommand {
     },
     /// List tokens (names, roles, creation and revocation times; never secrets).
     List,
-    /// Revoke a token by name.
+    /// Revoke a token by name. The last active security-officer token is refused
+    /// (LAST_OFFICER) unless `--allow-no-officer` is given.
     Revoke {
         /// Token name.
         name: String,
+        /// Break-glass: revoke even the last active security-officer token (a new one can
+        /// then only be created here, with `tokens create --role security-officer`).
+        #[arg(long)]
+        allow_no_officer: bool,
     },
     /// Create the first security-officer token, only if none was ever created.
     Bootstrap,
@@ -102,8 +107,18 @@ pub fn run(
                 );
             }
         }
-        TokensCommand::Revoke { name } => {
-            tokens.revoke(&name, &actor, sink, clock)?;
+        TokensCommand::Revoke {
+            name,
+            allow_no_officer,
+        } => {
+            let last = if allow_no_officer {
+                LastOfficer::Allow
+            } else {
+                LastOfficer::Refuse
+            };
+            tokens
+                .prepare_revoke_with(&name, &actor, clock, last)?
+                .commit(sink)?;
             eprintln!("revoked token {name:?}");
         }
         TokensCommand::Bootstrap => match tokens.bootstrap(&actor, sink, clock)? {

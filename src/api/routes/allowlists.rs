@@ -4,6 +4,12 @@
 //! grant-signing key, commits `allowlist_issued` with the new latest version in one durable
 //! write and answers 201. The public
 //! `GET /v1/destination-allowlists/{allowlistId}` serves the latest version.
+//!
+//! Ownership: the issuer token that creates a list (its first version) owns it; its name is
+//! recorded in [`super::trees::ALLOWLIST_OWNERS`] in the same append as that version. Only
+//! the owner may publish later versions; another issuer gets 403 NOT_OWNER and nothing
+//! changes. A list from before owners were recorded has none and takes no new versions
+//! (publish it under a new id).
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -96,12 +102,29 @@ async fn issue_inner(
     // One blocking hop: the previous version, the signer, the signature and its self-check.
     let s = state.clone();
     let key = id.clone();
+    let caller = actor.name.clone();
     let (previous, sequence, signed, kid) = signing_hop(move || {
         let previous = s
             .artifacts()
             .allowlists
             .get(key.as_bytes())
             .map_err(|e| store_error("read allowlist", e))?;
+        // Checked before signing: a refused version costs no HSM operation.
+        if previous.is_some() {
+            let owner = s
+                .artifacts()
+                .allowlist_owners
+                .get(key.as_bytes())
+                .map_err(|e| store_error("read allowlist owner", e))?
+                .map(|o| String::from_utf8_lossy(&o).into_owned());
+            if owner.as_deref() != Some(caller.as_str()) {
+                return Err(super::not_owner(
+                    &format!("destination allowlist {key:?}"),
+                    "allowlistId",
+                    owner.as_deref(),
+                ));
+            }
+        }
         let sequence = match &previous {
             None => 1,
             Some(raw) => {
@@ -123,6 +146,16 @@ async fn issue_inner(
     })
     .await?;
     let mut writes = SideWrites::new();
+    if previous.is_none() {
+        // The first version makes the caller the owner (the serial lock orders creations;
+        // the condition guards against an owner recorded without a version).
+        writes.insert_new(
+            super::trees::ALLOWLIST_OWNERS,
+            id.clone(),
+            actor.name.clone(),
+            Error::new(ErrorCode::Conflict, "allowlist created concurrently"),
+        );
+    }
     writes.swap(
         super::trees::ALLOWLISTS,
         id.clone(),

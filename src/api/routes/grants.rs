@@ -11,6 +11,11 @@
 //! and answers
 //! with the XLS-70 credential type of `mpcp:active-grant:{grantId}` to delete on the ledger;
 //! later trust bundles list the grant in `revokedGrantIds`.
+//!
+//! Ownership: a grant record names the issuer token that created it (`issuedBy`). Only that
+//! token, or a security officer (emergency), may revoke the grant; another issuer gets 403
+//! NOT_OWNER and nothing changes. A record from before owners were recorded (no `issuedBy`)
+//! is revocable by a security officer only.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -23,11 +28,12 @@ use super::{
     random_id, refuse_pa_members,
 };
 use crate::api::AppState;
-use crate::api::auth::{Auth, Issuer};
+use crate::api::auth::{Auth, Issuer, IssuerOrSecurityOfficer};
 use crate::api::body::{StrictJson, closed_object, required_str};
 use crate::api::error::ApiResult;
 use crate::api::idempotency::BodyRef;
 use crate::api::signing::{blocking, sign_with_active, signing_hop};
+use crate::api::tokens::ApiRole;
 use crate::audit::SideWrites;
 use crate::canonical::{Domain, canonical_bytes};
 use crate::clock::{format_rfc3339, parse_rfc3339};
@@ -43,6 +49,10 @@ use crate::store::store_error;
 pub struct GrantRecord {
     /// The signed grant, exactly as released.
     pub grant: Value,
+    /// Name of the issuer token that created the grant (absent in records written before
+    /// owners were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_by: Option<String>,
     /// Revocation time, once revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
@@ -191,7 +201,7 @@ async fn issue_inner(
     // The signed grant is serialised once: the response is its canonical JSON, and the
     // record (`{"grant": ...}` of a fresh grant) embeds the same bytes.
     let body = canonical_bytes(&signed)?;
-    let raw = fresh_record_bytes(&body);
+    let raw = fresh_record_bytes(&body, &actor.name)?;
     let mut writes = SideWrites::new();
     writes.insert_new(
         super::trees::GRANTS,
@@ -220,13 +230,17 @@ async fn issue_inner(
 }
 
 /// The stored bytes of the [`GrantRecord`] of a grant not yet revoked, whose canonical JSON
-/// is `grant`.
-fn fresh_record_bytes(grant: &[u8]) -> Vec<u8> {
-    let mut raw = Vec::with_capacity(grant.len() + 10);
+/// is `grant`, issued by the token named `issued_by`.
+fn fresh_record_bytes(grant: &[u8], issued_by: &str) -> Result<Vec<u8>> {
+    let name = serde_json::to_vec(issued_by)
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("grant record: {e}")))?;
+    let mut raw = Vec::with_capacity(grant.len() + name.len() + 24);
     raw.extend_from_slice(br#"{"grant":"#);
     raw.extend_from_slice(grant);
+    raw.extend_from_slice(br#","issuedBy":"#);
+    raw.extend_from_slice(&name);
     raw.push(b'}');
-    raw
+    Ok(raw)
 }
 
 fn not_found(grant_id: &str) -> Error {
@@ -281,10 +295,11 @@ pub async fn fetch(
     json_response(StatusCode::OK, &out)
 }
 
-/// `POST /v1/grants/{grantId}/revoke` with `{"reason": "..."}`.
+/// `POST /v1/grants/{grantId}/revoke` with `{"reason": "..."}`: by the issuer token that
+/// issued the grant, or by a security officer; another issuer gets 403 NOT_OWNER.
 pub async fn revoke(
     State(state): State<AppState>,
-    auth: Auth<Issuer>,
+    auth: Auth<IssuerOrSecurityOfficer>,
     ApiPath(grant_id): ApiPath<String>,
     request: IdempotentRequest,
     StrictJson(body): StrictJson,
@@ -294,6 +309,7 @@ pub async fn revoke(
     check_id(&grant_id, "grantId")?;
     let st = state.clone();
     let actor = auth.actor();
+    let officer = auth.principal.role == ApiRole::SecurityOfficer;
     issue_idempotent(
         &state,
         &auth.principal,
@@ -310,6 +326,14 @@ pub async fn revoke(
             })
             .await?;
             let mut rec = parse_record(&raw)?;
+            // Before any state is told: a non-owner learns nothing about revocation.
+            if !officer && rec.issued_by.as_deref() != Some(actor.name.as_str()) {
+                return Err(super::not_owner(
+                    &format!("grant {grant_id:?}"),
+                    "grantId",
+                    rec.issued_by.as_deref(),
+                ));
+            }
             let already = || {
                 Error::field(
                     ErrorCode::Conflict,
@@ -389,12 +413,13 @@ mod tests {
     #[test]
     fn fresh_record_bytes_is_the_record_of_the_grant() {
         let grant = json!({"grantId": "g-1", "signature": "c2ln", "n": 3, "s": "\"q\\u00e9"});
-        let raw = fresh_record_bytes(&canonical_bytes(&grant).unwrap());
+        let raw = fresh_record_bytes(&canonical_bytes(&grant).unwrap(), "iss\"uer-1").unwrap();
         let rec = parse_record(&raw).unwrap();
         assert_eq!(
             rec,
             GrantRecord {
                 grant,
+                issued_by: Some("iss\"uer-1".into()),
                 revoked_at: None,
                 revocation_reason: None,
             }

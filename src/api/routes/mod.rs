@@ -138,10 +138,12 @@ fn table_with_handlers() -> Vec<(RouteEntry, MethodRouter<AppState>)> {
             Some(Issuer),
             get(grants::fetch),
         ),
-        entry(
+        // Its own grants for an issuer; any grant for a security officer (emergency).
+        entry_also(
             Method::POST,
             "/v1/grants/{grantId}/revoke",
             Some(Issuer),
+            &[SecurityOfficer],
             post(grants::revoke),
         ),
         entry(
@@ -576,6 +578,8 @@ pub mod trees {
     pub const ALLOWLISTS: &str = "api/allowlists";
     /// bundleId -> signed trust bundle.
     pub const BUNDLES: &str = "api/bundles";
+    /// allowlistId -> name of the issuer token that created the list (its owner).
+    pub const ALLOWLIST_OWNERS: &str = "api/allowlist-owners";
 }
 
 /// The service's artifact trees.
@@ -590,6 +594,8 @@ pub struct ArtifactStore {
     pub allowlists: sled::Tree,
     /// Bundles.
     pub bundles: sled::Tree,
+    /// Allowlist owners (see [`trees::ALLOWLIST_OWNERS`]).
+    pub allowlist_owners: sled::Tree,
 }
 
 impl ArtifactStore {
@@ -601,6 +607,7 @@ impl ArtifactStore {
             grants: store.tree(trees::GRANTS)?,
             allowlists: store.tree(trees::ALLOWLISTS)?,
             bundles: store.tree(trees::BUNDLES)?,
+            allowlist_owners: store.tree(trees::ALLOWLIST_OWNERS)?,
         })
     }
 
@@ -628,6 +635,20 @@ pub fn insert_new(tree: &sled::Tree, key: &str, value: &[u8]) -> Result<bool> {
     tree.compare_and_swap(key, None as Option<&[u8]>, Some(value))
         .map_err(|e| store_error("write", e))
         .map(|r| r.is_ok())
+}
+
+/// The refusal of a change to an artifact that `owner` (a token name, or nobody recorded)
+/// created: 403 NOT_OWNER. It names the artifact the caller named, never the owner.
+pub fn not_owner(what: &str, field: &str, owner: Option<&str>) -> Error {
+    let why = match owner {
+        Some(_) => "was issued by another issuer token",
+        None => "records no issuing token (issued before owners were recorded)",
+    };
+    Error::field(
+        ErrorCode::NotOwner,
+        field,
+        format!("{what} {why}; only its own issuer token may change it"),
+    )
 }
 
 /// A random identifier `prefix-<16 hex>`.
