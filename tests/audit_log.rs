@@ -14,14 +14,14 @@ use mpcp_pa::audit::merkle::{Hash, leaf_hash, verify_consistency, verify_inclusi
 use mpcp_pa::audit::{AuditConfig, AuditLog, Checkpoint, Entry, verify_checkpoint};
 use mpcp_pa::error::ErrorCode;
 use mpcp_pa::events::EventSink;
-use mpcp_pa::store::{Store, store_path, trees};
+use mpcp_pa::store::trees;
 
 use audit_support::*;
 
 #[test]
 fn concurrent_records_are_durable_distinct_and_ordered() {
     let dir = temp_dir("concurrent");
-    let store = Store::open(&store_path(&dir)).unwrap();
+    let store = reopen(&dir);
     let log = Arc::new(open(&store));
     let threads: Vec<_> = (0..8u64)
         .map(|t| {
@@ -69,7 +69,7 @@ fn checkpoints_are_signed_consistent_and_survive_reopen() {
     let vk = log_vkey();
     let first;
     {
-        let store = Store::open(&store_path(&dir)).unwrap();
+        let store = reopen(&dir);
         let log = open(&store);
         // The empty tree can be checkpointed too.
         let c0 = log.sign_checkpoint(&signer).unwrap();
@@ -93,7 +93,7 @@ fn checkpoints_are_signed_consistent_and_survive_reopen() {
         assert!(log.maybe_checkpoint(&signer).unwrap().is_some());
         assert_eq!(log.checkpoints().unwrap().len(), 3);
     }
-    let store = Store::open(&store_path(&dir)).unwrap();
+    let store = reopen(&dir);
     let log = open(&store);
     assert_eq!(log.size(), 17);
     let latest = log.latest_checkpoint().unwrap().unwrap();
@@ -122,7 +122,7 @@ fn checkpoints_are_signed_consistent_and_survive_reopen() {
 #[test]
 fn refuses_to_sign_a_tree_inconsistent_with_the_last_checkpoint() {
     let dir = temp_dir("inconsistent");
-    let store = Store::open(&store_path(&dir)).unwrap();
+    let store = reopen(&dir);
     let log = open(&store);
     let signer = log_signer();
     fill(&log, 12);
@@ -150,7 +150,7 @@ fn refuses_to_sign_a_tree_inconsistent_with_the_last_checkpoint() {
 #[test]
 fn background_checkpointer_follows_the_log() {
     let dir = temp_dir("checkpointer");
-    let store = Store::open(&store_path(&dir)).unwrap();
+    let store = reopen(&dir);
     let log = open(&store);
     let task = log
         .spawn_checkpointer(Arc::new(log_signer()), Duration::from_millis(20))
@@ -216,7 +216,7 @@ fn cli_reads_exports_and_verifies() {
     let dir = temp_dir("cli");
     let leaf5;
     {
-        let store = Store::open(&store_path(&dir)).unwrap();
+        let store = reopen(&dir);
         let log = open(&store);
         fill(&log, 25);
         log.sign_checkpoint(&log_signer()).unwrap();

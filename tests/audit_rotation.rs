@@ -12,7 +12,7 @@ use mpcp_pa::audit::verify::{VerifyFailure, VerifyOptions, VerifyReport, verify_
 use mpcp_pa::audit::{Checkpoint, NoteSigner, SoftwareNoteSigner, StoredCheckpoint, Vkey};
 use mpcp_pa::canonical::canonical_bytes_of;
 use mpcp_pa::error::ErrorCode;
-use mpcp_pa::store::{Store, store_path, trees};
+use mpcp_pa::store::trees;
 
 use audit_support::*;
 
@@ -28,7 +28,7 @@ fn vkey_of(s: &SoftwareNoteSigner) -> Vkey {
 /// Returns the directory and the note at 10 (an auditor's saved checkpoint).
 fn build(name: &str) -> (std::path::PathBuf, String) {
     let dir = temp_dir(name);
-    let store = Store::open(&store_path(&dir)).unwrap();
+    let store = reopen(&dir);
     let log = open(&store);
     let (old, new) = (log_signer(), new_signer());
     fill(&log, 10);
@@ -47,7 +47,7 @@ fn check(
     vkeys: Vec<Vkey>,
     trusted: Option<&str>,
 ) -> Result<VerifyReport, VerifyFailure> {
-    let store = Store::open(&store_path(dir)).unwrap();
+    let store = reopen(dir);
     let out = dir.join("export");
     export(&store, &out).unwrap();
     verify_export(
@@ -114,7 +114,7 @@ fn an_inconsistent_checkpoint_in_the_history_fails() {
         vkey: vkey_of(&log_signer()).to_string(),
     };
     {
-        let store = Store::open(&store_path(&dir)).unwrap();
+        let store = reopen(&dir);
         store
             .tree(trees::AUDIT_CHECKPOINTS)
             .unwrap()

@@ -11,7 +11,7 @@ use mpcp_pa::audit::verify::{VerifyFailure, VerifyOptions, VerifyReport, verify_
 use mpcp_pa::audit::{AuditConfig, AuditLog, Checkpoint, StoredCheckpoint};
 use mpcp_pa::canonical::canonical_bytes_of;
 use mpcp_pa::error::ErrorCode;
-use mpcp_pa::store::{Store, store_path, trees};
+use mpcp_pa::store::trees;
 
 use audit_support::*;
 
@@ -21,7 +21,7 @@ const SIZE: u64 = 40;
 /// the checkpoint at 30 (saved by an auditor) and at 40.
 fn build(name: &str) -> (PathBuf, String, String) {
     let dir = temp_dir(name);
-    let store = Store::open(&store_path(&dir)).unwrap();
+    let store = reopen(&dir);
     let log = open(&store);
     fill(&log, 30);
     let at30 = log.sign_checkpoint(&log_signer()).unwrap().note;
@@ -39,7 +39,7 @@ fn check(
     trusted: Option<&str>,
     with_vkey: bool,
 ) -> Result<VerifyReport, VerifyFailure> {
-    let store = Store::open(&store_path(dir)).unwrap();
+    let store = reopen(dir);
     let out = dir.join("export");
     export(&store, &out).unwrap();
     let options = VerifyOptions {
@@ -56,7 +56,7 @@ fn assert_bad(r: Result<VerifyReport, VerifyFailure>, code: ErrorCode, index: Op
 }
 
 fn reopen_fails(dir: &Path) {
-    let store = Store::open(&store_path(dir)).unwrap();
+    let store = reopen(dir);
     let e = AuditLog::open(&store, AuditConfig::new(ORIGIN), clock()).unwrap_err();
     assert_eq!(e.code, ErrorCode::AuditLogInvalid, "{e}");
 }
@@ -75,7 +75,7 @@ fn untouched_log_verifies() {
 fn changed_byte_in_one_entry_is_named() {
     let (dir, at30, _) = build("changed-byte");
     {
-        let store = Store::open(&store_path(&dir)).unwrap();
+        let store = reopen(&dir);
         let entries = store.tree(trees::AUDIT_ENTRIES).unwrap();
         let mut v = entries.get(key(17)).unwrap().unwrap().to_vec();
         // Still valid canonical JSON: a letter in the actor's name.
@@ -111,7 +111,7 @@ fn changed_byte_in_one_entry_is_named() {
 fn broken_json_in_one_entry_is_named() {
     let (dir, _, _) = build("broken-json");
     {
-        let store = Store::open(&store_path(&dir)).unwrap();
+        let store = reopen(&dir);
         let entries = store.tree(trees::AUDIT_ENTRIES).unwrap();
         let mut v = entries.get(key(22)).unwrap().unwrap().to_vec();
         v[0] = b'[';
@@ -130,7 +130,7 @@ fn entry_and_its_recorded_hash_changed_together_still_fail() {
     // the entry can no longer be named.
     let (dir, _, _) = build("entry-and-hash");
     {
-        let store = Store::open(&store_path(&dir)).unwrap();
+        let store = reopen(&dir);
         let entries = store.tree(trees::AUDIT_ENTRIES).unwrap();
         let nodes = store.tree(trees::AUDIT_NODES).unwrap();
         let mut v = entries.get(key(3)).unwrap().unwrap().to_vec();
@@ -150,7 +150,7 @@ fn entry_and_its_recorded_hash_changed_together_still_fail() {
 fn deleted_entry_is_named() {
     let (dir, _, _) = build("deleted");
     {
-        let store = Store::open(&store_path(&dir)).unwrap();
+        let store = reopen(&dir);
         store
             .tree(trees::AUDIT_ENTRIES)
             .unwrap()
@@ -164,7 +164,7 @@ fn deleted_entry_is_named() {
 fn swapped_entries_are_named() {
     let (dir, _, _) = build("swapped");
     {
-        let store = Store::open(&store_path(&dir)).unwrap();
+        let store = reopen(&dir);
         let entries = store.tree(trees::AUDIT_ENTRIES).unwrap();
         let a = entries.get(key(5)).unwrap().unwrap();
         let b = entries.get(key(30)).unwrap().unwrap();
@@ -180,7 +180,7 @@ fn truncated_log_fails_against_an_earlier_trusted_checkpoint() {
     {
         // Roll the store back to size 35 and drop the checkpoint that covered the rest, as a
         // restore from an old backup (or a careful attacker) would.
-        let store = Store::open(&store_path(&dir)).unwrap();
+        let store = reopen(&dir);
         let entries = store.tree(trees::AUDIT_ENTRIES).unwrap();
         for i in 35..SIZE {
             entries.remove(key(i)).unwrap();
@@ -211,7 +211,7 @@ fn truncated_log_fails_against_an_earlier_trusted_checkpoint() {
 }
 
 fn replace_latest_checkpoint(dir: &Path, record: &StoredCheckpoint, size: u64) {
-    let store = Store::open(&store_path(dir)).unwrap();
+    let store = reopen(dir);
     let cps = store.tree(trees::AUDIT_CHECKPOINTS).unwrap();
     cps.insert(key(size), canonical_bytes_of(record).unwrap())
         .unwrap();
@@ -221,7 +221,7 @@ fn replace_latest_checkpoint(dir: &Path, record: &StoredCheckpoint, size: u64) {
 fn checkpoint_signed_by_another_key_fails() {
     let (dir, _, _) = build("other-key");
     let store_log_root = {
-        let store = Store::open(&store_path(&dir)).unwrap();
+        let store = reopen(&dir);
         open(&store).root(SIZE).unwrap()
     };
     let cp = Checkpoint {
@@ -257,7 +257,7 @@ fn checkpoint_signed_by_another_key_fails() {
 fn checkpoint_larger_than_the_log_fails() {
     let (dir, _, _) = build("cp-too-large");
     {
-        let store = Store::open(&store_path(&dir)).unwrap();
+        let store = reopen(&dir);
         let entries = store.tree(trees::AUDIT_ENTRIES).unwrap();
         for i in 38..SIZE {
             entries.remove(key(i)).unwrap();

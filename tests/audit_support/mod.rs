@@ -102,3 +102,21 @@ pub fn fill(log: &AuditLog, n: u64) {
         assert_eq!(log.record(&actor(i), event(i)).unwrap(), i);
     }
 }
+
+/// Opens the store of the data directory `dir`, waiting (up to 10 s) while a handle this
+/// process just dropped still holds sled's file lock: sled releases it from its background
+/// flusher, shortly after the last handle is gone.
+pub fn reopen(dir: &Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(&mpcp_pa::store::store_path(dir)) {
+            Ok(s) => return s,
+            Err(e)
+                if e.message.contains("acquire lock") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("open store: {e}"),
+        }
+    }
+}
