@@ -21,10 +21,12 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bin_support::{Server, announced, bin, client, post_idempotent, serve_command, serve_on, up};
-use serde_json::{Value, json};
+use bin_support::{
+    Server, announced, bin, client, grant_request, issuer_with_policy, officer_token,
+    post_idempotent, serve_command, serve_on, up,
+};
+use serde_json::Value;
 
-const GATEWAY: &str = "r3wiVnf7xstXYBR4iVNdfie69BdV6xg7b5";
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 /// `serve` on `data` with its clock read from `spec` (a libfaketime time spec file).
@@ -69,13 +71,7 @@ impl Pa {
     }
 
     fn grant_expiring(&self, id: &str, expires: &str) -> String {
-        json!({
-            "version": "1.0", "grantId": id, "policyHash": self.ph, "subjectId": "vehicle-4711",
-            "scope": "SESSION", "allowedRails": ["xrpl"], "authorizedGateway": GATEWAY,
-            "velocityLimit": {"maxPayments": 10, "windowSeconds": 3600},
-            "budgetMinor": "50000", "budgetCurrency": "XRP", "expiresAt": expires,
-        })
-        .to_string()
+        grant_request(id, &self.ph, expires).to_string()
     }
 
     /// POSTs a grant under Idempotency-Key `id` (its body fixed by `body`).
@@ -101,53 +97,13 @@ impl Pa {
     }
 }
 
-async fn post(http: &reqwest::Client, base: &str, token: &str, path: &str, body: Value) -> Value {
-    let r = http
-        .post(format!("{base}{path}"))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null);
-    assert!((200..300).contains(&status), "POST {path}: {status} {v}");
-    v
-}
-
 /// `up` on a fresh data dir, an issuer token and a policy; returns the server and the client.
 async fn prepare(data: &Path) -> (Server, Pa) {
     let (server, addr, stdout, _) = up(data, &["--rate-per-token", "0"]);
     let base = format!("https://{addr}");
-    let officer = stdout
-        .split_whitespace()
-        .find(|w| w.starts_with("mpcppa_"))
-        .unwrap_or_else(|| panic!("no officer token in {stdout:?}"))
-        .to_string();
+    let officer = officer_token(&stdout);
     let http = client(data);
-    let issuer = post(
-        &http,
-        &base,
-        &officer,
-        "/v1/tokens",
-        json!({"name": "issuer-1", "role": "issuer"}),
-    )
-    .await["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let ph = post(
-        &http,
-        &base,
-        &issuer,
-        "/v1/policies",
-        json!({"version": "1.0", "maxGrantLifetimeSeconds": 86400}),
-    )
-    .await["policyHash"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (issuer, ph) = issuer_with_policy(&http, &base, &officer).await;
     (
         server,
         Pa {

@@ -18,14 +18,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bin_support::{Tmpfs, client, serve_on_at, up_at};
+use bin_support::{Tmpfs, client, grant_request, officer_token, serve_on_at, up_at};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use serde_json::{Value, json};
-
-const GATEWAY: &str = "r3wiVnf7xstXYBR4iVNdfie69BdV6xg7b5";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -216,11 +214,7 @@ async fn a_spec_gateway_discovers_keys_through_every_server_side_failure() {
 
     // First start: tokens, keys and the first officer token.
     let (server, _addr, stdout, _) = up_at(&data, &listen, &["--issuer", &issuer]);
-    let officer = stdout
-        .split_whitespace()
-        .find(|w| w.starts_with("mpcppa_"))
-        .unwrap_or_else(|| panic!("no officer token in {stdout:?}"))
-        .to_string();
+    let officer = officer_token(&stdout);
     let pa = Pa {
         data: data.clone(),
         base: format!("https://{listen}"),
@@ -248,14 +242,7 @@ async fn a_spec_gateway_discovers_keys_through_every_server_side_failure() {
         .to_string();
     let expires =
         mpcp_pa::clock::format_rfc3339(time::OffsetDateTime::now_utc() + time::Duration::hours(12));
-    let grant_req = |id: &str| {
-        json!({
-            "version": "1.0", "grantId": id, "policyHash": ph, "subjectId": "vehicle-4711",
-            "scope": "SESSION", "allowedRails": ["xrpl"], "authorizedGateway": GATEWAY,
-            "velocityLimit": {"maxPayments": 10, "windowSeconds": 3600},
-            "budgetMinor": "50000", "budgetCurrency": "XRP", "expiresAt": expires,
-        })
-    };
+    let grant_req = |id: &str| grant_request(id, &ph, &expires);
     let mut grants = Vec::new();
     for (id, alg) in [("g-eddsa", None), ("g-es256k", Some("ES256K"))] {
         if let Some(alg) = alg {

@@ -15,10 +15,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bin_support::{Tmpfs, announced, bin, client, post_idempotent, serve_on, spawn_serve, up};
-use serde_json::{Value, json};
-
-const GATEWAY: &str = "r3wiVnf7xstXYBR4iVNdfie69BdV6xg7b5";
+use bin_support::{
+    Tmpfs, announced, bin, client, grant_request, issuer_with_policy, officer_token,
+    post_idempotent, serve_on, spawn_serve, up,
+};
+use serde_json::Value;
 
 /// Fills the file system holding `file` until it refuses a write.
 fn fill(file: &Path) {
@@ -27,21 +28,6 @@ fn fill(file: &Path) {
         .arg(format!("of={}", file.display()))
         .output()
         .unwrap();
-}
-
-async fn post(http: &reqwest::Client, base: &str, token: &str, path: &str, body: Value) -> Value {
-    let r = http
-        .post(format!("{base}{path}"))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null);
-    assert!((200..300).contains(&status), "POST {path}: {status} {v}");
-    v
 }
 
 async fn readyz(http: &reqwest::Client, base: &str) -> u16 {
@@ -58,45 +44,12 @@ async fn a_full_disk_fails_closed_and_clears_without_a_restart() {
     let data = mnt.0.join("data");
     let (server, addr, stdout, _) = up(&data, &["--rate-per-token", "0"]);
     let base = format!("https://{addr}");
-    let officer = stdout
-        .split_whitespace()
-        .find(|w| w.starts_with("mpcppa_"))
-        .unwrap_or_else(|| panic!("no officer token in {stdout:?}"))
-        .to_string();
+    let officer = officer_token(&stdout);
     let http = client(&data);
-    let issuer = post(
-        &http,
-        &base,
-        &officer,
-        "/v1/tokens",
-        json!({"name": "issuer-1", "role": "issuer"}),
-    )
-    .await["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let ph = post(
-        &http,
-        &base,
-        &issuer,
-        "/v1/policies",
-        json!({"version": "1.0", "maxGrantLifetimeSeconds": 86400}),
-    )
-    .await["policyHash"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (issuer, ph) = issuer_with_policy(&http, &base, &officer).await;
     let expires =
         mpcp_pa::clock::format_rfc3339(time::OffsetDateTime::now_utc() + time::Duration::hours(12));
-    let grant = |id: &str| {
-        json!({
-            "version": "1.0", "grantId": id, "policyHash": ph, "subjectId": "vehicle-4711",
-            "scope": "SESSION", "allowedRails": ["xrpl"], "authorizedGateway": GATEWAY,
-            "velocityLimit": {"maxPayments": 10, "windowSeconds": 3600},
-            "budgetMinor": "50000", "budgetCurrency": "XRP", "expiresAt": expires,
-        })
-        .to_string()
-    };
+    let grant = |id: &str| grant_request(id, &ph, &expires).to_string();
     // grantId -> whether a 2xx was seen for it (acknowledged).
     let mut acked: BTreeMap<String, bool> = BTreeMap::new();
     let send = async |id: &str, acked: &mut BTreeMap<String, bool>| -> (u16, Value) {
@@ -257,34 +210,9 @@ async fn a_disk_filled_under_load_clears_too() {
     let data = mnt.0.join("data");
     let (server, addr, stdout, _) = up(&data, &["--rate-per-token", "0"]);
     let base = format!("https://{addr}");
-    let officer = stdout
-        .split_whitespace()
-        .find(|w| w.starts_with("mpcppa_"))
-        .unwrap_or_else(|| panic!("no officer token in {stdout:?}"))
-        .to_string();
+    let officer = officer_token(&stdout);
     let http = client(&data);
-    let issuer = post(
-        &http,
-        &base,
-        &officer,
-        "/v1/tokens",
-        json!({"name": "issuer-1", "role": "issuer"}),
-    )
-    .await["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let ph = post(
-        &http,
-        &base,
-        &issuer,
-        "/v1/policies",
-        json!({"version": "1.0", "maxGrantLifetimeSeconds": 86400}),
-    )
-    .await["policyHash"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (issuer, ph) = issuer_with_policy(&http, &base, &officer).await;
     let expires =
         mpcp_pa::clock::format_rfc3339(time::OffsetDateTime::now_utc() + time::Duration::hours(12));
     let mut acked = BTreeSet::new();
@@ -306,14 +234,7 @@ async fn a_disk_filled_under_load_clears_too() {
                 while !stop.load(Ordering::SeqCst) {
                     i += 1;
                     let id = format!("r{round}-w{w}-{i}");
-                    let body = json!({
-                        "version": "1.0", "grantId": id, "policyHash": ph, "subjectId": "v",
-                        "scope": "SESSION", "allowedRails": ["xrpl"],
-                        "authorizedGateway": GATEWAY,
-                        "velocityLimit": {"maxPayments": 10, "windowSeconds": 3600},
-                        "budgetMinor": "50000", "budgetCurrency": "XRP", "expiresAt": expires,
-                    })
-                    .to_string();
+                    let body = grant_request(&id, &ph, &expires).to_string();
                     match post_idempotent(&http, &base, &issuer, &id, "/v1/grants", &body).await {
                         Ok((201, _, _)) => ok.push(id),
                         Ok((503, _, _)) => refused += 1,

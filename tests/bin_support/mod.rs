@@ -365,3 +365,68 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// The XRPL classic address the end-to-end grants name as their gateway.
+pub const GATEWAY: &str = "r3wiVnf7xstXYBR4iVNdfie69BdV6xg7b5";
+
+/// The security-officer token `up` printed on stdout at first use.
+pub fn officer_token(stdout: &str) -> String {
+    stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("mpcppa_"))
+        .unwrap_or_else(|| panic!("no officer token in {stdout:?}"))
+        .to_string()
+}
+
+/// POSTs `body` (JSON) to `base` + `path` with a bearer token, asserts a 2xx answer and
+/// returns its body.
+pub async fn post_ok(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let r = http
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let v = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(serde_json::Value::Null);
+    assert!((200..300).contains(&status), "POST {path}: {status} {v}");
+    v
+}
+
+/// Creates the issuer token `issuer-1` as `officer` and stores a policy (grants up to a day)
+/// as that issuer; returns (issuer token, policyHash).
+pub async fn issuer_with_policy(
+    http: &reqwest::Client,
+    base: &str,
+    officer: &str,
+) -> (String, String) {
+    let role = serde_json::json!({"name": "issuer-1", "role": "issuer"});
+    let issuer = post_ok(http, base, officer, "/v1/tokens", role).await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let policy = serde_json::json!({"version": "1.0", "maxGrantLifetimeSeconds": 86400});
+    let ph = post_ok(http, base, &issuer, "/v1/policies", policy).await["policyHash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (issuer, ph)
+}
+
+/// A conforming grant request under `policy_hash`, expiring at `expires_at`.
+pub fn grant_request(id: &str, policy_hash: &str, expires_at: &str) -> serde_json::Value {
+    serde_json::json!({
+        "version": "1.0", "grantId": id, "policyHash": policy_hash, "subjectId": "vehicle-4711",
+        "scope": "SESSION", "allowedRails": ["xrpl"], "authorizedGateway": GATEWAY,
+        "velocityLimit": {"maxPayments": 10, "windowSeconds": 3600},
+        "budgetMinor": "50000", "budgetCurrency": "XRP", "expiresAt": expires_at,
+    })
+}
