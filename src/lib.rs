@@ -25,6 +25,7 @@ pub mod hsm;
 pub mod jwk;
 pub mod keys;
 pub mod model;
+pub mod seams;
 pub mod signer;
 pub mod store;
 pub mod verify;
