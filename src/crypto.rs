@@ -13,7 +13,6 @@ use ecdsa_core::signature::Verifier;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::jwk::Jwk;
 
 // Both curves re-export the same `ecdsa` crate; name it once.
 use k256::ecdsa as ecdsa_core;
@@ -151,41 +150,6 @@ impl PublicKey {
         })
     }
 
-    /// The key from a public JWK (kty/crv/x/y; `alg`, if present, must agree; `d` refused).
-    pub fn from_jwk(jwk: &Jwk) -> Result<PublicKey> {
-        let alg = jwk.algorithm()?;
-        let x = b64url_decode_field(&jwk.x, "x")?;
-        match alg {
-            Alg::EdDSA => {
-                if jwk.y.is_some() {
-                    return Err(Error::field(
-                        ErrorCode::KeyFormatInvalid,
-                        "y",
-                        "OKP key has y",
-                    ));
-                }
-                PublicKey::from_bytes(alg, &x)
-            }
-            Alg::ES256K | Alg::ES256 => {
-                let y = jwk.y.as_deref().ok_or_else(|| {
-                    Error::field(ErrorCode::KeyFormatInvalid, "y", "EC key without y")
-                })?;
-                let y = b64url_decode_field(y, "y")?;
-                if x.len() != 32 || y.len() != 32 {
-                    return Err(Error::new(
-                        ErrorCode::KeyFormatInvalid,
-                        "EC coordinates must be 32 bytes each",
-                    ));
-                }
-                let mut sec1 = Vec::with_capacity(65);
-                sec1.push(0x04);
-                sec1.extend_from_slice(&x);
-                sec1.extend_from_slice(&y);
-                PublicKey::from_bytes(alg, &sec1)
-            }
-        }
-    }
-
     /// JWK coordinates: (x, Some(y)) for EC keys, (x, None) for Ed25519; base64url, no padding.
     pub fn coordinates(&self) -> (String, Option<String>) {
         let ec = |point: &[u8]| {
@@ -198,24 +162,6 @@ impl PublicKey {
             PublicKey::Ed25519(k) => (URL_SAFE_NO_PAD.encode(k.as_bytes()), None),
             PublicKey::Secp256k1(k) => ec(k.to_sec1_point(false).as_bytes()),
             PublicKey::P256(k) => ec(k.to_sec1_point(false).as_bytes()),
-        }
-    }
-
-    /// A public JWK for this key (`use: sig`, `alg` set, `active` as given).
-    pub fn to_jwk(&self, kid: &str, active: bool) -> Jwk {
-        let (x, y) = self.coordinates();
-        let alg = self.alg();
-        Jwk {
-            kid: kid.to_string(),
-            use_: Some("sig".to_string()),
-            kty: alg.kty().to_string(),
-            crv: alg.crv().to_string(),
-            x,
-            y,
-            alg: Some(alg.as_str().to_string()),
-            active: Some(active),
-            d: None,
-            extra: Default::default(),
         }
     }
 
@@ -338,7 +284,7 @@ pub fn decode_signature(s: &str) -> Result<Vec<u8>> {
     })
 }
 
-fn b64url_decode_field(s: &str, field: &str) -> Result<Vec<u8>> {
+pub(crate) fn b64url_decode_field(s: &str, field: &str) -> Result<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(s).map_err(|_| {
         Error::field(
             ErrorCode::KeyFormatInvalid,

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::crypto::{Alg, PublicKey};
+use crate::crypto::{Alg, PublicKey, b64url_decode_field};
 use crate::error::{Error, ErrorCode, Result};
 
 /// A JSON Web Key as MPCP publishes it. Unknown members are kept in `extra`.
@@ -173,6 +173,64 @@ impl KeySet {
     /// The key with `kid`, if listed.
     pub fn find(&self, kid: &str) -> Option<&Jwk> {
         self.keys.iter().find(|k| k.kid == kid)
+    }
+}
+
+
+/// The JWK conversions of [`PublicKey`]: they live here, on top of [`crate::crypto`], so that
+/// the algorithms know nothing of the JWK encoding.
+impl PublicKey {
+    /// The key from a public JWK (kty/crv/x/y; `alg`, if present, must agree; `d` refused).
+    pub fn from_jwk(jwk: &Jwk) -> Result<PublicKey> {
+        let alg = jwk.algorithm()?;
+        let x = b64url_decode_field(&jwk.x, "x")?;
+        match alg {
+            Alg::EdDSA => {
+                if jwk.y.is_some() {
+                    return Err(Error::field(
+                        ErrorCode::KeyFormatInvalid,
+                        "y",
+                        "OKP key has y",
+                    ));
+                }
+                PublicKey::from_bytes(alg, &x)
+            }
+            Alg::ES256K | Alg::ES256 => {
+                let y = jwk.y.as_deref().ok_or_else(|| {
+                    Error::field(ErrorCode::KeyFormatInvalid, "y", "EC key without y")
+                })?;
+                let y = b64url_decode_field(y, "y")?;
+                if x.len() != 32 || y.len() != 32 {
+                    return Err(Error::new(
+                        ErrorCode::KeyFormatInvalid,
+                        "EC coordinates must be 32 bytes each",
+                    ));
+                }
+                let mut sec1 = Vec::with_capacity(65);
+                sec1.push(0x04);
+                sec1.extend_from_slice(&x);
+                sec1.extend_from_slice(&y);
+                PublicKey::from_bytes(alg, &sec1)
+            }
+        }
+    }
+
+    /// A public JWK for this key (`use: sig`, `alg` set, `active` as given).
+    pub fn to_jwk(&self, kid: &str, active: bool) -> Jwk {
+        let (x, y) = self.coordinates();
+        let alg = self.alg();
+        Jwk {
+            kid: kid.to_string(),
+            use_: Some("sig".to_string()),
+            kty: alg.kty().to_string(),
+            crv: alg.crv().to_string(),
+            x,
+            y,
+            alg: Some(alg.as_str().to_string()),
+            active: Some(active),
+            d: None,
+            extra: Default::default(),
+        }
     }
 }
 
