@@ -8,24 +8,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::error::{Error, ErrorCode, Result};
+pub use crate::seams::clock::{Clock, SigningGate};
 
 /// Default tolerance for clock drift between issuer and verifier.
 pub const DEFAULT_DRIFT: Duration = Duration::from_secs(300);
-
-/// Something that may refuse signing because of the time: the audit log, whose last entry
-/// the clock must not be behind by more than the drift tolerance. Lower layers (key
-/// publication) and the API consult it before every signature.
-pub trait SigningGate: Send + Sync {
-    /// `CLOCK_BEHIND` while signing must not happen now; clears by itself once the clock
-    /// reads a time at or after the gate's limit.
-    fn check_signing_time(&self) -> Result<()>;
-}
-
-/// A source of the current time.
-pub trait Clock: Send + Sync {
-    /// The current time (UTC).
-    fn now(&self) -> OffsetDateTime;
-}
 
 /// The system clock.
 #[derive(Debug, Default, Clone, Copy)]

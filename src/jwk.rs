@@ -176,7 +176,6 @@ impl KeySet {
     }
 }
 
-
 /// The JWK conversions of [`PublicKey`]: they live here, on top of [`crate::crypto`], so that
 /// the algorithms know nothing of the JWK encoding.
 impl PublicKey {

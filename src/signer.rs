@@ -1,6 +1,7 @@
-//! The signing seam: one key that signs 32-byte domain digests under the MPCP convention
-//! (see [`crate::crypto`]). The HSM backend implements [`DigestSigner`] for token keys; the
-//! [`SoftwareSigner`] here exists for unit tests of other layers and for generating the
+//! Signing artifacts through the signing seam ([`DigestSigner`], defined in
+//! [`crate::seams::digest_signer`] and re-exported here): one key that signs 32-byte domain
+//! digests under the MPCP convention (see [`crate::crypto`]). The HSM backend implements
+//! [`DigestSigner`] for token keys; the [`SoftwareSigner`] here exists for unit tests of other layers and for generating the
 //! published test vectors, and is never what the appliance service signs with.
 
 use ed25519_dalek::Signer as _;
@@ -10,31 +11,7 @@ use zeroize::Zeroizing;
 use crate::canonical::{Domain, signing_digest};
 use crate::crypto::{Alg, PublicKey, b64url_encode};
 use crate::error::{Error, ErrorCode, Result};
-
-/// A signature over a digest, with the key that made it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DigestSignature {
-    /// The signing key's kid.
-    pub kid: String,
-    /// The algorithm used.
-    pub alg: Alg,
-    /// Signature bytes: 64 bytes for Ed25519, low-S DER for ECDSA.
-    pub bytes: Vec<u8>,
-}
-
-/// One signing key. Implementations are blocking (an HSM round trip); async callers run them
-/// off the runtime. The kid is known before signing because artifacts name their signer
-/// inside the signed payload.
-pub trait DigestSigner: Send + Sync {
-    /// The key's kid.
-    fn kid(&self) -> &str;
-    /// The key's algorithm.
-    fn alg(&self) -> Alg;
-    /// The key's public half.
-    fn public_key(&self) -> &PublicKey;
-    /// Signs the 32-byte digest `D` (Ed25519 over `D`; ECDSA over `SHA-256(D)`, low-S DER).
-    fn sign_digest(&self, digest: &[u8; 32]) -> Result<DigestSignature>;
-}
+pub use crate::seams::digest_signer::{DigestSignature, DigestSigner};
 
 /// Signs an artifact value: computes the domain digest over it without `signature` and
 /// returns a copy with `signature` (base64url) set. The caller has already put the signer's

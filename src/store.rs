@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, ErrorCode, Result};
+pub use crate::seams::store::{Record, RecordStore, Records};
 
 /// Default free space the store keeps in reserve: writes of the audit log are refused (and
 /// nothing is written) while the file system holding the store has less than this free, so
@@ -166,4 +167,87 @@ fn free_bytes(path: &Path) -> Option<u64> {
 /// Maps a sled error to the appliance error (the single place that does so).
 pub fn store_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorCode::StoreError, format!("store {what} failed: {e}"))
+}
+
+/// The sled store as a [`RecordStore`]: a keyspace is the sled tree of that name.
+impl RecordStore for Store {
+    fn get(&self, keyspace: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let value = self
+            .tree(keyspace)?
+            .get(key)
+            .map_err(|e| store_error("read", e))?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+
+    fn contains(&self, keyspace: &str, key: &[u8]) -> Result<bool> {
+        self.tree(keyspace)?
+            .contains_key(key)
+            .map_err(|e| store_error("read", e))
+    }
+
+    fn scan_prefix<'a>(&'a self, keyspace: &str, prefix: &[u8]) -> Result<Records<'a>> {
+        let iter = self.tree(keyspace)?.scan_prefix(prefix).map(|item| {
+            item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(|e| store_error("scan", e))
+        });
+        Ok(Box::new(iter))
+    }
+}
+
+#[cfg(test)]
+mod record_store_tests {
+    use super::*;
+
+    fn filled() -> Store {
+        let store = Store::temporary().unwrap();
+        let tree = store.tree("api/things").unwrap();
+        for k in ["b/2", "a/1", "b/1", "c"] {
+            tree.insert(k, format!("v-{k}").as_bytes()).unwrap();
+        }
+        store
+            .tree("other")
+            .unwrap()
+            .insert("a/1", "elsewhere")
+            .unwrap();
+        store
+    }
+
+    fn keys(records: Records<'_>) -> Vec<String> {
+        records
+            .map(|r| String::from_utf8(r.unwrap().0).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn get_and_contains_read_one_keyspace() {
+        let store = filled();
+        let rs: &dyn RecordStore = &store;
+        assert_eq!(rs.get("api/things", b"a/1").unwrap().unwrap(), b"v-a/1");
+        assert_eq!(rs.get("other", b"a/1").unwrap().unwrap(), b"elsewhere");
+        assert!(rs.get("api/things", b"zz").unwrap().is_none());
+        assert!(rs.contains("api/things", b"c").unwrap());
+        assert!(!rs.contains("api/things", b"zz").unwrap());
+        assert!(!rs.contains("never/written", b"c").unwrap());
+    }
+
+    #[test]
+    fn scans_are_in_key_order_and_honour_the_prefix() {
+        let store = filled();
+        let rs: &dyn RecordStore = &store;
+        assert_eq!(
+            keys(rs.scan("api/things").unwrap()),
+            ["a/1", "b/1", "b/2", "c"]
+        );
+        assert_eq!(
+            keys(rs.scan_prefix("api/things", b"b/").unwrap()),
+            ["b/1", "b/2"]
+        );
+        assert!(keys(rs.scan_prefix("api/things", b"d").unwrap()).is_empty());
+        assert!(keys(rs.scan("never/written").unwrap()).is_empty());
+        let (k, v) = rs.scan("other").unwrap().next().unwrap().unwrap();
+        assert_eq!(
+            (k.as_slice(), v.as_slice()),
+            (&b"a/1"[..], &b"elsewhere"[..])
+        );
+    }
 }

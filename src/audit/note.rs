@@ -16,6 +16,7 @@ use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorCode, Result};
+pub use crate::seams::note_signer::{NoteSigner, check_key_name};
 
 /// Signature type byte of plain Ed25519 note signatures.
 pub const TYPE_ED25519: u8 = 0x01;
@@ -25,18 +26,6 @@ pub const TYPE_COSIGNATURE_V1: u8 = 0x04;
 pub const MAX_SIGNATURES: usize = 100;
 /// Largest note accepted.
 pub const MAX_NOTE_BYTES: usize = 1 << 16;
-
-/// A key that signs raw messages with Ed25519 for notes (the log's checkpoint key, or a
-/// witness key). The appliance's implementation is the audit-role HSM key (PKCS#11
-/// `CKM_EDDSA` without parameters over the message bytes); blocking.
-pub trait NoteSigner: Send + Sync {
-    /// The key name in signature lines (the log origin, for the log's own key).
-    fn key_name(&self) -> &str;
-    /// The 32-byte Ed25519 public key.
-    fn public_key(&self) -> [u8; 32];
-    /// Pure Ed25519 (RFC 8032) over `message`, returning the 64-byte signature.
-    fn sign(&self, message: &[u8]) -> Result<[u8; 64]>;
-}
 
 /// An in-process Ed25519 note key. For tests, tools and external witnesses only: the
 /// appliance's checkpoint key lives in the HSM and no service path constructs this.
@@ -76,21 +65,6 @@ impl NoteSigner for SoftwareNoteSigner {
         use ed25519_dalek::Signer as _;
         Ok(self.key.sign(message).to_bytes())
     }
-}
-
-/// Key names are non-empty and contain no Unicode whitespace and no `+`.
-pub fn check_key_name(name: &str) -> Result<()> {
-    if name.is_empty()
-        || name
-            .chars()
-            .any(|c| c.is_whitespace() || c == '+' || c.is_control())
-    {
-        return Err(Error::new(
-            ErrorCode::ConfigInvalid,
-            format!("invalid note key name {name:?}: non-empty, no spaces, no '+'"),
-        ));
-    }
-    Ok(())
 }
 
 /// `SHA-256(name || 0x0A || type || public key)[:4]`.

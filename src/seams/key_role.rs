@@ -1,0 +1,70 @@
+//! The roles the appliance holds keys for: exactly three, none for gateway or settlement keys.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorCode, Result};
+
+/// What a key signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyRole {
+    /// PolicyGrants and destination allowlists.
+    GrantSigning,
+    /// Trust bundles and signed key sets.
+    Root,
+    /// Audit-log checkpoints.
+    Audit,
+}
+
+impl KeyRole {
+    /// Every role.
+    pub const ALL: [KeyRole; 3] = [KeyRole::GrantSigning, KeyRole::Root, KeyRole::Audit];
+
+    /// Config / CLI name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyRole::GrantSigning => "grant-signing",
+            KeyRole::Root => "root",
+            KeyRole::Audit => "audit",
+        }
+    }
+
+    /// Parses a role name. Gateway or settlement roles are refused by name: the appliance
+    /// never holds those keys.
+    pub fn parse(s: &str) -> Result<KeyRole> {
+        if let Some(r) = KeyRole::ALL.into_iter().find(|r| r.as_str() == s) {
+            return Ok(r);
+        }
+        let lowered = s.to_ascii_lowercase();
+        let msg = if lowered.contains("gateway") || lowered.contains("settlement") {
+            format!(
+                "role {s:?} refused: the Policy Authority never holds gateway or settlement keys"
+            )
+        } else {
+            format!("unknown key role {s:?} (expected grant-signing, root or audit)")
+        };
+        Err(Error::new(ErrorCode::ConfigInvalid, msg))
+    }
+}
+
+impl std::fmt::Display for KeyRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_roles_are_refused() {
+        assert_eq!(KeyRole::parse("root").unwrap(), KeyRole::Root);
+        let e = KeyRole::parse("gateway-settlement").unwrap_err();
+        assert!(e.message.contains("never holds"));
+        assert_eq!(
+            KeyRole::parse("nope").unwrap_err().code,
+            ErrorCode::ConfigInvalid
+        );
+    }
+}
