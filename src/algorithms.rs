@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use crate::clock::{format_rfc3339, parse_rfc3339};
 use crate::crypto::{Alg, AlgorithmGate};
 use crate::error::{Error, ErrorCode, Result};
-use crate::keys::KeyRole;
+use crate::seams::key_role::KeyRole;
 
 /// The policy shipped with the appliance (`policies/algorithms.toml`).
 pub const BUILTIN_POLICY_TOML: &str = include_str!("../policies/algorithms.toml");

@@ -19,7 +19,7 @@ use std::time::Duration;
 use super::log::{AuditLog, CheckpointTask, StoredCheckpoint};
 use super::note::NoteSigner;
 use crate::error::Result;
-use crate::keys::CheckpointKeys;
+use crate::seams::checkpoint_keys::CheckpointKeys;
 
 /// A checkpoint returned by [`Checkpointer::checkpoint`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::hsm::key_management::find_key;
 use crate::hsm::pool::{Epoch, SessionCtx, TokenPool};
 use crate::hsm::utils::{CkResultExt, Failure, Fault};
-use crate::signer::{DigestSignature, DigestSigner};
+use crate::seams::digest_signer::{DigestSignature, DigestSigner};
 
 /// The bytes the token signs for digest `D`: `D` itself for Ed25519, `SHA-256(D)` for ECDSA.
 pub(crate) fn token_message(alg: Alg, digest: &[u8; 32]) -> [u8; 32] {

@@ -34,7 +34,7 @@ use serde::Deserialize;
 use crate::crypto::Alg;
 use crate::error::{Error, ErrorCode, Result};
 use crate::hsm::pin::PinSource;
-use crate::keys::KeyRole;
+use crate::seams::key_role::KeyRole;
 
 /// Default number of sessions per token.
 pub const DEFAULT_POOL_SIZE: usize = 4;

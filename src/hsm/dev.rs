@@ -23,7 +23,7 @@ use crate::hsm::config::HsmConfig;
 use crate::hsm::module::{Module, bind_softhsm2_conf};
 use crate::hsm::pin::{Pin, PinSource};
 use crate::hsm::utils::to_error;
-use crate::keys::KeyRole;
+use crate::seams::key_role::KeyRole;
 
 /// Where Debian/Ubuntu install the SoftHSM2 PKCS#11 module.
 pub const SOFTHSM2_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";

@@ -19,7 +19,7 @@ use crate::crypto::{Alg, PublicKey};
 use crate::error::{Error, ErrorCode, Result};
 use crate::hsm::pool::SessionCtx;
 use crate::hsm::utils::{CkResultExt, Failure, lock};
-use crate::keys::GeneratedKey;
+use crate::seams::key_backend::GeneratedKey;
 
 /// DER OID 1.3.101.112 (id-Ed25519, RFC 8410).
 const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];

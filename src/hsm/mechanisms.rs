@@ -15,7 +15,7 @@ use crate::hsm::asym_sign::{finish_signature, sign_in_session, token_message};
 use crate::hsm::key_management::{destroy_session_objects, generate};
 use crate::hsm::pool::SessionCtx;
 use crate::hsm::utils::{CkResultExt, Failure};
-use crate::keys::KeyRole;
+use crate::seams::key_role::KeyRole;
 
 /// What a token was found to offer at startup.
 #[derive(Debug, Clone, PartialEq, Eq)]

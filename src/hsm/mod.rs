@@ -41,8 +41,10 @@ use std::sync::Arc;
 
 use crate::crypto::Alg;
 use crate::error::{Error, ErrorCode, Result};
-use crate::keys::{GeneratedKey, KeyBackend, KeyRole};
-use crate::signer::DigestSigner;
+use crate::seams::digest_signer::DigestSigner;
+use crate::seams::key_backend::{GeneratedKey, KeyBackend, material_missing};
+use crate::seams::key_role::KeyRole;
+use crate::seams::note_signer::NoteSigner;
 
 pub use asym_sign::HsmSigner;
 pub use bounded::{CallWatch, bounded};
@@ -321,7 +323,7 @@ impl KeyBackend for HsmBackend {
         object_id: &[u8],
         kid: &str,
         name: &str,
-    ) -> Result<Arc<dyn crate::audit::NoteSigner>> {
+    ) -> Result<Arc<dyn NoteSigner>> {
         Ok(Arc::new(note_sign::load_note_signer(
             self, role, object_id, kid, name,
         )?))
@@ -337,7 +339,7 @@ impl KeyBackend for HsmBackend {
                 key_management::find_key(ctx, cryptoki::object::ObjectClass::PRIVATE_KEY, &id)
                     .map(|_| ())
             })
-            .map_err(|f| crate::keys::material_missing(f.error))
+            .map_err(|f| material_missing(f.error))
     }
 
     /// Destroys both objects of the key pair (serialised with key generation).

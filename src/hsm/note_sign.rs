@@ -13,10 +13,10 @@ use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 
 use super::asym_sign::{HsmSigner, KeyRef};
 use super::{HsmBackend, check_object_id, key_management};
-use crate::audit::note::{NoteSigner, check_key_name};
 use crate::crypto::{Alg, PublicKey};
 use crate::error::{Error, ErrorCode, Result};
-use crate::keys::KeyRole;
+use crate::seams::key_role::KeyRole;
+use crate::seams::note_signer::{NoteSigner, check_key_name};
 
 /// An Ed25519 key in the token that signs notes under the key name `name` (for the audit
 /// log: its origin). `Send + Sync`; each signature is one pooled HSM call.
@@ -38,7 +38,7 @@ impl std::fmt::Debug for HsmNoteSigner {
 impl HsmNoteSigner {
     /// The registry kid the signer was loaded as.
     pub fn kid(&self) -> &str {
-        use crate::signer::DigestSigner as _;
+        use crate::seams::digest_signer::DigestSigner as _;
         self.signer.kid()
     }
 }

@@ -8,10 +8,10 @@
 
 use std::sync::Arc;
 
-use crate::api::ReadinessProbe;
 use crate::error::Result;
 use crate::hsm::HsmBackend;
-use crate::keys::KeyRole;
+use crate::seams::key_role::KeyRole;
+use crate::seams::readiness::ReadinessProbe;
 
 /// The readiness of one token, named after the roles it serves (never its label).
 #[derive(Debug, Clone)]

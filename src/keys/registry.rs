@@ -43,7 +43,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::algorithms::AlgorithmPolicy;
-use crate::audit::{AuditSink, SideWrites};
 use crate::clock::{Clock, format_rfc3339, parse_rfc3339};
 use crate::crypto::{Alg, PublicKey};
 use crate::error::{Error, ErrorCode, Result};
@@ -51,7 +50,8 @@ use crate::events::{Actor, Event};
 use crate::jwk::Jwk;
 use crate::keys::record::{KeyRecord, KeyState, kid_for};
 use crate::keys::{ActiveKeys, KeyBackend, KeyRole, material_missing};
-use crate::signer::{DigestSignature, DigestSigner};
+use crate::seams::audit_sink::{AuditSink, SideWrites};
+use crate::seams::digest_signer::{DigestSignature, DigestSigner};
 use crate::store::{Store, store_error, trees};
 
 /// Default wait between scheduling a destruction and performing it.

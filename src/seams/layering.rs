@@ -7,6 +7,11 @@
 //! A re-export counts like any other `use`: an upper module may re-export a lower item at its
 //! old path, never the reverse. Comments and string literals are ignored. Edges inside one
 //! top-level module (for example `cli::keys` to `cli::serve`) are not this rule's concern.
+//!
+//! Test code (inline `#[cfg(test)] mod … { … }` blocks, and files declared as
+//! `#[cfg(test)] mod …;`) may also refer to modules of its own layer, so that unit tests can
+//! wire real adapters together (the key registry's tests record into the real audit log);
+//! it may never refer upwards.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -246,11 +251,111 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Splits code into what is compiled always and what only under `cfg(test)`: inline
+/// `#[cfg(test)] mod name { … }` blocks go to the second part. Also returns the names of the
+/// child modules declared `#[cfg(test)] mod name;` (files of test code).
+fn split_test_code(code: &str) -> (String, String, Vec<String>) {
+    let b = code.as_bytes();
+    let mut prod = String::new();
+    let mut test = String::new();
+    let mut children = Vec::new();
+    let mut from = 0;
+    let mut copied = 0;
+    while let Some(pos) = code[from..].find("#[cfg(test)]") {
+        let at = from + pos;
+        from = at + "#[cfg(test)]".len();
+        let mut i = from;
+        loop {
+            while i < b.len() && b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            let (word, next) = ident_at(b, i);
+            match word.as_str() {
+                "pub" if b.get(next) == Some(&b'(') => {
+                    i = next + code[next..].find(')').map_or(0, |p| p + 1);
+                }
+                "pub" => i = next,
+                _ => break,
+            }
+        }
+        let (word, next) = ident_at(b, i);
+        if word != "mod" {
+            continue;
+        }
+        let (name, mut j) = ident_at(b, next);
+        while j < b.len() && b[j].is_ascii_whitespace() {
+            j += 1;
+        }
+        match b.get(j) {
+            Some(b';') => children.push(name),
+            Some(b'{') => {
+                let mut depth = 0;
+                let mut k = j;
+                while k < b.len() {
+                    match b[k] {
+                        b'{' => depth += 1,
+                        b'}' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    k += 1;
+                }
+                let end = (k + 1).min(b.len());
+                prod.push_str(&code[copied..at]);
+                test.push_str(&code[at..end]);
+                test.push('\n');
+                copied = end;
+                from = end;
+            }
+            _ => {}
+        }
+    }
+    prod.push_str(&code[copied..]);
+    (prod, test, children)
+}
+
+/// The files of child module `name` declared in `file`.
+fn child_files(file: &Path, name: &str) -> [PathBuf; 2] {
+    let stem = file.file_stem().unwrap().to_string_lossy();
+    let dir = if stem == "mod" || stem == "lib" || stem == "main" {
+        file.parent().unwrap().to_path_buf()
+    } else {
+        file.with_extension("")
+    };
+    [
+        dir.join(format!("{name}.rs")),
+        dir.join(name).join("mod.rs"),
+    ]
+}
+
 /// Every edge that breaks the rule, as `file: module (layer) -> module (layer)`.
 fn violations(src: &Path) -> Vec<String> {
     let mut files = Vec::new();
     rust_files(src, &mut files);
     files.sort();
+    let mut sources = std::collections::BTreeMap::new();
+    let mut test_files = BTreeSet::new();
+    for file in &files {
+        let code = code_only(&std::fs::read_to_string(file).unwrap());
+        let (prod, test, children) = split_test_code(&code);
+        for child in children {
+            test_files.extend(child_files(file, &child));
+        }
+        sources.insert(file.clone(), (prod, test));
+    }
+    // Children of test files are test code too.
+    for file in &files {
+        if test_files
+            .iter()
+            .any(|t| file.starts_with(t.with_extension("")))
+        {
+            test_files.insert(file.clone());
+        }
+    }
     let mut bad = Vec::new();
     for file in files {
         let rel = file.strip_prefix(src).unwrap();
@@ -268,24 +373,32 @@ fn violations(src: &Path) -> Vec<String> {
             bad.push(format!("{}: module {module} is in no layer", rel.display()));
             continue;
         };
-        let code = code_only(&std::fs::read_to_string(&file).unwrap());
+        let (prod, test) = sources.remove(&file).unwrap();
+        let (prod, test) = if test_files.contains(&file) {
+            (String::new(), prod + &test)
+        } else {
+            (prod, test)
+        };
         let prefix = if module == "main" {
             "mpcp_pa::"
         } else {
             "crate::"
         };
-        for name in root_names(&code, prefix) {
-            if name == module {
-                continue;
-            }
-            match target_layer(&name) {
-                None if name == "self" => {}
-                None => bad.push(format!("{}: {module} -> unknown {name}", rel.display())),
-                Some(l) if l >= own => bad.push(format!(
-                    "{}: {module} (layer {own}) -> {name} (layer {l})",
-                    rel.display()
-                )),
-                Some(_) => {}
+        for (code, is_test) in [(prod, false), (test, true)] {
+            for name in root_names(&code, prefix) {
+                if name == module {
+                    continue;
+                }
+                match target_layer(&name) {
+                    None if name == "self" => {}
+                    None => bad.push(format!("{}: {module} -> unknown {name}", rel.display())),
+                    Some(l) if l > own || (l == own && !is_test) => bad.push(format!(
+                        "{}: {module} (layer {own}) -> {name} (layer {l}){}",
+                        rel.display(),
+                        if is_test { " in test code" } else { "" }
+                    )),
+                    Some(_) => {}
+                }
             }
         }
     }
@@ -309,6 +422,20 @@ fn every_module_of_the_crate_has_a_layer() {
             assert!(layer_of(name).is_some(), "module {name} is in no layer");
         }
     }
+}
+
+#[test]
+fn test_code_is_told_apart() {
+    let code = "use crate::a::X;\n#[cfg(test)]\nmod tests {\n    use crate::b::Y;\n    fn f() { if x { crate::c::z() } }\n}\n#[cfg(test)]\npub(crate) mod test_support;\nfn g() { crate::d::w() }\n";
+    let (prod, test, children) = split_test_code(code);
+    let names = |c: &str| root_names(c, "crate::").into_iter().collect::<Vec<_>>();
+    assert_eq!(names(&prod), ["a", "d"]);
+    assert_eq!(names(&test), ["b", "c"]);
+    assert_eq!(children, ["test_support"]);
+    assert_eq!(
+        child_files(Path::new("src/keys/registry.rs"), "tests")[0],
+        Path::new("src/keys/registry/tests.rs")
+    );
 }
 
 #[test]

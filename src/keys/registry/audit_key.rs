@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use super::{KeyRegistry, not_found, wrong_state};
 use crate::algorithms::AlgorithmPolicy;
-use crate::audit::NoteSigner;
 use crate::clock::Clock;
 use crate::crypto::PublicKey;
 use crate::error::{Error, ErrorCode, Result};
 use crate::keys::record::KeyRecord;
 use crate::keys::{CheckpointKeys, KeyRole};
+use crate::seams::note_signer::NoteSigner;
 use crate::store::store_error;
 
 impl CheckpointKeys for KeyRegistry {
