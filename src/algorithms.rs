@@ -380,12 +380,37 @@ impl AlgorithmGate for AlgorithmPolicy {
     }
 }
 
+/// Fixtures shared by the unit tests of the algorithm policy and of its users (the key
+/// registry, key sets and key publication).
+#[cfg(test)]
+pub(crate) mod test_fixtures {
+    /// The text of an algorithm policy for spec 1.0 that deprecates ES256K in 1.1, effective
+    /// at the given RFC 3339 instant (a string literal); a `&'static str`, usable in `const`.
+    /// Grant signing allows EdDSA and ES256K, root all three algorithms, audit EdDSA only.
+    macro_rules! deprecating_es256k_toml {
+        ($effective:literal) => {
+            concat!(
+                "\nimplemented = \"1.0\"\n[[deprecations]]\nalgorithm = \"ES256K\"\n",
+                "deprecated_in = \"1.1\"\neffective = \"",
+                $effective,
+                "\"\n[versions.\"1.0\"]\nalgorithms = [\"EdDSA\", \"ES256K\", \"ES256\"]\n",
+                "[versions.\"1.0\".roles]\ngrant-signing = [\"EdDSA\", \"ES256K\"]\n",
+                "root = [\"EdDSA\", \"ES256K\", \"ES256\"]\naudit = [\"EdDSA\"]\n",
+            )
+        };
+    }
+    pub(crate) use deprecating_es256k_toml;
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_fixtures::deprecating_es256k_toml;
     use super::*;
     use crate::clock::{Clock, FixedClock};
 
-    const WITH_DEPRECATION: &str = r#"
+    #[test]
+    fn the_shared_fixture_is_the_policy_text_it_replaced() {
+        let expected = r#"
 implemented = "1.0"
 [[deprecations]]
 algorithm = "ES256K"
@@ -398,6 +423,10 @@ grant-signing = ["EdDSA", "ES256K"]
 root = ["EdDSA", "ES256K", "ES256"]
 audit = ["EdDSA"]
 "#;
+        assert_eq!(WITH_DEPRECATION, expected);
+    }
+
+    const WITH_DEPRECATION: &str = deprecating_es256k_toml!("2027-07-01T00:00:00Z");
 
     fn t(s: &str) -> OffsetDateTime {
         parse_rfc3339(s, "t").unwrap()

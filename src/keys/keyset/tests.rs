@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 
 use super::*;
 use crate::algorithms::AlgorithmPolicy;
+use crate::algorithms::test_fixtures::deprecating_es256k_toml;
 use crate::clock::{DEFAULT_DRIFT, FixedClock};
 use crate::crypto::Alg;
 use crate::keys::test_support::{FlakySink, SoftBackend};
@@ -16,19 +17,7 @@ use crate::signer::{DigestSigner, SoftwareSigner};
 use crate::store::Store;
 use serde_json::json;
 
-const DEPRECATING_ES256K: &str = r#"
-implemented = "1.0"
-[[deprecations]]
-algorithm = "ES256K"
-deprecated_in = "1.1"
-effective = "2026-06-01T00:00:00Z"
-[versions."1.0"]
-algorithms = ["EdDSA", "ES256K", "ES256"]
-[versions."1.0".roles]
-grant-signing = ["EdDSA", "ES256K"]
-root = ["EdDSA", "ES256K", "ES256"]
-audit = ["EdDSA"]
-"#;
+const DEPRECATING_ES256K: &str = deprecating_es256k_toml!("2026-06-01T00:00:00Z");
 
 struct Fx {
     reg: KeyRegistry,

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::algorithms::AlgorithmPolicy;
+use crate::algorithms::test_fixtures::deprecating_es256k_toml;
 use crate::clock::FixedClock;
 use crate::crypto::Alg;
 use crate::events::Event;
@@ -13,19 +14,7 @@ use crate::keys::KeyRole;
 use crate::keys::test_support::{FlakySink, SoftBackend};
 use crate::store::Store;
 
-const DEPRECATING_ES256K: &str = r#"
-implemented = "1.0"
-[[deprecations]]
-algorithm = "ES256K"
-deprecated_in = "1.1"
-effective = "2026-03-02T00:00:00Z"
-[versions."1.0"]
-algorithms = ["EdDSA", "ES256K", "ES256"]
-[versions."1.0".roles]
-grant-signing = ["EdDSA", "ES256K"]
-root = ["EdDSA", "ES256K", "ES256"]
-audit = ["EdDSA"]
-"#;
+const DEPRECATING_ES256K: &str = deprecating_es256k_toml!("2026-03-02T00:00:00Z");
 
 struct Fx {
     reg: Arc<KeyRegistry>,

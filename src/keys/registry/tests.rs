@@ -8,25 +8,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::*;
+use crate::algorithms::test_fixtures::deprecating_es256k_toml;
 use crate::clock::FixedClock;
 use crate::crypto::AlgorithmGate;
 use crate::keys::test_support::{FlakySink, SoftBackend};
 
 const DAY: Duration = Duration::from_secs(86400);
 
-const DEPRECATING_ES256K: &str = r#"
-implemented = "1.0"
-[[deprecations]]
-algorithm = "ES256K"
-deprecated_in = "1.1"
-effective = "2026-06-01T00:00:00Z"
-[versions."1.0"]
-algorithms = ["EdDSA", "ES256K", "ES256"]
-[versions."1.0".roles]
-grant-signing = ["EdDSA", "ES256K"]
-root = ["EdDSA", "ES256K", "ES256"]
-audit = ["EdDSA"]
-"#;
+const DEPRECATING_ES256K: &str = deprecating_es256k_toml!("2026-06-01T00:00:00Z");
 
 struct Fx {
     reg: KeyRegistry,
