@@ -1,15 +1,27 @@
 //! mpcp-pa: an HSM-backed Policy Authority appliance for the Machine Payment Control
 //! Protocol (MPCP v1.0).
 //!
-//! Layers, each behind a small seam so later parts plug in:
-//! - [`canonical`]: strict JSON, MPCP canonical form and domain digests.
-//! - [`crypto`], [`jwk`]: algorithms, the MPCP signature convention, public keys.
-//! - [`signer`]: the [`signer::DigestSigner`] trait every key (HSM or test) implements.
-//! - [`model`]: typed artifacts (PolicyGrant, policy, trust bundle, allowlist, key set).
-//! - [`xrpl`]: XRPL classic address validation.
-//! - [`verify`]: the offline verifier.
-//! - [`clock`]: time behind a trait.
-//! - [`error`]: one error type with stable codes.
+//! Modules by layer, bottom to top; a module refers only to modules of lower layers (checked
+//! by a unit test over the source tree, `seams/layering.rs`):
+//! 0. [`error`]: one error type with stable codes.
+//! 1. [`canonical`]: strict JSON, MPCP canonical form and domain digests. [`crypto`]:
+//!    algorithms, the MPCP signature convention, public keys, the algorithm gate.
+//!    [`events`]: the audit events and the event sink. [`xrpl`]: XRPL classic address
+//!    validation.
+//! 2. [`jwk`]: public keys as JWKs and key sets.
+//! 3. [`seams`]: the thin traits through which the layers meet (key roles, digest and note
+//!    signers, key backend, active and checkpoint keys, audit sink and side writes, readiness
+//!    probes, clock and signing gate, algorithm gate, record store) and their small values.
+//! 4. [`clock`]: time formatting and the system and fixed clocks. [`signer`]: signing
+//!    artifacts, and the software test signer. [`store`]: the sled store.
+//! 5. [`algorithms`]: the algorithm policy (policies/algorithms.toml). [`model`]: typed
+//!    artifacts (PolicyGrant, policy, trust bundle, allowlist, key set).
+//! 6. [`bundle_profiles`]: trust-bundle assurance profiles. [`verify`]: the offline verifier.
+//! 7. Adapters, which meet only through [`seams`]: [`audit`] (the transparency log),
+//!    [`hsm`] (the PKCS#11 backend), [`keys`] (the key registry and publication).
+//! 8. [`api`]: the HTTP service.
+//! 9. (the application builder, between the service and the command line).
+//! 10. [`cli`]: the command line; the binary (`main.rs`) sits on top.
 
 pub mod algorithms;
 pub mod api;
