@@ -16,7 +16,7 @@
 //!   [`note::NoteSigner`] (raw-message Ed25519; in the appliance, the audit-role HSM key).
 //!   The log never signs a checkpoint that is not consistent with the last one it signed.
 //! - [`checkpointer`]: [`Checkpointer`], which signs checkpoints with the audit role's active
-//!   key (resolved through [`crate::keys::CheckpointKeys`] for every checkpoint) on a timer
+//!   key (resolved through [`crate::seams::CheckpointKeys`] for every checkpoint) on a timer
 //!   while the log grows and on demand.
 //! - [`export`], [`verify`]: offline export and verification for auditors.
 //!

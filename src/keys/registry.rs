@@ -15,7 +15,7 @@
 //!   key pair (audit or store failure), the new objects are destroyed again.
 //! - Every change is ONE durable write: its [`Event`], attributed to the caller's [`Actor`],
 //!   and the changed records (and active pointer) are committed together as a single append
-//!   of the [`AuditSink`] (see [`crate::audit::append`]). After a crash the log holds the
+//!   of the [`AuditSink`] (see [`crate::seams::audit_sink`]). After a crash the log holds the
 //!   entry and the records hold the change, or neither does; an entry never describes a
 //!   change that did not happen, and no change lacks its entry. Each record write is
 //!   conditional on the bytes read when the change was checked, so a record (or active
