@@ -10,9 +10,12 @@
 //! - [`verify`]: the offline verifier.
 //! - [`clock`]: time behind a trait.
 //! - [`error`]: one error type with stable codes.
+//! - [`app`]: the data directory's layout and the builder that assembles the appliance for
+//!   every command (above [`api`], below [`cli`]).
 
 pub mod algorithms;
 pub mod api;
+pub mod app;
 pub mod audit;
 pub mod bundle_profiles;
 pub mod canonical;
