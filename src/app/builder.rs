@@ -395,3 +395,172 @@ impl ReadinessProbe for CheckpointKeyProbe {
         self.keys.checkpoint_signer(&self.origin).map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FixedClock;
+    use crate::events::{Actor, Event, EventSink};
+
+    fn app(dir: &Path, opts: Options) -> Appliance {
+        Appliance::new(DataDir::new(dir), opts)
+    }
+
+    /// The audit log of a directory another appliance just released: sled lets go of its
+    /// lock a moment after the last handle is dropped.
+    fn reopen_audit(dir: &Path, opts: &Options) -> Arc<AuditLog> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match app(dir, opts.clone()).audit() {
+                Err(e)
+                    if e.code == ErrorCode::StoreError && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                r => return r.unwrap(),
+            }
+        }
+    }
+
+    #[test]
+    fn an_existing_store_is_required_only_when_asked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = Options {
+            store: StoreMode::Existing,
+            ..Options::default()
+        };
+        let e = app(tmp.path(), opts.clone()).store().unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+        assert!(e.message.starts_with("no store at "), "{e}");
+        assert!(
+            !DataDir::new(tmp.path()).store().exists(),
+            "nothing created"
+        );
+        std::fs::create_dir(DataDir::new(tmp.path()).store()).unwrap();
+        app(tmp.path(), opts).store().unwrap();
+
+        let fresh = tempfile::tempdir().unwrap();
+        app(fresh.path(), Options::default()).store().unwrap();
+        assert!(DataDir::new(fresh.path()).store().is_dir());
+    }
+
+    #[test]
+    fn parts_are_opened_once_and_shared() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut a = app(
+            tmp.path(),
+            Options {
+                store_reserve_bytes: Some(12345),
+                ..Options::default()
+            },
+        );
+        let log = a.audit().unwrap();
+        assert_eq!(log.origin(), DEFAULT_AUDIT_ORIGIN);
+        assert!(Arc::ptr_eq(&log, &a.audit().unwrap()));
+        assert_eq!(a.store().unwrap().reserve(), 12345);
+        assert!(Arc::ptr_eq(&a.policy().unwrap(), &a.policy().unwrap()));
+    }
+
+    #[test]
+    fn the_audit_mode_decides_what_is_opened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let existing = Options {
+            audit: AuditMode::Existing,
+            ..Options::default()
+        };
+        let e = app(tmp.path(), existing.clone()).audit().unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+        let named = Options {
+            audit: AuditMode::Create("pa.example/audit".into()),
+            ..Options::default()
+        };
+        assert_eq!(
+            reopen_audit(tmp.path(), &named).origin(),
+            "pa.example/audit"
+        );
+        assert_eq!(
+            reopen_audit(tmp.path(), &existing).origin(),
+            "pa.example/audit"
+        );
+        let default = reopen_audit(tmp.path(), &Options::default());
+        assert_eq!(
+            default.origin(),
+            "pa.example/audit",
+            "an existing log keeps its origin"
+        );
+    }
+
+    #[test]
+    fn a_missing_hsm_configuration_is_explained_when_asked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut a = app(
+            tmp.path(),
+            Options {
+                explain_missing_hsm_config: true,
+                ..Options::default()
+            },
+        );
+        let e = a.hsm().unwrap_err();
+        assert_eq!(e.code, ErrorCode::ConfigInvalid);
+        assert!(e.message.contains("hsm init-dev --data-dir"), "{e}");
+        assert!(
+            e.message
+                .contains(&DataDir::new(tmp.path()).hsm_config().display().to_string())
+        );
+        let other = tmp.path().join("elsewhere.toml");
+        let b = app(
+            tmp.path(),
+            Options {
+                hsm_config: Some(other.clone()),
+                ..Options::default()
+            },
+        );
+        assert_eq!(b.hsm_config_path(), other);
+    }
+
+    #[test]
+    fn a_store_open_error_carries_the_hint() {
+        let tmp = tempfile::tempdir().unwrap();
+        let _holder = app(tmp.path(), Options::default()).store().unwrap();
+        let e = app(
+            tmp.path(),
+            Options {
+                store_lock_hint: Some("who holds it".into()),
+                ..Options::default()
+            },
+        )
+        .store()
+        .unwrap_err();
+        assert!(e.message.ends_with(" (who holds it)"), "{e}");
+    }
+
+    #[test]
+    fn a_clock_jump_is_refused_unless_accepted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t0 = time::macros::datetime!(2026-01-01 00:00 UTC);
+        let clock = Arc::new(FixedClock::new(t0));
+        let opts = Options {
+            clock: clock.clone(),
+            ..Options::default()
+        };
+        let mut a = app(tmp.path(), opts);
+        a.check_clock_jump(1, false).unwrap();
+        a.audit()
+            .unwrap()
+            .record(
+                &Actor::system(),
+                Event::Shutdown {
+                    config_digest: "00".into(),
+                },
+            )
+            .unwrap();
+        clock.set(t0 + time::Duration::minutes(59));
+        a.check_clock_jump(1, false).unwrap();
+        clock.set(t0 + time::Duration::hours(3));
+        let e = a.check_clock_jump(1, false).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ClockJump);
+        assert!(e.message.contains("--accept-clock-jump"), "{e}");
+        a.check_clock_jump(1, true).unwrap();
+        a.check_clock_jump(3, false).unwrap();
+    }
+}
