@@ -2,12 +2,12 @@
 //!
 //! `serve` opens the appliance in the data directory with [`crate::app::Appliance`] (the
 //! PKCS#11 backend from `pkcs11.toml`, the sled store, the audit log, the key registry and
-//! the readiness probes), refuses to start unless
-//! the audit role has an active key in the HSM (a log nobody signs is not auditable), records
-//! a `startup` event with the digest of the effective configuration and signs a checkpoint
-//! covering it, then serves until SIGINT or SIGTERM while the checkpointer signs a new
-//! checkpoint every `--checkpoint-interval-seconds` if the log grew. On shutdown it drains
-//! in-flight requests, records `shutdown` and signs a final checkpoint covering everything.
+//! the readiness probes), refuses to start unless the audit role has an active key in the
+//! HSM (a log nobody signs is not auditable), records a `startup` event with the digest of
+//! the effective configuration and signs a checkpoint covering it, then serves until SIGINT
+//! or SIGTERM while the checkpointer signs a new checkpoint every
+//! `--checkpoint-interval-seconds` if the log grew. On shutdown it drains in-flight
+//! requests, records `shutdown` and signs a final checkpoint covering everything.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
