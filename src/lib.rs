@@ -20,11 +20,13 @@
 //! 7. Adapters, which meet only through [`seams`]: [`audit`] (the transparency log),
 //!    [`hsm`] (the PKCS#11 backend), [`keys`] (the key registry and publication).
 //! 8. [`api`]: the HTTP service.
-//! 9. (the application builder, between the service and the command line).
+//! 9. [`app`]: the data directory's layout and the builder that assembles the appliance
+//!    for every command.
 //! 10. [`cli`]: the command line; the binary (`main.rs`) sits on top.
 
 pub mod algorithms;
 pub mod api;
+pub mod app;
 pub mod audit;
 pub mod bundle_profiles;
 pub mod canonical;

@@ -34,7 +34,8 @@ pub struct TlsPaths {
 }
 
 impl TlsPaths {
-    /// The embedded default under `<data_dir>/tls/`.
+    /// The embedded default under `<data_dir>/tls/`, for callers that hold only a path; the
+    /// same as `crate::app::DataDir::tls`, which the appliance uses.
     pub fn default_in(data_dir: &Path) -> TlsPaths {
         let dir = data_dir.join("tls");
         TlsPaths {

@@ -96,7 +96,7 @@ fn verify_files(a: &VerifyArgs) -> Result<Verified> {
         Some(at) => Arc::new(FixedClock::new(parse_rfc3339(at, "--at")?)),
         None => Arc::new(SystemClock),
     };
-    let policy = crate::cli::keys::load_policy(a.algorithm_policy.as_deref())?;
+    let policy = crate::app::load_policy(a.algorithm_policy.as_deref())?;
     let verifier = Verifier::new(clock)
         .with_drift(Duration::from_secs(a.drift_seconds))
         .with_algorithm_gate(Arc::new(policy));

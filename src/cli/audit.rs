@@ -15,15 +15,13 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
+use crate::app::{Appliance, AuditMode, DataDir, Options, StoreMode};
 use crate::audit::export::{self, ENTRIES_FILE};
 use crate::audit::merkle::Hash;
 use crate::audit::verify::{VerifyOptions, verify_export};
 use crate::audit::{AuditLog, CheckpointOutcome, Checkpointer, Vkey};
-use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorCode, Result};
-use crate::hsm::{HsmBackend, HsmConfig};
-use crate::keys::KeyRegistry;
-use crate::store::{Store, store_path};
+use crate::store::Store;
 
 /// Arguments of `mpcp-pa audit`.
 #[derive(Debug, Args)]
@@ -118,7 +116,7 @@ pub struct VerifyArgs {
 }
 
 /// Runs an audit subcommand against the store in `data_dir`.
-pub fn run(data_dir: &Path, a: AuditArgs) -> Result<ExitCode> {
+pub fn run(data_dir: &DataDir, a: AuditArgs) -> Result<ExitCode> {
     match a.command {
         AuditCommand::Verify(v) => verify(v),
         AuditCommand::Export { out } => {
@@ -258,51 +256,48 @@ fn parse_hash(s: &str) -> Result<Hash> {
         .ok_or_else(|| Error::new(ErrorCode::SchemaInvalid, "leaf hash must be 64 hex digits"))
 }
 
-fn open_store(data_dir: &Path) -> Result<Store> {
-    let path = store_path(data_dir);
-    if !path.is_dir() {
-        return Err(Error::new(
-            ErrorCode::NotFound,
-            format!("no store at {}", path.display()),
-        ));
-    }
-    Store::open(&path).map_err(|e| {
-        Error::new(
-            e.code,
-            format!(
-                "{} (is the appliance running? it holds the store lock)",
-                e.message
-            ),
-        )
-    })
+/// The store and audit log of `dir` for reading, with the options every `audit` command
+/// shares: only an existing store and log, and a hint when the service holds the lock.
+fn appliance(dir: &DataDir, opts: Options) -> Appliance {
+    Appliance::new(
+        dir.clone(),
+        Options {
+            store: StoreMode::Existing,
+            store_lock_hint: Some("is the appliance running? it holds the store lock".into()),
+            audit: AuditMode::Existing,
+            ..opts
+        },
+    )
 }
 
-fn open_log(data_dir: &Path) -> Result<AuditLog> {
-    AuditLog::open_existing(&open_store(data_dir)?, Arc::new(SystemClock))
+fn open_store(dir: &DataDir) -> Result<Store> {
+    appliance(dir, Options::default()).store()
 }
 
-/// Signs a checkpoint of the log in `data_dir` with the audit role's active key (unless the
-/// latest covers the log), opening the store, the HSM and the key registry as `serve` does.
+fn open_log(dir: &DataDir) -> Result<Arc<AuditLog>> {
+    appliance(dir, Options::default()).audit()
+}
+
+/// Signs a checkpoint of the log in `dir` with the audit role's active key (unless the
+/// latest covers the log), opening the policy, the store, the audit log, the HSM and the key
+/// registry, in that order, with the builder `serve` uses.
 fn sign_checkpoint(
-    data_dir: &Path,
+    dir: &DataDir,
     hsm_config: Option<&Path>,
     algorithm_policy: Option<&Path>,
 ) -> Result<CheckpointOutcome> {
-    let policy = Arc::new(crate::cli::keys::load_policy(algorithm_policy)?);
-    let store = open_store(data_dir)?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let log = Arc::new(AuditLog::open_existing(&store, clock.clone())?);
-    let config_path = hsm_config
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| data_dir.join(crate::hsm::dev::CONFIG_FILE));
-    let backend = Arc::new(HsmBackend::open(&HsmConfig::load(&config_path)?)?);
-    let registry = Arc::new(KeyRegistry::new(
-        &store,
-        backend,
-        log.clone(),
-        clock,
-        policy,
-    )?);
+    let mut app = appliance(
+        dir,
+        Options {
+            hsm_config: hsm_config.map(Path::to_path_buf),
+            algorithm_policy: algorithm_policy.map(Path::to_path_buf),
+            ..Options::default()
+        },
+    );
+    app.policy()?;
+    let log = app.audit()?;
+    app.hsm()?;
+    let registry = app.registry()?;
     Checkpointer::new(log, registry).checkpoint()
 }
 

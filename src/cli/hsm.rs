@@ -1,14 +1,14 @@
 //! `hsm`: HSM setup and checks. `init-dev` creates SoftHSM2 development tokens in the data
 //! directory; `probe` opens the HSM configuration and runs the startup probe.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+use crate::app::{Appliance, DataDir, Options};
 use crate::error::Result;
-use crate::hsm::dev::{CONFIG_FILE, SOFTHSM2_MODULE, init_dev_with_module};
-use crate::hsm::{HsmBackend, HsmConfig};
+use crate::hsm::dev::{SOFTHSM2_MODULE, init_dev_in};
 
 /// Arguments of `mpcp-pa hsm`.
 #[derive(Debug, Args)]
@@ -37,10 +37,11 @@ enum HsmCommand {
 }
 
 /// Runs an `hsm` subcommand against `data_dir`.
-pub fn run(args: HsmArgs, data_dir: &Path) -> Result<ExitCode> {
+pub fn run(args: HsmArgs, dir: &DataDir) -> Result<ExitCode> {
+    let data_dir = dir.root();
     match args.command {
         HsmCommand::InitDev { module } => {
-            let out = init_dev_with_module(data_dir, &module)?;
+            let out = init_dev_in(&dir.dev_layout()?, &module)?;
             if out.unchanged() {
                 println!(
                     "already initialised: {} (nothing changed)",
@@ -60,8 +61,14 @@ pub fn run(args: HsmArgs, data_dir: &Path) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         HsmCommand::Probe { config } => {
-            let path = config.unwrap_or_else(|| data_dir.join(CONFIG_FILE));
-            let backend = HsmBackend::open(&HsmConfig::load(&path)?)?;
+            let mut app = Appliance::new(
+                dir.clone(),
+                Options {
+                    hsm_config: config,
+                    ..Options::default()
+                },
+            );
+            let backend = app.hsm()?;
             for t in backend.report() {
                 let roles: Vec<&str> = t.roles.iter().map(|r| r.as_str()).collect();
                 let algs: Vec<&str> = t.algorithms.iter().map(|a| a.as_str()).collect();

@@ -2,8 +2,9 @@
 //!
 //! The commands run against a [`KeysContext`] (store, key backend, event sink, clock,
 //! algorithm policy, actor), so they are independent of how the appliance wires its HSM
-//! backend and audit log; [`open_context`] does that wiring for the binary (PKCS#11 backend
-//! from DATA_DIR/pkcs11.toml, store in DATA_DIR, the audit log as the event sink). Every command
+//! backend and audit log; [`open_context`] opens them for the binary with
+//! [`crate::app::Appliance`] (PKCS#11 backend from DATA_DIR/pkcs11.toml, store in DATA_DIR,
+//! the audit log as the event sink). Every command
 //! prints what it did; refusals return the registry's stable error code.
 
 use std::io::Write;
@@ -16,17 +17,17 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use crate::algorithms::AlgorithmPolicy;
-use crate::audit::{AuditConfig, AuditLog, AuditSink};
-use crate::clock::{Clock, SystemClock};
+use crate::app::{Appliance, AuditMode, DataDir, Options};
+use crate::audit::AuditSink;
+use crate::clock::Clock;
 use crate::crypto::Alg;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::Actor;
-use crate::hsm::{HsmBackend, HsmConfig};
 use crate::keys::keyset::{
     DEFAULT_SIGNED_LIFETIME, build_root_key_set, key_set_value, sign_key_set,
 };
 use crate::keys::{KeyBackend, KeyRecord, KeyRegistry, KeyRole};
-use crate::store::{Store, store_path};
+use crate::store::Store;
 
 /// Arguments of `mpcp-pa keys`.
 #[derive(Debug, Args)]
@@ -153,62 +154,51 @@ pub struct KeysContext {
     pub actor: Actor,
 }
 
-/// Loads the policy named on the command line, or the built-in one.
-pub fn load_policy(path: Option<&Path>) -> Result<AlgorithmPolicy> {
-    match path {
-        Some(p) => AlgorithmPolicy::load(p),
-        None => AlgorithmPolicy::builtin(),
-    }
-}
-
-/// Audit-log origin used when the appliance creates its log on first use and no origin is
-/// given.
-pub const DEFAULT_AUDIT_ORIGIN: &str = "mpcp-pa.local/audit";
-
-/// Builds the context for the binary from the data directory: the HSM backend from the HSM
-/// configuration (logging in to every token and probing it), the store in DATA_DIR, and the
-/// audit log in that store as the event sink (created with `audit_origin`, or [`DEFAULT_AUDIT_ORIGIN`] when none is
-/// given, if the store holds none yet). Actor: the operator at the CLI; clock: the system clock.
+/// Builds the context for the binary from the data directory with [`Appliance`]: the
+/// algorithm policy (`algorithm_policy`, else the built-in one), the HSM backend from the HSM
+/// configuration (`hsm_config`, else DATA_DIR/pkcs11.toml; logging in to every token and
+/// probing it), the store in DATA_DIR, and the audit log in that store as the event sink
+/// (created with `audit_origin`, or [`crate::app::DEFAULT_AUDIT_ORIGIN`] when none is given,
+/// if the store holds none yet), opened in that order. Actor: the operator at the CLI;
+/// clock: the system clock.
 pub fn open_context(
-    data_dir: &Path,
-    policy: AlgorithmPolicy,
+    dir: &DataDir,
+    algorithm_policy: Option<&Path>,
     hsm_config: Option<&Path>,
     audit_origin: Option<&str>,
 ) -> Result<KeysContext> {
-    let config_path = hsm_config
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| data_dir.join(crate::hsm::dev::CONFIG_FILE));
-    let backend = HsmBackend::open(&HsmConfig::load(&config_path)?)?;
-    let store = Store::open(&store_path(data_dir)).map_err(|e| {
-        Error::new(
-            e.code,
-            format!(
-                "{} (is the appliance running? it holds the store lock)",
-                e.message
-            ),
-        )
-    })?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let log = match audit_origin {
-        Some(origin) => AuditLog::open(&store, AuditConfig::new(origin), clock.clone())?,
-        None => crate::cli::serve::open_audit(&store, clock.clone())?,
-    };
+    let mut app = Appliance::new(
+        dir.clone(),
+        Options {
+            hsm_config: hsm_config.map(Path::to_path_buf),
+            algorithm_policy: algorithm_policy.map(Path::to_path_buf),
+            audit: match audit_origin {
+                Some(origin) => AuditMode::Create(origin.to_string()),
+                None => AuditMode::CreateDefault,
+            },
+            store_lock_hint: Some("is the appliance running? it holds the store lock".into()),
+            ..Options::default()
+        },
+    );
+    let policy = app.policy()?;
+    let backend = app.hsm()?;
+    let store = app.store()?;
+    let sink = app.audit()?;
     Ok(KeysContext {
         store,
-        backend: Arc::new(backend),
-        sink: Arc::new(log),
-        clock,
-        policy: Arc::new(policy),
+        backend,
+        sink,
+        clock: app.clock(),
+        policy,
         actor: Actor::cli(),
     })
 }
 
 /// Entry point of `mpcp-pa keys`.
-pub fn main(data_dir: &Path, args: KeysArgs) -> Result<ExitCode> {
-    let policy = load_policy(args.algorithm_policy.as_deref())?;
+pub fn main(dir: &DataDir, args: KeysArgs) -> Result<ExitCode> {
     let ctx = open_context(
-        data_dir,
-        policy,
+        dir,
+        args.algorithm_policy.as_deref(),
         args.hsm_config.as_deref(),
         args.audit_origin.as_deref(),
     )?;

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::app::DataDir;
 use crate::error::Error;
 
 mod artifact;
 mod audit;
-pub mod files;
 mod hsm;
 pub mod keys;
 pub mod serve;
@@ -60,21 +60,20 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before anything creates a file: the data directory's contents are private.
-    files::private_umask();
+    DataDir::private_umask();
+    let dir = DataDir::new(&cli.data_dir);
     let result = match cli.command {
         Command::Verify(a) => artifact::verify(a),
         Command::Hash(a) => artifact::hash(a),
-        Command::Audit(a) => audit::run(&cli.data_dir, a),
-        Command::Hsm(a) => hsm::run(a, &cli.data_dir),
-        Command::Keys(a) => keys::main(&cli.data_dir, a),
-        Command::Pins(a) => serve::pins_cmd(&cli.data_dir, a),
-        Command::Serve(a) => {
-            files::ensure_private(&cli.data_dir).and_then(|()| serve::serve_cmd(&cli.data_dir, a))
-        }
-        Command::Tokens(a) => tokens::main(&cli.data_dir, a),
-        Command::Up(a) => {
-            files::ensure_private(&cli.data_dir).and_then(|()| up::up_cmd(&cli.data_dir, a))
-        }
+        Command::Audit(a) => audit::run(&dir, a),
+        Command::Hsm(a) => hsm::run(a, &dir),
+        Command::Keys(a) => keys::main(&dir, a),
+        Command::Pins(a) => serve::pins_cmd(&dir, a),
+        Command::Serve(a) => dir
+            .ensure_private()
+            .and_then(|()| serve::serve_cmd(&dir, a)),
+        Command::Tokens(a) => tokens::main(&dir, a),
+        Command::Up(a) => dir.ensure_private().and_then(|()| up::up_cmd(&dir, a)),
     };
     match result {
         Ok(code) => code,

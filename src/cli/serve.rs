@@ -1,12 +1,13 @@
 //! `serve` and `pins`: the HTTPS service and the TLS key pins gateways hold.
 //!
-//! `serve` opens the appliance in the data directory (the PKCS#11 backend from
-//! `pkcs11.toml`, the sled store, the audit log, the key registry), refuses to start unless
-//! the audit role has an active key in the HSM (a log nobody signs is not auditable), records
-//! a `startup` event with the digest of the effective configuration and signs a checkpoint
-//! covering it, then serves until SIGINT or SIGTERM while the checkpointer signs a new
-//! checkpoint every `--checkpoint-interval-seconds` if the log grew. On shutdown it drains
-//! in-flight requests, records `shutdown` and signs a final checkpoint covering everything.
+//! `serve` opens the appliance in the data directory with [`crate::app::Appliance`] (the
+//! PKCS#11 backend from `pkcs11.toml`, the sled store, the audit log, the key registry and
+//! the readiness probes), refuses to start unless the audit role has an active key in the
+//! HSM (a log nobody signs is not auditable), records a `startup` event with the digest of
+//! the effective configuration and signs a checkpoint covering it, then serves until SIGINT
+//! or SIGTERM while the checkpointer signs a new checkpoint every
+//! `--checkpoint-interval-seconds` if the log grew. On shutdown it drains in-flight
+//! requests, records `shutdown` and signs a final checkpoint covering everything.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,20 +16,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use serde_json::json;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::api::tls::{
     TlsPaths, dev_names, ensure_dev_material, pins, server_config_with_client_ca,
 };
-use crate::api::{AppState, Limits, ReadinessProbe, ServiceConfig, ServiceParts, Transport};
-use crate::audit::{AuditConfig, AuditLog, StoredCheckpoint};
+use crate::api::{AppState, Limits, ServiceConfig, Transport};
+use crate::app::{Appliance, DataDir, Options};
+use crate::audit::{AuditLog, Checkpointer, StoredCheckpoint};
 use crate::canonical::canonical_bytes;
-use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, Event, EventSink};
-use crate::keys::{ActiveKeys, CheckpointKeys, KeyRegistry, KeyRole};
-use crate::store::Store;
+use crate::keys::KeyRegistry;
 
 /// TLS material options shared by `serve` and `pins`.
 #[derive(Debug, Clone, Args)]
@@ -46,15 +46,15 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
-    /// The configured files, or the embedded default in `data_dir`.
-    pub fn paths(&self, data_dir: &Path) -> TlsPaths {
+    /// The configured files, or the embedded default in `dir`.
+    pub fn paths(&self, dir: &DataDir) -> TlsPaths {
         match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => TlsPaths {
                 cert: cert.clone(),
                 key: key.clone(),
                 next_key: self.tls_next_key.clone(),
             },
-            _ => TlsPaths::default_in(data_dir),
+            _ => dir.tls(),
         }
     }
 
@@ -75,8 +75,8 @@ pub struct PinsArgs {
 }
 
 /// Prints the `pin-sha256` of the current and the next TLS key.
-pub fn pins_cmd(data_dir: &Path, a: PinsArgs) -> Result<ExitCode> {
-    let paths = a.tls.paths(data_dir);
+pub fn pins_cmd(dir: &DataDir, a: PinsArgs) -> Result<ExitCode> {
+    let paths = a.tls.paths(dir);
     if a.tls.is_default() && !paths.key.exists() {
         return Err(Error::new(
             ErrorCode::ConfigInvalid,
@@ -208,43 +208,31 @@ pub struct ServeArgs {
 /// appliance in service, far shorter than a wrong year.
 pub const DEFAULT_MAX_CLOCK_JUMP_HOURS: u64 = 7 * 24;
 
-/// Refuses (`CLOCK_JUMP`) a start whose clock reads more than `max` after the last audit
-/// entry, unless `accept`; says on stderr when an accepted jump is used.
-fn check_clock_jump(
-    audit: &AuditLog,
-    clock: &dyn Clock,
-    max_hours: u64,
-    accept: bool,
-) -> Result<()> {
-    let Some(last) = audit.last_entry_time() else {
-        return Ok(());
-    };
-    let now = clock.now();
-    let ahead = now - last;
-    if ahead <= time::Duration::hours(max_hours as i64) {
-        return Ok(());
-    }
-    let what = format!(
-        "the clock reads {}, {} hours after the last audit entry ({}), more than \
-         --max-clock-jump-hours {max_hours}",
-        crate::clock::format_rfc3339(now),
-        ahead.whole_hours(),
-        crate::clock::format_rfc3339(last),
-    );
-    if accept {
-        eprintln!("warning: {what}; accepted by --accept-clock-jump");
-        return Ok(());
-    }
-    Err(Error::new(
-        ErrorCode::ClockJump,
-        format!(
-            "refusing to start: {what}. If the clock is wrong, fix it (NTP) and start again; \
-             if it is right, start once with --accept-clock-jump"
-        ),
-    ))
-}
-
 impl ServeArgs {
+    /// The builder options `serve` opens the appliance with.
+    fn appliance_options(&self) -> Options {
+        Options {
+            explain_missing_hsm_config: true,
+            algorithm_policy: self.algorithm_policy.clone(),
+            store_cache_bytes: self.store_cache_mib * 1024 * 1024,
+            store_reserve_bytes: Some(self.store_reserve_mib << 20),
+            clock_drift: Some(Duration::from_secs(self.clock_drift_seconds)),
+            ..Options::default()
+        }
+    }
+
+    /// The service settings of these flags (loads `--bundle-profiles`).
+    fn service_config(&self) -> Result<ServiceConfig> {
+        let mut config = ServiceConfig::new(self.issuer.clone());
+        config.limits = self.limits();
+        config.issuer_requires_client_certificate = self.issuer_client_ca.is_some();
+        config.max_grant_lifetime = Duration::from_secs(self.max_grant_lifetime_seconds);
+        if let Some(p) = &self.bundle_profiles {
+            config.bundle_profiles = crate::bundle_profiles::BundleProfiles::load(p)?;
+        }
+        Ok(config)
+    }
+
     fn limits(&self) -> Limits {
         Limits {
             max_body_bytes: self.max_body_bytes,
@@ -264,37 +252,6 @@ impl ServeArgs {
     }
 }
 
-/// Ready when the grant-signing and root roles each have a usable active key (which needs
-/// their tokens logged in).
-struct SigningKeysProbe(Arc<dyn ActiveKeys>);
-
-impl ReadinessProbe for SigningKeysProbe {
-    fn name(&self) -> &str {
-        "signing keys"
-    }
-    fn check(&self) -> Result<()> {
-        for role in [KeyRole::GrantSigning, KeyRole::Root] {
-            self.0.active_signer(role)?;
-        }
-        Ok(())
-    }
-}
-
-/// Ready when the audit role's active key can sign checkpoints (loaded from its token).
-struct CheckpointKeyProbe {
-    keys: Arc<dyn CheckpointKeys>,
-    origin: String,
-}
-
-impl ReadinessProbe for CheckpointKeyProbe {
-    fn name(&self) -> &str {
-        "audit checkpoint key"
-    }
-    fn check(&self) -> Result<()> {
-        self.keys.checkpoint_signer(&self.origin).map(|_| ())
-    }
-}
-
 /// One line describing a checkpoint, for the service's log.
 fn describe(what: &str, cp: &StoredCheckpoint) -> String {
     match cp.checkpoint() {
@@ -303,20 +260,6 @@ fn describe(what: &str, cp: &StoredCheckpoint) -> String {
             head.size, cp.vkey
         ),
         Err(e) => format!("{what} audit checkpoint: {e}"),
-    }
-}
-
-/// Opens the audit log of `store`, creating it under the default origin on first use (as the
-/// `keys` commands do).
-pub fn open_audit(store: &Store, clock: Arc<dyn Clock>) -> Result<AuditLog> {
-    match AuditLog::open_existing(store, clock.clone()) {
-        Ok(log) => Ok(log),
-        Err(e) if e.code == ErrorCode::NotFound => AuditLog::open(
-            store,
-            AuditConfig::new(crate::cli::keys::DEFAULT_AUDIT_ORIGIN),
-            clock,
-        ),
-        Err(e) => Err(e),
     }
 }
 
@@ -336,101 +279,55 @@ fn announce_issuer(issuer: &str) {
     }
 }
 
-/// Runs the service until SIGINT or SIGTERM.
-pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
-    announce_issuer(&a.issuer);
-    let transport_desc;
-    let transport = if a.insecure_http_loopback {
+/// The transport `a` asks for, and its description for the effective configuration. With
+/// the embedded default TLS material, generates it in `dir` on first start; prints the pins.
+fn transport(dir: &DataDir, a: &ServeArgs) -> Result<(Transport, Value)> {
+    if a.insecure_http_loopback {
         crate::api::server::check_bind(&a.listen, &Transport::InsecureLoopback)?;
         eprintln!("WARNING: plain HTTP on {} (development only)", a.listen);
-        transport_desc = json!({"insecureHttpLoopback": true});
-        Transport::InsecureLoopback
-    } else {
-        let paths = a.tls.paths(data_dir);
-        if a.tls.is_default() && ensure_dev_material(&paths, &dev_names())? {
-            eprintln!(
-                "generated a self-signed development certificate and a next key in {}",
-                paths
-                    .cert
-                    .parent()
-                    .map(Path::display)
-                    .map(|d| d.to_string())
-                    .unwrap_or_default()
-            );
-        }
-        let p = pins(&paths)?;
-        eprintln!("TLS pin-sha256 current \"{}\"", p.current);
-        if let Some(n) = &p.next {
-            eprintln!("TLS pin-sha256 next    \"{n}\"");
-        }
-        transport_desc = json!({
-            "cert": paths.cert.display().to_string(),
-            "pinCurrent": p.current,
-            "pinNext": p.next,
-            "issuerClientCa": a.issuer_client_ca.as_ref().map(|p| p.display().to_string()),
-        });
-        Transport::Tls(server_config_with_client_ca(
-            &paths,
-            a.issuer_client_ca.as_deref(),
-        )?)
-    };
-
-    let policy = Arc::new(crate::cli::keys::load_policy(
-        a.algorithm_policy.as_deref(),
-    )?);
-    let config_path = data_dir.join(crate::hsm::dev::CONFIG_FILE);
-    if !config_path.is_file() {
-        return Err(Error::new(
-            ErrorCode::ConfigInvalid,
-            format!(
-                "no HSM configuration at {} (run `mpcp-pa hsm init-dev --data-dir {}` for development tokens)",
-                config_path.display(),
-                data_dir.display()
-            ),
+        return Ok((
+            Transport::InsecureLoopback,
+            json!({"insecureHttpLoopback": true}),
         ));
     }
-    let backend = Arc::new(crate::hsm::HsmBackend::open(&crate::hsm::HsmConfig::load(
-        &config_path,
-    )?)?);
-    // Ready only while every role's token is logged in (checked live on each probe).
-    let mut readiness = crate::hsm::readiness::probes(&backend);
-    let store = Store::open_with_cache(
-        &crate::store::store_path(data_dir),
-        a.store_cache_mib * 1024 * 1024,
-    )?;
-    store.set_reserve(a.store_reserve_mib << 20);
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let audit = Arc::new(open_audit(&store, clock.clone())?);
-    audit.set_drift(Duration::from_secs(a.clock_drift_seconds));
-    check_clock_jump(
-        &audit,
-        clock.as_ref(),
-        a.max_clock_jump_hours,
-        a.accept_clock_jump,
-    )?;
-    let registry = Arc::new(KeyRegistry::new(
-        &store,
-        backend,
-        audit.clone(),
-        clock.clone(),
-        policy,
-    )?);
-    readiness.push(Arc::new(SigningKeysProbe(registry.clone())));
-    readiness.push(Arc::new(CheckpointKeyProbe {
-        keys: registry.clone(),
-        origin: audit.origin().to_string(),
-    }));
-    let mut config = ServiceConfig::new(a.issuer.clone());
-    config.limits = a.limits();
-    config.issuer_requires_client_certificate = a.issuer_client_ca.is_some();
-    config.max_grant_lifetime = Duration::from_secs(a.max_grant_lifetime_seconds);
-    if let Some(p) = &a.bundle_profiles {
-        config.bundle_profiles = crate::bundle_profiles::BundleProfiles::load(p)?;
+    let paths = a.tls.paths(dir);
+    if a.tls.is_default() && ensure_dev_material(&paths, &dev_names())? {
+        eprintln!(
+            "generated a self-signed development certificate and a next key in {}",
+            paths
+                .cert
+                .parent()
+                .map(Path::display)
+                .map(|d| d.to_string())
+                .unwrap_or_default()
+        );
     }
+    let p = pins(&paths)?;
+    eprintln!("TLS pin-sha256 current \"{}\"", p.current);
+    if let Some(n) = &p.next {
+        eprintln!("TLS pin-sha256 next    \"{n}\"");
+    }
+    let desc = json!({
+        "cert": paths.cert.display().to_string(),
+        "pinCurrent": p.current,
+        "pinNext": p.next,
+        "issuerClientCa": a.issuer_client_ca.as_ref().map(|p| p.display().to_string()),
+    });
+    let config = server_config_with_client_ca(&paths, a.issuer_client_ca.as_deref())?;
+    Ok((Transport::Tls(config), desc))
+}
+
+/// SHA-256 of the canonical effective configuration, recorded in `startup` and `shutdown`.
+fn config_digest(
+    a: &ServeArgs,
+    config: &ServiceConfig,
+    transport: Value,
+    audit_origin: &str,
+) -> Result<String> {
     let effective = json!({
         "listen": a.listen.to_string(),
         "issuer": config.issuer,
-        "transport": transport_desc,
+        "transport": transport,
         "limits": {
             "maxBodyBytes": config.limits.max_body_bytes,
             "maxHeaderBytes": config.limits.max_header_bytes,
@@ -445,26 +342,19 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
             "http2PingIntervalSeconds": a.http2_ping_interval_seconds,
             "http2PingTimeoutSeconds": a.http2_ping_timeout_seconds,
         },
-        "auditOrigin": audit.origin(),
+        "auditOrigin": audit_origin,
         "maxGrantLifetimeSeconds": a.max_grant_lifetime_seconds,
         "checkpointIntervalSeconds": a.checkpoint_interval_seconds,
         "storeCacheMib": a.store_cache_mib,
     });
-    let config_digest = hex::encode(Sha256::digest(canonical_bytes(&effective)?));
-    let state = AppState::new(
-        ServiceParts {
-            store: store.clone(),
-            sink: audit.clone(),
-            audit: audit.clone(),
-            keys: registry.clone(),
-            registry: registry.clone(),
-            clock: clock.clone(),
-            readiness,
-        },
-        config,
-    )?;
-    // Fail closed: without an audit key in the HSM no checkpoint could be signed.
-    let checkpointer = state.checkpointer().clone();
+    Ok(hex::encode(Sha256::digest(canonical_bytes(&effective)?)))
+}
+
+/// Refuses to start without an audit key (fail closed: a log nobody signs is not
+/// auditable), warns when no API token exists, records `startup` and signs a checkpoint
+/// covering it.
+fn start_up(state: &AppState, audit: &AuditLog, config_digest: &str) -> Result<()> {
+    let checkpointer = state.checkpointer();
     checkpointer.signer().map_err(|e| {
         Error::new(
             e.code,
@@ -483,20 +373,23 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
     audit.record(
         &Actor::system(),
         Event::Startup {
-            config_digest: config_digest.clone(),
+            config_digest: config_digest.to_string(),
             version: crate::VERSION_STRING.to_string(),
         },
     )?;
     let first = checkpointer.checkpoint()?;
     eprintln!("{}", describe("startup", &first.checkpoint));
-    let checkpoints =
-        checkpointer.spawn(Duration::from_secs(a.checkpoint_interval_seconds), |r| {
-            // Retried at the next interval; the entries stay in the log meanwhile.
-            if let Err(e) = r {
-                eprintln!("audit checkpoint failed: {e}");
-            }
-        })?;
+    Ok(())
+}
 
+/// Serves `state` on `a.listen` until SIGINT or SIGTERM, running due key destructions every
+/// `--destruction-interval-minutes`; returns once in-flight requests are drained.
+fn run_server(
+    state: AppState,
+    registry: Arc<KeyRegistry>,
+    transport: Transport,
+    a: &ServeArgs,
+) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -504,14 +397,13 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
     let limits = state.limits().clone();
     let listen = a.listen;
     let interval = Duration::from_secs(a.destruction_interval_minutes * 60);
-    let result = runtime.block_on(async move {
+    runtime.block_on(async move {
         if !interval.is_zero() {
-            let reg = registry.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(interval);
                 loop {
                     tick.tick().await;
-                    let r = reg.clone();
+                    let r = registry.clone();
                     // Failures are retried on the next run; each outcome is in the audit log.
                     let _ = tokio::task::spawn_blocking(move || {
                         r.run_due_destructions(&Actor::system())
@@ -534,9 +426,18 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
             server.local_addr()
         );
         server.wait().await
-    });
+    })
+}
+
+/// After the server stopped: records `shutdown` and signs a final checkpoint covering
+/// everything, then returns the server's own error if it had one.
+fn shut_down(
+    audit: &AuditLog,
+    checkpointer: &Checkpointer,
+    config_digest: String,
+    served: Result<()>,
+) -> Result<ExitCode> {
     let shutdown = audit.record(&Actor::system(), Event::Shutdown { config_digest });
-    checkpoints.stop();
     // Decision: a stop that cannot write its final entry or checkpoint (a full disk) still
     // tries both, says on stderr exactly what is missing, and exits non-zero so that the
     // supervisor and the operator notice. Nothing acknowledged is lost: every answered
@@ -569,7 +470,7 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
             missing.push("the final checkpoint");
         }
     }
-    result?;
+    served?;
     if !missing.is_empty() {
         return Err(Error::new(
             ErrorCode::AuditUnavailable,
@@ -578,6 +479,35 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
     }
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the service until SIGINT or SIGTERM.
+pub fn serve_cmd(dir: &DataDir, a: ServeArgs) -> Result<ExitCode> {
+    announce_issuer(&a.issuer);
+    let (transport, transport_desc) = transport(dir, &a)?;
+    let mut app = Appliance::new(dir.clone(), a.appliance_options());
+    // The order of the checks: policy, HSM, store and audit log, clock, registry.
+    app.policy()?;
+    app.hsm()?;
+    let audit = app.audit()?;
+    app.check_clock_jump(a.max_clock_jump_hours, a.accept_clock_jump)?;
+    let parts = app.service_parts()?;
+    let registry = parts.registry.clone();
+    let config = a.service_config()?;
+    let config_digest = config_digest(&a, &config, transport_desc, audit.origin())?;
+    let state = AppState::new(parts, config)?;
+    let checkpointer = state.checkpointer().clone();
+    start_up(&state, &audit, &config_digest)?;
+    let checkpoints =
+        checkpointer.spawn(Duration::from_secs(a.checkpoint_interval_seconds), |r| {
+            // Retried at the next interval; the entries stay in the log meanwhile.
+            if let Err(e) = r {
+                eprintln!("audit checkpoint failed: {e}");
+            }
+        })?;
+    let served = run_server(state, registry, transport, &a);
+    checkpoints.stop();
+    shut_down(&audit, &checkpointer, config_digest, served)
 }
 
 /// A future that resolves on SIGINT or SIGTERM. The handlers are installed when this is

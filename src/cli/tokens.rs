@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use crate::api::tokens::{ApiRole, LastOfficer, NewToken, TokenStore};
+use crate::app::{Appliance, DataDir, Options};
 use crate::audit::AuditSink;
 use crate::clock::Clock;
 use crate::error::Result;
@@ -65,20 +66,17 @@ fn print_new(t: &NewToken) {
     println!("{}", t.secret.as_str());
 }
 
-/// Entry point of `mpcp-pa tokens`: the store and audit log of `data_dir`.
-pub fn main(data_dir: &std::path::Path, args: TokensArgs) -> Result<ExitCode> {
-    let store = Store::open(&crate::store::store_path(data_dir)).map_err(|e| {
-        crate::error::Error::new(
-            e.code,
-            format!(
-                "{} (is the service running? it holds the store lock)",
-                e.message
-            ),
-        )
-    })?;
-    let clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(crate::clock::SystemClock);
-    let log = super::serve::open_audit(&store, clock.clone())?;
-    run(args, &store, &log, clock.as_ref())
+/// Entry point of `mpcp-pa tokens`: the store and audit log of `dir`.
+pub fn main(dir: &DataDir, args: TokensArgs) -> Result<ExitCode> {
+    let mut app = Appliance::new(
+        dir.clone(),
+        Options {
+            store_lock_hint: Some("is the service running? it holds the store lock".into()),
+            ..Options::default()
+        },
+    );
+    let log = app.audit()?;
+    run(args, &app.store()?, log.as_ref(), app.clock().as_ref())
 }
 
 /// Runs a token subcommand against `store`, committing each change with its entry through

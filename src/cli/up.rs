@@ -13,21 +13,18 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Args;
 
 use crate::api::tokens::TokenStore;
-use crate::clock::{Clock, SystemClock};
+use crate::app::{Appliance, DataDir, Options};
 use crate::crypto::Alg;
 use crate::error::Result;
 use crate::events::Actor;
-use crate::hsm::dev::{CONFIG_FILE, init_dev};
-use crate::hsm::{HsmBackend, HsmConfig};
-use crate::keys::{KeyRegistry, KeyRole};
-use crate::store::{Store, store_path};
+use crate::hsm::dev::SOFTHSM2_MODULE;
+use crate::keys::KeyRole;
 
-use super::serve::{ServeArgs, open_audit, serve_cmd};
+use super::serve::{ServeArgs, serve_cmd};
 
 /// Arguments of `mpcp-pa up`: those of `serve`.
 #[derive(Debug, Args)]
@@ -47,23 +44,28 @@ pub struct Prepared {
 
 /// Creates what DATA_DIR lacks (see the module doc). The bootstrap token, if created, is
 /// printed on stdout here, the only time it is ever shown.
-pub fn prepare(data_dir: &Path, serve: &ServeArgs) -> Result<Prepared> {
+pub fn prepare(dir: &DataDir, serve: &ServeArgs) -> Result<Prepared> {
     let mut out = Prepared::default();
-    let config_path = data_dir.join(CONFIG_FILE);
-    if !config_path.exists() {
-        let init = init_dev(data_dir)?;
+    let mut app = Appliance::new(
+        dir.clone(),
+        Options {
+            algorithm_policy: serve.algorithm_policy.clone(),
+            ..Options::default()
+        },
+    );
+    if let Some(init) = app.create_dev_hsm_if_missing(Path::new(SOFTHSM2_MODULE))? {
         out.actions.extend(init.actions);
         out.actions.push(format!(
             "development SoftHSM2 tokens in {} (their PINs are in files: development only)",
-            data_dir.display()
+            dir.root().display()
         ));
     }
-    let backend = Arc::new(HsmBackend::open(&HsmConfig::load(&config_path)?)?);
-    let store = Store::open(&store_path(data_dir))?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let audit = Arc::new(open_audit(&store, clock.clone())?);
-    let policy = Arc::new(super::keys::load_policy(serve.algorithm_policy.as_deref())?);
-    let registry = KeyRegistry::new(&store, backend, audit.clone(), clock.clone(), policy)?;
+    app.hsm()?;
+    let store = app.store()?;
+    let audit = app.audit()?;
+    app.policy()?;
+    let registry = app.registry()?;
+    let clock = app.clock();
     let actor = Actor::cli();
     for role in KeyRole::ALL {
         if registry.list_role(role)?.is_empty() {
@@ -94,8 +96,8 @@ pub fn prepare(data_dir: &Path, serve: &ServeArgs) -> Result<Prepared> {
 }
 
 /// Entry point of `mpcp-pa up`.
-pub fn up_cmd(data_dir: &Path, a: UpArgs) -> Result<ExitCode> {
-    let prepared = prepare(data_dir, &a.serve)?;
+pub fn up_cmd(dir: &DataDir, a: UpArgs) -> Result<ExitCode> {
+    let prepared = prepare(dir, &a.serve)?;
     for line in &prepared.actions {
         eprintln!("first use: {line}");
     }
@@ -115,5 +117,5 @@ pub fn up_cmd(data_dir: &Path, a: UpArgs) -> Result<ExitCode> {
          {scheme}://{}/.well-known/mpcp-keys.json",
         a.serve.listen
     );
-    serve_cmd(data_dir, a.serve)
+    serve_cmd(dir, a.serve)
 }

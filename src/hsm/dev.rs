@@ -27,10 +27,54 @@ use crate::seams::key_role::KeyRole;
 
 /// Where Debian/Ubuntu install the SoftHSM2 PKCS#11 module.
 pub const SOFTHSM2_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-/// The HSM configuration file inside a data directory.
-pub const CONFIG_FILE: &str = "pkcs11.toml";
-/// The SoftHSM2 configuration file inside a data directory.
-pub const SOFTHSM2_CONF_FILE: &str = "softhsm2.conf";
+
+/// Where the development tokens and their files go. The appliance's layout comes from
+/// `crate::app::DataDir::dev_layout`; this module only writes to the paths it is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevLayout {
+    /// The directory holding everything below (created if missing).
+    pub dir: PathBuf,
+    /// The HSM configuration file written (`pkcs11.toml`).
+    pub config: PathBuf,
+    /// The SoftHSM2 configuration file written and bound for this process.
+    pub softhsm2_conf: PathBuf,
+    /// SoftHSM2's token directory (created 0700).
+    pub tokens: PathBuf,
+    /// The directory of the PIN files (created 0700).
+    pub secrets: PathBuf,
+}
+
+impl DevLayout {
+    /// The layout of an appliance data directory `dir` (already resolved): the same paths as
+    /// `crate::app::DataDir::dev_layout`, kept for callers that hold only a path.
+    pub fn in_dir(dir: &Path) -> DevLayout {
+        DevLayout {
+            dir: dir.to_path_buf(),
+            config: dir.join("pkcs11.toml"),
+            softhsm2_conf: dir.join("softhsm2.conf"),
+            tokens: dir.join("tokens"),
+            secrets: dir.join("secrets"),
+        }
+    }
+
+    /// `path` as written into the configuration: relative to the configuration's directory
+    /// when inside it (so the data directory can move), absolute otherwise.
+    fn config_relative(&self, path: &Path) -> String {
+        let base = self.config.parent().unwrap_or(Path::new(""));
+        path.strip_prefix(base)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// Creates `dir` if missing and resolves it (symbolic links, `..`), as the development
+/// layout is written with the resolved path.
+pub fn resolve_dir(dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| io_err("cannot create directory", dir, e))?;
+    dir.canonicalize()
+        .map_err(|e| io_err("cannot resolve", dir, e))
+}
 
 /// The label of the development token of `role`.
 pub fn token_label(role: KeyRole) -> String {
@@ -108,7 +152,7 @@ fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-fn config_text(module: &Path) -> String {
+fn config_text(module: &Path, layout: &DevLayout) -> String {
     let mut t = String::from(
         "# HSM configuration written by `mpcp-pa hsm init-dev` (DEVELOPMENT ONLY).\n\
          # PINs are never stored here: each token's user PIN is in a 0600 file under secrets/.\n",
@@ -119,14 +163,14 @@ fn config_text(module: &Path) -> String {
     ));
     t.push_str(&format!(
         "softhsm2_conf = {}\n",
-        toml_str(SOFTHSM2_CONF_FILE)
+        toml_str(&layout.config_relative(&layout.softhsm2_conf))
     ));
     t.push_str("pool_size = 4\ncall_timeout_ms = 5000\n");
     for role in KeyRole::ALL {
         t.push_str(&format!(
             "\n[tokens.{label}]\npin_file = {pin}\n",
             label = token_label(role),
-            pin = toml_str(&format!("secrets/{role}.user.pin")),
+            pin = toml_str(&layout.config_relative(&user_pin_file(layout, role))),
         ));
     }
     for role in KeyRole::ALL {
@@ -139,26 +183,38 @@ fn config_text(module: &Path) -> String {
     t
 }
 
+fn user_pin_file(layout: &DevLayout, role: KeyRole) -> PathBuf {
+    layout.secrets.join(format!("{role}.user.pin"))
+}
+
+fn so_pin_file(layout: &DevLayout, role: KeyRole) -> PathBuf {
+    layout.secrets.join(format!("{role}.so.pin"))
+}
+
 /// Initialises development tokens in `dir` using the PKCS#11 module at `module` (a SoftHSM2
-/// build). Idempotent; see the module documentation.
+/// build), in the layout [`DevLayout::in_dir`]. Idempotent; see the module documentation.
 pub fn init_dev_with_module(dir: &Path, module: &Path) -> Result<DevInit> {
+    init_dev_in(&DevLayout::in_dir(&resolve_dir(dir)?), module)
+}
+
+/// Initialises development tokens at the paths of `layout` using the PKCS#11 module at
+/// `module` (a SoftHSM2 build). Idempotent; see the module documentation.
+pub fn init_dev_in(layout: &DevLayout, module: &Path) -> Result<DevInit> {
     let mut actions = Vec::new();
+    let dir = &layout.dir;
     std::fs::create_dir_all(dir).map_err(|e| io_err("cannot create directory", dir, e))?;
-    let dir = dir
-        .canonicalize()
-        .map_err(|e| io_err("cannot resolve", dir, e))?;
-    let tokens = dir.join("tokens");
-    let secrets = dir.join("secrets");
-    for d in [&tokens, &secrets] {
+    let tokens = &layout.tokens;
+    let secrets = &layout.secrets;
+    for d in [tokens, secrets] {
         if !d.exists() {
             private_dir(d)?;
             actions.push(format!("created {}", d.display()));
         }
     }
-    let conf = dir.join(SOFTHSM2_CONF_FILE);
+    let conf = &layout.softhsm2_conf;
     if !conf.exists() {
         write_atomic(
-            &conf,
+            conf,
             &format!(
                 "# SoftHSM2 configuration of this data directory (written by mpcp-pa hsm init-dev).\n\
                  directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n\
@@ -168,23 +224,15 @@ pub fn init_dev_with_module(dir: &Path, module: &Path) -> Result<DevInit> {
         )?;
         actions.push(format!("wrote {}", conf.display()));
     }
-    bind_softhsm2_conf(&conf)?;
+    bind_softhsm2_conf(conf)?;
     let m = Module::load(module)?;
     let p11 = m.ctx();
 
     for role in KeyRole::ALL {
         let label = token_label(role);
         let ctx = |what: &str| format!("token {label:?}: {what}");
-        let (so, so_new) = pin_file(
-            &secrets.join(format!("{role}.so.pin")),
-            &label,
-            &mut actions,
-        )?;
-        let (user, user_new) = pin_file(
-            &secrets.join(format!("{role}.user.pin")),
-            &label,
-            &mut actions,
-        )?;
+        let (so, so_new) = pin_file(&so_pin_file(layout, role), &label, &mut actions)?;
+        let (user, user_new) = pin_file(&user_pin_file(layout, role), &label, &mut actions)?;
 
         let mut existing = None;
         let mut blank = None;
@@ -240,9 +288,9 @@ pub fn init_dev_with_module(dir: &Path, module: &Path) -> Result<DevInit> {
         actions.push(format!("set the user PIN of token {label:?}"));
     }
 
-    let config_path = dir.join(CONFIG_FILE);
+    let config_path = layout.config.clone();
     if !config_path.exists() {
-        write_atomic(&config_path, &config_text(module))?;
+        write_atomic(&config_path, &config_text(module, layout))?;
         actions.push(format!("wrote {}", config_path.display()));
     }
     let config = HsmConfig::load(&config_path)?;
@@ -259,7 +307,8 @@ mod tests {
 
     #[test]
     fn written_config_is_valid_and_pin_free() {
-        let text = config_text(Path::new("/usr/lib/softhsm/libsofthsm2.so"));
+        let layout = DevLayout::in_dir(Path::new("/data"));
+        let text = config_text(Path::new("/usr/lib/softhsm/libsofthsm2.so"), &layout);
         let c = HsmConfig::parse(&text, Path::new("/data")).unwrap();
         assert_eq!(c.tokens.len(), 3);
         assert!(!c.allow_shared_tokens);
