@@ -12,13 +12,17 @@
 //! Every route the service answers is listed once, in [`routes::table`]; the router is built
 //! from that table and the OpenAPI document is checked against it.
 
+pub mod artifacts;
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod extract;
 pub mod head;
 pub mod idempotency;
+pub mod issuance;
 pub mod ratelimit;
 pub mod refusals;
+pub mod respond;
 pub mod routes;
 pub mod server;
 pub mod signing;
@@ -128,7 +132,7 @@ struct Inner {
     tokens: tokens::TokenStore,
     rate: ratelimit::RateLimiter,
     idempotency: idempotency::IdempotencyStore,
-    artifacts: routes::ArtifactStore,
+    artifacts: artifacts::ArtifactStore,
     checkpointer: Arc<Checkpointer>,
     publisher: Arc<KeyPublisher>,
     public_cache_control: axum::http::HeaderValue,
@@ -163,7 +167,7 @@ impl AppState {
         // Purged against the audit log's last entry as well as the wall clock: a clock that
         // jumped ahead must not erase the records that make retries replay.
         idempotency.purge_expired(parts.clock.as_ref(), parts.audit.last_entry_time())?;
-        let artifacts = routes::ArtifactStore::open(&parts.store)?;
+        let artifacts = artifacts::ArtifactStore::open(&parts.store)?;
         let public_cache_control = axum::http::HeaderValue::from_str(&format!(
             "public, max-age={}",
             config.public_max_age.as_secs()
@@ -262,7 +266,7 @@ impl AppState {
         &self.0.store
     }
     /// Policies, grants, allowlists and bundles issued by this PA.
-    pub fn artifacts(&self) -> &routes::ArtifactStore {
+    pub fn artifacts(&self) -> &artifacts::ArtifactStore {
         &self.0.artifacts
     }
     /// `Cache-Control` of the public documents (built once).

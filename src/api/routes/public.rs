@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::json_response;
+use crate::api::respond::json_response;
 use crate::api::AppState;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::signing::blocking;
