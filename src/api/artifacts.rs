@@ -96,4 +96,3 @@ pub fn random_id(prefix: &str) -> Result<String> {
         .map_err(|e| Error::new(ErrorCode::Internal, format!("system RNG failed: {e}")))?;
     Ok(format!("{prefix}-{}", hex::encode(b)))
 }
-

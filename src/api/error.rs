@@ -78,11 +78,9 @@ pub fn http_status(code: ErrorCode) -> u16 {
         MethodNotAllowed => 405,
         RequestTimeout => 408,
         UriTooLong => 414,
-        IdempotencyConflict
-        | Conflict
-        | KeyStateInvalid
-        | TokenSecretNotReplayed
-        | LastOfficer => 409,
+        IdempotencyConflict | Conflict | KeyStateInvalid | TokenSecretNotReplayed | LastOfficer => {
+            409
+        }
         PayloadTooLarge | JsonTooLarge => 413,
         UnsupportedMediaType => 415,
         RateLimited => 429,

@@ -85,4 +85,3 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>> {
         }),
     }
 }
-

@@ -31,4 +31,3 @@ pub fn replayed(rec: StoredResponse) -> Response {
         .insert("idempotent-replayed", HeaderValue::from_static("true"));
     r
 }
-

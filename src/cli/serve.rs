@@ -454,9 +454,7 @@ pub fn serve_cmd(data_dir: &Path, a: ServeArgs) -> Result<ExitCode> {
     let state = AppState::new(
         ServiceParts {
             store: store.clone(),
-            sink: audit.clone(),
-            audit: audit.clone(),
-            keys: registry.clone(),
+            audit: crate::api::AuditHandle::new(audit.clone()),
             registry: registry.clone(),
             clock: clock.clone(),
             readiness,

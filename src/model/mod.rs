@@ -53,7 +53,7 @@ fn deserialize_error(
     e: &serde_path_to_error::Error<serde_value::DeserializerError>,
 ) -> Error {
     use serde_value::DeserializerError as D;
-    let last = e.path().iter().last().and_then(|s| match s {
+    let last = e.path().iter().next_back().and_then(|s| match s {
         serde_path_to_error::Segment::Map { key } => Some(key.clone()),
         _ => None,
     });

@@ -164,7 +164,11 @@ impl IssueContext {
         why: impl FnOnce() -> String,
     ) -> Result<()> {
         if expires - self.now > ceiling {
-            return Err(Error::field(ErrorCode::LifetimeExceeded, "expiresAt", why()));
+            return Err(Error::field(
+                ErrorCode::LifetimeExceeded,
+                "expiresAt",
+                why(),
+            ));
         }
         Ok(())
     }

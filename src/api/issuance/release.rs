@@ -189,4 +189,3 @@ where
     drop(held);
     Ok(bytes_response(status, bytes))
 }
-

@@ -24,9 +24,9 @@ use serde_json::{Value, json};
 
 use crate::api::AppState;
 use crate::api::body::{NoParameters, OptionalStrictJson, parse_request};
+use crate::api::error::ApiResult;
 use crate::api::extract::ApiQuery;
 use crate::api::respond::json_response;
-use crate::api::error::ApiResult;
 use crate::api::signing::blocking;
 use crate::audit::{Hash, StoredCheckpoint, Vkey};
 use crate::canonical::parse_strict;
@@ -71,9 +71,7 @@ fn checkpoint_json(cp: &StoredCheckpoint, registry: &KeyRegistry) -> Result<Valu
 }
 
 /// `GET /v1/audit/checkpoint`.
-pub async fn checkpoint(
-    State(state): State<AppState>,
-) -> ApiResult<Response> {
+pub async fn checkpoint(State(state): State<AppState>) -> ApiResult<Response> {
     let log = state.audit().clone();
     let registry = state.registry().clone();
     let out = blocking(move || {

@@ -28,10 +28,10 @@ use serde::Deserialize;
 use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::body::{OptionalStrictJson, StrictJson, non_empty, parse_request, present};
+use crate::api::error::ApiResult;
 use crate::api::extract::{ApiPath, IdempotentRequest};
 use crate::api::issuance::{Issued, issue_idempotent};
 use crate::api::respond::json_response;
-use crate::api::error::ApiResult;
 use crate::api::signing::blocking;
 use crate::crypto::Alg;
 use crate::error::{Error, ErrorCode, Result};
@@ -50,10 +50,7 @@ fn issued<T>(p: Prepared<T>, body: impl FnOnce(&T) -> Result<Value>) -> Result<I
 }
 
 /// `GET /v1/keys`.
-pub async fn list(
-    State(state): State<AppState>,
-    _caller: Caller,
-) -> ApiResult<Response> {
+pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<Response> {
     let reg = state.registry().clone();
     let records = blocking(move || reg.list()).await?;
     let keys = records
@@ -78,16 +75,22 @@ pub async fn rotate(
         .map(|a| Alg::parse(&a).map_err(|e| e.within("alg")))
         .transpose()?;
     let (reg, actor) = (state.registry().clone(), caller.actor());
-    issue_idempotent(&state, &caller.principal, &request, body, |_, _| async move {
-        let p = blocking(move || reg.prepare_rotate(&actor, role, kid.as_deref(), alg)).await?;
-        issued(p, |r| {
-            Ok(json!({
-                "activated": record_json(&r.activated)?,
-                "retired": r.retired.as_ref().map(record_json).transpose()?,
-                "generated": r.generated,
-            }))
-        })
-    })
+    issue_idempotent(
+        &state,
+        &caller.principal,
+        &request,
+        body,
+        |_, _| async move {
+            let p = blocking(move || reg.prepare_rotate(&actor, role, kid.as_deref(), alg)).await?;
+            issued(p, |r| {
+                Ok(json!({
+                    "activated": record_json(&r.activated)?,
+                    "retired": r.retired.as_ref().map(record_json).transpose()?,
+                    "generated": r.generated,
+                }))
+            })
+        },
+    )
     .await
 }
 
@@ -102,10 +105,16 @@ pub async fn revoke(
     let RevokeRequest { reason } = parse_request(&body)?;
     non_empty(&reason, "reason")?;
     let (reg, actor) = (state.registry().clone(), caller.actor());
-    issue_idempotent(&state, &caller.principal, &request, body, |_, _| async move {
-        let p = blocking(move || reg.prepare_revoke(&actor, &kid, &reason)).await?;
-        issued(p, |r| Ok(json!({"key": record_json(r)?})))
-    })
+    issue_idempotent(
+        &state,
+        &caller.principal,
+        &request,
+        body,
+        |_, _| async move {
+            let p = blocking(move || reg.prepare_revoke(&actor, &kid, &reason)).await?;
+            issued(p, |r| Ok(json!({"key": record_json(r)?})))
+        },
+    )
     .await
 }
 
@@ -133,10 +142,16 @@ pub async fn destroy(
         .into());
     }
     let (reg, actor) = (state.registry().clone(), caller.actor());
-    issue_idempotent(&state, &caller.principal, &request, body, |_, _| async move {
-        let p = blocking(move || reg.prepare_schedule_destroy(&actor, &kid, wait)).await?;
-        issued(p, |r| Ok(json!({"key": record_json(r)?})))
-    })
+    issue_idempotent(
+        &state,
+        &caller.principal,
+        &request,
+        body,
+        |_, _| async move {
+            let p = blocking(move || reg.prepare_schedule_destroy(&actor, &kid, wait)).await?;
+            issued(p, |r| Ok(json!({"key": record_json(r)?})))
+        },
+    )
     .await
 }
 

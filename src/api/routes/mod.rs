@@ -314,4 +314,3 @@ async fn common_headers(mut resp: Response) -> Response {
     }
     resp
 }
-

@@ -21,9 +21,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::api::respond::json_response;
 use crate::api::AppState;
 use crate::api::error::{ApiError, ApiResult};
+use crate::api::respond::json_response;
 use crate::api::signing::blocking;
 use crate::error::{Error, ErrorCode};
 use crate::keys::publication::PublishedDocument;

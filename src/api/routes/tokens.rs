@@ -27,10 +27,10 @@ use serde::Deserialize;
 use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::body::{NoParameters, OptionalStrictJson, StrictJson, non_empty, parse_request};
+use crate::api::error::{ApiResult, error_body};
 use crate::api::extract::{ApiPath, IdempotentRequest};
 use crate::api::issuance::{Issued, issue_idempotent};
 use crate::api::respond::json_response;
-use crate::api::error::{ApiResult, error_body};
 use crate::api::signing::blocking;
 use crate::api::tokens::{ApiRole, NewToken, TokenRecord};
 use crate::error::{Error, ErrorCode};
@@ -60,10 +60,7 @@ pub fn secret_not_replayed(t: &NewToken) -> Error {
 }
 
 /// `GET /v1/tokens`.
-pub async fn list(
-    State(state): State<AppState>,
-    _caller: Caller,
-) -> ApiResult<Response> {
+pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<Response> {
     let tokens = state.tokens().clone();
     let records = blocking(move || tokens.list()).await?;
     let list: Vec<Value> = records.iter().map(public_view).collect();
@@ -81,22 +78,32 @@ pub async fn create(
     non_empty(&name, "name")?;
     let role = ApiRole::parse(non_empty(&role, "role")?)
         .map_err(|e| Error::field(ErrorCode::SchemaInvalid, "role", e.message))?;
-    let (tokens, clock, actor) = (state.tokens().clone(), state.clock().clone(), caller.actor());
-    issue_idempotent(&state, &caller.principal, &request, body, |_, _| async move {
-        let c =
-            blocking(move || tokens.prepare_create(&name, role, &actor, clock.as_ref())).await?;
-        let t = &c.outcome;
-        let replay = error_body(&secret_not_replayed(t));
-        let response = json!({
-            "name": t.name,
-            "role": t.role.as_str(),
-            "token": t.secret.as_str(),
-        });
-        Ok(
-            Issued::new(StatusCode::CREATED, response, c.actor, c.event, c.writes)
-                .replaying(StatusCode::CONFLICT, replay),
-        )
-    })
+    let (tokens, clock, actor) = (
+        state.tokens().clone(),
+        state.clock().clone(),
+        caller.actor(),
+    );
+    issue_idempotent(
+        &state,
+        &caller.principal,
+        &request,
+        body,
+        |_, _| async move {
+            let c = blocking(move || tokens.prepare_create(&name, role, &actor, clock.as_ref()))
+                .await?;
+            let t = &c.outcome;
+            let replay = error_body(&secret_not_replayed(t));
+            let response = json!({
+                "name": t.name,
+                "role": t.role.as_str(),
+                "token": t.secret.as_str(),
+            });
+            Ok(
+                Issued::new(StatusCode::CREATED, response, c.actor, c.event, c.writes)
+                    .replaying(StatusCode::CONFLICT, replay),
+            )
+        },
+    )
     .await
 }
 
@@ -109,18 +116,28 @@ pub async fn revoke(
     OptionalStrictJson(body): OptionalStrictJson,
 ) -> ApiResult<Response> {
     let NoParameters {} = parse_request(&body)?;
-    let (tokens, clock, actor) = (state.tokens().clone(), state.clock().clone(), caller.actor());
-    issue_idempotent(&state, &caller.principal, &request, body, |_, _| async move {
-        let c = blocking(move || tokens.prepare_revoke(&name, &actor, clock.as_ref())).await?;
-        let response = json!({"token": public_view(&c.outcome)});
-        Ok(Issued::new(
-            StatusCode::OK,
-            response,
-            c.actor,
-            c.event,
-            c.writes,
-        ))
-    })
+    let (tokens, clock, actor) = (
+        state.tokens().clone(),
+        state.clock().clone(),
+        caller.actor(),
+    );
+    issue_idempotent(
+        &state,
+        &caller.principal,
+        &request,
+        body,
+        |_, _| async move {
+            let c = blocking(move || tokens.prepare_revoke(&name, &actor, clock.as_ref())).await?;
+            let response = json!({"token": public_view(&c.outcome)});
+            Ok(Issued::new(
+                StatusCode::OK,
+                response,
+                c.actor,
+                c.event,
+                c.writes,
+            ))
+        },
+    )
     .await
 }
 
