@@ -1,5 +1,5 @@
 //! One error type for the whole appliance: a stable machine-readable code, a human message
-//! and, where it helps, the offending field. The HTTP layer maps [`ErrorCode::http_status`]
+//! and, where it helps, the offending field. The HTTP layer maps (`api::error::http_status`)
 //! and renders `{code, message, field?}`; the CLI prints the code. Messages never carry PINs,
 //! tokens or key material.
 
@@ -200,41 +200,6 @@ impl ErrorCode {
             LastOfficer => "LAST_OFFICER",
         }
     }
-
-    /// The HTTP status the service answers with for this code.
-    pub fn http_status(self) -> u16 {
-        use ErrorCode::*;
-        match self {
-            Unauthorized => 401,
-            Forbidden | ClientCertificateRequired | NotOwner => 403,
-            NotFound | KeyNotFound | RouteNotFound => 404,
-            MethodNotAllowed => 405,
-            RequestTimeout => 408,
-            UriTooLong => 414,
-            IdempotencyConflict
-            | Conflict
-            | KeyStateInvalid
-            | TokenSecretNotReplayed
-            | LastOfficer => 409,
-            PayloadTooLarge | JsonTooLarge => 413,
-            UnsupportedMediaType => 415,
-            RateLimited => 429,
-            HeadersTooLarge => 431,
-            HsmUnavailable | HsmTimeout | AuditUnavailable | StoreError | NotReady
-            | AuditKeyMissing | KeySetUnavailable | KeyMaterialMissing | ClockBehind => 503,
-            HsmError
-            | HsmPinInvalid
-            | HsmTokenNotFound
-            | HsmMechanismUnsupported
-            | HsmKeyAttributesUnsafe
-            | ConfigInvalid
-            | ClockJump
-            | Io
-            | Internal => 500,
-            AuditLogInvalid | AuditTimeBackwards | CheckpointInconsistent => 500,
-            _ => 400,
-        }
-    }
 }
 
 impl fmt::Display for ErrorCode {
@@ -295,9 +260,7 @@ mod tests {
     #[test]
     fn codes_render_stably() {
         assert_eq!(ErrorCode::KeyRevoked.as_str(), "KEY_REVOKED");
-        assert_eq!(ErrorCode::IdempotencyConflict.http_status(), 409);
         assert_eq!(ErrorCode::ClockBehind.as_str(), "CLOCK_BEHIND");
-        assert_eq!(ErrorCode::ClockBehind.http_status(), 503);
         assert_eq!(
             ErrorCode::AuditTimeBackwards.as_str(),
             "AUDIT_TIME_BACKWARDS"

@@ -251,7 +251,7 @@ fn sled_log_matches_reference_for_every_size_index_and_pair() {
         log.inclusion_proof_by_hash(&leaves[10], 10).unwrap_err(),
     ] {
         assert_eq!(e.code, ErrorCode::ProofOutOfRange, "{e}");
-        assert_eq!(e.code.http_status(), 400);
+        assert_eq!(mpcp_pa::api::error::http_status(e.code), 400);
     }
     assert_eq!(
         log.inclusion_proof_by_hash(&[0u8; 32], N).unwrap_err().code,

@@ -58,9 +58,7 @@ fn readyz_follows_token_login() {
         let state = AppState::new(
             ServiceParts {
                 store: store.clone(),
-                sink: audit.clone(),
-                audit: audit.clone(),
-                keys: registry.clone(),
+                audit: mpcp_pa::api::AuditHandle::new(audit.clone()),
                 registry,
                 clock,
                 readiness: probes,

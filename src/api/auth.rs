@@ -1,16 +1,17 @@
 //! Authentication and authorisation of requests: `Authorization: Bearer <token>` checked
 //! against the [`crate::api::tokens::TokenStore`], then the caller's rate limit, then the
-//! role the route requires. Handlers take an [`Auth<R>`] argument and get the principal as
-//! an audit [`crate::events::Actor`]. A missing, unknown or revoked token is 401; a valid token of
-//! another role is 403. Both are decided before the body is read. With mutual TLS configured
-//! for the issuer role, an issuer request over a connection without a verified client
-//! certificate is 403 CLIENT_CERTIFICATE_REQUIRED, whatever its token.
+//! role the route requires. The route table declares each route's [`Access`] once;
+//! [`authenticate`] enforces it as the route's layer, before any extractor of the handler
+//! runs (so before the body is read), and hands the handler the [`Caller`]. A missing,
+//! unknown or revoked token is 401; a valid token of another role is 403. With mutual TLS
+//! configured for the issuer role, an issuer request over a connection without a verified
+//! client certificate is 403 CLIENT_CERTIFICATE_REQUIRED, whatever its token.
 
-use std::marker::PhantomData;
-
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header;
 use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
@@ -19,63 +20,46 @@ use crate::audit::SideWrites;
 use crate::error::{Error, ErrorCode};
 use crate::events::{Actor, Event};
 
-/// A role a route requires.
-pub trait RequiredRole: Send + Sync + 'static {
-    /// The role.
-    const ROLE: ApiRole;
-    /// Further roles the route also admits (none for most routes).
-    const ALSO: &'static [ApiRole] = &[];
+/// Who may call a route: the role it requires and the further roles it also admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// The role the route requires.
+    pub role: ApiRole,
+    /// Further roles the route also admits (empty for most routes).
+    pub also: &'static [ApiRole],
 }
 
-/// Marker: the issuer role.
-#[derive(Debug)]
-pub struct Issuer;
-impl RequiredRole for Issuer {
-    const ROLE: ApiRole = ApiRole::Issuer;
+impl Access {
+    /// Whether a token of `role` passes.
+    pub fn admits(&self, role: ApiRole) -> bool {
+        self.role == role || self.also.contains(&role)
+    }
 }
 
-/// Marker: the security-officer role.
-#[derive(Debug)]
-pub struct SecurityOfficer;
-impl RequiredRole for SecurityOfficer {
-    const ROLE: ApiRole = ApiRole::SecurityOfficer;
-}
-
-/// Marker: the auditor role.
-#[derive(Debug)]
-pub struct Auditor;
-impl RequiredRole for Auditor {
-    const ROLE: ApiRole = ApiRole::Auditor;
-}
-
-/// Marker: the auditor role, or the security-officer role (audit checkpoints on demand).
-#[derive(Debug)]
-pub struct AuditorOrSecurityOfficer;
-impl RequiredRole for AuditorOrSecurityOfficer {
-    const ROLE: ApiRole = ApiRole::Auditor;
-    const ALSO: &'static [ApiRole] = &[ApiRole::SecurityOfficer];
-}
-
-/// Marker: the issuer role, or the security-officer role (emergency grant revocation).
-#[derive(Debug)]
-pub struct IssuerOrSecurityOfficer;
-impl RequiredRole for IssuerOrSecurityOfficer {
-    const ROLE: ApiRole = ApiRole::Issuer;
-    const ALSO: &'static [ApiRole] = &[ApiRole::SecurityOfficer];
-}
-
-/// An authenticated caller holding role `R`.
-#[derive(Debug)]
-pub struct Auth<R: RequiredRole> {
+/// The authenticated caller of a route, as [`authenticate`] admitted it. A handler of a
+/// route without an [`Access`] rule that asks for one is a wiring fault: 500, never a pass.
+#[derive(Debug, Clone)]
+pub struct Caller {
     /// The caller.
     pub principal: Principal,
-    _role: PhantomData<R>,
 }
 
-impl<R: RequiredRole> Auth<R> {
+impl Caller {
     /// The caller as the audit log records it.
     pub fn actor(&self) -> Actor {
         self.principal.actor()
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| ApiError::new(ErrorCode::Internal, "route declares no access rule"))
     }
 }
 
@@ -86,50 +70,62 @@ fn bearer(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-impl<R: RequiredRole> FromRequestParts<AppState> for Auth<R> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(token) = bearer(parts) else {
-            state.request_counters().unauthenticated();
-            return Err(ApiError::new(
-                ErrorCode::Unauthorized,
-                "missing, unknown or revoked API token",
-            ));
-        };
-        let principal = match state.tokens().authenticate(token) {
-            Ok(p) => p,
-            Err(e) => {
-                if e.code == ErrorCode::Unauthorized {
-                    state.request_counters().unauthenticated();
-                }
-                return Err(e.into());
-            }
-        };
-        if let Err(e) = admit::<R>(parts, state, &principal) {
-            return Err(refused(parts, state, &principal, e).await);
+/// The layer of every authenticated route: authenticates the bearer token, admits it under
+/// the route's `access`, and passes the [`Caller`] on to the handler; otherwise answers the
+/// refusal without running the handler.
+pub async fn authenticate(
+    State((state, access)): State<(AppState, Access)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    match caller(&mut parts, &state, access).await {
+        Ok(caller) => {
+            parts.extensions.insert(caller);
+            next.run(Request::from_parts(parts, body)).await
         }
-        if parts.method == axum::http::Method::GET {
-            state.request_counters().read();
-        }
-        Ok(Auth {
-            principal,
-            _role: PhantomData,
-        })
+        Err(e) => e.into_response(),
     }
+}
+
+async fn caller(parts: &mut Parts, state: &AppState, access: Access) -> Result<Caller, ApiError> {
+    let Some(token) = bearer(parts) else {
+        state.request_counters().unauthenticated();
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "missing, unknown or revoked API token",
+        ));
+    };
+    let principal = match state.tokens().authenticate(token) {
+        Ok(p) => p,
+        Err(e) => {
+            if e.code == ErrorCode::Unauthorized {
+                state.request_counters().unauthenticated();
+            }
+            return Err(e.into());
+        }
+    };
+    if let Err(e) = admit(parts, state, &principal, access) {
+        return Err(refused(parts, state, &principal, e).await);
+    }
+    if parts.method == axum::http::Method::GET {
+        state.request_counters().read();
+    }
+    Ok(Caller { principal })
 }
 
 /// The checks after authentication: the caller's rate limit (every authenticated request
 /// counts, refused ones included), the role, and the issuer's client certificate.
-fn admit<R: RequiredRole>(
+fn admit(
     parts: &Parts,
     state: &AppState,
     principal: &Principal,
+    access: Access,
 ) -> Result<(), Error> {
     state.rate_limiter().check(&principal.name)?;
-    if principal.role != R::ROLE && !R::ALSO.contains(&principal.role) {
-        let mut roles = vec![R::ROLE.as_str()];
-        roles.extend(R::ALSO.iter().map(|r| r.as_str()));
+    if !access.admits(principal.role) {
+        let mut roles = vec![access.role.as_str()];
+        roles.extend(access.also.iter().map(|r| r.as_str()));
         return Err(Error::new(
             ErrorCode::Forbidden,
             format!("this operation requires the {} role", roles.join(" or ")),

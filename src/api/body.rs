@@ -139,59 +139,41 @@ async fn read_limited(req: Request, limits: &Limits) -> Result<Vec<u8>> {
         })?
 }
 
-/// The body as an object whose members are all in `allowed` (closed schema): UNKNOWN_FIELD
-/// names the first stranger, SCHEMA_INVALID when the body is not an object.
-pub fn closed_object<'a>(value: &'a Value, allowed: &[&str]) -> Result<&'a Map<String, Value>> {
-    let obj = value.as_object().ok_or_else(|| {
-        Error::new(
-            ErrorCode::SchemaInvalid,
-            "request body must be a JSON object",
-        )
-    })?;
-    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+/// The body as the typed request `T` (see [`crate::model::from_value`]): closed request
+/// types refuse unknown members as UNKNOWN_FIELD, a missing or mistyped member is
+/// SCHEMA_INVALID at that member, a body that is not an object SCHEMA_INVALID.
+pub fn parse_request<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T> {
+    crate::model::from_value(body, "request body")
+}
+
+/// `value`, refused (SCHEMA_INVALID at `field`) when empty or only white space.
+pub fn non_empty<'a>(value: &'a str, field: &str) -> Result<&'a str> {
+    if value.trim().is_empty() {
         return Err(Error::field(
-            ErrorCode::UnknownField,
-            k.clone(),
-            format!("unknown member {k:?}"),
+            ErrorCode::SchemaInvalid,
+            field,
+            format!("{field} must not be empty"),
         ));
     }
-    Ok(obj)
+    Ok(value)
 }
 
-/// A required non-empty string member.
-pub fn required_str<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<&'a str> {
-    match obj.get(name) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
-        Some(Value::String(_)) => Err(Error::field(
-            ErrorCode::SchemaInvalid,
-            name,
-            format!("{name} must not be empty"),
-        )),
-        Some(_) => Err(Error::field(
-            ErrorCode::SchemaInvalid,
-            name,
-            format!("{name} must be a string"),
-        )),
-        None => Err(Error::field(
-            ErrorCode::SchemaInvalid,
-            name,
-            format!("{name} is required"),
-        )),
-    }
+/// For `#[serde(default, deserialize_with = "present")]` on an optional member: absent reads
+/// as `None`, while a `null` is parsed as a `T` (and refused unless `T` takes it), never read
+/// as absent.
+pub fn present<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
-/// An optional string member (absent or null reads as `None`).
-pub fn optional_str<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>> {
-    match obj.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(Error::field(
-            ErrorCode::SchemaInvalid,
-            name,
-            format!("{name} must be a string"),
-        )),
-    }
-}
+/// The body of a request that takes no parameters: `{}` (or no body where the route allows
+/// it); any member is refused as UNKNOWN_FIELD rather than ignored.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParameters {}
 
 #[cfg(test)]
 mod tests {
@@ -226,20 +208,47 @@ mod tests {
         );
     }
 
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct Reasoned {
+        reason: String,
+        #[serde(default, deserialize_with = "present")]
+        wait_days: Option<u64>,
+    }
+
     #[test]
-    fn closed_objects_name_the_stranger() {
-        let v = parse_strict(br#"{"reason":"x","extra":1}"#).unwrap();
-        let e = closed_object(&v, &["reason"]).unwrap_err();
+    fn typed_requests_name_the_member_by_kind() {
+        let field = |body: &[u8]| {
+            let e = parse_request::<Reasoned>(&parse_strict(body).unwrap()).unwrap_err();
+            (e.code, e.field)
+        };
+        let at = |f: &str| Some(f.to_string());
         assert_eq!(
-            (e.code, e.field.as_deref()),
-            (ErrorCode::UnknownField, Some("extra"))
+            field(br#"{"reason":"x","extra":1}"#),
+            (ErrorCode::UnknownField, at("extra"))
         );
-        let v = parse_strict(br#"{"reason":""}"#).unwrap();
-        let obj = closed_object(&v, &["reason"]).unwrap();
+        assert_eq!(field(br#"{}"#), (ErrorCode::SchemaInvalid, at("reason")));
         assert_eq!(
-            required_str(obj, "reason").unwrap_err().code,
-            ErrorCode::SchemaInvalid
+            field(br#"{"reason":5}"#),
+            (ErrorCode::SchemaInvalid, at("reason"))
         );
-        assert!(closed_object(&Value::from(1), &[]).is_err());
+        // `null` is not read as absent.
+        assert_eq!(
+            field(br#"{"reason":"x","waitDays":null}"#),
+            (ErrorCode::SchemaInvalid, at("waitDays"))
+        );
+        assert_eq!(
+            field(br#"{"reason":"x","waitDays":-1}"#),
+            (ErrorCode::SchemaInvalid, at("waitDays"))
+        );
+        assert_eq!(field(b"[1]"), (ErrorCode::SchemaInvalid, None));
+        let ok: Reasoned = parse_request(&parse_strict(br#"{"reason":"x"}"#).unwrap()).unwrap();
+        assert_eq!((ok.reason.as_str(), ok.wait_days), ("x", None));
+        assert_eq!(
+            non_empty(" ", "reason").unwrap_err().field.as_deref(),
+            Some("reason")
+        );
+        let e = parse_request::<NoParameters>(&parse_strict(br#"{"a":1}"#).unwrap()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownField);
     }
 }

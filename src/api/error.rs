@@ -1,5 +1,5 @@
 //! The one place where an appliance [`Error`] becomes an HTTP response: status from
-//! [`ErrorCode::http_status`], body `{code, message, field?}`. Handlers return
+//! [`http_status`], body `{code, message, field?}`. Handlers return
 //! `Result<_, ApiError>`; axum's own rejections never reach the client in their plain-text form.
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -47,7 +47,7 @@ pub fn error_body(e: &Error) -> Vec<u8> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.code.http_status())
+        let status = StatusCode::from_u16(http_status(self.0.code))
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (status, error_body(&self.0)).into_response();
         let h = resp.headers_mut();
@@ -65,6 +65,39 @@ impl IntoResponse for ApiError {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
+    }
+}
+
+/// The HTTP status the service answers with for `code`.
+pub fn http_status(code: ErrorCode) -> u16 {
+    use ErrorCode::*;
+    match code {
+        Unauthorized => 401,
+        Forbidden | ClientCertificateRequired | NotOwner => 403,
+        NotFound | KeyNotFound | RouteNotFound => 404,
+        MethodNotAllowed => 405,
+        RequestTimeout => 408,
+        UriTooLong => 414,
+        IdempotencyConflict | Conflict | KeyStateInvalid | TokenSecretNotReplayed | LastOfficer => {
+            409
+        }
+        PayloadTooLarge | JsonTooLarge => 413,
+        UnsupportedMediaType => 415,
+        RateLimited => 429,
+        HeadersTooLarge => 431,
+        HsmUnavailable | HsmTimeout | AuditUnavailable | StoreError | NotReady
+        | AuditKeyMissing | KeySetUnavailable | KeyMaterialMissing | ClockBehind => 503,
+        HsmError
+        | HsmPinInvalid
+        | HsmTokenNotFound
+        | HsmMechanismUnsupported
+        | HsmKeyAttributesUnsafe
+        | ConfigInvalid
+        | ClockJump
+        | Io
+        | Internal => 500,
+        AuditLogInvalid | AuditTimeBackwards | CheckpointInconsistent => 500,
+        _ => 400,
     }
 }
 
@@ -88,5 +121,8 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_slice(&error_body(&Error::new(ErrorCode::Internal, "m"))).unwrap();
         assert!(v.get("field").is_none());
+        assert_eq!(http_status(ErrorCode::IdempotencyConflict), 409);
+        assert_eq!(http_status(ErrorCode::ClockBehind), 503);
+        assert_eq!(http_status(ErrorCode::KeySetUnavailable), 503);
     }
 }

@@ -12,13 +12,17 @@
 //! Every route the service answers is listed once, in [`routes::table`]; the router is built
 //! from that table and the OpenAPI document is checked against it.
 
+pub mod artifacts;
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod extract;
 pub mod head;
 pub mod idempotency;
+pub mod issuance;
 pub mod ratelimit;
 pub mod refusals;
+pub mod respond;
 pub mod routes;
 pub mod server;
 pub mod signing;
@@ -87,20 +91,61 @@ impl ServiceConfig {
     }
 }
 
-/// The parts the service is built from.
+/// The audit log, and the sink that every append of the service goes through: the log
+/// itself, or a wrapper built from that very log (tests interpose failures). Built only by
+/// [`AuditHandle::new`] and [`AuditHandle::wrapped`], so the two always name one log.
+#[derive(Clone)]
+pub struct AuditHandle {
+    log: Arc<AuditLog>,
+    sink: Arc<dyn AuditSink>,
+}
+
+impl AuditHandle {
+    /// Appends go straight to `log`.
+    pub fn new(log: Arc<AuditLog>) -> AuditHandle {
+        AuditHandle {
+            sink: log.clone(),
+            log,
+        }
+    }
+
+    /// Appends go through the sink `wrap` builds around `log`; returns the handle and that
+    /// sink (for the caller to steer).
+    pub fn wrapped<S: AuditSink + 'static>(
+        log: Arc<AuditLog>,
+        wrap: impl FnOnce(Arc<AuditLog>) -> S,
+    ) -> (AuditHandle, Arc<S>) {
+        let sink = Arc::new(wrap(log.clone()));
+        (
+            AuditHandle {
+                log,
+                sink: sink.clone(),
+            },
+            sink,
+        )
+    }
+
+    /// The log, for reads, proofs, checkpoints and readiness.
+    pub fn log(&self) -> &Arc<AuditLog> {
+        &self.log
+    }
+
+    /// Where events are recorded durably, with the records that go with them.
+    pub fn sink(&self) -> &Arc<dyn AuditSink> {
+        &self.sink
+    }
+}
+
+/// The parts the service is built from, one handle each.
 pub struct ServiceParts {
     /// The shared store (the service keeps tokens, idempotency records and issued artifacts
     /// in its own trees).
     pub store: Store,
-    /// Where events are recorded durably, with the records that go with them: the audit log
-    /// (tests may wrap it).
-    pub sink: Arc<dyn AuditSink>,
-    /// The audit log, for the auditor's reads and readiness.
-    pub audit: Arc<AuditLog>,
-    /// The key registry's view of signing keys (what signing handlers use).
-    pub keys: Arc<dyn ActiveKeys>,
-    /// The key registry, for the security officer's key management. Its audit sink must
-    /// write to the same log as `sink`: key changes it prepares are committed through `sink`.
+    /// The audit log and the sink appends go through.
+    pub audit: AuditHandle,
+    /// The key registry: signing keys for handlers (behind the clock gate) and key
+    /// management for the security officer. Its audit sink must write to the same log as
+    /// `audit`: key changes it prepares are committed through `audit`'s sink.
     pub registry: Arc<KeyRegistry>,
     /// Time.
     pub clock: Arc<dyn Clock>,
@@ -111,8 +156,7 @@ pub struct ServiceParts {
 struct Inner {
     config: ServiceConfig,
     store: Store,
-    sink: Arc<dyn AuditSink>,
-    audit: Arc<AuditLog>,
+    audit: AuditHandle,
     keys: Arc<dyn ActiveKeys>,
     registry: Arc<KeyRegistry>,
     clock: Arc<dyn Clock>,
@@ -120,7 +164,7 @@ struct Inner {
     tokens: tokens::TokenStore,
     rate: ratelimit::RateLimiter,
     idempotency: idempotency::IdempotencyStore,
-    artifacts: routes::ArtifactStore,
+    artifacts: artifacts::ArtifactStore,
     checkpointer: Arc<Checkpointer>,
     publisher: Arc<KeyPublisher>,
     public_cache_control: axum::http::HeaderValue,
@@ -154,8 +198,8 @@ impl AppState {
             idempotency::IdempotencyStore::open(&parts.store, config.idempotency_ttl)?;
         // Purged against the audit log's last entry as well as the wall clock: a clock that
         // jumped ahead must not erase the records that make retries replay.
-        idempotency.purge_expired(parts.clock.as_ref(), parts.audit.last_entry_time())?;
-        let artifacts = routes::ArtifactStore::open(&parts.store)?;
+        idempotency.purge_expired(parts.clock.as_ref(), parts.audit.log().last_entry_time())?;
+        let artifacts = artifacts::ArtifactStore::open(&parts.store)?;
         let public_cache_control = axum::http::HeaderValue::from_str(&format!(
             "public, max-age={}",
             config.public_max_age.as_secs()
@@ -164,16 +208,16 @@ impl AppState {
         let publisher = Arc::new(
             KeyPublisher::new(
                 parts.registry.clone(),
-                parts.sink.clone(),
+                parts.audit.sink().clone(),
                 parts.clock.clone(),
                 config.keyset_lifetime,
             )
-            .with_gate(parts.audit.clone()),
+            .with_gate(parts.audit.log().clone()),
         );
         // Every signing handler goes through these keys: none signs with the clock behind.
         let keys: Arc<dyn ActiveKeys> = Arc::new(signing::GatedKeys {
-            inner: parts.keys,
-            gate: parts.audit.clone(),
+            inner: parts.registry.clone(),
+            gate: parts.audit.log().clone(),
         });
         let rate = ratelimit::RateLimiter::new(
             config.limits.requests_per_second_per_token,
@@ -181,13 +225,12 @@ impl AppState {
         );
         // Checkpoints are signed with the registry's active audit key.
         let checkpointer = Arc::new(Checkpointer::new(
-            parts.audit.clone(),
+            parts.audit.log().clone(),
             parts.registry.clone(),
         ));
         Ok(AppState(Arc::new(Inner {
             checkpointer,
             store: parts.store,
-            sink: parts.sink,
             audit: parts.audit,
             keys,
             registry: parts.registry,
@@ -239,11 +282,11 @@ impl AppState {
     }
     /// The durable event sink.
     pub fn sink(&self) -> &Arc<dyn AuditSink> {
-        &self.0.sink
+        self.0.audit.sink()
     }
     /// The audit log.
     pub fn audit(&self) -> &Arc<AuditLog> {
-        &self.0.audit
+        self.0.audit.log()
     }
     /// The audit checkpointer (the audit role's active key signs).
     pub fn checkpointer(&self) -> &Arc<Checkpointer> {
@@ -254,7 +297,7 @@ impl AppState {
         &self.0.store
     }
     /// Policies, grants, allowlists and bundles issued by this PA.
-    pub fn artifacts(&self) -> &routes::ArtifactStore {
+    pub fn artifacts(&self) -> &artifacts::ArtifactStore {
         &self.0.artifacts
     }
     /// `Cache-Control` of the public documents (built once).

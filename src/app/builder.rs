@@ -352,9 +352,7 @@ impl Appliance {
         let audit = self.audit()?;
         Ok(ServiceParts {
             store: self.store()?,
-            sink: audit.clone(),
-            audit,
-            keys: registry.clone(),
+            audit: crate::api::AuditHandle::new(audit),
             registry,
             clock: self.clock(),
             readiness,

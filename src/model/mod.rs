@@ -28,9 +28,11 @@ use time::OffsetDateTime;
 use crate::clock::parse_rfc3339;
 use crate::error::{Error, ErrorCode, Result};
 
-/// Deserialises a typed artifact from a strict value, mapping serde's messages to stable
-/// codes: unknown members of closed objects -> UNKNOWN_FIELD, anything else -> SCHEMA_INVALID,
-/// with the member name in `field` where serde names it.
+/// Deserialises a typed artifact (or a typed request) from a strict value, mapping serde's
+/// errors by their kind, never by their text: an unknown member of a closed object ->
+/// UNKNOWN_FIELD with that member in `field`; a missing member -> SCHEMA_INVALID with that
+/// member in `field`; a member of the wrong type or value -> SCHEMA_INVALID with the member
+/// (the last segment of its path) in `field`; anything else -> SCHEMA_INVALID.
 pub fn from_value<T: DeserializeOwned>(value: &Value, what: &str) -> Result<T> {
     if !value.is_object() {
         return Err(Error::new(
@@ -38,21 +40,35 @@ pub fn from_value<T: DeserializeOwned>(value: &Value, what: &str) -> Result<T> {
             format!("{what} must be a JSON object"),
         ));
     }
-    serde_json::from_value(value.clone()).map_err(|e| {
-        let msg = e.to_string();
-        let quoted = msg.split('`').nth(1).map(str::to_string);
-        let code = if msg.starts_with("unknown field") {
-            ErrorCode::UnknownField
-        } else {
-            ErrorCode::SchemaInvalid
-        };
-        Error {
-            code,
-            message: format!("{what}: {msg}"),
-            field: quoted
-                .filter(|_| msg.starts_with("unknown field") || msg.starts_with("missing field")),
+    // serde_json's own error keeps only a message; serde-value's deserializer reports which
+    // check failed, and serde_path_to_error where.
+    let tree = serde_value::to_value(value)
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("{what}: {e}")))?;
+    let de = serde_value::ValueDeserializer::<serde_value::DeserializerError>::new(tree);
+    serde_path_to_error::deserialize(de).map_err(|e| deserialize_error(what, &e))
+}
+
+fn deserialize_error(
+    what: &str,
+    e: &serde_path_to_error::Error<serde_value::DeserializerError>,
+) -> Error {
+    use serde_value::DeserializerError as D;
+    let last = e.path().iter().next_back().and_then(|s| match s {
+        serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+        _ => None,
+    });
+    let message = format!("{what}: {}", e.inner());
+    match e.inner() {
+        D::UnknownField(name, _) => Error::field(ErrorCode::UnknownField, name.clone(), message),
+        D::MissingField(name) => Error::field(ErrorCode::SchemaInvalid, *name, message),
+        D::InvalidType(..) | D::InvalidValue(..) | D::InvalidLength(..) | D::DuplicateField(_) => {
+            match last {
+                Some(f) => Error::field(ErrorCode::SchemaInvalid, f, message),
+                None => Error::new(ErrorCode::SchemaInvalid, message),
+            }
         }
-    })
+        D::UnknownVariant(..) | D::Custom(_) => Error::new(ErrorCode::SchemaInvalid, message),
+    }
 }
 
 /// Validates `version` of an artifact: only "1.0" is implemented.

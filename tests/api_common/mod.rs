@@ -211,19 +211,18 @@ impl Harness {
             .await
             .unwrap();
         }
-        let sink = Arc::new(SwitchableSink {
-            log: audit.clone(),
-            down: AtomicBool::new(false),
-        });
+        let (handle, sink) =
+            mpcp_pa::api::AuditHandle::wrapped(audit.clone(), |log| SwitchableSink {
+                log,
+                down: AtomicBool::new(false),
+            });
         let mut config = ServiceConfig::new("pa.test");
         config.limits = limits.clone();
         tune(&mut config);
         let state = AppState::new(
             ServiceParts {
                 store: store.clone(),
-                sink: sink.clone(),
-                audit: audit.clone(),
-                keys: registry.clone(),
+                audit: handle,
                 registry: registry.clone(),
                 clock,
                 readiness: Vec::new(),

@@ -6,120 +6,123 @@
 //! `GET /v1/destination-allowlists/{allowlistId}` serves the latest version.
 //!
 //! Ownership: the issuer token that creates a list (its first version) owns it; its name is
-//! recorded in [`super::trees::ALLOWLIST_OWNERS`] in the same append as that version. Only
+//! recorded in [`trees::ALLOWLIST_OWNERS`] in the same append as that version. Only
 //! the owner may publish later versions; another issuer gets 403 NOT_OWNER and nothing
 //! changes. A list from before owners were recorded has none and takes no new versions
 //! (publish it under a new id).
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::public::cacheable;
-use super::{ApiPath, IdempotentRequest, Issued, get_json, issue_idempotent};
 use crate::api::AppState;
-use crate::api::auth::{Auth, Issuer};
-use crate::api::body::{StrictJson, closed_object, required_str};
+use crate::api::artifacts::{get_json, not_owner, trees};
+use crate::api::body::{non_empty, present};
 use crate::api::error::ApiResult;
-use crate::api::signing::{blocking, sign_with_active, signing_hop};
+use crate::api::extract::ApiPath;
+use crate::api::issuance::{ArtifactKind, Draft, IssueContext, Record, Signed};
+use crate::api::signing::blocking;
 use crate::audit::SideWrites;
 use crate::canonical::{Domain, canonical_bytes, parse_strict};
-use crate::clock::{format_rfc3339, parse_rfc3339};
+use crate::clock::parse_rfc3339;
 use crate::error::{Error, ErrorCode, Result};
-use crate::events::{Actor, Event};
+use crate::events::Event;
 use crate::keys::KeyRole;
 use crate::model::{DestinationAllowlist, check_id, check_identifier};
 use crate::store::store_error;
 
-/// `POST /v1/destination-allowlists`.
-pub async fn issue(
-    State(state): State<AppState>,
-    auth: Auth<Issuer>,
-    request: IdempotentRequest,
-    StrictJson(body): StrictJson,
-) -> ApiResult<Response> {
-    let st = state.clone();
-    let b = body.clone();
-    let actor = auth.actor();
-    issue_idempotent(
-        &state,
-        &auth.principal,
-        &request,
-        &body,
-        |digest| async move { issue_inner(&st, b, digest, actor).await },
-    )
-    .await
+/// The body of `POST /v1/destination-allowlists`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AllowlistRequest {
+    /// MPCP version (default: the implemented one); a `null` is kept, for the model to
+    /// refuse, not read as absent.
+    #[serde(default, deserialize_with = "present")]
+    pub version: Option<Value>,
+    /// The list's id; its versions share it.
+    pub allowlist_id: String,
+    /// The destinations, as the model checks them.
+    pub destinations: Value,
+    /// Expiry, RFC 3339.
+    pub expires_at: String,
 }
 
-async fn issue_inner(
-    state: &AppState,
-    body: Value,
-    request_digest: String,
-    actor: Actor,
-) -> Result<Issued> {
-    let obj = closed_object(
-        &body,
-        &["version", "allowlistId", "destinations", "expiresAt"],
-    )?;
-    let id = required_str(obj, "allowlistId")?.to_string();
-    check_identifier(&id, "allowlistId")?;
-    // The clock first: with it behind the audit log, time checks below would judge the
-    // request against a wrong "now" (and nothing would be signed anyway).
-    crate::clock::SigningGate::check_signing_time(state.audit().as_ref())?;
-    let now = state.clock().now();
-    let expires = parse_rfc3339(required_str(obj, "expiresAt")?, "expiresAt")?;
-    if expires <= now {
-        return Err(Error::field(
-            ErrorCode::TimestampInvalid,
-            "expiresAt",
-            "expiresAt must be in the future",
-        ));
+/// Destination allowlists: versioned (`sequence`), owned by the issuer token that created
+/// the list, signed with the active grant-signing key; issuances are serialised so versions
+/// never collide or go back.
+#[derive(Debug)]
+pub struct Allowlists;
+
+/// The version after the stored one, and who may publish it.
+#[derive(Debug)]
+pub struct AllowlistFacts {
+    id: String,
+    sequence: u64,
+    previous: Option<Vec<u8>>,
+}
+
+impl ArtifactKind for Allowlists {
+    type Request = AllowlistRequest;
+    type Pending = Draft;
+    type Facts = AllowlistFacts;
+    const REQUEST: &'static str = "request body";
+    const ROLE: KeyRole = KeyRole::GrantSigning;
+    const DOMAIN: Domain = Domain::DestinationAllowlist;
+    const ISSUER_MEMBER: &'static str = "issuer";
+    const KID_MEMBER: &'static str = "issuerKeyId";
+    // A closed request: members the PA sets are unknown members there.
+    const PA_MEMBERS: &'static [&'static str] = &[];
+    const SERIAL: bool = true;
+
+    fn draft(ctx: &IssueContext, r: AllowlistRequest) -> Result<Draft> {
+        check_identifier(non_empty(&r.allowlist_id, "allowlistId")?, "allowlistId")?;
+        let expires = parse_rfc3339(non_empty(&r.expires_at, "expiresAt")?, "expiresAt")?;
+        ctx.require_future(expires)?;
+        let ceiling = ctx.state.config().max_allowlist_lifetime;
+        ctx.require_lifetime(expires, ceiling, || {
+            format!("an allowlist may live at most {} s", ceiling.as_secs())
+        })?;
+        let mut members = Map::new();
+        members.insert(
+            "version".into(),
+            r.version
+                .unwrap_or_else(|| Value::String(crate::MPCP_SPEC_VERSION.into())),
+        );
+        members.insert("allowlistId".into(), Value::String(r.allowlist_id));
+        members.insert("destinations".into(), r.destinations);
+        members.insert("expiresAt".into(), Value::String(r.expires_at));
+        ctx.stamp::<Self>(&mut members);
+        Ok(Draft {
+            // Checked by the model once the sequence is known.
+            version: String::new(),
+            members,
+        })
     }
-    if expires - now > state.config().max_allowlist_lifetime {
-        return Err(Error::field(
-            ErrorCode::LifetimeExceeded,
-            "expiresAt",
-            format!(
-                "an allowlist may live at most {} s",
-                state.config().max_allowlist_lifetime.as_secs()
-            ),
-        ));
-    }
-    let mut unsigned: Map<String, Value> = obj.clone();
-    unsigned
-        .entry("version")
-        .or_insert_with(|| Value::String(crate::MPCP_SPEC_VERSION.into()));
-    unsigned.insert(
-        "issuer".into(),
-        Value::String(state.config().issuer.clone()),
-    );
-    unsigned.insert("issuerKeyId".into(), Value::String("pending".into()));
-    unsigned.insert("issuedAt".into(), Value::String(format_rfc3339(now)));
-    // One allowlist version at a time (held until committed), so sequences never collide
-    // or go back; the commit also checks that the previous version is still the latest.
-    let serial = state.serial_lock().clone().lock_owned().await;
-    // One blocking hop: the previous version, the signer, the signature and its self-check.
-    let s = state.clone();
-    let key = id.clone();
-    let caller = actor.name.clone();
-    let (previous, sequence, signed, kid) = signing_hop(move || {
-        let previous = s
-            .artifacts()
+
+    fn check(ctx: &IssueContext, mut draft: Draft) -> Result<(Draft, AllowlistFacts)> {
+        let id = draft
+            .members
+            .get("allowlistId")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let artifacts = ctx.state.artifacts();
+        let previous = artifacts
             .allowlists
-            .get(key.as_bytes())
+            .get(id.as_bytes())
             .map_err(|e| store_error("read allowlist", e))?;
-        // Checked before signing: a refused version costs no HSM operation.
         if previous.is_some() {
-            let owner = s
-                .artifacts()
+            let owner = artifacts
                 .allowlist_owners
-                .get(key.as_bytes())
+                .get(id.as_bytes())
                 .map_err(|e| store_error("read allowlist owner", e))?
                 .map(|o| String::from_utf8_lossy(&o).into_owned());
-            if owner.as_deref() != Some(caller.as_str()) {
-                return Err(super::not_owner(
-                    &format!("destination allowlist {key:?}"),
+            if owner.as_deref() != Some(ctx.actor.name.as_str()) {
+                return Err(not_owner(
+                    &format!("destination allowlist {id:?}"),
                     "allowlistId",
                     owner.as_deref(),
                 ));
@@ -132,50 +135,49 @@ async fn issue_inner(
                 v.get("sequence").and_then(Value::as_u64).unwrap_or(0) + 1
             }
         };
-        unsigned.insert("sequence".into(), Value::from(sequence));
-        let parsed = DestinationAllowlist::from_value(&Value::Object(unsigned.clone()))?;
-        let (signed, kid) = sign_with_active(
-            s.keys().as_ref(),
-            KeyRole::GrantSigning,
-            "issuerKeyId",
-            Domain::DestinationAllowlist,
-            &parsed.version,
-            unsigned,
-        )?;
-        Ok((previous.map(|p| p.to_vec()), sequence, signed, kid))
-    })
-    .await?;
-    let mut writes = SideWrites::new();
-    if previous.is_none() {
-        // The first version makes the caller the owner (the serial lock orders creations;
-        // the condition guards against an owner recorded without a version).
-        writes.insert_new(
-            super::trees::ALLOWLIST_OWNERS,
-            id.clone(),
-            actor.name.clone(),
-            Error::new(ErrorCode::Conflict, "allowlist created concurrently"),
-        );
-    }
-    writes.swap(
-        super::trees::ALLOWLISTS,
-        id.clone(),
-        previous,
-        canonical_bytes(&signed)?,
-        Error::new(ErrorCode::Conflict, "allowlist changed concurrently"),
-    );
-    Ok(Issued::new(
-        StatusCode::CREATED,
-        signed,
-        actor,
-        Event::AllowlistIssued {
-            allowlist_id: id,
+        draft
+            .members
+            .insert("sequence".into(), Value::from(sequence));
+        let parsed = DestinationAllowlist::from_value(&Value::Object(draft.members.clone()))?;
+        draft.version = parsed.version;
+        let facts = AllowlistFacts {
+            id,
             sequence,
-            issuer_key_id: kid,
-            request_digest,
-        },
-        writes,
-    )
-    .holding(serial))
+            previous: previous.map(|p| p.to_vec()),
+        };
+        Ok((draft, facts))
+    }
+
+    fn record(ctx: &IssueContext, f: AllowlistFacts, signed: &Signed) -> Result<Record> {
+        let mut writes = SideWrites::new();
+        if f.previous.is_none() {
+            // The first version makes the caller the owner (the serial lock orders
+            // creations; the condition guards against an owner recorded without a version).
+            writes.insert_new(
+                trees::ALLOWLIST_OWNERS,
+                f.id.clone(),
+                ctx.actor.name.clone(),
+                Error::new(ErrorCode::Conflict, "allowlist created concurrently"),
+            );
+        }
+        writes.swap(
+            trees::ALLOWLISTS,
+            f.id.clone(),
+            f.previous,
+            signed.bytes.clone(),
+            Error::new(ErrorCode::Conflict, "allowlist changed concurrently"),
+        );
+        Ok(Record {
+            event: Event::AllowlistIssued {
+                allowlist_id: f.id,
+                sequence: f.sequence,
+                issuer_key_id: signed.kid.clone(),
+                request_digest: ctx.request_digest.clone(),
+            },
+            writes,
+            body_in: None,
+        })
+    }
 }
 
 /// `GET /v1/destination-allowlists/{allowlistId}`: the latest signed version.

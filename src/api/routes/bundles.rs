@@ -11,54 +11,125 @@
 //! every given filter, newest first.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::public::cacheable;
-use super::{ApiQuery, IdempotentRequest, Issued, issue_idempotent, random_id, refuse_pa_members};
 use crate::api::AppState;
-use crate::api::auth::{Auth, SecurityOfficer};
-use crate::api::body::StrictJson;
+use crate::api::artifacts::{random_id, trees};
 use crate::api::error::ApiResult;
-use crate::api::signing::{blocking, sign_with_active, signing_hop};
+use crate::api::extract::ApiQuery;
+use crate::api::issuance::{ArtifactKind, Draft, IssueContext, Record, Signed};
+use crate::api::signing::blocking;
 use crate::audit::SideWrites;
 use crate::bundle_profiles::PROFILE_MEMBER;
 use crate::canonical::{Domain, canonical_bytes, parse_strict};
-use crate::clock::{format_rfc3339, parse_rfc3339};
+use crate::clock::parse_rfc3339;
 use crate::error::{Error, ErrorCode, Result};
-use crate::events::{Actor, Event};
+use crate::events::Event;
 use crate::keys::KeyRole;
 use crate::model::TrustBundle;
 use crate::store::store_error;
 
-const PA_MEMBERS: [&str; 5] = [
-    "bundleIssuer",
-    "bundleKeyId",
-    "issuedAt",
-    "revokedGrantIds",
-    "signature",
-];
+/// Trust bundles: an open object signed with the root key (never the grant-signing key),
+/// listing the revoked, unexpired grants; its lifetime is bounded by its assurance profile.
+#[derive(Debug)]
+pub struct Bundles;
 
-/// `POST /v1/trust-bundles`.
-pub async fn issue(
-    State(state): State<AppState>,
-    auth: Auth<SecurityOfficer>,
-    request: IdempotentRequest,
-    StrictJson(body): StrictJson,
-) -> ApiResult<Response> {
-    let st = state.clone();
-    let b = body.clone();
-    let actor = auth.actor();
-    issue_idempotent(
-        &state,
-        &auth.principal,
-        &request,
-        &body,
-        |digest| async move { issue_inner(&st, b, digest, actor).await },
-    )
-    .await
+/// A bundle that passed its model and lifetime checks.
+#[derive(Debug)]
+pub struct PendingBundle {
+    draft: Draft,
+    bundle: TrustBundle,
+}
+
+impl ArtifactKind for Bundles {
+    type Request = Map<String, Value>;
+    type Pending = PendingBundle;
+    type Facts = String;
+    const REQUEST: &'static str = "request body";
+    const ROLE: KeyRole = KeyRole::Root;
+    const DOMAIN: Domain = Domain::TrustBundle;
+    const ISSUER_MEMBER: &'static str = "bundleIssuer";
+    const KID_MEMBER: &'static str = "bundleKeyId";
+    const PA_MEMBERS: &'static [&'static str] = &[
+        "bundleIssuer",
+        "bundleKeyId",
+        "issuedAt",
+        "revokedGrantIds",
+        "signature",
+    ];
+
+    fn draft(ctx: &IssueContext, mut members: Map<String, Value>) -> Result<PendingBundle> {
+        if !members.contains_key("bundleId") {
+            members.insert("bundleId".into(), Value::String(random_id("bundle")?));
+        }
+        members
+            .entry("version")
+            .or_insert_with(|| Value::String(crate::MPCP_SPEC_VERSION.into()));
+        ctx.stamp::<Self>(&mut members);
+        // Listed for real in `check`, against the store.
+        members.insert("revokedGrantIds".into(), json!([]));
+        let bundle = TrustBundle::from_value(&Value::Object(members.clone()))?;
+        let expires = parse_rfc3339(&bundle.expires_at, "expiresAt")?;
+        ctx.require_future(expires)?;
+        let profile = bundle_profile(&ctx.state, &bundle)?;
+        let ceiling = ctx.state.config().bundle_profiles.max_lifetime(&profile)?;
+        ctx.require_lifetime(expires, ceiling, || {
+            format!(
+                "a trust bundle of the {profile} assurance profile may live at most {} s",
+                ceiling.as_secs()
+            )
+        })?;
+        members.insert(PROFILE_MEMBER.into(), Value::String(profile));
+        Ok(PendingBundle {
+            draft: Draft {
+                version: bundle.version.clone(),
+                members,
+            },
+            bundle,
+        })
+    }
+
+    fn check(ctx: &IssueContext, p: PendingBundle) -> Result<(Draft, String)> {
+        let PendingBundle { mut draft, bundle } = p;
+        check_own_keys(&ctx.state, &bundle)?;
+        let revoked = super::grants::revoked_ids(&ctx.state)?;
+        draft
+            .members
+            .insert("revokedGrantIds".into(), json!(revoked));
+        if ctx
+            .state
+            .artifacts()
+            .bundles
+            .contains_key(&bundle.bundle_id)
+            .map_err(|e| store_error("read bundle", e))?
+        {
+            return Err(conflict(&bundle.bundle_id));
+        }
+        Ok((draft, bundle.bundle_id))
+    }
+
+    fn record(ctx: &IssueContext, bundle_id: String, signed: &Signed) -> Result<Record> {
+        let mut writes = SideWrites::new();
+        writes.insert_new(
+            trees::BUNDLES,
+            bundle_id.clone(),
+            signed.bytes.clone(),
+            conflict(&bundle_id),
+        );
+        Ok(Record {
+            event: Event::TrustBundleIssued {
+                bundle_id,
+                bundle_key_id: signed.kid.clone(),
+                request_digest: ctx.request_digest.clone(),
+            },
+            writes,
+            body_in: None,
+        })
+    }
 }
 
 /// The bundle's assurance profile: the one it names, else the configured default.
@@ -74,103 +145,6 @@ fn bundle_profile(state: &AppState, bundle: &TrustBundle) -> Result<String> {
     }
 }
 
-async fn issue_inner(
-    state: &AppState,
-    body: Value,
-    request_digest: String,
-    actor: Actor,
-) -> Result<Issued> {
-    let mut obj = body.as_object().cloned().ok_or_else(|| {
-        Error::new(
-            ErrorCode::SchemaInvalid,
-            "request body must be a JSON object",
-        )
-    })?;
-    refuse_pa_members(&obj, &PA_MEMBERS)?;
-    if !obj.contains_key("bundleId") {
-        obj.insert("bundleId".into(), Value::String(random_id("bundle")?));
-    }
-    obj.entry("version")
-        .or_insert_with(|| Value::String(crate::MPCP_SPEC_VERSION.into()));
-    // The clock first: with it behind the audit log, time checks below would judge the
-    // request against a wrong "now" (and nothing would be signed anyway).
-    crate::clock::SigningGate::check_signing_time(state.audit().as_ref())?;
-    let now = state.clock().now();
-    let s = state.clone();
-    let revoked = blocking(move || super::grants::revoked_ids(&s)).await?;
-    obj.insert(
-        "bundleIssuer".into(),
-        Value::String(state.config().issuer.clone()),
-    );
-    obj.insert("bundleKeyId".into(), Value::String("pending".into()));
-    obj.insert("issuedAt".into(), Value::String(format_rfc3339(now)));
-    obj.insert("revokedGrantIds".into(), json!(revoked));
-    let bundle = TrustBundle::from_value(&Value::Object(obj.clone()))?;
-    let expires = parse_rfc3339(&bundle.expires_at, "expiresAt")?;
-    if expires <= now {
-        return Err(Error::field(
-            ErrorCode::TimestampInvalid,
-            "expiresAt",
-            "expiresAt must be in the future",
-        ));
-    }
-    let profile = bundle_profile(state, &bundle)?;
-    let ceiling = state.config().bundle_profiles.max_lifetime(&profile)?;
-    if expires - now > ceiling {
-        return Err(Error::field(
-            ErrorCode::LifetimeExceeded,
-            "expiresAt",
-            format!(
-                "a trust bundle of the {profile} assurance profile may live at most {} s",
-                ceiling.as_secs()
-            ),
-        ));
-    }
-    obj.insert(PROFILE_MEMBER.into(), Value::String(profile));
-    check_own_keys(state, &bundle).await?;
-
-    // One blocking hop: the id check, the signer, the signature and its self-check.
-    let s = state.clone();
-    let (id, version) = (bundle.bundle_id.clone(), bundle.version.clone());
-    let signed = signing_hop(move || {
-        if s.artifacts()
-            .bundles
-            .contains_key(&id)
-            .map_err(|e| store_error("read bundle", e))?
-        {
-            return Err(conflict(&id));
-        }
-        sign_with_active(
-            s.keys().as_ref(),
-            KeyRole::Root,
-            "bundleKeyId",
-            Domain::TrustBundle,
-            &version,
-            obj,
-        )
-    })
-    .await?;
-    let (signed, kid) = signed;
-    let mut writes = SideWrites::new();
-    writes.insert_new(
-        super::trees::BUNDLES,
-        bundle.bundle_id.clone(),
-        canonical_bytes(&signed)?,
-        conflict(&bundle.bundle_id),
-    );
-    Ok(Issued::new(
-        StatusCode::CREATED,
-        signed,
-        actor,
-        Event::TrustBundleIssued {
-            bundle_id: bundle.bundle_id,
-            bundle_key_id: kid,
-            request_digest,
-        },
-        writes,
-    ))
-}
-
 fn conflict(id: &str) -> Error {
     Error::field(
         ErrorCode::Conflict,
@@ -180,7 +154,7 @@ fn conflict(id: &str) -> Error {
 }
 
 /// Keys embedded under the PA's own issuer must be its active grant-signing keys, exactly.
-async fn check_own_keys(state: &AppState, bundle: &TrustBundle) -> Result<()> {
+fn check_own_keys(state: &AppState, bundle: &TrustBundle) -> Result<()> {
     let own = &state.config().issuer;
     let entries: Vec<_> = bundle
         .issuers
@@ -191,8 +165,7 @@ async fn check_own_keys(state: &AppState, bundle: &TrustBundle) -> Result<()> {
     if entries.is_empty() {
         return Ok(());
     }
-    let keys = state.keys().clone();
-    let published = blocking(move || keys.published_keys(KeyRole::GrantSigning)).await?;
+    let published = state.keys().published_keys(KeyRole::GrantSigning)?;
     for (i, entry) in entries {
         for (j, k) in entry.keys.iter().enumerate() {
             let field = format!("issuers[{i}].keys[{j}]");

@@ -23,19 +23,25 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{
-    ApiPath, IdempotentRequest, Issued, IssuedBody, get_json, issue_idempotent, json_response,
-    random_id, refuse_pa_members,
-};
+use serde_json::Map;
+
 use crate::api::AppState;
-use crate::api::auth::{Auth, Issuer, IssuerOrSecurityOfficer};
-use crate::api::body::{StrictJson, closed_object, required_str};
+use crate::api::artifacts::{get_json, not_owner, random_id, trees};
+use crate::api::auth::Caller;
+use crate::api::body::{StrictJson, parse_request};
 use crate::api::error::ApiResult;
+use crate::api::extract::{ApiPath, IdempotentRequest};
 use crate::api::idempotency::BodyRef;
-use crate::api::signing::{blocking, sign_with_active, signing_hop};
+use crate::api::issuance::{
+    ArtifactKind, Draft, IssueContext, Issued, Record, Signed, issue_idempotent,
+};
+use crate::api::respond::json_response;
+use crate::api::signing::blocking;
 use crate::api::tokens::ApiRole;
 use crate::audit::SideWrites;
-use crate::canonical::{Domain, canonical_bytes};
+use crate::canonical::Domain;
+#[cfg(test)]
+use crate::canonical::canonical_bytes;
 use crate::clock::{format_rfc3339, parse_rfc3339};
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::Event;
@@ -61,27 +67,135 @@ pub struct GrantRecord {
     pub revocation_reason: Option<String>,
 }
 
-/// Members of a grant the PA sets itself.
-const PA_MEMBERS: [&str; 4] = ["issuer", "issuerKeyId", "issuedAt", "signature"];
+/// PolicyGrants: an open object (members this PA does not interpret are kept and signed),
+/// signed with the active grant-signing key, kept in [`trees::GRANTS`] with its issuer token.
+#[derive(Debug)]
+pub struct Grants;
 
-/// `POST /v1/grants`.
-pub async fn issue(
-    State(state): State<AppState>,
-    auth: Auth<Issuer>,
-    request: IdempotentRequest,
-    StrictJson(body): StrictJson,
-) -> ApiResult<Response> {
-    let st = state.clone();
-    let b = body.clone();
-    let actor = auth.actor();
-    issue_idempotent(
-        &state,
-        &auth.principal,
-        &request,
-        &body,
-        |digest| async move { issue_inner(&st, b, digest, actor).await },
-    )
-    .await
+/// A grant that passed its model checks, before the policy and id checks.
+#[derive(Debug)]
+pub struct PendingGrant {
+    draft: Draft,
+    grant_id: String,
+    policy_hash: String,
+    expires: time::OffsetDateTime,
+}
+
+/// What a grant's record needs.
+#[derive(Debug)]
+pub struct GrantFacts {
+    grant_id: String,
+    policy_hash: String,
+}
+
+impl ArtifactKind for Grants {
+    type Request = Map<String, Value>;
+    type Pending = PendingGrant;
+    type Facts = GrantFacts;
+    const REQUEST: &'static str = "request body";
+    const ROLE: KeyRole = KeyRole::GrantSigning;
+    const DOMAIN: Domain = Domain::PolicyGrant;
+    const ISSUER_MEMBER: &'static str = "issuer";
+    const KID_MEMBER: &'static str = "issuerKeyId";
+    const PA_MEMBERS: &'static [&'static str] = &["issuer", "issuerKeyId", "issuedAt", "signature"];
+
+    fn draft(ctx: &IssueContext, mut members: Map<String, Value>) -> Result<PendingGrant> {
+        if !members.contains_key("grantId") {
+            members.insert("grantId".into(), Value::String(random_id("grant")?));
+        }
+        ctx.stamp::<Self>(&mut members);
+        let members = Value::Object(members);
+        let grant = PolicyGrant::from_value(&members)?;
+        grant.validate()?;
+        let expires = parse_rfc3339(&grant.expires_at, "expiresAt")?;
+        ctx.require_future(expires)?;
+        // The appliance's own ceiling applies whatever the policy says (or when it says
+        // nothing).
+        let ceiling = ctx.state.config().max_grant_lifetime;
+        if (expires - ctx.now).whole_seconds()
+            > i64::try_from(ceiling.as_secs()).unwrap_or(i64::MAX)
+        {
+            return Err(Error::field(
+                ErrorCode::LifetimeExceeded,
+                "expiresAt",
+                format!(
+                    "this Policy Authority signs grants of at most {} s",
+                    ceiling.as_secs()
+                ),
+            ));
+        }
+        let Value::Object(members) = members else {
+            return Err(Error::new(ErrorCode::Internal, "grant is not an object"));
+        };
+        Ok(PendingGrant {
+            draft: Draft {
+                version: grant.version,
+                members,
+            },
+            grant_id: grant.grant_id,
+            policy_hash: grant.policy_hash,
+            expires,
+        })
+    }
+
+    fn check(ctx: &IssueContext, p: PendingGrant) -> Result<(Draft, GrantFacts)> {
+        let policy = super::policies::load(&ctx.state, &p.policy_hash)?.ok_or_else(|| {
+            Error::field(
+                ErrorCode::PolicyHashMismatch,
+                "policyHash",
+                "policyHash names no policy stored at this Policy Authority",
+            )
+        })?;
+        if let Some(max) = policy.max_grant_lifetime_seconds
+            && (p.expires - ctx.now).whole_seconds() > i64::try_from(max).unwrap_or(i64::MAX)
+        {
+            return Err(Error::field(
+                ErrorCode::LifetimeExceeded,
+                "expiresAt",
+                format!("the policy allows grants of at most {max} s"),
+            ));
+        }
+        if ctx
+            .state
+            .artifacts()
+            .grants
+            .contains_key(&p.grant_id)
+            .map_err(|e| store_error("read grant", e))?
+        {
+            return Err(exists(&p.grant_id));
+        }
+        let facts = GrantFacts {
+            grant_id: p.grant_id,
+            policy_hash: p.policy_hash,
+        };
+        Ok((p.draft, facts))
+    }
+
+    fn record(ctx: &IssueContext, f: GrantFacts, signed: &Signed) -> Result<Record> {
+        // The record (`{"grant": ...}` of a fresh grant) embeds the response's bytes; the
+        // id is reserved by the append, atomically.
+        let mut writes = SideWrites::new();
+        writes.insert_new(
+            trees::GRANTS,
+            f.grant_id.clone(),
+            fresh_record_bytes(&signed.bytes, &ctx.actor.name)?,
+            exists(&f.grant_id),
+        );
+        Ok(Record {
+            body_in: Some(BodyRef {
+                tree: trees::GRANTS.into(),
+                key: f.grant_id.clone(),
+                member: "grant".into(),
+            }),
+            event: Event::GrantIssued {
+                grant_id: f.grant_id,
+                issuer_key_id: signed.kid.clone(),
+                policy_hash: f.policy_hash,
+                request_digest: ctx.request_digest.clone(),
+            },
+            writes,
+        })
+    }
 }
 
 fn exists(grant_id: &str) -> Error {
@@ -90,143 +204,6 @@ fn exists(grant_id: &str) -> Error {
         "grantId",
         format!("grant {grant_id:?} already exists"),
     )
-}
-
-async fn issue_inner(
-    state: &AppState,
-    body: Value,
-    request_digest: String,
-    actor: crate::events::Actor,
-) -> Result<Issued> {
-    let mut obj = body.as_object().cloned().ok_or_else(|| {
-        Error::new(
-            ErrorCode::SchemaInvalid,
-            "request body must be a JSON object",
-        )
-    })?;
-    refuse_pa_members(&obj, &PA_MEMBERS)?;
-    if !obj.contains_key("grantId") {
-        obj.insert("grantId".into(), Value::String(random_id("grant")?));
-    }
-    // The clock first: with it behind the audit log, time checks below would judge the
-    // request against a wrong "now" (and nothing would be signed anyway).
-    crate::clock::SigningGate::check_signing_time(state.audit().as_ref())?;
-    let now = state.clock().now();
-    // Checked once before signing so refused requests cost no HSM operation.
-    let probe = {
-        let mut p = obj.clone();
-        p.insert(
-            "issuer".into(),
-            Value::String(state.config().issuer.clone()),
-        );
-        p.insert("issuerKeyId".into(), Value::String("pending".into()));
-        p.insert("issuedAt".into(), Value::String(format_rfc3339(now)));
-        Value::Object(p)
-    };
-    let grant = PolicyGrant::from_value(&probe)?;
-    grant.validate()?;
-    let expires = parse_rfc3339(&grant.expires_at, "expiresAt")?;
-    if expires <= now {
-        return Err(Error::field(
-            ErrorCode::TimestampInvalid,
-            "expiresAt",
-            "expiresAt must be in the future",
-        ));
-    }
-
-    // The appliance's own ceiling applies whatever the policy says (or when it says nothing).
-    let ceiling = state.config().max_grant_lifetime;
-    if (expires - now).whole_seconds() > i64::try_from(ceiling.as_secs()).unwrap_or(i64::MAX) {
-        return Err(Error::field(
-            ErrorCode::LifetimeExceeded,
-            "expiresAt",
-            format!(
-                "this Policy Authority signs grants of at most {} s",
-                ceiling.as_secs()
-            ),
-        ));
-    }
-
-    // One blocking hop: the policy and the id checks, the signer, the signature and its
-    // self-check.
-    let s = state.clone();
-    let (hash, id, version) = (
-        grant.policy_hash.clone(),
-        grant.grant_id.clone(),
-        grant.version.clone(),
-    );
-    let Value::Object(unsigned) = probe else {
-        return Err(Error::new(
-            ErrorCode::Internal,
-            "grant to sign is not an object",
-        ));
-    };
-    let signed = signing_hop(move || {
-        let policy = super::policies::load(&s, &hash)?.ok_or_else(|| {
-            Error::field(
-                ErrorCode::PolicyHashMismatch,
-                "policyHash",
-                "policyHash names no policy stored at this Policy Authority",
-            )
-        })?;
-        if let Some(max) = policy.max_grant_lifetime_seconds
-            && (expires - now).whole_seconds() > i64::try_from(max).unwrap_or(i64::MAX)
-        {
-            return Err(Error::field(
-                ErrorCode::LifetimeExceeded,
-                "expiresAt",
-                format!("the policy allows grants of at most {max} s"),
-            ));
-        }
-        if s.artifacts()
-            .grants
-            .contains_key(&id)
-            .map_err(|e| store_error("read grant", e))?
-        {
-            return Err(exists(&id));
-        }
-        sign_with_active(
-            s.keys().as_ref(),
-            KeyRole::GrantSigning,
-            "issuerKeyId",
-            Domain::PolicyGrant,
-            &version,
-            unsigned,
-        )
-    })
-    .await?;
-    let (signed, kid) = signed;
-
-    // The grant record goes with the audit entry (the id is reserved there, atomically).
-    // The signed grant is serialised once: the response is its canonical JSON, and the
-    // record (`{"grant": ...}` of a fresh grant) embeds the same bytes.
-    let body = canonical_bytes(&signed)?;
-    let raw = fresh_record_bytes(&body, &actor.name)?;
-    let mut writes = SideWrites::new();
-    writes.insert_new(
-        super::trees::GRANTS,
-        grant.grant_id.clone(),
-        raw,
-        exists(&grant.grant_id),
-    );
-    let kept = BodyRef {
-        tree: super::trees::GRANTS.into(),
-        key: grant.grant_id.clone(),
-        member: "grant".into(),
-    };
-    Ok(Issued::with_body(
-        StatusCode::CREATED,
-        IssuedBody::Canonical(body),
-        actor,
-        Event::GrantIssued {
-            grant_id: grant.grant_id,
-            issuer_key_id: kid,
-            policy_hash: grant.policy_hash,
-            request_digest,
-        },
-        writes,
-    )
-    .body_kept_in(kept))
 }
 
 /// The stored bytes of the [`GrantRecord`] of a grant not yet revoked, whose canonical JSON
@@ -276,7 +253,6 @@ fn status_of(state: &AppState, rec: &GrantRecord) -> &'static str {
 /// `GET /v1/grants/{grantId}`.
 pub async fn fetch(
     State(state): State<AppState>,
-    _auth: Auth<Issuer>,
     ApiPath(grant_id): ApiPath<String>,
 ) -> ApiResult<Response> {
     check_id(&grant_id, "grantId")?;
@@ -299,23 +275,23 @@ pub async fn fetch(
 /// issued the grant, or by a security officer; another issuer gets 403 NOT_OWNER.
 pub async fn revoke(
     State(state): State<AppState>,
-    auth: Auth<IssuerOrSecurityOfficer>,
+    caller: Caller,
     ApiPath(grant_id): ApiPath<String>,
     request: IdempotentRequest,
     StrictJson(body): StrictJson,
 ) -> ApiResult<Response> {
-    let obj = closed_object(&body, &["reason"])?;
-    let reason = crate::keys::registry::validate_reason(required_str(obj, "reason")?)?;
+    let RevokeRequest { reason } = parse_request(&body)?;
+    let reason = crate::keys::registry::validate_reason(&reason)?;
     check_id(&grant_id, "grantId")?;
     let st = state.clone();
-    let actor = auth.actor();
-    let officer = auth.principal.role == ApiRole::SecurityOfficer;
+    let actor = caller.actor();
+    let officer = caller.principal.role == ApiRole::SecurityOfficer;
     issue_idempotent(
         &state,
-        &auth.principal,
+        &caller.principal,
         &request,
-        &body,
-        |_digest| async move {
+        body,
+        |_digest, _body| async move {
             let (s, id) = (st.clone(), grant_id.clone());
             let raw = blocking(move || {
                 s.artifacts()
@@ -328,7 +304,7 @@ pub async fn revoke(
             let mut rec = parse_record(&raw)?;
             // Before any state is told: a non-owner learns nothing about revocation.
             if !officer && rec.issued_by.as_deref() != Some(actor.name.as_str()) {
-                return Err(super::not_owner(
+                return Err(not_owner(
                     &format!("grant {grant_id:?}"),
                     "grantId",
                     rec.issued_by.as_deref(),
@@ -352,7 +328,7 @@ pub async fn revoke(
             // Applies only over the record read above: a concurrent revocation wins once.
             let mut writes = SideWrites::new();
             writes.swap(
-                super::trees::GRANTS,
+                trees::GRANTS,
                 grant_id.clone(),
                 Some(raw.to_vec()),
                 new,
@@ -377,6 +353,14 @@ pub async fn revoke(
         },
     )
     .await
+}
+
+/// The body of `POST /v1/grants/{grantId}/revoke`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// Why the grant is revoked.
+    pub reason: String,
 }
 
 /// Ids of revoked grants that have not yet expired (beyond `drift`), sorted: what a trust

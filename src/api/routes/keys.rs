@@ -23,11 +23,15 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{ApiPath, IdempotentRequest, Issued, issue_idempotent, json_response};
+use serde::Deserialize;
+
 use crate::api::AppState;
-use crate::api::auth::{Auth, SecurityOfficer};
-use crate::api::body::{OptionalStrictJson, StrictJson, closed_object, optional_str, required_str};
+use crate::api::auth::Caller;
+use crate::api::body::{OptionalStrictJson, StrictJson, non_empty, parse_request, present};
 use crate::api::error::ApiResult;
+use crate::api::extract::{ApiPath, IdempotentRequest};
+use crate::api::issuance::{Issued, issue_idempotent};
+use crate::api::respond::json_response;
 use crate::api::signing::blocking;
 use crate::crypto::Alg;
 use crate::error::{Error, ErrorCode, Result};
@@ -46,10 +50,7 @@ fn issued<T>(p: Prepared<T>, body: impl FnOnce(&T) -> Result<Value>) -> Result<I
 }
 
 /// `GET /v1/keys`.
-pub async fn list(
-    State(state): State<AppState>,
-    _auth: Auth<SecurityOfficer>,
-) -> ApiResult<Response> {
+pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<Response> {
     let reg = state.registry().clone();
     let records = blocking(move || reg.list()).await?;
     let keys = records
@@ -62,69 +63,71 @@ pub async fn list(
 /// `POST /v1/keys/{role}/rotate`.
 pub async fn rotate(
     State(state): State<AppState>,
-    auth: Auth<SecurityOfficer>,
+    caller: Caller,
     ApiPath(role): ApiPath<String>,
     request: IdempotentRequest,
     OptionalStrictJson(body): OptionalStrictJson,
 ) -> ApiResult<Response> {
-    let obj = closed_object(&body, &["kid", "alg"])?;
+    let RotateRequest { kid, alg } = parse_request(&body)?;
     let role = KeyRole::parse(&role)
         .map_err(|e| Error::field(ErrorCode::SchemaInvalid, "role", e.message))?;
-    let kid = optional_str(obj, "kid")?.map(str::to_string);
-    let alg = optional_str(obj, "alg")?
-        .map(|a| Alg::parse(a).map_err(|e| e.within("alg")))
+    let alg = alg
+        .map(|a| Alg::parse(&a).map_err(|e| e.within("alg")))
         .transpose()?;
-    let (reg, actor) = (state.registry().clone(), auth.actor());
-    issue_idempotent(&state, &auth.principal, &request, &body, |_| async move {
-        let p = blocking(move || reg.prepare_rotate(&actor, role, kid.as_deref(), alg)).await?;
-        issued(p, |r| {
-            Ok(json!({
-                "activated": record_json(&r.activated)?,
-                "retired": r.retired.as_ref().map(record_json).transpose()?,
-                "generated": r.generated,
-            }))
-        })
-    })
+    let (reg, actor) = (state.registry().clone(), caller.actor());
+    issue_idempotent(
+        &state,
+        &caller.principal,
+        &request,
+        body,
+        |_, _| async move {
+            let p = blocking(move || reg.prepare_rotate(&actor, role, kid.as_deref(), alg)).await?;
+            issued(p, |r| {
+                Ok(json!({
+                    "activated": record_json(&r.activated)?,
+                    "retired": r.retired.as_ref().map(record_json).transpose()?,
+                    "generated": r.generated,
+                }))
+            })
+        },
+    )
     .await
 }
 
 /// `POST /v1/keys/{kid}/revoke`.
 pub async fn revoke(
     State(state): State<AppState>,
-    auth: Auth<SecurityOfficer>,
+    caller: Caller,
     ApiPath(kid): ApiPath<String>,
     request: IdempotentRequest,
     StrictJson(body): StrictJson,
 ) -> ApiResult<Response> {
-    let obj = closed_object(&body, &["reason"])?;
-    let reason = required_str(obj, "reason")?.to_string();
-    let (reg, actor) = (state.registry().clone(), auth.actor());
-    issue_idempotent(&state, &auth.principal, &request, &body, |_| async move {
-        let p = blocking(move || reg.prepare_revoke(&actor, &kid, &reason)).await?;
-        issued(p, |r| Ok(json!({"key": record_json(r)?})))
-    })
+    let RevokeRequest { reason } = parse_request(&body)?;
+    non_empty(&reason, "reason")?;
+    let (reg, actor) = (state.registry().clone(), caller.actor());
+    issue_idempotent(
+        &state,
+        &caller.principal,
+        &request,
+        body,
+        |_, _| async move {
+            let p = blocking(move || reg.prepare_revoke(&actor, &kid, &reason)).await?;
+            issued(p, |r| Ok(json!({"key": record_json(r)?})))
+        },
+    )
     .await
 }
 
 /// `POST /v1/keys/{kid}/destroy`.
 pub async fn destroy(
     State(state): State<AppState>,
-    auth: Auth<SecurityOfficer>,
+    caller: Caller,
     ApiPath(kid): ApiPath<String>,
     request: IdempotentRequest,
     OptionalStrictJson(body): OptionalStrictJson,
 ) -> ApiResult<Response> {
-    let obj = closed_object(&body, &["waitDays"])?;
-    let days = match obj.get("waitDays") {
-        None => 30,
-        Some(v) => v.as_u64().ok_or_else(|| {
-            Error::field(
-                ErrorCode::SchemaInvalid,
-                "waitDays",
-                "waitDays must be a non-negative integer",
-            )
-        })?,
-    };
+    let DestroyRequest { wait_days } = parse_request(&body)?;
+    let days = wait_days.unwrap_or(30);
     let wait = Duration::from_secs(days.saturating_mul(86400));
     // Checked here so the refusal names the request's member, not the registry's argument.
     if wait > MAX_DESTROY_WAIT {
@@ -138,10 +141,43 @@ pub async fn destroy(
         )
         .into());
     }
-    let (reg, actor) = (state.registry().clone(), auth.actor());
-    issue_idempotent(&state, &auth.principal, &request, &body, |_| async move {
-        let p = blocking(move || reg.prepare_schedule_destroy(&actor, &kid, wait)).await?;
-        issued(p, |r| Ok(json!({"key": record_json(r)?})))
-    })
+    let (reg, actor) = (state.registry().clone(), caller.actor());
+    issue_idempotent(
+        &state,
+        &caller.principal,
+        &request,
+        body,
+        |_, _| async move {
+            let p = blocking(move || reg.prepare_schedule_destroy(&actor, &kid, wait)).await?;
+            issued(p, |r| Ok(json!({"key": record_json(r)?})))
+        },
+    )
     .await
+}
+
+/// The body of `POST /v1/keys/{role}/rotate` (both members optional).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    /// Kid of a pending key to activate (else a new key is generated).
+    pub kid: Option<String>,
+    /// Algorithm of the generated key (else the role's default).
+    pub alg: Option<String>,
+}
+
+/// The body of `POST /v1/keys/{kid}/revoke`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// Why the key is revoked.
+    pub reason: String,
+}
+
+/// The body of `POST /v1/keys/{kid}/destroy`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DestroyRequest {
+    /// Days before the destruction is due (default 30); `null` is refused.
+    #[serde(default, deserialize_with = "present")]
+    pub wait_days: Option<u64>,
 }

@@ -8,11 +8,13 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{ApiPath, get_json, json_response};
 use crate::api::AppState;
-use crate::api::auth::{Auth, Issuer};
+use crate::api::artifacts::{get_json, trees};
+use crate::api::auth::Caller;
 use crate::api::body::StrictJson;
 use crate::api::error::{ApiError, ApiResult};
+use crate::api::extract::ApiPath;
+use crate::api::respond::json_response;
 use crate::api::signing::{blocking, commit};
 use crate::audit::SideWrites;
 use crate::canonical::canonical_bytes;
@@ -23,7 +25,7 @@ use crate::model::{PolicyDocument, check_sha256_hex};
 /// `POST /v1/policies`.
 pub async fn store(
     State(state): State<AppState>,
-    auth: Auth<Issuer>,
+    caller: Caller,
     StrictJson(doc): StrictJson,
 ) -> ApiResult<Response> {
     let policy_hash = PolicyDocument::policy_hash(&doc)?;
@@ -41,13 +43,13 @@ pub async fn store(
     }
     let mut writes = SideWrites::new();
     writes.insert_new(
-        super::trees::POLICIES,
+        trees::POLICIES,
         policy_hash.clone(),
         canonical,
         Error::new(ErrorCode::Conflict, "policy stored concurrently"),
     );
     let event = Event::PolicyStored { policy_hash };
-    match commit(&state, &auth.actor(), event, writes).await {
+    match commit(&state, &caller.actor(), event, writes).await {
         Ok(_) => json_response(StatusCode::CREATED, &body),
         // The same document, stored (and recorded) by a concurrent request.
         Err(e) if e.code == ErrorCode::Conflict => json_response(StatusCode::OK, &body),
@@ -72,7 +74,6 @@ pub fn load(state: &AppState, policy_hash: &str) -> Result<Option<PolicyDocument
 /// `GET /v1/policies/{policyHash}`.
 pub async fn fetch(
     State(state): State<AppState>,
-    _auth: Auth<Issuer>,
     ApiPath(policy_hash): ApiPath<String>,
 ) -> ApiResult<Response> {
     check_sha256_hex(&policy_hash, "policyHash")?;

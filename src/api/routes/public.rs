@@ -21,9 +21,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::json_response;
 use crate::api::AppState;
 use crate::api::error::{ApiError, ApiResult};
+use crate::api::respond::json_response;
 use crate::api::signing::blocking;
 use crate::error::{Error, ErrorCode};
 use crate::keys::publication::PublishedDocument;
@@ -80,7 +80,7 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Response> {
 /// server-state failures (5xx) with their stable code and a neutral message, since their
 /// detail may name token labels, object ids or PKCS#11 return codes.
 pub fn public_error(e: Error) -> ApiError {
-    if e.code.http_status() < 500 {
+    if crate::api::error::http_status(e.code) < 500 {
         return ApiError(e);
     }
     let message = match e.code {

@@ -22,11 +22,15 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{ApiPath, IdempotentRequest, Issued, issue_idempotent, json_response};
+use serde::Deserialize;
+
 use crate::api::AppState;
-use crate::api::auth::{Auth, SecurityOfficer};
-use crate::api::body::{OptionalStrictJson, StrictJson, closed_object, required_str};
+use crate::api::auth::Caller;
+use crate::api::body::{NoParameters, OptionalStrictJson, StrictJson, non_empty, parse_request};
 use crate::api::error::{ApiResult, error_body};
+use crate::api::extract::{ApiPath, IdempotentRequest};
+use crate::api::issuance::{Issued, issue_idempotent};
+use crate::api::respond::json_response;
 use crate::api::signing::blocking;
 use crate::api::tokens::{ApiRole, NewToken, TokenRecord};
 use crate::error::{Error, ErrorCode};
@@ -56,10 +60,7 @@ pub fn secret_not_replayed(t: &NewToken) -> Error {
 }
 
 /// `GET /v1/tokens`.
-pub async fn list(
-    State(state): State<AppState>,
-    _auth: Auth<SecurityOfficer>,
-) -> ApiResult<Response> {
+pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<Response> {
     let tokens = state.tokens().clone();
     let records = blocking(move || tokens.list()).await?;
     let list: Vec<Value> = records.iter().map(public_view).collect();
@@ -69,53 +70,83 @@ pub async fn list(
 /// `POST /v1/tokens`.
 pub async fn create(
     State(state): State<AppState>,
-    auth: Auth<SecurityOfficer>,
+    caller: Caller,
     request: IdempotentRequest,
     StrictJson(body): StrictJson,
 ) -> ApiResult<Response> {
-    let obj = closed_object(&body, &["name", "role"])?;
-    let name = required_str(obj, "name")?.to_string();
-    let role = ApiRole::parse(required_str(obj, "role")?)
+    let CreateTokenRequest { name, role } = parse_request(&body)?;
+    non_empty(&name, "name")?;
+    let role = ApiRole::parse(non_empty(&role, "role")?)
         .map_err(|e| Error::field(ErrorCode::SchemaInvalid, "role", e.message))?;
-    let (tokens, clock, actor) = (state.tokens().clone(), state.clock().clone(), auth.actor());
-    issue_idempotent(&state, &auth.principal, &request, &body, |_| async move {
-        let c =
-            blocking(move || tokens.prepare_create(&name, role, &actor, clock.as_ref())).await?;
-        let t = &c.outcome;
-        let replay = error_body(&secret_not_replayed(t));
-        let response = json!({
-            "name": t.name,
-            "role": t.role.as_str(),
-            "token": t.secret.as_str(),
-        });
-        Ok(
-            Issued::new(StatusCode::CREATED, response, c.actor, c.event, c.writes)
-                .replaying(StatusCode::CONFLICT, replay),
-        )
-    })
+    let (tokens, clock, actor) = (
+        state.tokens().clone(),
+        state.clock().clone(),
+        caller.actor(),
+    );
+    issue_idempotent(
+        &state,
+        &caller.principal,
+        &request,
+        body,
+        |_, _| async move {
+            let c = blocking(move || tokens.prepare_create(&name, role, &actor, clock.as_ref()))
+                .await?;
+            let t = &c.outcome;
+            let replay = error_body(&secret_not_replayed(t));
+            let response = json!({
+                "name": t.name,
+                "role": t.role.as_str(),
+                "token": t.secret.as_str(),
+            });
+            Ok(
+                Issued::new(StatusCode::CREATED, response, c.actor, c.event, c.writes)
+                    .replaying(StatusCode::CONFLICT, replay),
+            )
+        },
+    )
     .await
 }
 
 /// `POST /v1/tokens/{name}/revoke`.
 pub async fn revoke(
     State(state): State<AppState>,
-    auth: Auth<SecurityOfficer>,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
     request: IdempotentRequest,
     OptionalStrictJson(body): OptionalStrictJson,
 ) -> ApiResult<Response> {
-    closed_object(&body, &[])?;
-    let (tokens, clock, actor) = (state.tokens().clone(), state.clock().clone(), auth.actor());
-    issue_idempotent(&state, &auth.principal, &request, &body, |_| async move {
-        let c = blocking(move || tokens.prepare_revoke(&name, &actor, clock.as_ref())).await?;
-        let response = json!({"token": public_view(&c.outcome)});
-        Ok(Issued::new(
-            StatusCode::OK,
-            response,
-            c.actor,
-            c.event,
-            c.writes,
-        ))
-    })
+    let NoParameters {} = parse_request(&body)?;
+    let (tokens, clock, actor) = (
+        state.tokens().clone(),
+        state.clock().clone(),
+        caller.actor(),
+    );
+    issue_idempotent(
+        &state,
+        &caller.principal,
+        &request,
+        body,
+        |_, _| async move {
+            let c = blocking(move || tokens.prepare_revoke(&name, &actor, clock.as_ref())).await?;
+            let response = json!({"token": public_view(&c.outcome)});
+            Ok(Issued::new(
+                StatusCode::OK,
+                response,
+                c.actor,
+                c.event,
+                c.writes,
+            ))
+        },
+    )
     .await
+}
+
+/// The body of `POST /v1/tokens`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// The token's name (unique).
+    pub name: String,
+    /// Its one role.
+    pub role: String,
 }
