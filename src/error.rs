@@ -10,85 +10,157 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     // Input that cannot be canonicalised unambiguously.
+    /// The body is not well-formed JSON.
     JsonMalformed,
+    /// An object repeats a member name (ambiguous, refused).
     JsonDuplicateKey,
+    /// A number has a fraction or exponent (MPCP canonical form takes integers only).
     JsonNumberNotInteger,
+    /// An integer lies outside the exactly representable range.
     JsonNumberOutOfRange,
+    /// The bytes are not valid UTF-8.
     JsonInvalidUtf8,
+    /// Nesting exceeds the depth limit.
     JsonTooDeep,
+    /// The document exceeds the size limit.
     JsonTooLarge,
+    /// A value has no unambiguous canonical form.
     CanonicalizationUnsupported,
     // Schema and content validation.
+    /// A member is missing, mistyped or malformed (`field` names it).
     SchemaInvalid,
+    /// A closed object has a member it does not define (`field` names it).
     UnknownField,
+    /// An artifact version other than the implemented one.
     VersionUnsupported,
+    /// A PolicyGrant breaks an MPCP v1 conformance rule.
     GrantNotConforming,
+    /// An address (XRPL, EVM) fails its format or checksum.
     AddressInvalid,
+    /// An amount is not a decimal string of minor units.
     AmountInvalid,
+    /// Amounts contradict each other (e.g. a cap above the budget).
     AmountInconsistent,
+    /// A timestamp is outside the RFC 3339 profile or out of order.
     TimestampInvalid,
+    /// A scope this appliance does not implement.
     ScopeUnsupported,
+    /// The artifact kind cannot be recognised.
     ArtifactUnknown,
     // Keys and signatures.
+    /// No key with that id (or no active key for the role).
     KeyNotFound,
+    /// The key is revoked.
     KeyRevoked,
+    /// A key set document is malformed or inconsistent.
     KeySetInvalid,
+    /// A key (JWK) is malformed.
     KeyFormatInvalid,
+    /// A key and the algorithm named for it disagree.
     KeyAlgMismatch,
+    /// A public document carries private key material.
     KeyPrivateMaterial,
+    /// An algorithm this appliance does not implement.
     AlgorithmUnsupported,
+    /// The algorithm is deprecated by the algorithm policy.
     AlgorithmDeprecated,
+    /// A signature is not encoded as the convention requires.
     SignatureEncodingInvalid,
+    /// An ECDSA signature is not in low-S form.
     SignatureHighS,
+    /// A signature does not verify.
     SignatureInvalid,
+    /// A PolicyGrant's signature does not verify.
     PolicyGrantSignatureInvalid,
+    /// A policy hash names no (or another) policy document.
     PolicyHashMismatch,
+    /// The grant is revoked.
     GrantRevoked,
+    /// The issuer is not approved by the trust bundle.
     IssuerNotApproved,
+    /// A trust bundle is verified without a pinned root key.
     BundleRootRequired,
     // Time.
+    /// The artifact has expired.
     ArtifactExpired,
+    /// The artifact is not valid yet.
     ArtifactNotYetValid,
+    /// A requested lifetime is longer than the applicable ceiling.
     LifetimeExceeded,
     // Appliance operations (HSM, key registry, audit log, service).
+    /// The HSM (module, slot or token) cannot be reached (503).
     HsmUnavailable,
+    /// The token refused the PIN.
     HsmPinInvalid,
+    /// No token with the configured label.
     HsmTokenNotFound,
+    /// The token lacks a required mechanism.
     HsmMechanismUnsupported,
+    /// A key object's attributes would let its private half leave the token.
     HsmKeyAttributesUnsafe,
+    /// An HSM call passed its deadline (503).
     HsmTimeout,
+    /// The HSM failed an operation, or a signature failed its self-check.
     HsmError,
+    /// A configuration file or flag is invalid.
     ConfigInvalid,
+    /// The key lifecycle does not allow the change.
     KeyStateInvalid,
+    /// The store failed to read or write (503).
     StoreError,
+    /// The audit log cannot write: nothing was released (503).
     AuditUnavailable,
+    /// The clock is behind the audit log: nothing is signed (503).
     ClockBehind,
+    /// The clock jumped further than allowed since the last entry.
     ClockJump,
+    /// A proof was asked for beyond the log's size.
     ProofOutOfRange,
+    /// An Idempotency-Key reused with another request.
     IdempotencyConflict,
+    /// The change conflicts with the current state.
     Conflict,
+    /// No such resource.
     NotFound,
+    /// A missing, unknown or revoked API token (401).
     Unauthorized,
+    /// The token's role may not call the route (403).
     Forbidden,
+    /// The issuer role requires a verified TLS client certificate.
     ClientCertificateRequired,
+    /// The token exceeded its request rate (429).
     RateLimited,
+    /// The body exceeds the body limit (413).
     PayloadTooLarge,
+    /// The body is not `application/json` (415).
     UnsupportedMediaType,
+    /// A local file could not be read or written.
     Io,
+    /// A fault of the appliance itself; never caused by input.
     Internal,
     // Audit log verification.
+    /// An inclusion or consistency proof does not verify.
     AuditProofInvalid,
+    /// The audit log fails verification.
     AuditLogInvalid,
+    /// An audit entry is dated before its predecessor.
     AuditTimeBackwards,
+    /// A checkpoint is malformed or its signature does not verify.
     CheckpointInvalid,
+    /// Two checkpoints are not consistent with one log.
     CheckpointInconsistent,
     // Appended codes.
+    /// A key is used for a role it does not hold.
     KeyRoleMismatch,
     // Service routing.
+    /// No route for the method and path (404).
     RouteNotFound,
+    /// The route does not take the method (405).
     MethodNotAllowed,
+    /// A dependency of readiness is down (503).
     NotReady,
     // Audit checkpoints.
+    /// The audit role has no active key: no checkpoint can be signed (503).
     AuditKeyMissing,
     // API tokens.
     /// A retried token creation that already succeeded: its secret is never shown again.

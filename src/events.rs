@@ -49,76 +49,136 @@ impl Actor {
 pub enum Event {
     /// A key pair was generated in the token (state pending).
     KeyGenerated {
+        /// Key id.
         kid: String,
+        /// Key role (its wire name).
         role: String,
+        /// Signature algorithm (JOSE name).
         alg: String,
     },
     /// A pending key became the role's active key.
     KeyActivated {
+        /// Key id.
         kid: String,
+        /// Key role (its wire name).
         role: String,
+        /// The previously active key, retired by this step.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retired: Option<String>,
     },
     /// A key was retired without a successor being activated in the same step.
-    KeyRetired { kid: String, role: String },
+    KeyRetired {
+        /// Key id.
+        kid: String,
+        /// Key role (its wire name).
+        role: String,
+    },
     /// Emergency revocation of a key.
     KeyRevoked {
+        /// Key id.
         kid: String,
+        /// Key role (its wire name).
         role: String,
+        /// Why, as the caller stated it.
         reason: String,
     },
     /// Destruction of a revoked key was scheduled.
     KeyDestroyScheduled {
+        /// Key id.
         kid: String,
+        /// Key role (its wire name).
         role: String,
+        /// Earliest destruction time (RFC 3339).
         not_before: String,
     },
     /// A scheduled destruction was cancelled.
-    KeyDestroyCancelled { kid: String, role: String },
+    KeyDestroyCancelled {
+        /// Key id.
+        kid: String,
+        /// Key role (its wire name).
+        role: String,
+    },
     /// The key object was destroyed in the token.
-    KeyDestroyed { kid: String, role: String },
+    KeyDestroyed {
+        /// Key id.
+        kid: String,
+        /// Key role (its wire name).
+        role: String,
+    },
     /// A policy document was stored.
-    PolicyStored { policy_hash: String },
+    PolicyStored {
+        /// SHA-256 of the canonical policy document (hex).
+        policy_hash: String,
+    },
     /// A PolicyGrant was signed.
     GrantIssued {
+        /// The grant's id.
         grant_id: String,
+        /// Kid of the signing key.
         issuer_key_id: String,
+        /// SHA-256 of the canonical policy document (hex).
         policy_hash: String,
+        /// Hex SHA-256 of the canonical request.
         request_digest: String,
     },
     /// A grant was revoked.
-    GrantRevoked { grant_id: String, reason: String },
+    GrantRevoked {
+        /// The grant's id.
+        grant_id: String,
+        /// Why, as the caller stated it.
+        reason: String,
+    },
     /// A destination allowlist version was signed.
     AllowlistIssued {
+        /// The allowlist's id.
         allowlist_id: String,
+        /// Version number of the list (from 1, increasing).
         sequence: u64,
+        /// Kid of the signing key.
         issuer_key_id: String,
+        /// Hex SHA-256 of the canonical request.
         request_digest: String,
     },
     /// A key set was signed.
     KeySetSigned {
+        /// Kid of the signing key.
         signer_key_id: String,
+        /// Hex SHA-256 of what was signed.
         digest: String,
     },
     /// A trust bundle was signed.
     TrustBundleIssued {
+        /// The bundle's id.
         bundle_id: String,
+        /// Kid of the root key that signed.
         bundle_key_id: String,
+        /// Hex SHA-256 of the canonical request.
         request_digest: String,
     },
     /// An API token was created (the secret itself is never recorded).
     TokenCreated {
+        /// The API token's name.
         token_name: String,
+        /// The API token's role.
         token_role: String,
     },
     /// An API token was revoked.
-    TokenRevoked { token_name: String },
+    TokenRevoked {
+        /// The API token's name.
+        token_name: String,
+    },
     /// A token or role binding of the HSM configuration changed.
-    TokenConfigChanged { role: String, token_label: String },
+    TokenConfigChanged {
+        /// Key role (its wire name).
+        role: String,
+        /// The HSM token label now bound to the role.
+        token_label: String,
+    },
     /// The appliance started, with the digest of its effective configuration.
     Startup {
+        /// Hex SHA-256 of the effective configuration.
         config_digest: String,
+        /// The appliance version line.
         version: String,
     },
     /// Requests of an authenticated token refused (403 for its role, 429 rate limited):
@@ -126,13 +186,20 @@ pub enum Event {
     /// entry stands for (the first of a minute, or those since the previous entry). Never
     /// the body or a secret.
     RequestRefused {
+        /// The API token's name.
         token_name: String,
+        /// Method and route template.
         route: String,
+        /// The stable error code of the refusal.
         code: String,
+        /// How many refusals this entry stands for.
         count: u64,
     },
     /// The appliance stopped cleanly.
-    Shutdown { config_digest: String },
+    Shutdown {
+        /// Hex SHA-256 of the effective configuration.
+        config_digest: String,
+    },
 }
 
 /// Where events go. `record` returns after the entry is durable (or fails, in which case the

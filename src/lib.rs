@@ -3,7 +3,8 @@
 //!
 //! Modules by layer, bottom to top; a module refers only to modules of lower layers (checked
 //! by a unit test over the source tree, `seams/layering.rs`):
-//! 0. [`error`]: one error type with stable codes.
+//! 0. [`error`]: one error type with stable codes. [`os`]: the few direct calls into the
+//!    operating system (the one module allowed `unsafe`).
 //! 1. [`canonical`]: strict JSON, MPCP canonical form and domain digests. [`crypto`]:
 //!    algorithms, the MPCP signature convention, public keys, the algorithm gate.
 //!    [`events`]: the audit events and the event sink. [`xrpl`]: XRPL classic address
@@ -24,6 +25,10 @@
 //!    for every command.
 //! 10. [`cli`]: the command line; the binary (`main.rs`) sits on top.
 
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod algorithms;
 pub mod api;
 pub mod app;
@@ -39,6 +44,8 @@ pub mod hsm;
 pub mod jwk;
 pub mod keys;
 pub mod model;
+#[allow(unsafe_code)]
+pub mod os;
 pub mod seams;
 pub mod signer;
 pub mod store;

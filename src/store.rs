@@ -109,7 +109,7 @@ impl Store {
     /// Bytes available to the appliance on the file system holding the store (None for a
     /// temporary store, or when the file system cannot say).
     pub fn free_bytes(&self) -> Option<u64> {
-        free_bytes(self.path.as_deref()?)
+        crate::os::free_bytes(self.path.as_deref()?)
     }
 
     /// `STORE_ERROR` when the file system holding the store has less free space than the
@@ -151,18 +151,6 @@ impl Store {
             .map(|_| ())
             .map_err(|e| store_error("flush", e))
     }
-}
-
-/// Free bytes for unprivileged writers on the file system holding `path` (`statvfs`).
-fn free_bytes(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// Maps a sled error to the appliance error (the single place that does so).

@@ -118,10 +118,7 @@ impl DataDir {
     /// Sets the process umask to 077 so that every file and directory created afterwards is
     /// open to its owner only. Call it before anything opens the data directory.
     pub fn private_umask() {
-        // SAFETY: umask only swaps the process's file-mode mask; it takes no pointers.
-        unsafe {
-            libc::umask(0o077);
-        }
+        crate::os::set_private_umask();
     }
 
     /// Makes the data directory private at start: every directory or file in it (itself

@@ -44,6 +44,7 @@ pub struct KeysArgs {
     /// existing log otherwise.
     #[arg(long, global = true, env = "MPCP_PA_AUDIT_ORIGIN")]
     pub audit_origin: Option<String>,
+    /// The key operation.
     #[command(subcommand)]
     pub command: KeysCommand,
 }

@@ -67,6 +67,7 @@ impl TlsArgs {
 /// Arguments of `mpcp-pa pins`.
 #[derive(Debug, Args)]
 pub struct PinsArgs {
+    /// Where the TLS key and certificate are.
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Print `{"current": ..., "next": ...}` instead of lines.
@@ -112,6 +113,7 @@ pub struct ServeArgs {
     /// The Policy Authority's identifier, written as issuer / bundleIssuer.
     #[arg(long, env = "MPCP_PA_ISSUER", default_value = "mpcp-pa.local")]
     pub issuer: String,
+    /// Where the TLS key and certificate are.
     #[command(flatten)]
     pub tls: TlsArgs,
     /// DEVELOPMENT ONLY: plain HTTP instead of TLS; refused unless --listen is a loopback

@@ -21,6 +21,7 @@ use crate::store::Store;
 /// Arguments of `mpcp-pa tokens`.
 #[derive(Debug, Args)]
 pub struct TokensArgs {
+    /// The token operation.
     #[command(subcommand)]
     pub command: TokensCommand,
 }

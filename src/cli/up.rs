@@ -29,6 +29,7 @@ use super::serve::{ServeArgs, serve_cmd};
 /// Arguments of `mpcp-pa up`: those of `serve`.
 #[derive(Debug, Args)]
 pub struct UpArgs {
+    /// Everything `serve` takes.
     #[command(flatten)]
     pub serve: ServeArgs,
 }

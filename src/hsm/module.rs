@@ -61,10 +61,8 @@ pub fn bind_softhsm2_conf(conf: &Path) -> Result<()> {
             ),
         )),
         None => {
-            // SAFETY: std serialises its own environment accesses; the only foreign reader
-            // of this variable is the PKCS#11 module inside C_Initialize, which runs after
-            // this call returns. The binding happens once per process (guarded above).
-            unsafe { std::env::set_var("SOFTHSM2_CONF", &canonical) };
+            // Once per process (guarded above), before any module is initialised.
+            crate::os::set_module_env("SOFTHSM2_CONF", canonical.as_os_str());
             *bound = Some(canonical);
             Ok(())
         }

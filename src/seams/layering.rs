@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 /// layer 0.
 const LAYERS: &[(usize, &[&str])] = &[
     // Errors with stable codes.
-    (0, &["error"]),
+    (0, &["error", "os"]),
     // Values and primitives that need nothing but errors.
     (1, &["canonical", "crypto", "events", "xrpl"]),
     // Public keys as JWKs (on top of `crypto` and `canonical`).
