@@ -16,7 +16,8 @@
 //! 4. [`clock`]: time formatting and the system and fixed clocks. [`signer`]: signing
 //!    artifacts, and the software test signer. [`store`]: the sled store.
 //! 5. [`algorithms`]: the algorithm policy (policies/algorithms.toml). [`model`]: typed
-//!    artifacts (PolicyGrant, policy, trust bundle, allowlist, key set).
+//!    artifacts (PolicyGrant, policy, trust bundle, allowlist, key set). [`receipts`]: scoped
+//!    authorization receipts (projection, records, offline verifier).
 //! 6. [`bundle_profiles`]: trust-bundle assurance profiles. [`verify`]: the offline verifier.
 //! 7. Adapters, which meet only through [`seams`]: [`audit`] (the transparency log),
 //!    [`hsm`] (the PKCS#11 backend), [`keys`] (the key registry and publication).
@@ -46,6 +47,7 @@ pub mod keys;
 pub mod model;
 #[allow(unsafe_code)]
 pub mod os;
+pub mod receipts;
 pub mod seams;
 pub mod signer;
 pub mod store;

@@ -31,7 +31,7 @@ const LAYERS: &[(usize, &[&str])] = &[
     // Seam implementations without policy: the clocks, the sled store, the software signer.
     (4, &["clock", "signer", "store"]),
     // Domain: the algorithm policy and the typed artifacts.
-    (5, &["algorithms", "model"]),
+    (5, &["algorithms", "model", "receipts"]),
     // Domain on top of the artifacts: bundle profiles and the offline verifier.
     (6, &["bundle_profiles", "verify"]),
     // Adapters: they meet only through seams.
