@@ -14,6 +14,7 @@ mod artifact;
 mod audit;
 mod hsm;
 pub mod keys;
+mod receipts;
 pub mod serve;
 pub mod tokens;
 pub mod up;
@@ -46,6 +47,8 @@ enum Command {
     Keys(keys::KeysArgs),
     /// Print the pin-sha256 of the current and the next (backup) TLS key.
     Pins(serve::PinsArgs),
+    /// Verify scoped authorization receipts offline (decision, outcome, binding).
+    Receipts(receipts::ReceiptsArgs),
     /// Run the HTTPS service.
     Serve(serve::ServeArgs),
     /// API tokens: create, list, revoke, bootstrap (with the service stopped; while it runs,
@@ -69,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Hsm(a) => hsm::run(a, &dir),
         Command::Keys(a) => keys::main(&dir, a),
         Command::Pins(a) => serve::pins_cmd(&dir, a),
+        Command::Receipts(a) => receipts::run(a),
         Command::Serve(a) => dir
             .ensure_private()
             .and_then(|()| serve::serve_cmd(&dir, a)),
