@@ -5,10 +5,8 @@
 //! back; the second has the service sign checkpoints on demand with the audit role's key in
 //! SoftHSM2 and checks them independently of the appliance's note code.
 
-mod api_common;
-mod note_check;
-
-use api_common::{Harness, assert_error};
+use crate::kit;
+use crate::kit::api::{Harness, assert_error};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use mpcp_pa::api::Limits;
@@ -180,8 +178,8 @@ async fn checkpoints_on_demand_are_signed_by_the_hsm_audit_key() {
         .await;
     assert_eq!(status, 200, "{rot}");
     let kid = rot["activated"]["kid"].as_str().unwrap().to_string();
-    let public = note_check::jwk_public(&rot["activated"]["publicJwk"]);
-    let vkey = note_check::vkey(origin, &public);
+    let public = kit::note_check::jwk_public(&rot["activated"]["publicJwk"]);
+    let vkey = kit::note_check::vkey(origin, &public);
     let (status, vkeys) = h.get("/v1/audit/vkeys", Some(&auditor)).await;
     assert_eq!(status, 200, "{vkeys}");
     assert_eq!(vkeys["origin"], origin);
@@ -193,7 +191,7 @@ async fn checkpoints_on_demand_are_signed_by_the_hsm_audit_key() {
     // from the published JWK alone.
     let (status, cp) = h.post("/v1/audit/checkpoints", Some(&auditor), "{}").await;
     assert_eq!(status, 201, "{cp}");
-    let head = note_check::verify(cp["note"].as_str().unwrap(), origin, &public);
+    let head = kit::note_check::verify(cp["note"].as_str().unwrap(), origin, &public);
     assert_eq!(head.size, h.audit.size());
     assert_eq!(cp["size"], head.size);
     assert_eq!(cp["vkey"], vkey.as_str());
@@ -211,7 +209,7 @@ async fn checkpoints_on_demand_are_signed_by_the_hsm_audit_key() {
     );
     let (status, next) = h.post("/v1/audit/checkpoints", Some(&auditor), "{}").await;
     assert_eq!(status, 201, "{next}");
-    let next_head = note_check::verify(next["note"].as_str().unwrap(), origin, &public);
+    let next_head = kit::note_check::verify(next["note"].as_str().unwrap(), origin, &public);
     assert_eq!(next_head.size, head.size + 1);
     let (status, latest) = h.get("/v1/audit/checkpoint", Some(&auditor)).await;
     assert_eq!(status, 200);

@@ -9,12 +9,11 @@
 //! check shows as a change of state, not only as a status; a route this file does not know
 //! yet is called with placeholder path values and an empty object.
 
-mod api_common;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use api_common::Harness;
-use api_common::snapshot::Snapshot;
+use crate::kit;
+use crate::kit::api::Harness;
+use crate::kit::api::snapshot::Snapshot;
 use mpcp_pa::api::Limits;
 use mpcp_pa::api::routes::{RouteEntry, table};
 use mpcp_pa::api::tokens::ApiRole;
@@ -362,6 +361,7 @@ fn documented() -> BTreeSet<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_refuses_every_caller_its_role_does_not_allow() {
+    kit::child::own_process!("every_route_refuses_every_caller_its_role_does_not_allow");
     let routes = table();
     let served: BTreeSet<(String, String)> = routes
         .iter()
@@ -465,6 +465,7 @@ struct OwnerRow {
 /// a security officer may revoke any grant (emergency) but not version an allowlist.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_issuer_changes_only_what_its_own_token_issued() {
+    kit::child::own_process!("an_issuer_changes_only_what_its_own_token_issued");
     let _serial = SERIAL.lock().await;
     let h = Harness::start(Limits {
         requests_per_second_per_token: 0,
@@ -630,6 +631,7 @@ fn refusal_changes(
 /// `--allow-no-officer` (break-glass).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_security_officer_token_cannot_be_revoked() {
+    kit::child::own_process!("the_last_security_officer_token_cannot_be_revoked");
     let _serial = SERIAL.lock().await;
     let h = Harness::start(Limits {
         requests_per_second_per_token: 0,
@@ -642,7 +644,7 @@ async fn the_last_security_officer_token_cannot_be_revoked() {
     let before = Snapshot::of(&h);
     let events_before = h.audit.size();
     let got = h.post(&revoke("officer-1"), Some(&so1), "{}").await;
-    api_common::assert_error(&got, 409, "LAST_OFFICER");
+    kit::api::assert_error(&got, 409, "LAST_OFFICER");
     let changed = refusal_changes(&h, &before, events_before, 1);
     assert!(changed.is_empty(), "refused, yet changed {changed:?}");
 
@@ -651,7 +653,7 @@ async fn the_last_security_officer_token_cannot_be_revoked() {
     let (s, v) = h.post(&revoke("officer-1"), Some(&so2), "{}").await;
     assert_eq!(s, 200, "{v}");
     let got = h.post(&revoke("officer-2"), Some(&so2), "{}").await;
-    api_common::assert_error(&got, 409, "LAST_OFFICER");
+    kit::api::assert_error(&got, 409, "LAST_OFFICER");
     // Other roles are not officers: revoking them is unaffected.
     h.token("issuer-1", ApiRole::Issuer);
     let (s, v) = h.post(&revoke("issuer-1"), Some(&so2), "{}").await;

@@ -4,10 +4,9 @@
 //! snapshotted (every sled tree's entries and digest, the audit log size, the HSM's token
 //! objects): a refused request must change nothing.
 
-mod api_common;
-
-use api_common::Harness;
-use api_common::snapshot::Snapshot;
+use crate::kit;
+use crate::kit::api::Harness;
+use crate::kit::api::snapshot::Snapshot;
 use mpcp_pa::api::Limits;
 use mpcp_pa::api::routes::table;
 use mpcp_pa::api::tokens::ApiRole;
@@ -216,7 +215,7 @@ async fn ok(h: &Harness, path: &str, token: &str, body: &Value, key: Option<&str
     if let Some(k) = key {
         req = req.header("idempotency-key", k);
     }
-    let (status, v) = api_common::read(req.send().await.unwrap()).await;
+    let (status, v) = kit::api::read(req.send().await.unwrap()).await;
     assert!(status == 200 || status == 201, "setup {path}: {status} {v}");
     v
 }
@@ -1706,6 +1705,7 @@ fn route_of(method: &Method, path: &str) -> Option<&'static str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_are_refused_with_their_code_and_change_nothing() {
+    kit::child::own_process!("malformed_requests_are_refused_with_their_code_and_change_nothing");
     let h = Harness::start(Limits {
         max_body_bytes: MAX_BODY,
         requests_per_second_per_token: 0,

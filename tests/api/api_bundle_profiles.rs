@@ -3,11 +3,9 @@
 //! over 7 days are refused and sign nothing; an accepted bundle carries its profile under the
 //! root key's signature.
 
-mod api_common;
-
 use std::sync::Arc;
 
-use api_common::{Harness, assert_error};
+use crate::kit::api::{Harness, assert_error};
 use mpcp_pa::api::Limits;
 use mpcp_pa::api::tokens::ApiRole;
 use mpcp_pa::clock::{SystemClock, format_rfc3339};

@@ -1,11 +1,10 @@
 //! Errors, authentication, authorisation and limits over real TLS: every failure is a JSON
 //! `{code, message, field?}` with the code's status, and changes nothing.
 
-mod api_common;
-
 use std::time::Duration;
 
-use api_common::{Harness, assert_error};
+use crate::kit;
+use crate::kit::api::{Harness, assert_error};
 use mpcp_pa::api::Limits;
 use mpcp_pa::api::tokens::ApiRole;
 use mpcp_pa::events::Event;
@@ -87,7 +86,7 @@ async fn bad_input_is_refused_with_stable_codes_and_changes_nothing() {
         .send()
         .await
         .unwrap();
-    assert_error(&api_common::read(r).await, 415, "UNSUPPORTED_MEDIA_TYPE");
+    assert_error(&kit::api::read(r).await, 415, "UNSUPPORTED_MEDIA_TYPE");
     let r = h
         .client
         .post(h.url("/v1/policies"))
@@ -96,7 +95,7 @@ async fn bad_input_is_refused_with_stable_codes_and_changes_nothing() {
         .send()
         .await
         .unwrap();
-    assert_error(&api_common::read(r).await, 415, "UNSUPPORTED_MEDIA_TYPE");
+    assert_error(&kit::api::read(r).await, 415, "UNSUPPORTED_MEDIA_TYPE");
 
     // Over the bound: by Content-Length, and by a chunked body that never declares its size.
     let big = format!(r#"{{"version":"1.0","pad":"{}"}}"#, "x".repeat(2000));
@@ -119,7 +118,7 @@ async fn bad_input_is_refused_with_stable_codes_and_changes_nothing() {
          content-type: application/json\r\ntransfer-encoding: chunked\r\n\
          connection: close\r\n\r\n{chunked}"
     );
-    let resp = api_common::raw_exchange(&h, raw.as_bytes()).await;
+    let resp = kit::api::raw_exchange(&h, raw.as_bytes()).await;
     assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
     assert!(resp.contains(r#""code":"PAYLOAD_TOO_LARGE""#), "{resp}");
 
@@ -184,7 +183,7 @@ async fn tokens_and_roles() {
         .send()
         .await
         .unwrap();
-    assert_error(&api_common::read(r).await, 401, "UNAUTHORIZED");
+    assert_error(&kit::api::read(r).await, 401, "UNAUTHORIZED");
 
     // Valid tokens of the wrong role.
     assert_error(
@@ -252,7 +251,7 @@ async fn routing_errors_are_json() {
     let h = Harness::start(small_limits()).await;
     assert_error(&h.get("/nope", None).await, 404, "ROUTE_NOT_FOUND");
     let r = h.client.delete(h.url("/v1/policies")).send().await.unwrap();
-    assert_error(&api_common::read(r).await, 405, "METHOD_NOT_ALLOWED");
+    assert_error(&kit::api::read(r).await, 405, "METHOD_NOT_ALLOWED");
     assert_error(
         &h.get("/v1/destination-allowlists/unknown-list", None).await,
         404,
@@ -266,7 +265,7 @@ async fn routing_errors_are_json() {
     let r = h.client.get(h.url("/healthz")).send().await.unwrap();
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     assert_eq!(r.headers()["cache-control"], "no-store");
-    assert_eq!(api_common::read(r).await.1["status"], "ok");
+    assert_eq!(kit::api::read(r).await.1["status"], "ok");
     assert_eq!(h.get("/readyz", None).await.0, 200);
 }
 
@@ -300,7 +299,7 @@ async fn rate_limit_is_per_token() {
 /// while the answer is read (the service may answer before it has read everything).
 async fn raw_response(h: &Harness, request: Vec<u8>) -> (u16, String, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (mut read, mut write) = tokio::io::split(api_common::raw_connect(h).await);
+    let (mut read, mut write) = tokio::io::split(kit::api::raw_connect(h).await);
     let writer = tokio::spawn(async move {
         let _ = write.write_all(&request).await;
         let _ = write.flush().await;
@@ -431,7 +430,7 @@ async fn oversized_heads_are_json_and_hyper_answers_only_what_it_must() {
 
     // HTTP/2: the same head limits, in JSON.
     let h2 = reqwest::Client::builder()
-        .tls_backend_preconfigured(api_common::client_tls(&h.tls, &[b"h2"]))
+        .tls_backend_preconfigured(kit::api::client_tls(&h.tls, &[b"h2"]))
         .build()
         .unwrap();
     let r = h2
@@ -441,11 +440,11 @@ async fn oversized_heads_are_json_and_hyper_answers_only_what_it_must() {
         .await
         .unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
-    assert_error(&api_common::read(r).await, 431, "HEADERS_TOO_LARGE");
+    assert_error(&kit::api::read(r).await, 431, "HEADERS_TOO_LARGE");
     let r = h2
         .get(h.url(&format!("/{}", big(20_000))))
         .send()
         .await
         .unwrap();
-    assert_error(&api_common::read(r).await, 414, "URI_TOO_LONG");
+    assert_error(&kit::api::read(r).await, 414, "URI_TOO_LONG");
 }

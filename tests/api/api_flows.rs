@@ -8,13 +8,11 @@
 //! published set) is not repeated; these flows follow grants across key rotation and key
 //! revocation.
 
-mod api_common;
-
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use api_common::{Harness, assert_error};
+use crate::kit::api::{Harness, assert_error};
 use mpcp_pa::ErrorCode;
 use mpcp_pa::api::Limits;
 use mpcp_pa::api::tokens::ApiRole;

@@ -10,13 +10,12 @@
 //! Deadlines are short here (1-3 s); assertions allow them a margin of [`MARGIN`] and are
 //! upper bounds only.
 
-mod api_common;
-
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use api_common::{Harness, client_tls};
+use crate::kit;
+use crate::kit::api::{Harness, client_tls};
 use mpcp_pa::api::Limits;
 use mpcp_pa::api::tokens::ApiRole;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -221,6 +220,7 @@ async fn other_client_is_served(h: &Harness) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_is_capped_and_its_connections_close_by_their_deadlines() {
+    kit::child::alone!("one_address_is_capped_and_its_connections_close_by_their_deadlines");
     let limits = Limits {
         max_connections: 10,
         max_connections_per_ip: 5,
@@ -310,6 +310,7 @@ async fn one_address_is_capped_and_its_connections_close_by_their_deadlines() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_service_serves_the_next_client_once_the_deadlines_expire() {
+    kit::child::alone!("a_full_service_serves_the_next_client_once_the_deadlines_expire");
     // One address may hold every connection here; the next client waits in the backlog
     // only until the first hostile connection misses its deadline.
     let limits = Limits {
@@ -337,6 +338,7 @@ async fn a_full_service_serves_the_next_client_once_the_deadlines_expire() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_connections_are_closed() {
+    kit::child::alone!("idle_keep_alive_connections_are_closed");
     let limits = Limits {
         header_read_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_millis(1500),
@@ -396,6 +398,7 @@ async fn idle_keep_alive_connections_are_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_peer_that_ignores_pings_is_dropped() {
+    kit::child::alone!("http2_peer_that_ignores_pings_is_dropped");
     let limits = Limits {
         header_read_timeout: Duration::from_secs(30),
         idle_timeout: Duration::from_secs(30),
@@ -425,6 +428,7 @@ async fn http2_peer_that_ignores_pings_is_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_peer_that_never_reads_its_response_is_dropped() {
+    kit::child::alone!("http2_peer_that_never_reads_its_response_is_dropped");
     let limits = Limits {
         idle_timeout: Duration::from_millis(1500),
         http2_ping_interval: Duration::from_secs(60),

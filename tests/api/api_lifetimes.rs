@@ -2,11 +2,9 @@
 //! `serve --max-grant-lifetime-seconds`): it applies when a policy sets no
 //! `maxGrantLifetimeSeconds`, and a policy can only shorten it, never lengthen it.
 
-mod api_common;
-
 use std::time::Duration;
 
-use api_common::{Harness, assert_error};
+use crate::kit::api::{Harness, assert_error};
 use mpcp_pa::api::Limits;
 use mpcp_pa::api::tokens::ApiRole;
 use mpcp_pa::clock::format_rfc3339;

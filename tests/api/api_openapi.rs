@@ -3,11 +3,10 @@
 //! ROUTE_NOT_FOUND / METHOD_NOT_ALLOWED), every served route is documented with the same
 //! role, and undocumented methods on documented paths are 405.
 
-mod api_common;
-
 use std::collections::BTreeMap;
 
-use api_common::Harness;
+use crate::kit;
+use crate::kit::api::Harness;
 use mpcp_pa::api::Limits;
 use mpcp_pa::api::routes::table;
 use serde_json::Value;
@@ -102,7 +101,7 @@ async fn every_documented_operation_is_served() {
             .send()
             .await
             .unwrap();
-        let (status, body) = api_common::read(resp).await;
+        let (status, body) = kit::api::read(resp).await;
         let code = body["code"].as_str().unwrap_or("");
         assert!(
             code != "ROUTE_NOT_FOUND" && code != "METHOD_NOT_ALLOWED",
@@ -123,6 +122,6 @@ async fn every_documented_operation_is_served() {
         assert!(!doc.contains_key(&(method.to_string(), path.to_string())));
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let resp = h.client.request(m, h.url(path)).send().await.unwrap();
-        api_common::assert_error(&api_common::read(resp).await, 405, "METHOD_NOT_ALLOWED");
+        kit::api::assert_error(&kit::api::read(resp).await, 405, "METHOD_NOT_ALLOWED");
     }
 }

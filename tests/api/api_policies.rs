@@ -1,9 +1,7 @@
 //! Policy documents through the service: the stored hash is the L0 policy vector, storing
 //! again is a no-op, the document reads back, and only the first store is recorded.
 
-mod api_common;
-
-use api_common::{Harness, assert_error};
+use crate::kit::api::{Harness, assert_error};
 use mpcp_pa::api::Limits;
 use mpcp_pa::api::tokens::ApiRole;
 use mpcp_pa::events::Event;

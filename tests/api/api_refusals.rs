@@ -4,9 +4,7 @@
 //! token, route and code per minute, whose `count` says how many refusals it stands for.
 //! Unauthenticated refusals (401) and reads are counted in memory, never logged.
 
-mod api_common;
-
-use api_common::Harness;
+use crate::kit::api::Harness;
 use mpcp_pa::api::Limits;
 use mpcp_pa::api::tokens::ApiRole;
 use mpcp_pa::events::Event;

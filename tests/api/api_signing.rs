@@ -3,12 +3,11 @@
 //! sign nothing, revocation into trust bundles, destination allowlist sequences, the signed
 //! key set with ETag revalidation, key management, and no release without an audit entry.
 
-mod api_common;
-
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use api_common::{Harness, assert_error};
+use crate::kit;
+use crate::kit::api::{Harness, assert_error};
 use mpcp_pa::api::Limits;
 use mpcp_pa::api::tokens::ApiRole;
 use mpcp_pa::clock::{SystemClock, format_rfc3339};
@@ -126,7 +125,7 @@ async fn grants_verify_and_idempotency_replays_the_first_response() {
     // Same key, different request: conflict, distinct from a replay.
     let other = grant_body(&ph, Some("grant-2"), 3600).to_string();
     let r = post_idem(&h, "/v1/grants", &issuer, "k-1", &other).await;
-    assert_error(&api_common::read(r).await, 409, "IDEMPOTENCY_CONFLICT");
+    assert_error(&kit::api::read(r).await, 409, "IDEMPOTENCY_CONFLICT");
     assert_eq!(grants_issued(&h, "grant-2"), 0);
     // Without the key, reusing a grantId is a plain conflict on the artifact.
     assert_error(
@@ -285,7 +284,7 @@ async fn no_signature_is_released_without_its_audit_entry() {
 
     let body = grant_body(&ph, Some("g-1"), 600).to_string();
     let r = post_idem(&h, "/v1/grants", &issuer, "k", &body).await;
-    let got = api_common::read(r).await;
+    let got = kit::api::read(r).await;
     assert_error(&got, 503, "AUDIT_UNAVAILABLE");
     assert!(!got.1.to_string().contains("signature\""));
     let allow = json!({"allowlistId": "list-1", "destinations": DESTS, "expiresAt": in_secs(3600)});
@@ -443,7 +442,7 @@ async fn revocation_reaches_trust_bundles() {
         .unwrap();
     let etag = r.headers()["etag"].to_str().unwrap().to_string();
     assert_eq!(r.headers()["cache-control"], "public, max-age=300");
-    assert_eq!(api_common::read(r).await.1, signed);
+    assert_eq!(kit::api::read(r).await.1, signed);
     let r = h
         .client
         .get(h.url("/.well-known/mpcp-trust-bundle.json"))
@@ -527,7 +526,7 @@ async fn key_set_revalidates_and_follows_key_management() {
         .unwrap();
     assert_eq!(r.headers()["cache-control"], "public, max-age=300");
     let etag = r.headers()["etag"].to_str().unwrap().to_string();
-    let first = api_common::read(r).await.1;
+    let first = kit::api::read(r).await.1;
     let signed_before = h
         .events()
         .iter()
@@ -573,7 +572,7 @@ async fn key_set_revalidates_and_follows_key_management() {
         .await
         .map(|r| (r.status().as_u16(), r))
         .unwrap();
-    let rot = api_common::read(rot).await.1;
+    let rot = kit::api::read(rot).await.1;
     assert_eq!(status, 200, "{rot}");
     assert_eq!(rot["retired"]["kid"], old_kid.as_str());
     let new_kid = rot["activated"]["kid"].as_str().unwrap().to_string();
@@ -585,7 +584,7 @@ async fn key_set_revalidates_and_follows_key_management() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let second = api_common::read(r).await.1;
+    let second = kit::api::read(r).await.1;
     let kids: Vec<_> = second["keySet"]["keys"]
         .as_array()
         .unwrap()

@@ -2,16 +2,14 @@
 //! key's pin differs, HTTP/2 and HTTP/1.1 both work over TLS, plain HTTP is refused off
 //! loopback, the connection limit holds, and shutdown drains an in-flight request.
 
-mod api_common;
-mod bin_support;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api_common::{Harness, client_tls};
+use crate::kit;
+use crate::kit::api::{Harness, client_tls};
+use crate::kit::bin::bin;
 use base64::Engine as _;
-use bin_support::bin;
 use mpcp_pa::api::tls::pins;
 use mpcp_pa::api::{Limits, Transport, server};
 use rustls::pki_types::CertificateDer;
@@ -56,7 +54,7 @@ async fn served_certificate_matches_the_printed_pin() {
     );
 
     // Without material, pins refuses instead of inventing a key.
-    let empty = tempfile::tempdir().unwrap();
+    let empty = kit::tmp::dir("api_tls");
     let out = Command::new(env!("CARGO_BIN_EXE_mpcp-pa"))
         .args(["pins", "--data-dir"])
         .arg(empty.path())
@@ -78,10 +76,10 @@ async fn http2_and_untrusted_clients() {
     assert_eq!(r.status(), 200);
 
     // A client that does not trust the development certificate fails the handshake.
-    let stranger = tempfile::tempdir().unwrap();
+    let stranger = kit::tmp::dir("api_tls");
     let other = mpcp_pa::api::tls::TlsPaths::default_in(stranger.path());
     mpcp_pa::api::tls::ensure_dev_material(&other, &mpcp_pa::api::tls::dev_names()).unwrap();
-    let c = api_common::client_for(&other);
+    let c = kit::api::client_for(&other);
     assert!(c.get(h.url("/healthz")).send().await.is_err());
 
     // Plain HTTP to the TLS port gets no HTTP answer.
@@ -135,7 +133,7 @@ async fn connection_limit_holds_the_next_connection_until_one_closes() {
         ..Limits::default()
     })
     .await;
-    let first = api_common::raw_connect(&h).await;
+    let first = kit::api::raw_connect(&h).await;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls(&h.tls, &[b"http/1.1"])));
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
@@ -161,7 +159,7 @@ async fn shutdown_drains_an_in_flight_request() {
     let issuer = h.token("issuer-1", mpcp_pa::api::tokens::ApiRole::Issuer);
     let body = r#"{"allowedRails":["xrpl"],"version":"1.0"}"#;
     let (head, tail) = body.split_at(10);
-    let mut conn = api_common::raw_connect(&h).await;
+    let mut conn = kit::api::raw_connect(&h).await;
     conn.write_all(
         format!(
             "POST /v1/policies HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {issuer}\r\n\

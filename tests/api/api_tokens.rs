@@ -2,9 +2,8 @@
 //! works at once with exactly its role, its secret is shown once and never listed, revocation
 //! takes effect on the next request, and every change is in the audit log as the officer.
 
-mod api_common;
-
-use api_common::{Harness, assert_error};
+use crate::kit;
+use crate::kit::api::{Harness, assert_error};
 use mpcp_pa::api::Limits;
 use mpcp_pa::api::tokens::ApiRole;
 use mpcp_pa::events::Event;
@@ -91,7 +90,7 @@ async fn officer_creates_lists_and_revokes_tokens() {
         .await
         .unwrap();
     assert!(first.headers().get("idempotent-replayed").is_none());
-    let first = api_common::read(first).await;
+    let first = kit::api::read(first).await;
     assert_eq!(first.0, 201, "{}", first.1);
     let c_secret = first.1["token"].as_str().unwrap().to_string();
     let c_part = c_secret.splitn(3, '_').nth(2).unwrap().to_string();
@@ -102,7 +101,7 @@ async fn officer_creates_lists_and_revokes_tokens() {
     ] {
         let again = send("k1", "/v1/tokens", body).await.unwrap();
         assert_eq!(again.headers().get("idempotent-replayed").unwrap(), "true");
-        let again = api_common::read(again).await;
+        let again = kit::api::read(again).await;
         assert_error(&again, 409, "TOKEN_SECRET_NOT_REPLAYED");
         assert_eq!(again.1["field"], "name");
         let msg = again.1["message"].as_str().unwrap();
@@ -111,7 +110,7 @@ async fn officer_creates_lists_and_revokes_tokens() {
     }
     // The same key for another request is refused; the created token works.
     assert_error(
-        &api_common::read(
+        &kit::api::read(
             send("k1", "/v1/tokens", r#"{"name":"d","role":"auditor"}"#)
                 .await
                 .unwrap(),

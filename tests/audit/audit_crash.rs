@@ -9,10 +9,6 @@
 //! `crash_child`). Its signers come from [`child_signers`]: today an in-process key for the
 //! artifacts and for checkpoints (tests only); the HSM-backed signers plug in there.
 
-mod audit_support;
-#[path = "bin_support/rng.rs"]
-mod rng;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -30,8 +26,9 @@ use mpcp_pa::events::{Actor, Event, EventSink};
 use mpcp_pa::signer::{DigestSigner, SoftwareSigner, sign_artifact};
 use mpcp_pa::store::{Store, store_path};
 
-use audit_support::*;
-use rng::Rng;
+use crate::kit;
+use crate::kit::audit::*;
+use crate::kit::rng::Rng;
 
 const ENV_DIR: &str = "MPCP_AUDIT_CRASH_DIR";
 const ROUNDS: usize = 24;
@@ -121,7 +118,7 @@ fn crash_child() {
 
 #[test]
 fn audit_crash_kill_loop() {
-    let dir = temp_dir("crash");
+    let dir = kit::tmp::dir("crash");
     let mut rng = Rng::from_clock();
     let mut reported: Vec<(u64, String)> = Vec::new();
     let mut trusted: Option<String> = None;
@@ -129,7 +126,7 @@ fn audit_crash_kill_loop() {
     for round in 0..ROUNDS {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
-                "crash_child",
+                kit::child::test_name(module_path!(), "crash_child").as_str(),
                 "--exact",
                 "--ignored",
                 "--nocapture",

@@ -2,8 +2,6 @@
 //! signing (and refusal to sign inconsistent trees), reopening, the background
 //! checkpointer, and the read/export/verify CLI.
 
-mod audit_support;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,11 +14,12 @@ use mpcp_pa::error::ErrorCode;
 use mpcp_pa::events::EventSink;
 use mpcp_pa::store::trees;
 
-use audit_support::*;
+use crate::kit;
+use crate::kit::audit::*;
 
 #[test]
 fn concurrent_records_are_durable_distinct_and_ordered() {
-    let dir = temp_dir("concurrent");
+    let dir = kit::tmp::dir("concurrent");
     let store = reopen(&dir);
     let log = Arc::new(open(&store));
     let threads: Vec<_> = (0..8u64)
@@ -64,7 +63,7 @@ fn concurrent_records_are_durable_distinct_and_ordered() {
 
 #[test]
 fn checkpoints_are_signed_consistent_and_survive_reopen() {
-    let dir = temp_dir("checkpoints");
+    let dir = kit::tmp::dir("checkpoints");
     let signer = log_signer();
     let vk = log_vkey();
     let first;
@@ -121,7 +120,7 @@ fn checkpoints_are_signed_consistent_and_survive_reopen() {
 
 #[test]
 fn refuses_to_sign_a_tree_inconsistent_with_the_last_checkpoint() {
-    let dir = temp_dir("inconsistent");
+    let dir = kit::tmp::dir("inconsistent");
     let store = reopen(&dir);
     let log = open(&store);
     let signer = log_signer();
@@ -149,7 +148,7 @@ fn refuses_to_sign_a_tree_inconsistent_with_the_last_checkpoint() {
 
 #[test]
 fn background_checkpointer_follows_the_log() {
-    let dir = temp_dir("checkpointer");
+    let dir = kit::tmp::dir("checkpointer");
     let store = reopen(&dir);
     let log = open(&store);
     let task = log
@@ -213,7 +212,7 @@ fn b64hash(v: &serde_json::Value) -> Hash {
 
 #[test]
 fn cli_reads_exports_and_verifies() {
-    let dir = temp_dir("cli");
+    let dir = kit::tmp::dir("cli");
     let leaf5;
     {
         let store = reopen(&dir);

@@ -3,8 +3,6 @@
 //! size 1..=300, every leaf index and every size pair, with proofs read from a real sled
 //! log; plus the RFC 6962 vectors published by transparency-dev/merkle.
 
-mod audit_support;
-
 use std::collections::HashMap;
 
 use mpcp_pa::audit::merkle::{
@@ -14,7 +12,8 @@ use mpcp_pa::audit::merkle::{
 use mpcp_pa::error::ErrorCode;
 use mpcp_pa::store::Store;
 
-use audit_support::*;
+use crate::kit;
+use crate::kit::audit::*;
 
 /// Reference MTH over leaf hashes, memoised by range.
 struct Reference {
@@ -168,7 +167,7 @@ const N: u64 = 300;
 
 #[test]
 fn sled_log_matches_reference_for_every_size_index_and_pair() {
-    let dir = temp_dir("proofs");
+    let dir = kit::tmp::dir("proofs");
     let store = Store::open(&dir.join("store")).unwrap();
     let log = open(&store);
     // Mix both write paths: durable group commit and bulk batches.

@@ -3,8 +3,6 @@
 //! verification requires each checkpoint to verify under one of the pinned keys and to match
 //! the entries at its size.
 
-mod audit_support;
-
 use std::path::Path;
 
 use mpcp_pa::audit::export::{CHECKPOINTS_FILE, VKEY_FILE, export};
@@ -14,7 +12,8 @@ use mpcp_pa::canonical::canonical_bytes_of;
 use mpcp_pa::error::ErrorCode;
 use mpcp_pa::store::trees;
 
-use audit_support::*;
+use crate::kit;
+use crate::kit::audit::*;
 
 fn new_signer() -> SoftwareNoteSigner {
     SoftwareNoteSigner::from_seed(ORIGIN, &[0x33; 32]).unwrap()
@@ -26,8 +25,8 @@ fn vkey_of(s: &SoftwareNoteSigner) -> Vkey {
 
 /// 40 entries; checkpoints at 10 and 20 by the first key, at 30 and 40 by the second.
 /// Returns the directory and the note at 10 (an auditor's saved checkpoint).
-fn build(name: &str) -> (std::path::PathBuf, String) {
-    let dir = temp_dir(name);
+fn build(name: &str) -> (kit::tmp::TmpDir, String) {
+    let dir = kit::tmp::dir(name);
     let store = reopen(&dir);
     let log = open(&store);
     let (old, new) = (log_signer(), new_signer());

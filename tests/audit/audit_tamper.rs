@@ -1,9 +1,7 @@
 //! Tampering with the sled store behind the log's back (opening its trees directly) and
 //! checking that offline verification of an export fails, naming the right entry index.
 
-mod audit_support;
-
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use mpcp_pa::audit::export::export;
@@ -13,14 +11,15 @@ use mpcp_pa::canonical::canonical_bytes_of;
 use mpcp_pa::error::ErrorCode;
 use mpcp_pa::store::trees;
 
-use audit_support::*;
+use crate::kit;
+use crate::kit::audit::*;
 
 const SIZE: u64 = 40;
 
 /// A log of 40 entries with checkpoints at 30 and 40; returns the directory and the note of
 /// the checkpoint at 30 (saved by an auditor) and at 40.
-fn build(name: &str) -> (PathBuf, String, String) {
-    let dir = temp_dir(name);
+fn build(name: &str) -> (kit::tmp::TmpDir, String, String) {
+    let dir = kit::tmp::dir(name);
     let store = reopen(&dir);
     let log = open(&store);
     fill(&log, 30);

@@ -5,8 +5,6 @@
 //! passes. The appliance itself never writes one: with its clock set back, the entry
 //! carries the time of the last entry.
 
-mod audit_support;
-
 use std::path::Path;
 
 use mpcp_pa::audit::export::export;
@@ -19,7 +17,8 @@ use mpcp_pa::error::ErrorCode;
 use mpcp_pa::events::EventSink;
 use mpcp_pa::store::{Store, store_path};
 
-use audit_support::*;
+use crate::kit;
+use crate::kit::audit::*;
 
 /// Writes a signed export of entries with the given times.
 fn write_export(dir: &Path, times: &[&str]) {
@@ -67,7 +66,7 @@ fn options() -> VerifyOptions {
 
 #[test]
 fn entries_whose_time_runs_backwards_fail_verification() {
-    let dir = temp_dir("time-backwards");
+    let dir = kit::tmp::dir("time-backwards");
     write_export(
         &dir.join("ok"),
         &[
@@ -96,7 +95,7 @@ fn entries_whose_time_runs_backwards_fail_verification() {
 
 #[test]
 fn the_log_never_writes_a_time_before_its_last_entry() {
-    let dir = temp_dir("time-clamped");
+    let dir = kit::tmp::dir("time-clamped");
     let store = Store::open(&store_path(&dir)).unwrap();
     let clock = clock();
     let log = mpcp_pa::audit::AuditLog::open(

@@ -2,8 +2,6 @@
 //! second Ed25519 key held here), and a relying party that requires its cosignature
 //! catching a split view made with the log's own key.
 
-mod audit_support;
-
 use mpcp_pa::audit::merkle::{Hash, verify_consistency};
 use mpcp_pa::audit::note::{Note, cosign_text};
 use mpcp_pa::audit::{AuditLog, NoteSigner, SoftwareNoteSigner, Vkey, verify_checkpoint};
@@ -11,7 +9,8 @@ use mpcp_pa::error::{Error, ErrorCode, Result};
 use mpcp_pa::events::{Actor, Event, EventSink};
 use mpcp_pa::store::{Store, store_path};
 
-use audit_support::*;
+use crate::kit;
+use crate::kit::audit::*;
 
 const WITNESS: &str = "witness.test/w1";
 
@@ -62,7 +61,7 @@ fn fork_event(i: u64) -> Event {
 
 #[test]
 fn witness_cosignature_catches_a_split_view() {
-    let dir = temp_dir("witness");
+    let dir = kit::tmp::dir("witness");
     let honest_store = Store::open(&store_path(&dir.join("honest"))).unwrap();
     let fork_store = Store::open(&store_path(&dir.join("fork"))).unwrap();
     let honest = open(&honest_store);

@@ -12,19 +12,18 @@
 //!   holding the same signed grant; none exists without the others), and no grant id ever
 //!   has a second entry.
 
-mod bin_support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bin_support::rng::Rng;
-use bin_support::{
-    Recorded, Server, bin, client_builder, keys_to_retry, kill_round, resend, send_recorded,
-    serve_on,
+use crate::kit;
+use crate::kit::bin::{
+    Recorded, Server, bin, client_builder, json_post, keys_to_retry, kill_round, resend,
+    send_recorded, serve_on,
 };
+use crate::kit::rng::Rng;
 use mpcp_pa::audit::{AuditLog, Entry};
 use mpcp_pa::canonical::canonical_bytes;
 use mpcp_pa::clock::SystemClock;
@@ -171,7 +170,8 @@ fn check_store(data: &Path, keys: &BTreeMap<String, Sent>, round: usize) -> usiz
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_service_never_signs_a_key_twice_and_loses_nothing_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
+    let _gate = kit::gate::exclusive();
+    let dir = kit::tmp::dir("api_crash");
     let data = dir.path();
     bin(data, &["hsm", "init-dev"]);
     for role in ["grant-signing", "root", "audit"] {
@@ -197,14 +197,15 @@ async fn killed_service_never_signs_a_key_twice_and_loses_nothing_acknowledged()
         let (server, base) = start(data);
         let http = client(data);
         if round == 0 {
-            let r = http
-                .post(format!("{base}/v1/policies"))
-                .bearer_auth(&token)
-                .header("content-type", "application/json")
-                .body(r#"{"version":"1.0"}"#)
-                .send()
-                .await
-                .unwrap();
+            let r = json_post(
+                &http,
+                format!("{base}/v1/policies"),
+                &token,
+                r#"{"version":"1.0"}"#,
+            )
+            .send()
+            .await
+            .unwrap();
             assert_eq!(r.status(), 201);
             let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
             policy_hash = v["policyHash"].as_str().unwrap().to_string();

@@ -19,18 +19,17 @@
 //! replays (it was committed) or runs once afresh (it was not). In the last round it replays
 //! every request ever sent and checks that this added no audit entry beyond the fresh runs.
 
-mod bin_support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bin_support::rng::Rng;
-use bin_support::{
+use crate::kit;
+use crate::kit::bin::{
     Recorded, Server, bin, client, keys_to_retry, kill_round, resend, send_recorded, serve_on,
 };
+use crate::kit::rng::Rng;
 use mpcp_pa::audit::{AuditLog, Entry};
 use mpcp_pa::clock::SystemClock;
 use mpcp_pa::events::Event;
@@ -310,7 +309,8 @@ async fn pending_work(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_service_applies_each_key_change_once_with_its_entry_and_response() {
-    let dir = tempfile::tempdir().unwrap();
+    let _gate = kit::gate::exclusive();
+    let dir = kit::tmp::dir("api_keys_crash");
     let data = dir.path();
     bin(data, &["hsm", "init-dev"]);
     for role in ["grant-signing", "root", "audit"] {

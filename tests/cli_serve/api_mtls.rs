@@ -2,12 +2,11 @@
 //! certificate from the configured CA on top of their token, other roles and public reads
 //! do not, and a certificate from another CA is refused in the handshake.
 
-mod bin_support;
-
 use std::path::Path;
 use std::sync::Arc;
 
-use bin_support::up;
+use crate::kit;
+use crate::kit::bin::up;
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -90,7 +89,8 @@ async fn call(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issuer_role_requires_a_client_certificate_from_the_configured_ca() {
-    let dir = tempfile::tempdir().unwrap();
+    let _gate = kit::gate::shared();
+    let dir = kit::tmp::dir("api_mtls");
     let data = dir.path().join("appliance");
     let good_ca = ca("issuer clients");
     let rogue_ca = ca("someone else");

@@ -2,13 +2,12 @@
 //! `serve` over TLS with the generated development certificate, SIGTERM drains and stops it,
 //! and the audit log holds startup, the requests' events and shutdown.
 
-mod bin_support;
-
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use bin_support::{announced, client, sigterm, spawn_serve};
+use crate::kit;
+use crate::kit::bin::{announced, client, json_post, sigterm, spawn_serve};
 use serde_json::Value;
 
 fn bin(data: &Path, args: &[&str]) -> Output {
@@ -32,7 +31,8 @@ fn ok(out: &Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_from_the_command_line() {
-    let dir = tempfile::tempdir().unwrap();
+    let _gate = kit::gate::shared();
+    let dir = kit::tmp::dir("api_serve");
     let data = dir.path();
     ok(&bin(data, &["hsm", "init-dev"]));
     for role in ["grant-signing", "root", "audit"] {
@@ -93,14 +93,15 @@ async fn serve_from_the_command_line() {
         let ks = c.get(format!("{base}{path}")).send().await.unwrap();
         assert_eq!(ks.status(), 200, "{path}");
     }
-    let r = c
-        .post(format!("{base}/v1/policies"))
-        .bearer_auth(&issuer)
-        .header("content-type", "application/json")
-        .body(r#"{"version":"1.0"}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = json_post(
+        &c,
+        format!("{base}/v1/policies"),
+        &issuer,
+        r#"{"version":"1.0"}"#,
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(r.status(), 201);
     let r = c
         .get(format!("{base}/v1/keys"))

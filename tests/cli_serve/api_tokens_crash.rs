@@ -23,20 +23,19 @@
 //! once afresh (it was not). The last round replays every request ever sent and checks that
 //! this added no audit entry beyond the fresh runs.
 
-mod bin_support;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bin_support::rng::Rng;
-use bin_support::{
+use crate::kit;
+use crate::kit::bin::{
     Recorded, Server, bin, client, keys_to_retry, kill_round, resend, send_recorded, serve_on,
 };
+use crate::kit::rng::Rng;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mpcp_pa::api::tokens::TokenRecord;
 use mpcp_pa::audit::{AuditLog, Entry};
 use mpcp_pa::clock::SystemClock;
@@ -375,7 +374,8 @@ async fn worker(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_service_applies_each_token_change_once_with_its_entry() {
-    let dir = tempfile::tempdir().unwrap();
+    let _gate = kit::gate::exclusive();
+    let dir = kit::tmp::dir("api_tokens_crash");
     let data = dir.path();
     bin(data, &["hsm", "init-dev"]);
     for role in ["grant-signing", "root", "audit"] {

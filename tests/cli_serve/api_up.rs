@@ -4,21 +4,16 @@
 //! The officer then creates an issuer token over the API and a grant is issued and verified
 //! against the served key set.
 
-mod bin_support;
-
 use std::process::Command;
 
-use bin_support::{client, up};
+use crate::kit;
+use crate::kit::bin::{client, json_post, up};
 use mpcp_pa::clock::SystemClock;
 use mpcp_pa::verify::Verifier;
 use serde_json::{Value, json};
 
 async fn post(c: &reqwest::Client, url: String, token: &str, body: &Value) -> (u16, Value) {
-    let r = c
-        .post(url)
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .body(body.to_string())
+    let r = json_post(c, url, token, body.to_string())
         .send()
         .await
         .unwrap();
@@ -31,7 +26,8 @@ async fn post(c: &reqwest::Client, url: String, token: &str, body: &Value) -> (u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_creates_the_embedded_default_once_and_serves() {
-    let dir = tempfile::tempdir().unwrap();
+    let _gate = kit::gate::shared();
+    let dir = kit::tmp::dir("api_up");
     let data = dir.path().join("appliance");
     let (server, addr, stdout, seen) = up(&data, &[]);
     let officer = stdout.trim().to_string();
@@ -184,8 +180,9 @@ fn loose_modes(root: &std::path::Path) -> Vec<String> {
 /// others is made private again at the next start, which names the path it repaired.
 #[test]
 fn the_data_dir_is_private_and_a_loose_one_is_repaired_at_start() {
+    let _gate = kit::gate::shared();
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kit::tmp::dir("api_up");
     let data = dir.path().join("appliance");
     let (server, _addr, _stdout, seen) = up(&data, &[]);
     server.stop();

@@ -8,18 +8,16 @@
 //! from the audit key's public JWK and a signature check that does not use the appliance's
 //! note code.
 
-mod bin_support;
-mod note_check;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::kit;
+use crate::kit::bin::{client, json_post, serve_command, sigterm};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use bin_support::{client, serve_command, sigterm};
 use ed25519_dalek::Signer as _;
 use serde_json::Value;
 
@@ -78,7 +76,7 @@ fn audit_public(data: &Path) -> [u8; 32] {
         .iter()
         .find(|k| k["role"] == "audit" && k["state"] == "active")
         .expect("an active audit key");
-    note_check::jwk_public(&rec["publicJwk"])
+    kit::note_check::jwk_public(&rec["publicJwk"])
 }
 
 fn entry_count(data: &Path) -> u64 {
@@ -144,15 +142,15 @@ impl Server {
     }
 
     async fn post(&self, path: &str, token: &str, body: &str) -> (u16, Value) {
-        let r = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
+        let r = json_post(
+            &self.client,
+            format!("{}{path}", self.base),
+            token,
+            body.to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
         read(r).await
     }
 
@@ -164,11 +162,11 @@ impl Server {
     }
 
     /// The latest checkpoint, verified independently under `public`.
-    async fn checkpoint(&self, auditor: &str, public: &[u8; 32]) -> (note_check::Head, Value) {
+    async fn checkpoint(&self, auditor: &str, public: &[u8; 32]) -> (kit::note_check::Head, Value) {
         let (status, cp) = self.get("/v1/audit/checkpoint", auditor).await;
         assert_eq!(status, 200, "{cp}");
-        let head = note_check::verify(cp["note"].as_str().unwrap(), ORIGIN, public);
-        assert_eq!(cp["vkey"], note_check::vkey(ORIGIN, public).as_str());
+        let head = kit::note_check::verify(cp["note"].as_str().unwrap(), ORIGIN, public);
+        assert_eq!(cp["vkey"], kit::note_check::vkey(ORIGIN, public).as_str());
         (head, cp)
     }
 
@@ -197,13 +195,14 @@ async fn read(r: reqwest::Response) -> (u16, Value) {
 }
 
 /// The stored checkpoint printed by `audit checkpoint`, verified under `public`.
-fn stored_checkpoint(data: &Path, public: &[u8; 32]) -> note_check::Head {
-    note_check::verify(&ok(data, &["audit", "checkpoint"]), ORIGIN, public)
+fn stored_checkpoint(data: &Path, public: &[u8; 32]) -> kit::note_check::Head {
+    kit::note_check::verify(&ok(data, &["audit", "checkpoint"]), ORIGIN, public)
 }
 
 #[test]
 fn serve_refuses_to_start_without_an_active_audit_key() {
-    let dir = tempfile::tempdir().unwrap();
+    let _gate = kit::gate::shared();
+    let dir = kit::tmp::dir("audit_serve");
     let data = dir.path();
     setup(data, false);
     let before = entry_count(data);
@@ -240,7 +239,8 @@ fn serve_refuses_to_start_without_an_active_audit_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_at_startup_on_demand_after_rotation_and_at_shutdown() {
-    let dir = tempfile::tempdir().unwrap();
+    let _gate = kit::gate::shared();
+    let dir = kit::tmp::dir("audit_serve");
     let data = dir.path();
     let (officer, auditor, issuer) = setup(data, true);
     let first_key = audit_public(data);
@@ -263,7 +263,7 @@ async fn checkpoints_at_startup_on_demand_after_rotation_and_at_shutdown() {
     assert_eq!(status, 201);
     let (status, fresh) = s.post("/v1/audit/checkpoints", &auditor, "{}").await;
     assert_eq!(status, 201, "{fresh}");
-    let fresh_head = note_check::verify(fresh["note"].as_str().unwrap(), ORIGIN, &first_key);
+    let fresh_head = kit::note_check::verify(fresh["note"].as_str().unwrap(), ORIGIN, &first_key);
     assert_eq!(fresh_head.size, head.size + 1);
     assert_eq!(fresh_head.size, s.size(&auditor).await);
     let (status, same) = s.post("/v1/audit/checkpoints", &officer, "{}").await;
@@ -276,12 +276,13 @@ async fn checkpoints_at_startup_on_demand_after_rotation_and_at_shutdown() {
         .post("/v1/keys/audit/rotate", &officer, r#"{"alg":"EdDSA"}"#)
         .await;
     assert_eq!(status, 200, "{rot}");
-    let second_key = note_check::jwk_public(&rot["activated"]["publicJwk"]);
+    let second_key = kit::note_check::jwk_public(&rot["activated"]["publicJwk"]);
     assert_ne!(second_key, first_key);
     let (status, rotated) = s.post("/v1/audit/checkpoints", &officer, "{}").await;
     assert_eq!(status, 201, "{rotated}");
-    let rotated_head = note_check::verify(rotated["note"].as_str().unwrap(), ORIGIN, &second_key);
-    assert!(!note_check::verifies(
+    let rotated_head =
+        kit::note_check::verify(rotated["note"].as_str().unwrap(), ORIGIN, &second_key);
+    assert!(!kit::note_check::verifies(
         rotated["note"].as_str().unwrap(),
         ORIGIN,
         &first_key
@@ -295,8 +296,8 @@ async fn checkpoints_at_startup_on_demand_after_rotation_and_at_shutdown() {
         .map(|v| v["vkey"].as_str().unwrap())
         .collect();
     let (vk1, vk2) = (
-        note_check::vkey(ORIGIN, &first_key),
-        note_check::vkey(ORIGIN, &second_key),
+        kit::note_check::vkey(ORIGIN, &first_key),
+        kit::note_check::vkey(ORIGIN, &second_key),
     );
     assert_eq!(listed, [vk1.as_str(), vk2.as_str()]);
 
@@ -323,7 +324,8 @@ async fn checkpoints_at_startup_on_demand_after_rotation_and_at_shutdown() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("signed a new checkpoint"));
-    let offline = note_check::verify(&String::from_utf8(out.stdout).unwrap(), ORIGIN, &second_key);
+    let offline =
+        kit::note_check::verify(&String::from_utf8(out.stdout).unwrap(), ORIGIN, &second_key);
     assert_eq!(offline.size, entry_count(data));
     assert_eq!(stored_checkpoint(data, &second_key), offline);
     let out = bin(data, &["audit", "checkpoint", "--sign"]);
@@ -356,7 +358,7 @@ async fn checkpoints_at_startup_on_demand_after_rotation_and_at_shutdown() {
     let note = std::fs::read_to_string(export.join("checkpoint")).unwrap();
     let text = &note[..note.rfind("\n\n").unwrap() + 1];
     let intruder = ed25519_dalek::SigningKey::from_bytes(&[0x77; 32]);
-    let mut raw = note_check::key_id(ORIGIN, &intruder.verifying_key().to_bytes()).to_vec();
+    let mut raw = kit::note_check::key_id(ORIGIN, &intruder.verifying_key().to_bytes()).to_vec();
     raw.extend_from_slice(&intruder.sign(text.as_bytes()).to_bytes());
     let forged = format!("{text}\n\u{2014} {ORIGIN} {}\n", STANDARD.encode(raw));
     std::fs::write(export.join("checkpoint"), forged).unwrap();
@@ -371,7 +373,8 @@ async fn checkpoints_at_startup_on_demand_after_rotation_and_at_shutdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_timer_signs_while_the_log_grows_and_not_while_idle() {
-    let dir = tempfile::tempdir().unwrap();
+    let _gate = kit::gate::shared();
+    let dir = kit::tmp::dir("audit_serve");
     let data = dir.path();
     let (_, auditor, issuer) = setup(data, true);
     let key = audit_public(data);
@@ -423,7 +426,7 @@ async fn the_timer_signs_while_the_log_grows_and_not_while_idle() {
         .lines()
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
-            note_check::verify(v["note"].as_str().unwrap(), ORIGIN, &key).size
+            kit::note_check::verify(v["note"].as_str().unwrap(), ORIGIN, &key).size
         })
         .collect();
     assert_eq!(sizes.first(), Some(&start.size), "{history}");

@@ -12,18 +12,16 @@
 //!   /readyz says NOT_READY, no entry's time runs backwards; when the clock is right again
 //!   signing resumes by itself, without a restart, and `audit verify` accepts the log.
 
-mod bin_support;
-
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bin_support::{
+use crate::kit;
+use crate::kit::bin::{
     Server, announced, bin, client, grant_request, issuer_with_policy, officer_token,
-    post_idempotent, serve_command, serve_on, up,
+    post_idempotent, serve_command, serve_on, spawn_lines, up,
 };
 use serde_json::Value;
 
@@ -41,16 +39,7 @@ fn spawn_faked(data: &Path, spec: &Path, extra: &[&str]) -> (Server, mpsc::Recei
         .env("FAKETIME_NO_CACHE", "1")
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    (Server(child), rx)
+    spawn_lines(cmd)
 }
 
 struct Pa {
@@ -138,7 +127,8 @@ fn no_digest_twice(entries: &[Value]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_years_ahead_is_refused_unless_confirmed_and_purges_no_retry() {
-    let tmp = tempfile::tempdir().unwrap();
+    let _gate = kit::gate::exclusive();
+    let tmp = kit::tmp::dir("clock");
     let data = tmp.path().join("data");
     let (server, pa) = prepare(&data).await;
     let mut first = Vec::new();
@@ -191,7 +181,8 @@ async fn ten_years_ahead_is_refused_unless_confirmed_and_purges_no_retry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_2020_signing_is_refused_until_the_clock_is_right() {
-    let tmp = tempfile::tempdir().unwrap();
+    let _gate = kit::gate::exclusive();
+    let tmp = kit::tmp::dir("clock");
     let data = tmp.path().join("data");
     let (server, pa) = prepare(&data).await;
     let body = pa.grant("before");

@@ -11,14 +11,14 @@
 //! the token directory unreachable, and the store's disk full. No public response names a
 //! token label, an object id or a PKCS#11 code. Needs root (mount) and node.
 
-mod bin_support;
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bin_support::{Tmpfs, client, grant_request, officer_token, serve_on_at, up_at};
+use crate::kit;
+use crate::kit::bin::{client, grant_request, officer_token, serve_on_at, up_at};
+use crate::kit::tmpfs::Tmpfs;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
@@ -174,8 +174,10 @@ where
 
 /// The root token: (PKCS#11 handle, slot) from the data directory's SoftHSM2 configuration.
 fn root_token(data: &Path) -> (Pkcs11, cryptoki::slot::Slot, AuthPin) {
-    // SAFETY: this binary has one test and sets the variable before loading the library.
-    unsafe { std::env::set_var("SOFTHSM2_CONF", data.join("softhsm2.conf")) };
+    // The test runs in a process of its own (`kit::child::alone!`), which the library's own
+    // once-per-process binding points at this data directory's configuration (no other
+    // test's tokens are loaded here, and the variable is not set behind anyone's back).
+    mpcp_pa::hsm::bind_softhsm2_conf(&data.join("softhsm2.conf")).unwrap();
     let p = Pkcs11::new(mpcp_pa::hsm::dev::SOFTHSM2_MODULE).unwrap();
     let _ = p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
     let slot = p
@@ -205,7 +207,8 @@ fn snapshot_dir(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spec_gateway_discovers_keys_through_every_server_side_failure() {
-    let tmp = tempfile::tempdir().unwrap();
+    kit::child::alone!("a_spec_gateway_discovers_keys_through_every_server_side_failure");
+    let tmp = kit::tmp::dir("discovery");
     let mnt = Tmpfs::mount(&tmp.path().join("mnt"), "48m");
     let data = mnt.0.join("data");
     let port = free_port();

@@ -8,17 +8,17 @@
 //! the log verifies with `audit verify` and holds every acknowledged grant exactly once.
 //! A second test fills the disk while four clients issue grants, three rounds.
 
-mod bin_support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bin_support::{
-    Tmpfs, announced, bin, client, grant_request, issuer_with_policy, officer_token,
-    post_idempotent, serve_on, spawn_serve, up,
+use crate::kit;
+use crate::kit::bin::{
+    announced, bin, client, grant_request, issuer_with_policy, officer_token, post_idempotent,
+    serve_on, spawn_serve, up,
 };
+use crate::kit::tmpfs::Tmpfs;
 use serde_json::Value;
 
 /// Fills the file system holding `file` until it refuses a write.
@@ -39,7 +39,8 @@ async fn readyz(http: &reqwest::Client, base: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_fails_closed_and_clears_without_a_restart() {
-    let tmp = tempfile::tempdir().unwrap();
+    let _gate = kit::gate::shared();
+    let tmp = kit::tmp::dir("disk_full");
     let mnt = Tmpfs::mount(&tmp.path().join("mnt"), "32m");
     let data = mnt.0.join("data");
     let (server, addr, stdout, _) = up(&data, &["--rate-per-token", "0"]);
@@ -148,7 +149,7 @@ async fn a_full_disk_fails_closed_and_clears_without_a_restart() {
     assert_eq!(status, 201);
     acked.insert("last".into(), true);
     fill(&filler);
-    bin_support::sigterm(&server.0);
+    kit::bin::sigterm(&server.0);
     let status = server.0.wait().unwrap();
     let stderr: Vec<String> = lines.iter().collect();
     let stderr = stderr.join("\n");
@@ -203,9 +204,10 @@ async fn a_full_disk_fails_closed_and_clears_without_a_restart() {
 /// itself within 5 s of freeing, and the log verifies with every acknowledged grant in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_filled_under_load_clears_too() {
+    let _gate = kit::gate::shared();
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = kit::tmp::dir("disk_full");
     let mnt = Tmpfs::mount(&tmp.path().join("mnt"), "32m");
     let data = mnt.0.join("data");
     let (server, addr, stdout, _) = up(&data, &["--rate-per-token", "0"]);

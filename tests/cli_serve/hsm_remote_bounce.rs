@@ -15,10 +15,7 @@
 //! Needs p11-kit (`p11-kit server`) and p11-kit-modules (`p11-kit-client.so`); see
 //! scripts/ensure-deps.sh. The test fails (it does not skip) when they are missing.
 
-mod bin_support;
-
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,7 +23,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use bin_support::{Server, announced, bin, client_builder, serve_command};
+use crate::kit;
+use crate::kit::bin::{
+    Server, announced, bin, bin_command, client_builder, json_post, output_ok, serve_command,
+    spawn_lines,
+};
 use mpcp_pa::hsm::dev::SOFTHSM2_MODULE;
 use serde_json::{Value, json};
 
@@ -94,17 +95,9 @@ impl Drop for Remote {
 
 /// `mpcp-pa ARGS` on `data` with the p11-kit client pointed at `socket`; asserts success.
 fn cli(data: &Path, socket: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_mpcp-pa"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env("P11_KIT_SERVER_ADDRESS", address(socket))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = output_ok(
+        bin_command(data, args).env("P11_KIT_SERVER_ADDRESS", address(socket)),
+        args,
     );
     String::from_utf8(out.stdout).unwrap()
 }
@@ -228,16 +221,7 @@ fn serve(data: &Path, socket: &Path) -> (Server, String, mpsc::Receiver<String>)
         ],
     );
     cmd.env("P11_KIT_SERVER_ADDRESS", address(socket));
-    let mut child = cmd.spawn().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let server = Server(child);
+    let (server, rx) = spawn_lines(cmd);
     let addr = announced(&rx, Duration::from_secs(60))
         .unwrap_or_else(|log| panic!("serve did not start:\n{}", log.join("\n")));
     (server, format!("https://{addr}"), rx)
@@ -246,7 +230,7 @@ fn serve(data: &Path, socket: &Path) -> (Server, String, mpsc::Receiver<String>)
 /// SIGTERMs `serve` and waits for its successful exit (within its 30 s drain and a margin);
 /// returns its stderr lines, which a failure shows.
 fn stop_serve(mut server: Server, lines: &mpsc::Receiver<String>) -> Vec<String> {
-    bin_support::sigterm(&server.0);
+    kit::bin::sigterm(&server.0);
     let t = Instant::now();
     loop {
         if let Some(status) = server.0.try_wait().unwrap() {
@@ -264,7 +248,8 @@ fn stop_serve(mut server: Server, lines: &mpsc::Receiver<String>) -> Vec<String>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grants_resume_after_the_remote_hsm_bounces() {
-    let dir = tempfile::tempdir().unwrap();
+    let _gate = kit::gate::exclusive();
+    let dir = kit::tmp::dir("hsm_remote_bounce");
     let data = dir.path().join("data");
     let remote_dir = dir.path().join("remote");
     let mut remote = setup(&data, &remote_dir);
@@ -280,14 +265,15 @@ async fn grants_resume_after_the_remote_hsm_bounces() {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let r = http
-        .post(format!("{base}/v1/policies"))
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .body(r#"{"version":"1.0"}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = json_post(
+        &http,
+        format!("{base}/v1/policies"),
+        &token,
+        r#"{"version":"1.0"}"#,
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(r.status(), 201);
     let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
     let policy_hash = v["policyHash"].as_str().unwrap().to_string();
@@ -311,14 +297,15 @@ async fn grants_resume_after_the_remote_hsm_bounces() {
                 }
                 let grant_id = format!("g-c{c}-{n}");
                 let started = Instant::now();
-                let r = http
-                    .post(format!("{base}/v1/grants"))
-                    .bearer_auth(&token)
-                    .header("content-type", "application/json")
-                    .header("idempotency-key", &grant_id)
-                    .body(grant_body(&grant_id, &ph))
-                    .send()
-                    .await;
+                let r = json_post(
+                    &http,
+                    format!("{base}/v1/grants"),
+                    &token,
+                    grant_body(&grant_id, &ph),
+                )
+                .header("idempotency-key", &grant_id)
+                .send()
+                .await;
                 let (status, code) = match r {
                     Ok(r) => {
                         let status = r.status().as_u16();

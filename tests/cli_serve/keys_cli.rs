@@ -2,6 +2,7 @@
 //! `hsm init-dev`, the store and audit log in the data directory, key-set export checked by
 //! `mpcp-pa verify`, and every key operation found in the audit log.
 
+use crate::kit;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -56,7 +57,8 @@ fn generated_kid(stdout: &str) -> String {
 
 #[test]
 fn key_lifecycle_export_and_audit_through_the_binary() {
-    let tmp = tempfile::tempdir().unwrap();
+    let _gate = kit::gate::shared();
+    let tmp = kit::tmp::dir("keys_cli");
     let dir = tmp.path();
     ok(dir, &["hsm", "init-dev"]);
 

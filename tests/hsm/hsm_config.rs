@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::kit;
 use mpcp_pa::ErrorCode;
 use mpcp_pa::crypto::Alg;
 use mpcp_pa::hsm::{HsmConfig, PinSource};
@@ -39,7 +40,7 @@ fn dev_examples_load() {
 
 #[test]
 fn file_level_refusals() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kit::tmp::dir("hsm_config");
     let text = std::fs::read_to_string(example("default.toml")).unwrap();
     let write = |t: &str| {
         let p = dir.path().join("pkcs11.toml");

@@ -1,13 +1,12 @@
 //! `hsm init-dev`: development tokens inside the data directory only, idempotent, PINs only
 //! in private files.
 
-mod hsm_support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use hsm_support::isolated;
+use crate::kit;
+use crate::kit::child::isolated;
 use mpcp_pa::ErrorCode;
 use mpcp_pa::hsm::HsmBackend;
 use mpcp_pa::hsm::dev::init_dev;
@@ -34,61 +33,65 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn init_dev_is_idempotent_and_keeps_pins_private() {
-    isolated("init_dev_is_idempotent_and_keeps_pins_private", |dir| {
-        let first = init_dev(dir).unwrap();
-        assert!(!first.unchanged());
-        assert_eq!(mode(&dir.join("secrets")), 0o700);
-        let config_text = std::fs::read_to_string(dir.join("pkcs11.toml")).unwrap();
-        for role in ["grant-signing", "root", "audit"] {
-            for kind in ["so", "user"] {
-                let p = dir.join(format!("secrets/{role}.{kind}.pin"));
-                assert_eq!(mode(&p), 0o600, "{}", p.display());
-                let pin = std::fs::read_to_string(&p).unwrap();
-                assert!(pin.trim_end().len() >= 16);
-                assert!(
-                    !config_text.contains(pin.trim_end()),
-                    "PIN value in pkcs11.toml"
-                );
+    isolated(
+        module_path!(),
+        "init_dev_is_idempotent_and_keeps_pins_private",
+        |dir| {
+            let first = init_dev(dir).unwrap();
+            assert!(!first.unchanged());
+            assert_eq!(mode(&dir.join("secrets")), 0o700);
+            let config_text = std::fs::read_to_string(dir.join("pkcs11.toml")).unwrap();
+            for role in ["grant-signing", "root", "audit"] {
+                for kind in ["so", "user"] {
+                    let p = dir.join(format!("secrets/{role}.{kind}.pin"));
+                    assert_eq!(mode(&p), 0o600, "{}", p.display());
+                    let pin = std::fs::read_to_string(&p).unwrap();
+                    assert!(pin.trim_end().len() >= 16);
+                    assert!(
+                        !config_text.contains(pin.trim_end()),
+                        "PIN value in pkcs11.toml"
+                    );
+                }
             }
-        }
-        let conf = std::fs::read_to_string(dir.join("softhsm2.conf")).unwrap();
-        let tokendir = dir.canonicalize().unwrap().join("tokens");
-        assert!(conf.contains(&format!("directories.tokendir = {}", tokendir.display())));
-        assert_eq!(
-            std::fs::read_dir(&tokendir).unwrap().count(),
-            3,
-            "one token per role"
-        );
+            let conf = std::fs::read_to_string(dir.join("softhsm2.conf")).unwrap();
+            let tokendir = dir.canonicalize().unwrap().join("tokens");
+            assert!(conf.contains(&format!("directories.tokendir = {}", tokendir.display())));
+            assert_eq!(
+                std::fs::read_dir(&tokendir).unwrap().count(),
+                3,
+                "one token per role"
+            );
 
-        let before = snapshot(dir);
-        let second = init_dev(dir).unwrap();
-        assert!(second.unchanged(), "{:?}", second.actions);
-        assert_eq!(snapshot(dir), before);
-        assert_eq!(second.config, first.config);
-        HsmBackend::open(&second.config).unwrap();
+            let before = snapshot(dir);
+            let second = init_dev(dir).unwrap();
+            assert!(second.unchanged(), "{:?}", second.actions);
+            assert_eq!(snapshot(dir), before);
+            assert_eq!(second.config, first.config);
+            HsmBackend::open(&second.config).unwrap();
 
-        // An interrupted run is completed: only the missing file is written again.
-        std::fs::remove_file(dir.join("pkcs11.toml")).unwrap();
-        let third = init_dev(dir).unwrap();
-        assert_eq!(third.actions.len(), 1, "{:?}", third.actions);
-        assert!(third.actions[0].ends_with("pkcs11.toml"));
+            // An interrupted run is completed: only the missing file is written again.
+            std::fs::remove_file(dir.join("pkcs11.toml")).unwrap();
+            let third = init_dev(dir).unwrap();
+            assert_eq!(third.actions.len(), 1, "{:?}", third.actions);
+            assert!(third.actions[0].ends_with("pkcs11.toml"));
 
-        // A token whose PIN files vanished is not re-keyed with guessed PINs.
-        std::fs::remove_file(dir.join("secrets/audit.so.pin")).unwrap();
-        let e = init_dev(dir).unwrap_err();
-        assert_eq!(e.code, ErrorCode::ConfigInvalid);
-        assert!(e.message.contains("refusing to guess"), "{e}");
+            // A token whose PIN files vanished is not re-keyed with guessed PINs.
+            std::fs::remove_file(dir.join("secrets/audit.so.pin")).unwrap();
+            let e = init_dev(dir).unwrap_err();
+            assert_eq!(e.code, ErrorCode::ConfigInvalid);
+            assert!(e.message.contains("refusing to guess"), "{e}");
 
-        // One process, one SoftHSM2 data directory.
-        let e = init_dev(&dir.join("elsewhere")).unwrap_err();
-        assert_eq!(e.code, ErrorCode::ConfigInvalid);
-        assert!(e.message.contains("one process serves one"), "{e}");
-    });
+            // One process, one SoftHSM2 data directory.
+            let e = init_dev(&dir.join("elsewhere")).unwrap_err();
+            assert_eq!(e.code, ErrorCode::ConfigInvalid);
+            assert!(e.message.contains("one process serves one"), "{e}");
+        },
+    );
 }
 
 #[test]
 fn cli_init_dev_and_probe_touch_no_global_state() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = kit::tmp::dir("hsm_dev");
     let data = tmp.path().join("data");
     let home = tmp.path().join("home");
     std::fs::create_dir_all(&home).unwrap();

@@ -1,11 +1,10 @@
 //! Refusals with stable codes: wrong PIN, missing module, missing token, missing mechanism,
 //! shared tokens, timeouts.
 
-mod hsm_support;
-
 use std::path::Path;
 
-use hsm_support::{dev_backend, dev_config_edited, isolated, refused, user_pin};
+use crate::kit::child::isolated;
+use crate::kit::hsm::{dev_backend, dev_config_edited, refused, user_pin};
 use mpcp_pa::ErrorCode;
 use mpcp_pa::crypto::Alg;
 use mpcp_pa::hsm::dev::init_dev;
@@ -19,7 +18,7 @@ fn open_err(config: &Path) -> mpcp_pa::Error {
 
 #[test]
 fn wrong_pin_is_refused() {
-    isolated("wrong_pin_is_refused", |dir| {
+    isolated(module_path!(), "wrong_pin_is_refused", |dir| {
         let init = init_dev(dir).unwrap();
         let real = user_pin(dir, "root");
         // Rewriting the content keeps the file's 0600 mode.
@@ -36,7 +35,7 @@ fn wrong_pin_is_refused() {
 
 #[test]
 fn pin_from_environment() {
-    isolated("pin_from_environment", |dir| {
+    isolated(module_path!(), "pin_from_environment", |dir| {
         let path = dev_config_edited(dir, |t| {
             t.replace(
                 "pin_file = \"secrets/audit.user.pin\"",
@@ -55,7 +54,7 @@ fn pin_from_environment() {
 
 #[test]
 fn missing_module_names_the_path() {
-    isolated("missing_module_names_the_path", |dir| {
+    isolated(module_path!(), "missing_module_names_the_path", |dir| {
         let path = dev_config_edited(dir, |t| {
             t.replace(
                 "/usr/lib/softhsm/libsofthsm2.so",
@@ -83,7 +82,7 @@ fn missing_module_names_the_path() {
 
 #[test]
 fn missing_token_is_refused() {
-    isolated("missing_token_is_refused", |dir| {
+    isolated(module_path!(), "missing_token_is_refused", |dir| {
         let path = dev_config_edited(dir, |t| t.replace("mpcp-root", "mpcp-nope"));
         let e = open_err(&path);
         assert_eq!(e.code, ErrorCode::HsmTokenNotFound, "{e}");
@@ -93,7 +92,7 @@ fn missing_token_is_refused() {
 
 #[test]
 fn missing_mechanism_is_refused() {
-    isolated("missing_mechanism_is_refused", |dir| {
+    isolated(module_path!(), "missing_mechanism_is_refused", |dir| {
         // A token without CKM_EDDSA (SoftHSM2's mechanism allow-list); init-dev keeps an
         // existing softhsm2.conf.
         std::fs::create_dir_all(dir.join("tokens")).unwrap();
@@ -137,7 +136,7 @@ fn missing_mechanism_is_refused() {
 
 #[test]
 fn shared_tokens_need_the_dev_flag() {
-    isolated("shared_tokens_need_the_dev_flag", |dir| {
+    isolated(module_path!(), "shared_tokens_need_the_dev_flag", |dir| {
         let path = dev_config_edited(dir, |t| {
             t.replace(
                 "[tokens.mpcp-root]\npin_file = \"secrets/root.user.pin\"\n",
@@ -170,6 +169,7 @@ fn shared_tokens_need_the_dev_flag() {
 #[test]
 fn timeout_abandons_the_call_and_the_process_carries_on() {
     isolated(
+        module_path!(),
         "timeout_abandons_the_call_and_the_process_carries_on",
         |dir| {
             let (_, config) = dev_backend(dir);

@@ -1,11 +1,10 @@
 //! Key generation, loading, signing and destruction on real SoftHSM2 tokens.
 
-mod hsm_support;
-
+use crate::kit::child::isolated;
+use crate::kit::hsm::{dev_backend, other_handle, refused, slot_of, user_pin};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use hsm_support::{dev_backend, isolated, other_handle, refused, slot_of, user_pin};
 use mpcp_pa::ErrorCode;
 use mpcp_pa::crypto::{Alg, PublicKey};
 use mpcp_pa::keys::{KeyBackend, KeyRole};
@@ -19,7 +18,7 @@ fn digest(i: u32) -> [u8; 32] {
 
 #[test]
 fn generate_and_sign_each_algorithm() {
-    isolated("generate_and_sign_each_algorithm", |dir| {
+    isolated(module_path!(), "generate_and_sign_each_algorithm", |dir| {
         let (hsm, _) = dev_backend(dir);
         for (role, alg) in [
             (KeyRole::GrantSigning, Alg::EdDSA),
@@ -68,7 +67,7 @@ fn generate_and_sign_each_algorithm() {
 
 #[test]
 fn ecdsa_signatures_are_low_s_der() {
-    isolated("ecdsa_signatures_are_low_s_der", |dir| {
+    isolated(module_path!(), "ecdsa_signatures_are_low_s_der", |dir| {
         let (hsm, _) = dev_backend(dir);
         for (alg, n) in [(Alg::ES256K, 400u32), (Alg::ES256, 200)] {
             let k = hsm.generate(KeyRole::GrantSigning, alg, "lows").unwrap();
@@ -97,7 +96,7 @@ fn ecdsa_signatures_are_low_s_der() {
 
 #[test]
 fn private_key_attributes_read_back() {
-    isolated("private_key_attributes_read_back", |dir| {
+    isolated(module_path!(), "private_key_attributes_read_back", |dir| {
         let (hsm, _) = dev_backend(dir);
         let p = other_handle();
         for alg in Alg::ALL {
@@ -183,7 +182,7 @@ fn private_key_attributes_read_back() {
 
 #[test]
 fn destroy_and_unknown_keys() {
-    isolated("destroy_and_unknown_keys", |dir| {
+    isolated(module_path!(), "destroy_and_unknown_keys", |dir| {
         let (hsm, _) = dev_backend(dir);
         let k = hsm.generate(KeyRole::Audit, Alg::EdDSA, "gone").unwrap();
         let s = hsm
@@ -224,7 +223,7 @@ fn destroy_and_unknown_keys() {
 
 #[test]
 fn keys_persist_across_backends() {
-    isolated("keys_persist_across_backends", |dir| {
+    isolated(module_path!(), "keys_persist_across_backends", |dir| {
         let (hsm, config) = dev_backend(dir);
         let k = hsm
             .generate(KeyRole::GrantSigning, Alg::ES256K, "persist")

@@ -3,11 +3,10 @@
 //! canonicaliser), for every algorithm; a tampered twin of each is refused by Node too.
 //! Fails where `node` is not installed (scripts/ensure-deps.sh installs it).
 
-mod hsm_support;
-
 use std::process::Command;
 
-use hsm_support::{dev_backend, isolated};
+use crate::kit::child::isolated;
+use crate::kit::hsm::dev_backend;
 use mpcp_pa::canonical::{Domain, signing_digest};
 use mpcp_pa::crypto::Alg;
 use mpcp_pa::keys::{KeyBackend, KeyRole};
@@ -42,7 +41,7 @@ fn node_verifies_hsm_signatures() {
         Command::new("node").arg("--version").output().is_ok(),
         "`node` is required (scripts/ensure-deps.sh installs it)"
     );
-    isolated("node_verifies_hsm_signatures", |dir| {
+    isolated(module_path!(), "node_verifies_hsm_signatures", |dir| {
         let (hsm, _) = dev_backend(dir);
         let out = dir.join("vectors");
         std::fs::create_dir_all(out.join("artifacts")).unwrap();

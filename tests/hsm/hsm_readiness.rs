@@ -3,15 +3,14 @@
 //! its login is lost behind the appliance's back, and ready again once the pool has recovered
 //! (without a restart). While recovery cannot log in (PIN changed), it stays not ready.
 
-mod api_common;
-mod hsm_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::kit;
+use crate::kit::child::isolated;
+use crate::kit::hsm::{other_handle, slot_of, user_pin};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use hsm_support::{isolated, other_handle, slot_of, user_pin};
 use mpcp_pa::algorithms::AlgorithmPolicy;
 use mpcp_pa::api::tls::{TlsPaths, dev_names, ensure_dev_material, server_config};
 use mpcp_pa::api::{AppState, Limits, ServiceConfig, ServiceParts, Transport, router, server};
@@ -35,7 +34,7 @@ async fn readyz(client: &reqwest::Client, base: &str) -> (u16, Value) {
 
 #[test]
 fn readyz_follows_token_login() {
-    isolated("readyz_follows_token_login", |dir| {
+    isolated(module_path!(), "readyz_follows_token_login", |dir| {
         let init = init_dev(dir).unwrap();
         let backend = Arc::new(HsmBackend::open(&init.config).unwrap());
         let probes = readiness::probes(&backend);
@@ -83,7 +82,7 @@ fn readyz_follows_token_login() {
             .await
             .unwrap();
             let base = format!("https://127.0.0.1:{}", server.local_addr().port());
-            let client = api_common::client_for(&tls);
+            let client = kit::api::client_for(&tls);
             assert_eq!(readyz(&client, &base).await.0, 200);
 
             // Login lost on the grant-signing token (login state is per token and process).

@@ -4,14 +4,13 @@
 //! call succeeds. Both ways a call runs are covered: inline on the caller's thread (under a
 //! `CallWatch`, as the service signs) and handed off to a pool worker thread.
 
-mod hsm_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::kit::child::isolated_alone;
+use crate::kit::hsm::{dev_backend, other_handle, slot_of, user_pin};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use hsm_support::{dev_backend, isolated, other_handle, slot_of, user_pin};
 use mpcp_pa::ErrorCode;
 use mpcp_pa::crypto::Alg;
 use mpcp_pa::hsm::dev::SOFTHSM2_MODULE;
@@ -52,7 +51,7 @@ fn warm(s: &Arc<dyn DigestSigner>) {
 
 #[test]
 fn sessions_closed_elsewhere() {
-    isolated("sessions_closed_elsewhere", |dir| {
+    isolated_alone(module_path!(), "sessions_closed_elsewhere", |dir| {
         let (hsm, _) = dev_backend(dir);
         let grant = signer(&hsm, KeyRole::GrantSigning, Alg::ES256);
         let root = signer(&hsm, KeyRole::Root, Alg::EdDSA);
@@ -81,7 +80,7 @@ fn sessions_closed_elsewhere() {
 
 #[test]
 fn login_lost_elsewhere() {
-    isolated("login_lost_elsewhere", |dir| {
+    isolated_alone(module_path!(), "login_lost_elsewhere", |dir| {
         let (hsm, _) = dev_backend(dir);
         let grant = signer(&hsm, KeyRole::GrantSigning, Alg::EdDSA);
         warm(&grant);
@@ -101,7 +100,7 @@ fn login_lost_elsewhere() {
 
 #[test]
 fn library_finalized_elsewhere() {
-    isolated("library_finalized_elsewhere", |dir| {
+    isolated_alone(module_path!(), "library_finalized_elsewhere", |dir| {
         let (hsm, _) = dev_backend(dir);
         let grant = signer(&hsm, KeyRole::GrantSigning, Alg::ES256K);
         let root = signer(&hsm, KeyRole::Root, Alg::EdDSA);
@@ -123,35 +122,39 @@ fn library_finalized_elsewhere() {
 
 #[test]
 fn failed_recovery_backs_off_then_recovers() {
-    isolated("failed_recovery_backs_off_then_recovers", |dir| {
-        let (hsm, _) = dev_backend(dir);
-        let grant = signer(&hsm, KeyRole::GrantSigning, Alg::EdDSA);
-        sign_ok(&grant, 1);
-        let old = AuthPin::new(user_pin(dir, "grant-signing").into());
-        let new = AuthPin::new("a-different-user-pin".into());
-        let p = other_handle();
-        let session = p
-            .open_rw_session(slot_of(&p, "mpcp-grant-signing"))
-            .unwrap();
-        // Change the PIN behind the backend's back and drop the login.
-        session.set_pin(&old, &new).unwrap();
-        session.logout().unwrap();
+    isolated_alone(
+        module_path!(),
+        "failed_recovery_backs_off_then_recovers",
+        |dir| {
+            let (hsm, _) = dev_backend(dir);
+            let grant = signer(&hsm, KeyRole::GrantSigning, Alg::EdDSA);
+            sign_ok(&grant, 1);
+            let old = AuthPin::new(user_pin(dir, "grant-signing").into());
+            let new = AuthPin::new("a-different-user-pin".into());
+            let p = other_handle();
+            let session = p
+                .open_rw_session(slot_of(&p, "mpcp-grant-signing"))
+                .unwrap();
+            // Change the PIN behind the backend's back and drop the login.
+            session.set_pin(&old, &new).unwrap();
+            session.logout().unwrap();
 
-        let e = grant.sign_digest(&[0; 32]).unwrap_err();
-        assert_eq!(e.code, ErrorCode::HsmUnavailable, "{e}");
-        // Recovery tries to log in with the configured PIN and fails...
-        let e = inline(|| grant.sign_digest(&[0; 32])).unwrap_err();
-        assert_eq!(e.code, ErrorCode::HsmPinInvalid, "{e}");
-        // ...so the next calls fail fast until the backoff (100 ms first) has passed.
-        let e = grant.sign_digest(&[0; 32]).unwrap_err();
-        assert_eq!(e.code, ErrorCode::HsmUnavailable, "{e}");
-        assert!(e.message.contains("next attempt in"), "{e}");
+            let e = grant.sign_digest(&[0; 32]).unwrap_err();
+            assert_eq!(e.code, ErrorCode::HsmUnavailable, "{e}");
+            // Recovery tries to log in with the configured PIN and fails...
+            let e = inline(|| grant.sign_digest(&[0; 32])).unwrap_err();
+            assert_eq!(e.code, ErrorCode::HsmPinInvalid, "{e}");
+            // ...so the next calls fail fast until the backoff (100 ms first) has passed.
+            let e = grant.sign_digest(&[0; 32]).unwrap_err();
+            assert_eq!(e.code, ErrorCode::HsmUnavailable, "{e}");
+            assert!(e.message.contains("next attempt in"), "{e}");
 
-        session.login(UserType::User, Some(&new)).unwrap();
-        session.set_pin(&new, &old).unwrap();
-        session.logout().unwrap();
-        std::thread::sleep(Duration::from_millis(250));
-        sign_ok(&grant, 2);
-        warm(&grant);
-    });
+            session.login(UserType::User, Some(&new)).unwrap();
+            session.set_pin(&new, &old).unwrap();
+            session.logout().unwrap();
+            std::thread::sleep(Duration::from_millis(250));
+            sign_ok(&grant, 2);
+            warm(&grant);
+        },
+    );
 }

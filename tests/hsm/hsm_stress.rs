@@ -3,12 +3,11 @@
 //! worker threads), with key generation and destruction (serialised inside the backend)
 //! running alongside.
 
-mod hsm_support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hsm_support::{dev_config_edited, isolated};
+use crate::kit::child::isolated_alone;
+use crate::kit::hsm::dev_config_edited;
 use mpcp_pa::crypto::Alg;
 use mpcp_pa::hsm::{CallWatch, HsmBackend, HsmConfig};
 use mpcp_pa::keys::{KeyBackend, KeyRole};
@@ -19,7 +18,7 @@ const PER_THREAD: usize = 200;
 
 #[test]
 fn concurrent_signing_all_verifies() {
-    isolated("concurrent_signing_all_verifies", |dir| {
+    isolated_alone(module_path!(), "concurrent_signing_all_verifies", |dir| {
         // Fewer sessions than threads, so checkout waits and session reuse are exercised.
         let path = dev_config_edited(dir, |t| t.replace("pool_size = 4", "pool_size = 3"));
         let hsm = HsmBackend::open(&HsmConfig::load(&path).unwrap()).unwrap();

@@ -11,8 +11,6 @@
 //! - handed off (a plain blocking caller): the caller is freed at the deadline and the
 //!   session of the abandoned call is closed once the call returns.
 
-mod hsm_support;
-
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -20,7 +18,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hsm_support::{dev_config_edited, isolated, other_handle, slot_of};
+use crate::kit::child::isolated_alone;
+use crate::kit::hsm::{dev_config_edited, other_handle, slot_of};
 use mpcp_pa::ErrorCode;
 use mpcp_pa::crypto::Alg;
 use mpcp_pa::hsm::dev::SOFTHSM2_MODULE;
@@ -121,7 +120,8 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn inline_call_frees_the_async_caller_and_its_session_is_discarded() {
-    isolated(
+    isolated_alone(
+        module_path!(),
         "inline_call_frees_the_async_caller_and_its_session_is_discarded",
         |dir| {
             let (_hsm, signer) = setup(dir);
@@ -190,7 +190,8 @@ fn inline_call_frees_the_async_caller_and_its_session_is_discarded() {
 
 #[test]
 fn sync_caller_under_a_watch_gets_the_timeout_when_the_call_returns() {
-    isolated(
+    isolated_alone(
+        module_path!(),
         "sync_caller_under_a_watch_gets_the_timeout_when_the_call_returns",
         |dir| {
             let (_hsm, signer) = setup(dir);
@@ -213,7 +214,8 @@ fn sync_caller_under_a_watch_gets_the_timeout_when_the_call_returns() {
 
 #[test]
 fn handed_off_call_frees_the_caller_and_its_session_is_discarded() {
-    isolated(
+    isolated_alone(
+        module_path!(),
         "handed_off_call_frees_the_caller_and_its_session_is_discarded",
         |dir| {
             let (_hsm, signer) = setup(dir);

@@ -1,17 +1,16 @@
 //! End-to-end tests of the key registry and key-set publication on real SoftHSM2 tokens
 //! (`crate::hsm`), each in its own child process with its own token directory and store.
 
-mod hsm_support;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::kit::child::isolated;
+use crate::kit::hsm::{dev_backend, other_handle, slot_of, user_pin};
 use cryptoki::object::{Attribute, ObjectHandle};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use hsm_support::{dev_backend, isolated, other_handle, slot_of, user_pin};
 use mpcp_pa::algorithms::AlgorithmPolicy;
 use mpcp_pa::audit::{AppendTicket, AuditConfig, AuditLog, AuditSink, Entry, SideWrites};
 use mpcp_pa::canonical::{Domain, parse_strict, signing_digest};
@@ -162,7 +161,7 @@ fn sign_and_check(reg: &KeyRegistry, role: KeyRole) {
 
 #[test]
 fn lifecycle_on_softhsm_tokens() {
-    isolated("lifecycle_on_softhsm_tokens", |dir| {
+    isolated(module_path!(), "lifecycle_on_softhsm_tokens", |dir| {
         let f = fx(dir, AlgorithmPolicy::builtin().unwrap());
         let a = &officer();
         // Every role and algorithm the policy allows.
@@ -295,25 +294,29 @@ fn lifecycle_on_softhsm_tokens() {
 
 #[test]
 fn failed_registration_leaves_no_token_object() {
-    isolated("failed_registration_leaves_no_token_object", |dir| {
-        let f = fx(dir, AlgorithmPolicy::builtin().unwrap());
-        let before = token_objects(dir, KeyRole::Root).len();
-        f.sink.fail.store(true, Ordering::SeqCst);
-        assert_eq!(
+    isolated(
+        module_path!(),
+        "failed_registration_leaves_no_token_object",
+        |dir| {
+            let f = fx(dir, AlgorithmPolicy::builtin().unwrap());
+            let before = token_objects(dir, KeyRole::Root).len();
+            f.sink.fail.store(true, Ordering::SeqCst);
+            assert_eq!(
+                f.reg
+                    .generate(&officer(), KeyRole::Root, Alg::ES256K)
+                    .unwrap_err()
+                    .code,
+                ErrorCode::AuditUnavailable
+            );
+            assert_eq!(token_objects(dir, KeyRole::Root).len(), before);
+            assert!(f.reg.list().unwrap().is_empty());
+            f.sink.fail.store(false, Ordering::SeqCst);
             f.reg
                 .generate(&officer(), KeyRole::Root, Alg::ES256K)
-                .unwrap_err()
-                .code,
-            ErrorCode::AuditUnavailable
-        );
-        assert_eq!(token_objects(dir, KeyRole::Root).len(), before);
-        assert!(f.reg.list().unwrap().is_empty());
-        f.sink.fail.store(false, Ordering::SeqCst);
-        f.reg
-            .generate(&officer(), KeyRole::Root, Alg::ES256K)
-            .unwrap();
-        assert_eq!(token_objects(dir, KeyRole::Root).len(), before + 2);
-    });
+                .unwrap();
+            assert_eq!(token_objects(dir, KeyRole::Root).len(), before + 2);
+        },
+    );
 }
 
 const DEPRECATING_ES256K: &str = r#"
@@ -332,113 +335,128 @@ audit = ["EdDSA"]
 
 #[test]
 fn deprecation_effective_date_on_tokens() {
-    isolated("deprecation_effective_date_on_tokens", |dir| {
-        let f = fx(
-            dir,
-            AlgorithmPolicy::from_toml_str(DEPRECATING_ES256K).unwrap(),
-        );
-        let a = &officer();
-        f.clock.set(t("2026-05-31T23:59:00Z"));
-        let k = f
-            .reg
-            .generate(a, KeyRole::GrantSigning, Alg::ES256K)
-            .unwrap();
-        let standby = f
-            .reg
-            .generate(a, KeyRole::GrantSigning, Alg::EdDSA)
-            .unwrap();
-        f.reg.activate(a, &k.kid).unwrap();
-        let held = f.reg.active_signer(KeyRole::GrantSigning).unwrap();
-        held.sign_digest(&[1u8; 32]).unwrap();
-        f.clock.set(t("2026-06-01T00:00:00Z"));
-        assert_eq!(
-            held.sign_digest(&[1u8; 32]).unwrap_err().code,
-            ErrorCode::AlgorithmDeprecated
-        );
-        assert_eq!(
-            f.reg
+    isolated(
+        module_path!(),
+        "deprecation_effective_date_on_tokens",
+        |dir| {
+            let f = fx(
+                dir,
+                AlgorithmPolicy::from_toml_str(DEPRECATING_ES256K).unwrap(),
+            );
+            let a = &officer();
+            f.clock.set(t("2026-05-31T23:59:00Z"));
+            let k = f
+                .reg
                 .generate(a, KeyRole::GrantSigning, Alg::ES256K)
-                .unwrap_err()
-                .code,
-            ErrorCode::AlgorithmDeprecated
-        );
-        assert_eq!(
-            build_key_set(&f.reg).unwrap().find(&k.kid).unwrap().active,
-            Some(false)
-        );
-        let rot = f.reg.rotate(a, KeyRole::GrantSigning, None, None).unwrap();
-        assert_eq!(rot.activated.kid, standby.kid);
-        sign_and_check(&f.reg, KeyRole::GrantSigning);
-        assert!(
-            f.policy
-                .check_artifact(Alg::ES256K, Some(t("2026-05-31T23:59:00Z")), f.clock.now())
-                .is_ok()
-        );
-    });
+                .unwrap();
+            let standby = f
+                .reg
+                .generate(a, KeyRole::GrantSigning, Alg::EdDSA)
+                .unwrap();
+            f.reg.activate(a, &k.kid).unwrap();
+            let held = f.reg.active_signer(KeyRole::GrantSigning).unwrap();
+            held.sign_digest(&[1u8; 32]).unwrap();
+            f.clock.set(t("2026-06-01T00:00:00Z"));
+            assert_eq!(
+                held.sign_digest(&[1u8; 32]).unwrap_err().code,
+                ErrorCode::AlgorithmDeprecated
+            );
+            assert_eq!(
+                f.reg
+                    .generate(a, KeyRole::GrantSigning, Alg::ES256K)
+                    .unwrap_err()
+                    .code,
+                ErrorCode::AlgorithmDeprecated
+            );
+            assert_eq!(
+                build_key_set(&f.reg).unwrap().find(&k.kid).unwrap().active,
+                Some(false)
+            );
+            let rot = f.reg.rotate(a, KeyRole::GrantSigning, None, None).unwrap();
+            assert_eq!(rot.activated.kid, standby.kid);
+            sign_and_check(&f.reg, KeyRole::GrantSigning);
+            assert!(
+                f.policy
+                    .check_artifact(Alg::ES256K, Some(t("2026-05-31T23:59:00Z")), f.clock.now())
+                    .is_ok()
+            );
+        },
+    );
 }
 
 #[test]
 fn signed_key_set_from_the_root_token() {
-    isolated("signed_key_set_from_the_root_token", |dir| {
-        let f = fx(dir, AlgorithmPolicy::builtin().unwrap());
-        let a = &officer();
-        for (role, alg) in [
-            (KeyRole::GrantSigning, Alg::EdDSA),
-            (KeyRole::GrantSigning, Alg::ES256K),
-            (KeyRole::Root, Alg::ES256),
-        ] {
-            let k = f.reg.generate(a, role, alg).unwrap();
-            if f.reg.active_kid(role).unwrap().is_none() {
-                f.reg.activate(a, &k.kid).unwrap();
+    isolated(
+        module_path!(),
+        "signed_key_set_from_the_root_token",
+        |dir| {
+            let f = fx(dir, AlgorithmPolicy::builtin().unwrap());
+            let a = &officer();
+            for (role, alg) in [
+                (KeyRole::GrantSigning, Alg::EdDSA),
+                (KeyRole::GrantSigning, Alg::ES256K),
+                (KeyRole::Root, Alg::ES256),
+            ] {
+                let k = f.reg.generate(a, role, alg).unwrap();
+                if f.reg.active_kid(role).unwrap().is_none() {
+                    f.reg.activate(a, &k.kid).unwrap();
+                }
             }
-        }
-        let root = build_root_key_set(&f.reg).unwrap();
-        let signed = sign_key_set(
-            &f.reg,
-            f.sink.as_ref(),
-            a,
-            f.clock.as_ref(),
-            DEFAULT_SIGNED_LIFETIME,
-        )
-        .unwrap();
-        let digest = signing_digest(Domain::KeySet, "1.0", &signed).unwrap();
-        assert!(f.sink.events().iter().any(|(_, e)| matches!(
-            e,
-            Event::KeySetSigned { digest: d, .. } if *d == hex::encode(digest)
-        )));
-        let inner = verify_signed_key_set(&signed, &root, f.clock.as_ref(), DEFAULT_DRIFT).unwrap();
-        assert_eq!(inner, build_key_set(&f.reg).unwrap());
-        let gate: Arc<dyn AlgorithmGate> = f.policy.clone();
-        verify_signed_key_set_gated(&signed, &root, f.clock.as_ref(), DEFAULT_DRIFT, Some(gate))
-            .unwrap();
-        // Revoking the root key: the gateway pinning it refuses the document.
-        let root_kid = f.reg.active_kid(KeyRole::Root).unwrap().unwrap();
-        f.reg.revoke(a, &root_kid, "rotation drill").unwrap();
-        let revoked_root = build_root_key_set(&f.reg).unwrap();
-        assert_eq!(
-            verify_signed_key_set(&signed, &revoked_root, f.clock.as_ref(), DEFAULT_DRIFT)
-                .unwrap_err()
-                .code,
-            ErrorCode::KeyRevoked
-        );
-        assert_eq!(
-            sign_key_set(
+            let root = build_root_key_set(&f.reg).unwrap();
+            let signed = sign_key_set(
                 &f.reg,
                 f.sink.as_ref(),
                 a,
                 f.clock.as_ref(),
-                DEFAULT_SIGNED_LIFETIME
+                DEFAULT_SIGNED_LIFETIME,
             )
-            .unwrap_err()
-            .code,
-            ErrorCode::KeyNotFound
-        );
-    });
+            .unwrap();
+            let digest = signing_digest(Domain::KeySet, "1.0", &signed).unwrap();
+            assert!(f.sink.events().iter().any(|(_, e)| matches!(
+                e,
+                Event::KeySetSigned { digest: d, .. } if *d == hex::encode(digest)
+            )));
+            let inner =
+                verify_signed_key_set(&signed, &root, f.clock.as_ref(), DEFAULT_DRIFT).unwrap();
+            assert_eq!(inner, build_key_set(&f.reg).unwrap());
+            let gate: Arc<dyn AlgorithmGate> = f.policy.clone();
+            verify_signed_key_set_gated(
+                &signed,
+                &root,
+                f.clock.as_ref(),
+                DEFAULT_DRIFT,
+                Some(gate),
+            )
+            .unwrap();
+            // Revoking the root key: the gateway pinning it refuses the document.
+            let root_kid = f.reg.active_kid(KeyRole::Root).unwrap().unwrap();
+            f.reg.revoke(a, &root_kid, "rotation drill").unwrap();
+            let revoked_root = build_root_key_set(&f.reg).unwrap();
+            assert_eq!(
+                verify_signed_key_set(&signed, &revoked_root, f.clock.as_ref(), DEFAULT_DRIFT)
+                    .unwrap_err()
+                    .code,
+                ErrorCode::KeyRevoked
+            );
+            assert_eq!(
+                sign_key_set(
+                    &f.reg,
+                    f.sink.as_ref(),
+                    a,
+                    f.clock.as_ref(),
+                    DEFAULT_SIGNED_LIFETIME
+                )
+                .unwrap_err()
+                .code,
+                ErrorCode::KeyNotFound
+            );
+        },
+    );
 }
 
 #[test]
 fn cli_export_on_tokens() {
-    isolated("cli_export_on_tokens", |dir| {
+    isolated(module_path!(), "cli_export_on_tokens", |dir| {
         let f = fx(dir, AlgorithmPolicy::builtin().unwrap());
         let ctx = KeysContext {
             store: f.store.clone(),

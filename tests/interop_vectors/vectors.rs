@@ -4,10 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::kit;
 use mpcp_pa::canonical::{Domain, digest_with_prefix, parse_strict, signing_digest};
 use serde_json::Value;
 
-#[path = "../examples/gen_vectors.rs"]
+#[path = "../../examples/gen_vectors.rs"]
 mod gen_vectors;
 
 fn root() -> PathBuf {
@@ -107,8 +108,7 @@ fn l2_manifest_replays_through_the_cli() {
 
 #[test]
 fn committed_vectors_regenerate_byte_for_byte() {
-    let tmp = std::env::temp_dir().join(format!("mpcp-pa-vectors-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
+    let tmp = kit::tmp::dir("vectors");
     gen_vectors::generate(&tmp);
     let committed = root().join("test-vectors/l2");
     let mut files = Vec::new();
@@ -150,7 +150,7 @@ fn collect(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
 #[test]
 fn verify_cli_applies_algorithm_deprecation() {
     let dir = root().join("test-vectors/l2");
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = kit::tmp::dir("vectors");
     let policy = |effective: &str| {
         let p = tmp.path().join(format!("alg-{}.toml", &effective[..4]));
         std::fs::write(

@@ -1,8 +1,7 @@
-//! Shared helpers of the audit-log tests: a real sled store in a temp dir, a software
+//! Shared helpers of the audit-log tests: a real sled store (in a [`super::tmp`] dir), a software
 //! checkpoint key (tests only: the appliance's key lives in the HSM), sample events.
-#![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use mpcp_pa::audit::{AuditConfig, AuditLog, SoftwareNoteSigner, Vkey};
@@ -11,32 +10,6 @@ use mpcp_pa::events::{Actor, Event};
 use mpcp_pa::store::Store;
 
 pub const ORIGIN: &str = "pa.test/audit";
-
-/// A fresh directory under the target dir, removed first if left over. Directories left by
-/// test processes that no longer run are removed too.
-pub fn temp_dir(name: &str) -> PathBuf {
-    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("audit-tests");
-    if let Ok(rd) = std::fs::read_dir(&base) {
-        for e in rd.flatten() {
-            let file_name = e.file_name();
-            let stem = file_name
-                .to_string_lossy()
-                .split('.')
-                .next()
-                .map(str::to_string);
-            let pid = stem.and_then(|s| s.rsplit('-').next().map(str::to_string));
-            let alive = pid.is_some_and(|p| Path::new("/proc").join(p).exists());
-            if !alive {
-                let _ =
-                    std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
-            }
-        }
-    }
-    let d = base.join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 pub fn clock() -> Arc<FixedClock> {
     Arc::new(FixedClock::new(

@@ -2,22 +2,15 @@
 //! that is killed when the test ends, a clean SIGTERM stop, `serve` started on a data
 //! directory (retrying while a killed predecessor still holds the store lock), an HTTPS
 //! client that trusts the development certificate of a data directory, and what the
-//! SIGKILL crash tests share (idempotent POSTs, a deterministic [`rng::Rng`]).
-
-#![allow(dead_code)]
-
-pub mod rng;
+//! SIGKILL crash tests share (idempotent POSTs; their random source is [`super::rng::Rng`]).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
-
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 
 /// A server child process, killed on drop if it is still running.
 pub struct Server(pub Child);
@@ -144,28 +137,25 @@ pub fn client(data: &Path) -> reqwest::Client {
 
 /// The builder of [`client`], for tests that add settings (a timeout).
 pub fn client_builder(data: &Path) -> reqwest::ClientBuilder {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(data.join("tls/cert.pem")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    reqwest::Client::builder().tls_backend_preconfigured(config)
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(super::tls::client_config(&data.join("tls/cert.pem"), &[]))
 }
 
 /// Runs `mpcp-pa --data-dir DATA ARGS` to completion and asserts that it succeeded.
 pub fn bin(data: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_mpcp-pa"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap();
+    output_ok(&mut bin_command(data, args), args)
+}
+
+/// The command `mpcp-pa --data-dir DATA ARGS`, for a test that adds to its environment.
+pub fn bin_command(data: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mpcp-pa"));
+    cmd.arg("--data-dir").arg(data).args(args);
+    cmd
+}
+
+/// Runs `cmd` (the binary with `args`) to completion and asserts that it succeeded.
+pub fn output_ok(cmd: &mut Command, args: &[&str]) -> Output {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{args:?}: {}",
@@ -204,7 +194,13 @@ pub fn spawn_serve_at(
     listen: &str,
     extra: &[&str],
 ) -> (Server, mpsc::Receiver<String>) {
-    let mut child = serve_command_at(data, listen, extra).spawn().unwrap();
+    spawn_lines(serve_command_at(data, listen, extra))
+}
+
+/// Spawns `cmd` (its stderr piped) and a thread that keeps draining its stderr, so the child
+/// never blocks on a full pipe; the lines arrive on the receiver.
+pub fn spawn_lines(mut cmd: Command) -> (Server, mpsc::Receiver<String>) {
+    let mut child = cmd.spawn().unwrap();
     let (tx, rx) = mpsc::channel::<String>();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {
@@ -256,6 +252,19 @@ pub fn serve_on_at(data: &Path, listen: &str, extra: &[&str]) -> (Server, String
     }
 }
 
+/// A POST of `body` (JSON) to `url` with a bearer token, to send.
+pub fn json_post(
+    http: &reqwest::Client,
+    url: String,
+    token: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::RequestBuilder {
+    http.post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body)
+}
+
 /// POSTs `body` (JSON) to `base` + `path` with a bearer token and an `Idempotency-Key`
 /// (30 s timeout); returns the status, whether the response was a replay
 /// (`Idempotent-Replayed`) and the body bytes. A transport error (the service died with the
@@ -268,12 +277,8 @@ pub async fn post_idempotent(
     path: &str,
     body: &str,
 ) -> reqwest::Result<(u16, bool, Vec<u8>)> {
-    let r = http
-        .post(format!("{base}{path}"))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
+    let r = json_post(http, format!("{base}{path}"), token, body.to_string())
         .header("idempotency-key", key)
-        .body(body.to_string())
         .timeout(Duration::from_secs(30))
         .send()
         .await?;
@@ -332,40 +337,6 @@ pub fn up_at(data: &Path, listen: &str, extra: &[&str]) -> (Server, String, Stri
     (server, addr, stdout, seen)
 }
 
-/// A tmpfs mounted for a test (disk-full cases), unmounted (lazily) when dropped. Needs root,
-/// as CI runs; the mount failing fails the test.
-pub struct Tmpfs(pub PathBuf);
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. "32m") on `dir`, mode 0700.
-    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "this test mounts a tmpfs and must run as root (CI does): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs(dir.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// The XRPL classic address the end-to-end grants name as their gateway.
 pub const GATEWAY: &str = "r3wiVnf7xstXYBR4iVNdfie69BdV6xg7b5";
 
@@ -387,11 +358,7 @@ pub async fn post_ok(
     path: &str,
     body: serde_json::Value,
 ) -> serde_json::Value {
-    let r = http
-        .post(format!("{base}{path}"))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .body(body.to_string())
+    let r = json_post(http, format!("{base}{path}"), token, body.to_string())
         .send()
         .await
         .unwrap();

@@ -1,44 +1,14 @@
-//! Shared helpers of the HSM integration tests (`tests/hsm_*.rs`).
+//! Development tokens and PKCS#11 handles for the HSM tests.
 //!
-//! PKCS#11 library state and `SOFTHSM2_CONF` are per process, so every test runs in its own
-//! child process with its own temporary token directory: [`isolated`] re-runs the current
-//! test binary filtered to exactly one test, and checks that the child really ran it.
-
-#![allow(dead_code)]
+//! PKCS#11 library state and `SOFTHSM2_CONF` are per process, so every HSM test runs in its
+//! own child process with its own temporary token directory ([`super::child::isolated`]).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::slot::Slot;
 use mpcp_pa::hsm::dev::{SOFTHSM2_MODULE, init_dev};
 use mpcp_pa::hsm::{HsmBackend, HsmConfig};
-
-const CHILD_VAR: &str = "MPCP_PA_HSM_TEST_CHILD";
-
-/// Runs `body` with a fresh temporary directory in a child process of its own. `name` must
-/// be the test function's name.
-pub fn isolated(name: &str, body: impl FnOnce(&Path)) {
-    if std::env::var(CHILD_VAR).as_deref() == Ok(name) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        body(dir.path());
-        return;
-    }
-    let exe = std::env::current_exe().expect("current test binary");
-    let out = Command::new(exe)
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_VAR, name)
-        .env_remove("SOFTHSM2_CONF")
-        .output()
-        .expect("spawn child test process");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "child test {name} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status
-    );
-}
 
 /// The error of a call that must fail (also for results whose value is not `Debug`).
 pub fn refused<T>(r: mpcp_pa::Result<T>) -> mpcp_pa::Error {
@@ -50,7 +20,15 @@ pub fn refused<T>(r: mpcp_pa::Result<T>) -> mpcp_pa::Error {
 
 /// Development tokens in `dir` and a backend on them.
 pub fn dev_backend(dir: &Path) -> (HsmBackend, HsmConfig) {
-    let init = init_dev(dir).expect("init-dev");
+    dev_backend_with(dir, None)
+}
+
+/// [`dev_backend`] with `pool_size` sessions per token (`None`: the configuration's own).
+pub fn dev_backend_with(dir: &Path, pool_size: Option<usize>) -> (HsmBackend, HsmConfig) {
+    let mut init = init_dev(dir).expect("init-dev");
+    if let Some(n) = pool_size {
+        init.config.pool_size = n;
+    }
     let backend = HsmBackend::open(&init.config).expect("open backend");
     (backend, init.config)
 }

@@ -3,8 +3,6 @@
 //! following c2sp.org/signed-note and c2sp.org/tlog-checkpoint, without the appliance's own
 //! `audit::note` / `audit::checkpoint` code.
 
-#![allow(dead_code)]
-
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};

@@ -6,8 +6,6 @@
 //! long run in the issue note used `PROPERTY_CASES=1000000`). Each property states what must
 //! hold for every input, not only that nothing panics.
 
-mod audit_support;
-
 use std::path::{Path, PathBuf};
 
 use mpcp_pa::audit::export::{CHECKPOINT_FILE, ENTRIES_FILE, export};
@@ -22,7 +20,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Map, Value};
 
-use audit_support::*;
+use crate::kit;
+use crate::kit::audit::*;
 
 fn cases(default: u32) -> u32 {
     std::env::var("PROPERTY_CASES")
@@ -281,8 +280,8 @@ fn checkpoints_and_signed_notes_parse_totally_and_round_trip() {
 }
 
 /// A small exported log: 12 entries with a checkpoint.
-fn exported() -> (PathBuf, Vec<(String, Vec<u8>)>) {
-    let dir = temp_dir("properties-export");
+fn exported() -> (kit::tmp::TmpDir, Vec<(String, Vec<u8>)>) {
+    let dir = kit::tmp::dir("properties-export");
     let store = Store::open(&store_path(&dir)).unwrap();
     let log = open(&store);
     fill(&log, 12);

@@ -8,8 +8,6 @@
 //! the service's event sink. Each harness generates and activates its own grant-signing and
 //! root keys.
 
-#![allow(dead_code)]
-
 pub mod snapshot;
 
 use std::net::SocketAddr;
@@ -29,11 +27,13 @@ use mpcp_pa::events::{Actor, Event, EventSink};
 use mpcp_pa::hsm::HsmBackend;
 use mpcp_pa::keys::{KeyRegistry, KeyRole};
 use mpcp_pa::store::Store;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 
-static HSM: OnceLock<(tempfile::TempDir, Arc<HsmBackend>)> = OnceLock::new();
+use super::hsm::dev_backend_with;
+use super::tmp::{self, TmpDir};
+use super::{gate, tls};
+
+static HSM: OnceLock<(TmpDir, Arc<HsmBackend>)> = OnceLock::new();
 
 /// The process's SoftHSM2 backend (development tokens in a temporary directory).
 pub fn hsm() -> Arc<HsmBackend> {
@@ -42,19 +42,14 @@ pub fn hsm() -> Arc<HsmBackend> {
 
 /// [`hsm`] with `sessions` sessions per token (the configuration's `pool_size`); call it
 /// before anything else touches the backend.
-#[allow(dead_code)]
 pub fn hsm_with_pool_size(sessions: usize) -> Arc<HsmBackend> {
     let (_, b) = HSM.get_or_init(|| open_dev_hsm(Some(sessions)));
     b.clone()
 }
 
-fn open_dev_hsm(pool_size: Option<usize>) -> (tempfile::TempDir, Arc<HsmBackend>) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut init = mpcp_pa::hsm::dev::init_dev(dir.path()).unwrap();
-    if let Some(n) = pool_size {
-        init.config.pool_size = n;
-    }
-    let backend = HsmBackend::open(&init.config).unwrap();
+fn open_dev_hsm(pool_size: Option<usize>) -> (TmpDir, Arc<HsmBackend>) {
+    let dir = tmp::dir("hsm");
+    let (backend, _) = dev_backend_with(dir.path(), pool_size);
     (dir, Arc::new(backend))
 }
 
@@ -67,6 +62,8 @@ pub fn hsm_dir() -> std::path::PathBuf {
 
 /// The audit log as the service's sink, with a switch that simulates an audit outage (every
 /// record fails, as the log's own failure would) to check that nothing is released then.
+/// (`src/keys/test_support.rs` has a similar `FlakySink`, but it is `#[cfg(test)]`, compiled
+/// into the library's unit tests only, so this is the one integration tests can use.)
 pub struct SwitchableSink {
     pub log: Arc<AuditLog>,
     pub down: AtomicBool,
@@ -97,8 +94,11 @@ impl AuditSink for SwitchableSink {
 }
 
 /// A running service and what the test needs to drive it.
+///
+/// A harness holds the kit's [`gate`] shared while it lives, so a timing-sensitive test of
+/// the same binary ([`super::child::alone`]) runs while no harness does.
 pub struct Harness {
-    pub dir: tempfile::TempDir,
+    pub dir: TmpDir,
     pub store: Store,
     pub audit: Arc<AuditLog>,
     pub sink: Arc<SwitchableSink>,
@@ -109,23 +109,12 @@ pub struct Harness {
     pub addr: SocketAddr,
     pub base: String,
     pub client: reqwest::Client,
+    _gate: gate::Shared,
 }
 
 /// A rustls client configuration trusting only the certificate in `paths`.
 pub fn client_tls(paths: &TlsPaths, alpn: &[&[u8]]) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(&paths.cert).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    config
+    tls::client_config(&paths.cert, alpn)
 }
 
 /// A reqwest client trusting only the development certificate.
@@ -179,7 +168,8 @@ impl Harness {
         tune: impl FnOnce(&mut ServiceConfig),
         policy: AlgorithmPolicy,
     ) -> Harness {
-        let dir = tempfile::tempdir().unwrap();
+        let gate = gate::shared();
+        let dir = tmp::dir("harness");
         let store = Store::open(&dir.path().join("store")).unwrap();
         let tls = TlsPaths::default_in(dir.path());
         ensure_dev_material(&tls, &dev_names()).unwrap();
@@ -253,6 +243,7 @@ impl Harness {
             tls,
             server: Some(server),
             addr,
+            _gate: gate,
         }
     }
 
