@@ -1,4 +1,10 @@
-//! The service in-process (axum over rustls, sled, SoftHSM2) driven over HTTPS by the kit's harness.
+//! The service in-process (axum over rustls, sled, SoftHSM2) driven over HTTPS by the kit's
+//! harness.
+//!
+//! Every test runs in a process of its own (`kit::child::own_process!` / `alone!`), so each has
+//! its own SoftHSM2 tokens, as when the tests had binaries of their own: concurrent key
+//! generation and signing on one token set can fail in SoftHSM2 (CKR_GENERAL_ERROR, seen
+//! once with all the API tests of one process sharing its tokens).
 //!
 //! One test binary of an area: each former test file is a module of it (`tests/api/`),
 //! sharing the test kit (`tests/kit/`).

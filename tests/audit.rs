@@ -1,4 +1,5 @@
-//! The audit log on a real sled store: appends, proofs, checkpoints, rotation, tampering, time, witnesses, crashes.
+//! The audit log on a real sled store: appends, proofs, checkpoints, rotation, tampering, time,
+//! witnesses, crashes.
 //!
 //! One test binary of an area: each former test file is a module of it (`tests/audit/`),
 //! sharing the test kit (`tests/kit/`).

@@ -1,4 +1,5 @@
-//! The real `mpcp-pa` binary end to end: `serve`, `up`, the CLI, SIGKILL crash loops, faketime, tmpfs disk-full cases, a remote token over p11-kit.
+//! The real `mpcp-pa` binary end to end: `serve`, `up`, the CLI, SIGKILL crash loops, faketime,
+//! tmpfs disk-full cases, a remote token over p11-kit.
 //!
 //! One test binary of an area: each former test file is a module of it (`tests/cli_serve/`),
 //! sharing the test kit (`tests/kit/`).

@@ -1,4 +1,5 @@
-//! SoftHSM2 tokens: configuration, development tokens, keys, signing, errors, readiness, recovery, timeouts, the key registry on tokens (every token test in a child process of its own).
+//! SoftHSM2 tokens: configuration, development tokens, keys, signing, errors, readiness, recovery,
+//! timeouts, the key registry on tokens (every token test in a child process of its own).
 //!
 //! One test binary of an area: each former test file is a module of it (`tests/hsm/`),
 //! sharing the test kit (`tests/kit/`).

@@ -25,6 +25,7 @@ fn hash(v: &serde_json::Value) -> Hash {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auditor_reads_entries_proofs_and_checkpoint() {
+    kit::child::own_process!("auditor_reads_entries_proofs_and_checkpoint");
     let h = Harness::start(Limits::default()).await;
     // The harness's key generation and activation come first.
     let base = h.audit.size();
@@ -139,6 +140,7 @@ async fn auditor_reads_entries_proofs_and_checkpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_on_demand_are_signed_by_the_hsm_audit_key() {
+    kit::child::own_process!("checkpoints_on_demand_are_signed_by_the_hsm_audit_key");
     let h = Harness::start_with_keys(
         Limits::default(),
         &[KeyRole::GrantSigning, KeyRole::Root],

@@ -24,8 +24,8 @@ use mpcp_pa::keys::KeyRole;
 use reqwest::header::HeaderValue;
 use serde_json::{Value, json};
 
-/// Snapshots count the HSM's token objects, which every harness of this binary shares: the
-/// tests run one at a time.
+/// Snapshots count the HSM's token objects, which every harness of a process shares: each test
+/// runs in a process of its own (`kit::child::own_process!`), and the tests run one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const GATEWAY: &str = "r3wiVnf7xstXYBR4iVNdfie69BdV6xg7b5";

@@ -3,6 +3,7 @@
 //! over 7 days are refused and sign nothing; an accepted bundle carries its profile under the
 //! root key's signature.
 
+use crate::kit;
 use std::sync::Arc;
 
 use crate::kit::api::{Harness, assert_error};
@@ -44,6 +45,7 @@ fn bundles_signed(h: &Harness) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bundle_lifetime_follows_its_assurance_profile() {
+    kit::child::own_process!("bundle_lifetime_follows_its_assurance_profile");
     let h = Harness::start(Limits::default()).await;
     let officer = h.token("officer-1", ApiRole::SecurityOfficer);
     let o = Some(officer.as_str());

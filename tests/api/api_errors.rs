@@ -34,6 +34,7 @@ fn policy_events(h: &Harness) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_with_stable_codes_and_changes_nothing() {
+    kit::child::own_process!("bad_input_is_refused_with_stable_codes_and_changes_nothing");
     let h = Harness::start(small_limits()).await;
     let issuer = h.token("issuer-1", ApiRole::Issuer);
     let t = Some(issuer.as_str());
@@ -151,6 +152,7 @@ async fn bad_input_is_refused_with_stable_codes_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_roles() {
+    kit::child::own_process!("tokens_and_roles");
     let h = Harness::start(small_limits()).await;
     let issuer = h.token("issuer-1", ApiRole::Issuer);
     let auditor = h.token("auditor-1", ApiRole::Auditor);
@@ -248,6 +250,7 @@ async fn tokens_and_roles() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_errors_are_json() {
+    kit::child::own_process!("routing_errors_are_json");
     let h = Harness::start(small_limits()).await;
     assert_error(&h.get("/nope", None).await, 404, "ROUTE_NOT_FOUND");
     let r = h.client.delete(h.url("/v1/policies")).send().await.unwrap();
@@ -271,6 +274,7 @@ async fn routing_errors_are_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_is_per_token() {
+    kit::child::own_process!("rate_limit_is_per_token");
     let h = Harness::start(Limits {
         requests_per_second_per_token: 1,
         burst_per_token: 3,
@@ -348,6 +352,7 @@ fn get_with(path: &str, headers: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_heads_are_json_and_hyper_answers_only_what_it_must() {
+    kit::child::own_process!("oversized_heads_are_json_and_hyper_answers_only_what_it_must");
     let limits = Limits {
         max_header_bytes: 16 * 1024,
         ..small_limits()

@@ -8,6 +8,7 @@
 //! published set) is not repeated; these flows follow grants across key rotation and key
 //! revocation.
 
+use crate::kit;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -190,6 +191,7 @@ fn cli_verify(dir: &Path, artifact: &Value, keys: &Value, root: &KeySet) -> (boo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_keeps_old_grants_verifiable_and_new_grants_use_the_new_key() {
+    kit::child::own_process!("rotation_keeps_old_grants_verifiable_and_new_grants_use_the_new_key");
     let f = Flow::start().await;
     let old = f.issue_grant("g-before").await;
     let old_kid = kid_of(&old).to_string();
@@ -290,6 +292,7 @@ async fn rotation_keeps_old_grants_verifiable_and_new_grants_use_the_new_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_revocation_reaches_the_key_set_and_the_next_bundle() {
+    kit::child::own_process!("key_revocation_reaches_the_key_set_and_the_next_bundle");
     let f = Flow::start().await;
     let old = f.issue_grant("g-old-key").await;
     let old_kid = kid_of(&old).to_string();

@@ -2,6 +2,7 @@
 //! `serve --max-grant-lifetime-seconds`): it applies when a policy sets no
 //! `maxGrantLifetimeSeconds`, and a policy can only shorten it, never lengthen it.
 
+use crate::kit;
 use std::time::Duration;
 
 use crate::kit::api::{Harness, assert_error};
@@ -40,6 +41,7 @@ async fn policy(h: &Harness, issuer: &str, body: Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_appliance_ceiling_bounds_every_grant() {
+    kit::child::own_process!("the_appliance_ceiling_bounds_every_grant");
     let day = 86400;
     let h = Harness::start(Limits::default()).await;
     let issuer = h.token("issuer-1", ApiRole::Issuer);

@@ -63,6 +63,7 @@ fn served() -> BTreeMap<(String, String), String> {
 
 #[test]
 fn document_and_route_table_agree_both_ways() {
+    kit::child::own_process!("document_and_route_table_agree_both_ways");
     let doc = documented();
     let routes = served();
     for (k, role) in &routes {
@@ -91,6 +92,7 @@ fn concrete(path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_operation_is_served() {
+    kit::child::own_process!("every_documented_operation_is_served");
     let h = Harness::start(Limits::default()).await;
     let doc = documented();
     for ((method, path), role) in &doc {

@@ -1,6 +1,7 @@
 //! Policy documents through the service: the stored hash is the L0 policy vector, storing
 //! again is a no-op, the document reads back, and only the first store is recorded.
 
+use crate::kit;
 use crate::kit::api::{Harness, assert_error};
 use mpcp_pa::api::Limits;
 use mpcp_pa::api::tokens::ApiRole;
@@ -10,6 +11,7 @@ const L0_HASH: &str = "b807638320a19a14cc769ccfa37f82998c850eb863074c3b8170c284d
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_hash_and_read_back() {
+    kit::child::own_process!("store_hash_and_read_back");
     let h = Harness::start(Limits::default()).await;
     let t = h.token("issuer-1", ApiRole::Issuer);
     let t = Some(t.as_str());

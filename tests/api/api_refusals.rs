@@ -4,6 +4,7 @@
 //! token, route and code per minute, whose `count` says how many refusals it stands for.
 //! Unauthenticated refusals (401) and reads are counted in memory, never logged.
 
+use crate::kit;
 use crate::kit::api::Harness;
 use mpcp_pa::api::Limits;
 use mpcp_pa::api::tokens::ApiRole;
@@ -29,6 +30,9 @@ fn refusals(h: &Harness) -> Vec<(String, String, String, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authenticated_refusals_are_logged_once_per_token_route_and_code_per_minute() {
+    kit::child::own_process!(
+        "authenticated_refusals_are_logged_once_per_token_route_and_code_per_minute"
+    );
     let h = Harness::start(Limits {
         requests_per_second_per_token: 0,
         ..Limits::default()
@@ -76,6 +80,7 @@ async fn authenticated_refusals_are_logged_once_per_token_route_and_code_per_min
 /// 429s of an authenticated token are recorded the same way: one entry per minute.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limited_refusals_are_logged_once_per_minute() {
+    kit::child::own_process!("rate_limited_refusals_are_logged_once_per_minute");
     let h = Harness::start(Limits {
         requests_per_second_per_token: 1,
         burst_per_token: 1,

@@ -96,6 +96,7 @@ async fn policy(h: &Harness, issuer: &str, max_lifetime: u64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grants_verify_and_idempotency_replays_the_first_response() {
+    kit::child::own_process!("grants_verify_and_idempotency_replays_the_first_response");
     let h = Harness::start(Limits::default()).await;
     let issuer = h.token("issuer-1", ApiRole::Issuer);
     let ph = policy(&h, &issuer, 7200).await;
@@ -217,6 +218,7 @@ async fn grants_verify_and_idempotency_replays_the_first_response() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_grants_sign_and_record_nothing() {
+    kit::child::own_process!("refused_grants_sign_and_record_nothing");
     let h = Harness::start(Limits::default()).await;
     let issuer = h.token("issuer-1", ApiRole::Issuer);
     let t = Some(issuer.as_str());
@@ -275,6 +277,7 @@ async fn refused_grants_sign_and_record_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_signature_is_released_without_its_audit_entry() {
+    kit::child::own_process!("no_signature_is_released_without_its_audit_entry");
     let h = Harness::start(Limits::default()).await;
     let issuer = h.token("issuer-1", ApiRole::Issuer);
     let officer = h.token("officer-1", ApiRole::SecurityOfficer);
@@ -329,6 +332,7 @@ async fn no_signature_is_released_without_its_audit_entry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_reaches_trust_bundles() {
+    kit::child::own_process!("revocation_reaches_trust_bundles");
     let h = Harness::start(Limits::default()).await;
     let issuer = h.token("issuer-1", ApiRole::Issuer);
     let officer = h.token("officer-1", ApiRole::SecurityOfficer);
@@ -455,6 +459,7 @@ async fn revocation_reaches_trust_bundles() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowlist_sequences_are_monotonic() {
+    kit::child::own_process!("allowlist_sequences_are_monotonic");
     let h = Harness::start(Limits::default()).await;
     let issuer = h.token("issuer-1", ApiRole::Issuer);
     let body = json!({"allowlistId": "list-1", "destinations": DESTS, "expiresAt": in_secs(3600)});
@@ -515,6 +520,7 @@ async fn allowlist_sequences_are_monotonic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_set_revalidates_and_follows_key_management() {
+    kit::child::own_process!("key_set_revalidates_and_follows_key_management");
     let h = Harness::start(Limits::default()).await;
     let officer = h.token("officer-1", ApiRole::SecurityOfficer);
     let issuer = h.token("issuer-1", ApiRole::Issuer);

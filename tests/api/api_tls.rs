@@ -25,6 +25,7 @@ fn pin_of_cert(der: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn served_certificate_matches_the_printed_pin() {
+    kit::child::own_process!("served_certificate_matches_the_printed_pin");
     let h = Harness::start(Limits::default()).await;
     let resp = h.client.get(h.url("/healthz")).send().await.unwrap();
     let info = resp.extensions().get::<reqwest::tls::TlsInfo>().unwrap();
@@ -66,6 +67,7 @@ async fn served_certificate_matches_the_printed_pin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_and_untrusted_clients() {
+    kit::child::own_process!("http2_and_untrusted_clients");
     let h = Harness::start(Limits::default()).await;
     let h2 = reqwest::Client::builder()
         .tls_backend_preconfigured(client_tls(&h.tls, &[b"h2"]))
@@ -94,6 +96,7 @@ async fn http2_and_untrusted_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_only_on_loopback() {
+    kit::child::own_process!("plain_http_only_on_loopback");
     let app = axum::Router::new();
     let e = server::start(
         "0.0.0.0:0".parse().unwrap(),
@@ -128,6 +131,7 @@ async fn plain_http_only_on_loopback() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limit_holds_the_next_connection_until_one_closes() {
+    kit::child::own_process!("connection_limit_holds_the_next_connection_until_one_closes");
     let h = Harness::start(Limits {
         max_connections: 1,
         ..Limits::default()
@@ -155,6 +159,7 @@ async fn connection_limit_holds_the_next_connection_until_one_closes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_an_in_flight_request() {
+    kit::child::own_process!("shutdown_drains_an_in_flight_request");
     let mut h = Harness::start(Limits::default()).await;
     let issuer = h.token("issuer-1", mpcp_pa::api::tokens::ApiRole::Issuer);
     let body = r#"{"allowedRails":["xrpl"],"version":"1.0"}"#;

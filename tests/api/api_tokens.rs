@@ -10,6 +10,7 @@ use mpcp_pa::events::Event;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn officer_creates_lists_and_revokes_tokens() {
+    kit::child::own_process!("officer_creates_lists_and_revokes_tokens");
     let h = Harness::start(Limits::default()).await;
     let officer = h.token("officer-1", ApiRole::SecurityOfficer);
     let o = Some(officer.as_str());

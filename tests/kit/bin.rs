@@ -287,8 +287,9 @@ pub async fn post_idempotent(
     Ok((status, replayed, r.bytes().await?.to_vec()))
 }
 
-/// Starts `mpcp-pa up` (with `extra` arguments) on `data` and returns the server, its address, stdout (the secret, if shown) and the
-/// stderr lines before the address was announced.
+/// Starts `mpcp-pa up` (with `extra` arguments) on `data` and returns the server, its
+/// address, stdout (the secret, if shown) and the stderr lines before the address was
+/// announced.
 pub fn up(data: &Path, extra: &[&str]) -> (Server, String, String, Vec<String>) {
     up_at(data, "127.0.0.1:0", extra)
 }

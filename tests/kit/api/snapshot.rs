@@ -2,8 +2,9 @@
 //! count and a digest of every key and value), the audit log's size, and the number of token
 //! objects in the development HSM.
 //!
-//! The token-object count is process-wide (all harnesses of a test binary share the tokens),
-//! so compare snapshots only in a binary that runs one harness at a time.
+//! The token-object count is process-wide (all harnesses of a process share the tokens), so
+//! compare snapshots only in a process that runs one harness at a time: a test that takes
+//! snapshots runs in a process of its own (`kit::child::own_process!`).
 
 use std::collections::BTreeMap;
 use std::fmt;
