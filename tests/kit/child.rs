@@ -44,10 +44,13 @@ pub fn in_child(module: &str, name: &str, mode: Mode) -> bool {
         Mode::Shared => (Some(gate::shared()), None),
         Mode::Exclusive => (None, Some(gate::exclusive())),
     };
+    // Everything the child puts in temporary directories, removed once it has exited.
+    let scratch = tmp::dir("child");
     let exe = std::env::current_exe().expect("current test binary");
     let out = Command::new(exe)
         .args([full.as_str(), "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_VAR, &full)
+        .env(tmp::BASE_VAR, scratch.path())
         .env_remove("SOFTHSM2_CONF")
         .output()
         .expect("spawn child test process");
