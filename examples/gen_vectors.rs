@@ -1,5 +1,5 @@
 //! Generates the project's signed L2 test vectors under `test-vectors/l2/` from fixed,
-//! published test keys. Deterministic (Ed25519, RFC 6979 ECDSA): `tests/vectors.rs` runs it
+//! published test keys. Deterministic (Ed25519, RFC 6979 ECDSA): `tests/interop_vectors/vectors.rs` runs it
 //! into a temporary directory and requires the committed files to be identical.
 //!
 //! `cargo run --example gen_vectors -- test-vectors/l2`

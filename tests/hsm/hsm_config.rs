@@ -1,0 +1,67 @@
+//! The shipped configuration examples load, and the rules hold at file level.
+
+use std::path::Path;
+
+use crate::kit;
+use mpcp_pa::ErrorCode;
+use mpcp_pa::crypto::Alg;
+use mpcp_pa::hsm::{HsmConfig, PinSource};
+use mpcp_pa::keys::KeyRole;
+
+fn example(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("pkcs11-config")
+        .join(name)
+}
+
+#[test]
+fn default_example_is_one_token_per_role_with_env_pins() {
+    let c = HsmConfig::load(&example("default.toml")).unwrap();
+    assert!(!c.allow_shared_tokens);
+    assert_eq!(c.tokens.len(), 3);
+    for t in c.tokens.values() {
+        assert!(matches!(t.pin, PinSource::Env(_)));
+    }
+    assert_eq!(c.role(KeyRole::Audit).unwrap().algorithms, vec![Alg::EdDSA]);
+    assert_eq!(c.softhsm2_conf, None);
+}
+
+#[test]
+fn dev_examples_load() {
+    let c = HsmConfig::load(&example("softhsm-dev.toml")).unwrap();
+    assert_eq!(
+        c.tokens["mpcp-root"].pin,
+        PinSource::File(example("secrets/root.user.pin"))
+    );
+    let c = HsmConfig::load(&example("shared-token-dev.toml")).unwrap();
+    assert!(c.allow_shared_tokens);
+    assert_eq!(c.tokens.len(), 1);
+}
+
+#[test]
+fn file_level_refusals() {
+    let dir = kit::tmp::dir("hsm_config");
+    let text = std::fs::read_to_string(example("default.toml")).unwrap();
+    let write = |t: &str| {
+        let p = dir.path().join("pkcs11.toml");
+        std::fs::write(&p, t).unwrap();
+        HsmConfig::load(&p)
+    };
+    // A PIN value is refused, and not echoed.
+    let e =
+        write(&text.replace("pin_env = \"MPCP_PA_PIN_ROOT\"", "pin = \"24681357\"")).unwrap_err();
+    assert_eq!(e.code, ErrorCode::ConfigInvalid);
+    assert!(!e.message.contains("24681357"), "{e}");
+    // Sharing a token needs the development flag.
+    let shared = std::fs::read_to_string(example("shared-token-dev.toml")).unwrap();
+    let e = write(&shared.replace("allow_shared_tokens = true", "")).unwrap_err();
+    assert!(e.message.contains("share token"), "{e}");
+    // A gateway role is refused by name.
+    let e = write(&format!(
+        "{text}\n[roles.gateway]\ntoken = \"mpcp-root\"\nlabel_prefix = \"gw/\"\n"
+    ))
+    .unwrap_err();
+    assert!(e.message.contains("never holds gateway"), "{e}");
+    // The error names the file.
+    assert!(e.message.contains("pkcs11.toml"), "{e}");
+}
