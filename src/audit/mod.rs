@@ -41,7 +41,7 @@
 //! e.g. `witness.example/w1+<id>+<base64(0x04 || key)>`) and a quorum. A forked checkpoint
 //! shown only to the victim carries no valid cosignature from an honest witness (the witness
 //! saw the other branch and the consistency check failed), so the victim rejects it. The
-//! test `tests/audit_witness.rs` plays this out with a second Ed25519 key as the witness.
+//! test `tests/audit/audit_witness.rs` plays this out with a second Ed25519 key as the witness.
 
 pub mod append;
 pub mod checkpoint;
