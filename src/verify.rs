@@ -120,13 +120,7 @@ pub struct Verifier {
     gate: Option<Arc<dyn AlgorithmGate>>,
 }
 
-impl std::fmt::Debug for Verifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier")
-            .field("drift", &self.drift)
-            .finish_non_exhaustive()
-    }
-}
+debug_showing!(Verifier { drift });
 
 struct Facts<'a> {
     kind: ArtifactKind,

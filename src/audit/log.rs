@@ -907,11 +907,7 @@ pub struct CheckpointTask {
     thread: Option<JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for CheckpointTask {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CheckpointTask").finish_non_exhaustive()
-    }
-}
+debug_showing!(CheckpointTask {});
 
 impl CheckpointTask {
     /// Starts a thread that calls `attempt` every `interval` until the task is stopped or

@@ -34,13 +34,7 @@ pub struct SoftwareNoteSigner {
     key: ed25519_dalek::SigningKey,
 }
 
-impl std::fmt::Debug for SoftwareNoteSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SoftwareNoteSigner")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
+debug_showing!(SoftwareNoteSigner { name });
 
 impl SoftwareNoteSigner {
     /// A signer named `name` from a 32-byte Ed25519 seed. Refuses names that are not valid

@@ -26,14 +26,7 @@ pub struct HsmNoteSigner {
     signer: HsmSigner,
 }
 
-impl std::fmt::Debug for HsmNoteSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HsmNoteSigner")
-            .field("name", &self.name)
-            .field("key", &self.signer)
-            .finish()
-    }
-}
+debug_showing!(HsmNoteSigner { name, signer });
 
 impl HsmNoteSigner {
     /// The registry kid the signer was loaded as.

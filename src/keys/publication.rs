@@ -93,11 +93,7 @@ pub struct KeyPublisher {
     gate: Option<Arc<dyn SigningGate>>,
 }
 
-impl std::fmt::Debug for KeyPublisher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyPublisher").finish_non_exhaustive()
-    }
-}
+debug_showing!(KeyPublisher {});
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(PoisonError::into_inner)

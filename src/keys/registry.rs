@@ -168,11 +168,7 @@ pub struct KeyRegistry {
     signers: Mutex<HashMap<KeyRole, Arc<dyn DigestSigner>>>,
 }
 
-impl std::fmt::Debug for KeyRegistry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyRegistry").finish_non_exhaustive()
-    }
-}
+debug_showing!(KeyRegistry {});
 
 /// A record as read, with the exact bytes stored (the precondition of its rewrite).
 #[derive(Debug, Clone)]

@@ -43,14 +43,7 @@ pub struct Issued {
     body_ref: Option<BodyRef>,
 }
 
-impl std::fmt::Debug for Issued {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Issued")
-            .field("status", &self.status)
-            .field("event", &self.event)
-            .finish_non_exhaustive()
-    }
-}
+debug_showing!(Issued { status, event });
 
 /// The body of an [`Issued`] response: a value to canonicalise, or bytes a handler already
 /// canonicalised (so a signed artifact is serialised once for its record and its response).
