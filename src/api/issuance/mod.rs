@@ -101,15 +101,15 @@ pub trait ArtifactKind: Send + Sync + 'static {
     type Facts: Send + 'static;
 
     /// Name of the request in error messages.
-    const REQUEST: &'static str;
+    const REQUEST: &'static str = "request body";
     /// The role whose active key signs.
     const ROLE: KeyRole;
     /// Domain prefix of the signed digest.
     const DOMAIN: Domain;
-    /// Member naming the issuing PA.
-    const ISSUER_MEMBER: &'static str;
-    /// Member naming the signing key.
-    const KID_MEMBER: &'static str;
+    /// Member naming the issuing PA (MPCP's usual name unless the kind names another).
+    const ISSUER_MEMBER: &'static str = "issuer";
+    /// Member naming the signing key (MPCP's usual name unless the kind names another).
+    const KID_MEMBER: &'static str = "issuerKeyId";
     /// Members the PA sets, refused in a request (SCHEMA_INVALID at that member).
     const PA_MEMBERS: &'static [&'static str];
     /// Whether issuances of the kind are serialised until committed (versions that must not

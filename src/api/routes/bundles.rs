@@ -49,7 +49,6 @@ impl ArtifactKind for Bundles {
     type Request = Map<String, Value>;
     type Pending = PendingBundle;
     type Facts = String;
-    const REQUEST: &'static str = "request body";
     const ROLE: KeyRole = KeyRole::Root;
     const DOMAIN: Domain = Domain::TrustBundle;
     const ISSUER_MEMBER: &'static str = "bundleIssuer";

@@ -89,11 +89,8 @@ impl ArtifactKind for Grants {
     type Request = Map<String, Value>;
     type Pending = PendingGrant;
     type Facts = GrantFacts;
-    const REQUEST: &'static str = "request body";
     const ROLE: KeyRole = KeyRole::GrantSigning;
     const DOMAIN: Domain = Domain::PolicyGrant;
-    const ISSUER_MEMBER: &'static str = "issuer";
-    const KID_MEMBER: &'static str = "issuerKeyId";
     const PA_MEMBERS: &'static [&'static str] = &["issuer", "issuerKeyId", "issuedAt", "signature"];
 
     fn draft(ctx: &IssueContext, mut members: Map<String, Value>) -> Result<PendingGrant> {
