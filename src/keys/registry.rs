@@ -181,10 +181,21 @@ struct Stored {
 /// the role's active kid goes from the kid read to the new one (`None`: absent).
 struct Plan {
     records: Vec<(Option<Vec<u8>>, KeyRecord)>,
-    active: Option<(KeyRole, Option<String>, Option<String>)>,
+    active: Option<ActiveChange>,
 }
 
+/// A role's active kid going from the kid read to the new one (`None`: absent).
+type ActiveChange = (KeyRole, Option<String>, Option<String>);
+
 impl Plan {
+    /// The rewrite of one record, over the bytes `raw` it was read as, with `active`.
+    fn rewrite(raw: Vec<u8>, after: &KeyRecord, active: Option<ActiveChange>) -> Plan {
+        Plan {
+            records: vec![(Some(raw), after.clone())],
+            active,
+        }
+    }
+
     /// The plan as conditional side writes into `keys` and `keys/active`.
     fn writes(&self) -> Result<SideWrites> {
         let mut w = SideWrites::new();
@@ -521,8 +532,7 @@ impl KeyRegistry {
     /// when its role already has an active key (use [`KeyRegistry::rotate`]) or when its
     /// algorithm may not sign now.
     pub fn activate(&self, actor: &Actor, kid: &str) -> Result<KeyRecord> {
-        let p = self.prepare_activate(actor, kid)?;
-        Ok(self.commit(p)?.activated)
+        Ok(self.commit(self.prepare_activate(actor, kid)?)?.activated)
     }
 
     /// [`KeyRegistry::activate`], prepared and not committed (see [`Prepared`]).
@@ -602,8 +612,7 @@ impl KeyRegistry {
         kid: Option<&str>,
         alg: Option<Alg>,
     ) -> Result<Rotation> {
-        let p = self.prepare_rotate(actor, role, kid, alg)?;
-        self.commit(p)
+        self.commit(self.prepare_rotate(actor, role, kid, alg)?)
     }
 
     /// [`KeyRegistry::rotate`], prepared and not committed (see [`Prepared`]). A key that
@@ -672,8 +681,7 @@ impl KeyRegistry {
     /// Retires the active key `kid` without a successor: the role then has no active key and
     /// signs nothing until a key is activated. The key stays published active.
     pub fn retire(&self, actor: &Actor, kid: &str) -> Result<KeyRecord> {
-        let p = self.prepare_retire(actor, kid)?;
-        self.commit(p)
+        self.commit(self.prepare_retire(actor, kid)?)
     }
 
     /// [`KeyRegistry::retire`], prepared and not committed (see [`Prepared`]).
@@ -690,10 +698,7 @@ impl KeyRegistry {
             kid: rec.kid.clone(),
             role: rec.role.as_str().into(),
         };
-        let plan = Plan {
-            records: vec![(Some(raw), after.clone())],
-            active: Some((rec.role, Some(rec.kid.clone()), None)),
-        };
+        let plan = Plan::rewrite(raw, &after, Some((rec.role, Some(rec.kid.clone()), None)));
         self.prepared(g, actor, event, &plan, after)
     }
 
@@ -701,8 +706,7 @@ impl KeyRegistry {
     /// again; if it was the active key, its role has no active key afterwards. Refused for an
     /// already revoked key (KEY_REVOKED) and a destroyed one (KEY_STATE_INVALID).
     pub fn revoke(&self, actor: &Actor, kid: &str, reason: &str) -> Result<KeyRecord> {
-        let p = self.prepare_revoke(actor, kid, reason)?;
-        self.commit(p)
+        self.commit(self.prepare_revoke(actor, kid, reason)?)
     }
 
     /// [`KeyRegistry::revoke`], prepared and not committed (see [`Prepared`]).
@@ -739,18 +743,14 @@ impl KeyRegistry {
             role: rec.role.as_str().into(),
             reason,
         };
-        let plan = Plan {
-            records: vec![(Some(raw), after.clone())],
-            active,
-        };
+        let plan = Plan::rewrite(raw, &after, active);
         self.prepared(g, actor, event, &plan, after)
     }
 
     /// Schedules destruction of the revoked key `kid` no earlier than `wait` from now.
     /// Refused unless the key is revoked and not already scheduled.
     pub fn schedule_destroy(&self, actor: &Actor, kid: &str, wait: Duration) -> Result<KeyRecord> {
-        let p = self.prepare_schedule_destroy(actor, kid, wait)?;
-        self.commit(p)
+        self.commit(self.prepare_schedule_destroy(actor, kid, wait)?)
     }
 
     /// [`KeyRegistry::schedule_destroy`], prepared and not committed (see [`Prepared`]).
@@ -796,10 +796,7 @@ impl KeyRegistry {
             role: rec.role.as_str().into(),
             not_before,
         };
-        let plan = Plan {
-            records: vec![(Some(raw), after.clone())],
-            active: None,
-        };
+        let plan = Plan::rewrite(raw, &after, None);
         self.prepared(g, actor, event, &plan, after)
     }
 
@@ -807,8 +804,7 @@ impl KeyRegistry {
     /// scheduled, once it is due (a destruction run may already have removed the token
     /// objects), and after it happened (KEY_STATE_INVALID).
     pub fn cancel_destroy(&self, actor: &Actor, kid: &str) -> Result<KeyRecord> {
-        let p = self.prepare_cancel_destroy(actor, kid)?;
-        self.commit(p)
+        self.commit(self.prepare_cancel_destroy(actor, kid)?)
     }
 
     /// [`KeyRegistry::cancel_destroy`], prepared and not committed (see [`Prepared`]).
@@ -843,10 +839,7 @@ impl KeyRegistry {
             kid: rec.kid.clone(),
             role: rec.role.as_str().into(),
         };
-        let plan = Plan {
-            records: vec![(Some(raw), after.clone())],
-            active: None,
-        };
+        let plan = Plan::rewrite(raw, &after, None);
         self.prepared(g, actor, event, &plan, after)
     }
 

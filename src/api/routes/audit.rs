@@ -28,7 +28,7 @@ use crate::api::error::ApiResult;
 use crate::api::extract::ApiQuery;
 use crate::api::respond::json_response;
 use crate::api::signing::blocking;
-use crate::audit::{Hash, StoredCheckpoint, Vkey};
+use crate::audit::{AuditLog, Hash, StoredCheckpoint, Vkey};
 use crate::canonical::parse_strict;
 use crate::crypto::PublicKey;
 use crate::error::{Error, ErrorCode, Result};
@@ -135,6 +135,16 @@ pub async fn vkeys(State(state): State<AppState>) -> ApiResult<Response> {
     json_response(StatusCode::OK, &out)
 }
 
+/// Answers 200 with what `read` makes of the audit log, read off the async runtime.
+async fn read_log(
+    state: &AppState,
+    read: impl FnOnce(&AuditLog) -> Result<Value> + Send + 'static,
+) -> ApiResult<Response> {
+    let log = state.audit().clone();
+    let out = blocking(move || read(&log)).await?;
+    json_response(StatusCode::OK, &out)
+}
+
 /// Query of `GET /v1/audit/entries`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,8 +161,7 @@ pub async fn entries(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<EntriesQuery>,
 ) -> ApiResult<Response> {
-    let log = state.audit().clone();
-    let out = blocking(move || {
+    read_log(&state, move |log| {
         let size = log.size();
         let end = q
             .end
@@ -170,8 +179,7 @@ pub async fn entries(
             .collect::<Result<Vec<Value>>>()?;
         Ok(json!({"start": q.start, "end": end, "size": size, "entries": entries}))
     })
-    .await?;
-    json_response(StatusCode::OK, &out)
+    .await
 }
 
 /// Query of `GET /v1/audit/proofs/inclusion`.
@@ -191,8 +199,7 @@ pub async fn inclusion(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<InclusionQuery>,
 ) -> ApiResult<Response> {
-    let log = state.audit().clone();
-    let out = blocking(move || {
+    read_log(&state, move |log| {
         let size = q.size.unwrap_or(log.size());
         let (index, proof) = match (q.index, &q.leaf_hash) {
             (Some(i), None) => (i, log.inclusion_proof(i, size)?),
@@ -223,8 +230,7 @@ pub async fn inclusion(
             "proof": proof.iter().map(b64).collect::<Vec<_>>(),
         }))
     })
-    .await?;
-    json_response(StatusCode::OK, &out)
+    .await
 }
 
 /// Query of `GET /v1/audit/proofs/consistency`.
@@ -242,8 +248,7 @@ pub async fn consistency(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ConsistencyQuery>,
 ) -> ApiResult<Response> {
-    let log = state.audit().clone();
-    let out = blocking(move || {
+    read_log(&state, move |log| {
         let to = q.to.unwrap_or(log.size());
         let proof = log.consistency_proof(q.from, to)?;
         Ok(json!({
@@ -254,6 +259,5 @@ pub async fn consistency(
             "proof": proof.iter().map(b64).collect::<Vec<_>>(),
         }))
     })
-    .await?;
-    json_response(StatusCode::OK, &out)
+    .await
 }
