@@ -157,16 +157,14 @@ fn deprecated_algorithm_keys_are_published_inactive_from_the_effective_date() {
     assert_eq!(active_of(&after, &ed), Some(true));
 }
 
+/// The key set signed now by [`op`], to live `lifetime`.
+fn sign_for(f: &Fx, lifetime: Duration) -> Result<Value> {
+    sign_key_set(&f.reg, f.sink.as_ref(), &op(), f.clock.as_ref(), lifetime)
+}
+
 /// The key set signed now by [`op`], for the default lifetime.
 fn signed_now(f: &Fx) -> Value {
-    sign_key_set(
-        &f.reg,
-        f.sink.as_ref(),
-        &op(),
-        f.clock.as_ref(),
-        DEFAULT_SIGNED_LIFETIME,
-    )
-    .unwrap()
+    sign_for(f, DEFAULT_SIGNED_LIFETIME).unwrap()
 }
 
 fn root_set(f: &Fx) -> KeySet {
@@ -218,7 +216,7 @@ fn signing_refusals_release_nothing() {
     f.reg
         .generate(&op(), KeyRole::GrantSigning, Alg::EdDSA)
         .unwrap();
-    let sign = |lifetime| sign_key_set(&f.reg, f.sink.as_ref(), &op(), f.clock.as_ref(), lifetime);
+    let sign = |lifetime| sign_for(&f, lifetime);
     // No active root key.
     assert_eq!(
         sign(DEFAULT_SIGNED_LIFETIME).unwrap_err().code,
@@ -246,15 +244,7 @@ fn root_key_of_deprecated_algorithm_no_longer_signs_key_sets() {
     let f = fx_with(DEPRECATING_ES256K);
     let root = new_kid(&f, KeyRole::Root, Alg::ES256K);
     f.reg.activate(&op(), &root).unwrap();
-    let sign = || {
-        sign_key_set(
-            &f.reg,
-            f.sink.as_ref(),
-            &op(),
-            f.clock.as_ref(),
-            DEFAULT_SIGNED_LIFETIME,
-        )
-    };
+    let sign = || sign_for(&f, DEFAULT_SIGNED_LIFETIME);
     let before = sign().unwrap();
     f.clock.set(t("2026-06-01T00:00:00Z"));
     assert_eq!(sign().unwrap_err().code, ErrorCode::AlgorithmDeprecated);
@@ -329,25 +319,29 @@ fn verifier_refusals() {
     let code = |v: &Value| check(v, &root).unwrap_err().code;
     check(&signed, &root).unwrap();
 
-    let mut tampered = signed.clone();
-    tampered["keySet"]["keys"][0]["active"] = json!(true);
-    tampered["keySet"]["keys"][4]["active"] = json!(true);
-    assert_eq!(code(&tampered), ErrorCode::SignatureInvalid);
-    let mut extended = signed.clone();
-    extended["expiresAt"] = json!("2026-03-05T00:00:00Z");
-    assert_eq!(code(&extended), ErrorCode::SignatureInvalid);
-    let mut unknown = signed.clone();
-    unknown["note"] = json!("x");
-    assert_eq!(code(&unknown), ErrorCode::UnknownField);
-    let mut missing = signed.clone();
-    missing.as_object_mut().unwrap().remove("issuedAt");
-    assert_eq!(code(&missing), ErrorCode::SchemaInvalid);
-    let mut version = signed.clone();
-    version["version"] = json!("2.0");
-    assert_eq!(code(&version), ErrorCode::VersionUnsupported);
-    let mut garbled = signed.clone();
-    garbled["signature"] = json!("***");
-    assert_eq!(code(&garbled), ErrorCode::SignatureEncodingInvalid);
+    // The refusal of the signed set changed by `change`.
+    let code_after = |change: fn(&mut Value)| {
+        let mut v = signed.clone();
+        change(&mut v);
+        code(&v)
+    };
+    let tampered = code_after(|v| {
+        v["keySet"]["keys"][0]["active"] = json!(true);
+        v["keySet"]["keys"][4]["active"] = json!(true);
+    });
+    assert_eq!(tampered, ErrorCode::SignatureInvalid);
+    let extended = code_after(|v| v["expiresAt"] = json!("2026-03-05T00:00:00Z"));
+    assert_eq!(extended, ErrorCode::SignatureInvalid);
+    let unknown = code_after(|v| v["note"] = json!("x"));
+    assert_eq!(unknown, ErrorCode::UnknownField);
+    let missing = code_after(|v| {
+        v.as_object_mut().unwrap().remove("issuedAt");
+    });
+    assert_eq!(missing, ErrorCode::SchemaInvalid);
+    let version = code_after(|v| v["version"] = json!("2.0"));
+    assert_eq!(version, ErrorCode::VersionUnsupported);
+    let garbled = code_after(|v| v["signature"] = json!("***"));
+    assert_eq!(garbled, ErrorCode::SignatureEncodingInvalid);
 
     // Signer not pinned / pinned but revoked.
     let other = KeySet {
