@@ -973,11 +973,7 @@ impl ActiveKeys for KeyRegistry {
         };
         Ok(Arc::new(GatedSigner {
             inner,
-            role,
-            keys: self.keys.clone(),
-            active: self.active.clone(),
-            policy: self.policy.clone(),
-            clock: self.clock.clone(),
+            gate: self.gate(role),
         }))
     }
 
@@ -991,16 +987,61 @@ impl ActiveKeys for KeyRegistry {
     }
 }
 
-/// The signer handed out by [`ActiveKeys::active_signer`]: before every signature it checks,
-/// at that instant, that the key is still its role's active key and that its algorithm may
-/// still sign, so a signer held across a rotation, revocation or deprecation date refuses.
-struct GatedSigner {
-    inner: Arc<dyn DigestSigner>,
+/// What a signer handed out by the registry checks before every signature: at that instant,
+/// its key is still `role`'s active key and its algorithm may still sign.
+struct KeyGate {
     role: KeyRole,
     keys: sled::Tree,
     active: sled::Tree,
     policy: Arc<AlgorithmPolicy>,
     clock: Arc<dyn Clock>,
+}
+
+impl KeyRegistry {
+    /// The gate of the signers of `role`'s active key.
+    fn gate(&self, role: KeyRole) -> KeyGate {
+        KeyGate {
+            role,
+            keys: self.keys.clone(),
+            active: self.active.clone(),
+            policy: self.policy.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+}
+
+impl KeyGate {
+    /// Refuses unless `alg` may sign for the role now and `kid` is the role's active key
+    /// (KEY_NOT_FOUND for a key gone, else refused by its state, saying `why`).
+    fn check(&self, kid: &str, alg: Alg, why: &str) -> Result<()> {
+        self.policy
+            .check_signing(self.role, alg, self.clock.now())?;
+        let current = self
+            .active
+            .get(self.role.as_str())
+            .map_err(|e| store_error("read", e))?;
+        if current.as_deref() != Some(kid.as_bytes()) {
+            let rec = self
+                .keys
+                .get(kid.as_bytes())
+                .map_err(|e| store_error("read", e))?
+                .map(|b| KeyRecord::from_bytes(&b))
+                .transpose()?;
+            return Err(match rec {
+                Some(r) => wrong_state(&r, why),
+                None => not_found(kid),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The signer handed out by [`ActiveKeys::active_signer`]: before every signature it checks
+/// its [`KeyGate`], so a signer held across a rotation, revocation or deprecation date
+/// refuses.
+struct GatedSigner {
+    inner: Arc<dyn DigestSigner>,
+    gate: KeyGate,
 }
 
 impl DigestSigner for GatedSigner {
@@ -1014,25 +1055,8 @@ impl DigestSigner for GatedSigner {
         self.inner.public_key()
     }
     fn sign_digest(&self, digest: &[u8; 32]) -> Result<DigestSignature> {
-        self.policy
-            .check_signing(self.role, self.inner.alg(), self.clock.now())?;
-        let kid = self.inner.kid();
-        let current = self
-            .active
-            .get(self.role.as_str())
-            .map_err(|e| store_error("read", e))?;
-        if current.as_deref() != Some(kid.as_bytes()) {
-            let rec = self
-                .keys
-                .get(kid.as_bytes())
-                .map_err(|e| store_error("read", e))?
-                .map(|b| KeyRecord::from_bytes(&b))
-                .transpose()?;
-            return Err(match rec {
-                Some(r) => wrong_state(&r, "it no longer signs"),
-                None => not_found(kid),
-            });
-        }
+        self.gate
+            .check(self.inner.kid(), self.inner.alg(), "it no longer signs")?;
         self.inner.sign_digest(digest).map_err(material_missing)
     }
 }
