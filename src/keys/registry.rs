@@ -405,6 +405,21 @@ impl KeyRegistry {
         })
     }
 
+    /// [`KeyRegistry::prepared`] for the rewrite of one record, read as `raw`, into `after`
+    /// (the outcome), with the role's active kid changed as `active` says.
+    fn prepared_rewrite(
+        &self,
+        guard: OpGuard,
+        actor: &Actor,
+        event: Event,
+        raw: Vec<u8>,
+        after: KeyRecord,
+        active: Option<ActiveChange>,
+    ) -> Result<Prepared<KeyRecord>> {
+        let plan = Plan::rewrite(raw, &after, active);
+        self.prepared(guard, actor, event, &plan, after)
+    }
+
     /// Commits a prepared change: its event and writes (with any the caller added) as one
     /// durable append of the registry's audit sink, waited for on this thread (never call it
     /// on an async task). Returns the outcome once entry and records are durable; on failure
@@ -698,8 +713,14 @@ impl KeyRegistry {
             kid: rec.kid.clone(),
             role: rec.role.as_str().into(),
         };
-        let plan = Plan::rewrite(raw, &after, Some((rec.role, Some(rec.kid.clone()), None)));
-        self.prepared(g, actor, event, &plan, after)
+        self.prepared_rewrite(
+            g,
+            actor,
+            event,
+            raw,
+            after,
+            Some((rec.role, Some(rec.kid.clone()), None)),
+        )
     }
 
     /// Emergency revocation: the key is published `active: false` at once and never signs
@@ -743,8 +764,7 @@ impl KeyRegistry {
             role: rec.role.as_str().into(),
             reason,
         };
-        let plan = Plan::rewrite(raw, &after, active);
-        self.prepared(g, actor, event, &plan, after)
+        self.prepared_rewrite(g, actor, event, raw, after, active)
     }
 
     /// Schedules destruction of the revoked key `kid` no earlier than `wait` from now.
@@ -796,8 +816,7 @@ impl KeyRegistry {
             role: rec.role.as_str().into(),
             not_before,
         };
-        let plan = Plan::rewrite(raw, &after, None);
-        self.prepared(g, actor, event, &plan, after)
+        self.prepared_rewrite(g, actor, event, raw, after, None)
     }
 
     /// Cancels a scheduled destruction during its waiting period. Refused when none is
@@ -839,8 +858,7 @@ impl KeyRegistry {
             kid: rec.kid.clone(),
             role: rec.role.as_str().into(),
         };
-        let plan = Plan::rewrite(raw, &after, None);
-        self.prepared(g, actor, event, &plan, after)
+        self.prepared_rewrite(g, actor, event, raw, after, None)
     }
 
     /// Destroys, in the token, every revoked key whose destruction wait has ended (judged by
