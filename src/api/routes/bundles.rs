@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 
 use super::public::cacheable;
 use crate::api::AppState;
-use crate::api::artifacts::{random_id, trees};
+use crate::api::artifacts::{id_or_random, trees};
 use crate::api::error::ApiResult;
 use crate::api::extract::ApiQuery;
 use crate::api::issuance::{ArtifactKind, Draft, IssueContext, Record, Signed};
@@ -62,9 +62,7 @@ impl ArtifactKind for Bundles {
     ];
 
     fn draft(ctx: &IssueContext, mut members: Map<String, Value>) -> Result<PendingBundle> {
-        if !members.contains_key("bundleId") {
-            members.insert("bundleId".into(), Value::String(random_id("bundle")?));
-        }
+        id_or_random(&mut members, "bundleId", "bundle")?;
         members
             .entry("version")
             .or_insert_with(|| Value::String(crate::MPCP_SPEC_VERSION.into()));

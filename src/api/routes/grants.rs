@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use serde_json::Map;
 
 use crate::api::AppState;
-use crate::api::artifacts::{get_json, not_owner, random_id, trees};
+use crate::api::artifacts::{get_json, id_or_random, not_owner, trees};
 use crate::api::body::{StrictJson, parse_request};
 use crate::api::error::ApiResult;
 use crate::api::extract::ApiPath;
@@ -94,9 +94,7 @@ impl ArtifactKind for Grants {
     const PA_MEMBERS: &'static [&'static str] = &["issuer", "issuerKeyId", "issuedAt", "signature"];
 
     fn draft(ctx: &IssueContext, mut members: Map<String, Value>) -> Result<PendingGrant> {
-        if !members.contains_key("grantId") {
-            members.insert("grantId".into(), Value::String(random_id("grant")?));
-        }
+        id_or_random(&mut members, "grantId", "grant")?;
         ctx.stamp::<Self>(&mut members);
         let members = Value::Object(members);
         let grant = PolicyGrant::from_value(&members)?;
