@@ -19,6 +19,7 @@ use crate::crypto::{Alg, AlgorithmGate, decode_signature};
 use crate::error::{Error, ErrorCode, Result};
 use crate::jwk::{Jwk, KeySet};
 use crate::model::{DestinationAllowlist, PolicyGrant, TrustBundle, from_value};
+use crate::seams::debug_showing;
 
 /// Kinds of artifacts the verifier recognises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

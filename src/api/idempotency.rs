@@ -32,6 +32,7 @@ use crate::audit::SideWrites;
 use crate::canonical::canonical_bytes;
 use crate::clock::{Clock, format_rfc3339, parse_rfc3339};
 use crate::error::{Error, ErrorCode, Result};
+use crate::seams::debug_showing;
 use crate::store::{Store, store_error};
 
 /// sled tree: `principal \n key` -> [`StoredResponse`] (JSON).

@@ -19,6 +19,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::hsm::dev::DevInit;
 use crate::hsm::{HsmBackend, HsmConfig};
 use crate::keys::{ActiveKeys, CheckpointKeys, KeyRegistry, KeyRole};
+use crate::seams::debug_showing;
 use crate::store::Store;
 
 use super::DataDir;

@@ -37,6 +37,7 @@ use crate::canonical::canonical_bytes_of;
 use crate::clock::{Clock, DEFAULT_DRIFT, SigningGate, format_rfc3339, parse_rfc3339};
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, Event, EventSink};
+use crate::seams::debug_showing;
 use crate::store::{Store, store_error, trees};
 
 const META_SIZE: &[u8] = b"size";

@@ -16,6 +16,7 @@ use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::seams::debug_showing;
 pub use crate::seams::note_signer::{NoteSigner, check_key_name};
 
 /// Signature type byte of plain Ed25519 note signatures.

@@ -15,6 +15,7 @@ use super::asym_sign::{HsmSigner, KeyRef};
 use super::{HsmBackend, check_object_id, key_management};
 use crate::crypto::{Alg, PublicKey};
 use crate::error::{Error, ErrorCode, Result};
+use crate::seams::debug_showing;
 use crate::seams::key_role::KeyRole;
 use crate::seams::note_signer::{NoteSigner, check_key_name};
 

@@ -33,6 +33,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, EventSink};
 use crate::keys::KeyRegistry;
 use crate::keys::keyset::{build_key_set, key_set_value, sign_key_set};
+use crate::seams::debug_showing;
 
 /// One served document: its exact bytes and their strong ETag.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -51,6 +51,7 @@ use crate::jwk::Jwk;
 use crate::keys::record::{KeyRecord, KeyState, kid_for};
 use crate::keys::{ActiveKeys, KeyBackend, KeyRole, material_missing};
 use crate::seams::audit_sink::{AuditSink, SideWrites};
+use crate::seams::debug_showing;
 use crate::seams::digest_signer::{DigestSignature, DigestSigner};
 use crate::store::{Store, store_error, trees};
 

@@ -22,6 +22,7 @@ use crate::audit::SideWrites;
 use crate::canonical::canonical_bytes;
 use crate::error::Result;
 use crate::events::{Actor, Event};
+use crate::seams::debug_showing;
 
 /// What a signing handler prepared and has not yet released: the response, and the audit
 /// event with the records that go with it (the issued artifact, a revocation, ...).
