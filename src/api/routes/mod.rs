@@ -111,9 +111,9 @@ fn table_with_handlers() -> Vec<(RouteEntry, MethodRouter<AppState>)> {
         entry(Method::GET, "/v1/audit/checkpoint", Some(Auditor), get(audit::checkpoint)),
         entry_also(Method::POST, "/v1/audit/checkpoints", Some(Auditor), &[SecurityOfficer], post(audit::sign_checkpoint)),
         entry(Method::GET, "/v1/audit/vkeys", Some(Auditor), get(audit::vkeys)),
-        entry(Method::GET, "/v1/audit/entries", Some(Auditor), get(audit::entries)),
-        entry(Method::GET, "/v1/audit/proofs/inclusion", Some(Auditor), get(audit::inclusion)),
-        entry(Method::GET, "/v1/audit/proofs/consistency", Some(Auditor), get(audit::consistency)),
+        entry(Method::GET, "/v1/audit/entries", Some(Auditor), get(audit::read::<audit::EntriesQuery>)),
+        entry(Method::GET, "/v1/audit/proofs/inclusion", Some(Auditor), get(audit::read::<audit::InclusionQuery>)),
+        entry(Method::GET, "/v1/audit/proofs/consistency", Some(Auditor), get(audit::read::<audit::ConsistencyQuery>)),
     ]
 }
 
