@@ -149,6 +149,19 @@ fn alg_set(names: &[String], what: &str) -> Result<BTreeSet<AlgKey>> {
     Ok(set)
 }
 
+/// Reads the text file at `path` and parses it with `parse`: IO_ERROR when it cannot be
+/// read; a parse error keeps its code and gets the path in front of its message. The policy
+/// files (algorithms, bundle profiles) are loaded this way.
+pub fn load_file<T>(path: &Path, parse: impl FnOnce(&str) -> Result<T>) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::new(
+            ErrorCode::Io,
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    parse(&text).map_err(|e| Error::new(e.code, format!("{}: {}", path.display(), e.message)))
+}
+
 impl AlgorithmPolicy {
     /// The policy shipped with the appliance.
     pub fn builtin() -> Result<AlgorithmPolicy> {
@@ -157,14 +170,7 @@ impl AlgorithmPolicy {
 
     /// Loads a policy file (CONFIG_INVALID on any defect, IO_ERROR when unreadable).
     pub fn load(path: &Path) -> Result<AlgorithmPolicy> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::new(
-                ErrorCode::Io,
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
-        AlgorithmPolicy::from_toml_str(&text)
-            .map_err(|e| Error::new(e.code, format!("{}: {}", path.display(), e.message)))
+        load_file(path, AlgorithmPolicy::from_toml_str)
     }
 
     /// Parses and validates a policy. Refuses unknown keys, algorithm and role names, duplicate

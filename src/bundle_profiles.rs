@@ -52,14 +52,7 @@ impl BundleProfiles {
 
     /// Loads a profiles file (CONFIG_INVALID on any defect, IO_ERROR when unreadable).
     pub fn load(path: &Path) -> Result<BundleProfiles> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::new(
-                ErrorCode::Io,
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
-        BundleProfiles::from_toml_str(&text)
-            .map_err(|e| Error::new(e.code, format!("{}: {}", path.display(), e.message)))
+        crate::algorithms::load_file(path, BundleProfiles::from_toml_str)
     }
 
     /// Parses and validates profiles: unknown keys, an empty set, a zero lifetime, a

@@ -19,6 +19,7 @@ use crate::crypto::{Alg, AlgorithmGate, decode_signature};
 use crate::error::{Error, ErrorCode, Result};
 use crate::jwk::{Jwk, KeySet};
 use crate::model::{DestinationAllowlist, PolicyGrant, TrustBundle, from_value};
+use crate::seams::debug_showing;
 
 /// Kinds of artifacts the verifier recognises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,13 +121,7 @@ pub struct Verifier {
     gate: Option<Arc<dyn AlgorithmGate>>,
 }
 
-impl std::fmt::Debug for Verifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier")
-            .field("drift", &self.drift)
-            .finish_non_exhaustive()
-    }
-}
+debug_showing!(Verifier { drift });
 
 struct Facts<'a> {
     kind: ArtifactKind,

@@ -96,3 +96,19 @@ pub fn random_id(prefix: &str) -> Result<String> {
         .map_err(|e| Error::new(ErrorCode::Internal, format!("system RNG failed: {e}")))?;
     Ok(format!("{prefix}-{}", hex::encode(b)))
 }
+
+/// Sets `members[id_member]` to a fresh [`random_id`] with `prefix` unless the request
+/// named the artifact itself; a given id is left for the model to check.
+pub fn id_or_random(
+    members: &mut serde_json::Map<String, serde_json::Value>,
+    id_member: &str,
+    prefix: &str,
+) -> Result<()> {
+    if !members.contains_key(id_member) {
+        members.insert(
+            id_member.into(),
+            serde_json::Value::String(random_id(prefix)?),
+        );
+    }
+    Ok(())
+}

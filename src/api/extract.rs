@@ -10,36 +10,41 @@ use super::AppState;
 use super::error::ApiError;
 use crate::error::{Error, ErrorCode, Result};
 
-/// `axum::extract::Path` whose rejection is a JSON error.
-#[derive(Debug)]
-pub struct ApiPath<T>(pub T);
+/// Declares `$name<T>`, the axum extractor `$inner<T>` whose rejection is a JSON error:
+/// SCHEMA_INVALID, "bad `$what`: " and axum's reason.
+macro_rules! schema_checked {
+    ($(#[$doc:meta])* $name:ident wraps $inner:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name<T>(pub T);
 
-impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiPath<T> {
-    type Rejection = ApiError;
+        impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for $name<T> {
+            type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Path(v)| ApiPath(v))
-            .map_err(|e| ApiError::new(ErrorCode::SchemaInvalid, format!("bad path: {e}")))
-    }
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &AppState,
+            ) -> Result<Self, ApiError> {
+                $inner::<T>::from_request_parts(parts, state)
+                    .await
+                    .map(|$inner(v)| $name(v))
+                    .map_err(|e| {
+                        ApiError::new(ErrorCode::SchemaInvalid, format!(concat!("bad ", $what, ": {}"), e))
+                    })
+            }
+        }
+    };
 }
 
-/// `axum::extract::Query` whose rejection is a JSON error (unknown parameters are refused
-/// by the target type's `deny_unknown_fields`).
-#[derive(Debug)]
-pub struct ApiQuery<T>(pub T);
-
-impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiQuery<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Query(v)| ApiQuery(v))
-            .map_err(|e| ApiError::new(ErrorCode::SchemaInvalid, format!("bad query: {e}")))
-    }
-}
+schema_checked!(
+    /// `axum::extract::Path` whose rejection is a JSON error.
+    ApiPath wraps Path, "path"
+);
+schema_checked!(
+    /// `axum::extract::Query` whose rejection is a JSON error (unknown parameters are
+    /// refused by the target type's `deny_unknown_fields`).
+    ApiQuery wraps Query, "query"
+);
 
 /// What [`issue_idempotent`] needs of a request besides its body: the method and path
 /// (digested with the body) and the `Idempotency-Key` header, checked only when used so that

@@ -37,23 +37,21 @@ fn uri_bytes(req: &Request) -> usize {
 /// than [`super::Limits::max_header_bytes`], before any route sees it.
 pub async fn check_head(State(state): State<AppState>, req: Request) -> Result<Request, ApiError> {
     let max = state.limits().max_header_bytes;
-    let uri = uri_bytes(&req);
-    if uri > max {
-        return Err(Error::new(
-            ErrorCode::UriTooLong,
-            format!("the request URI is {uri} bytes, more than the {max} allowed"),
-        )
-        .into());
-    }
-    let head = head_bytes(&req);
-    if head > max {
-        return Err(Error::new(
-            ErrorCode::HeadersTooLarge,
-            format!("the request head is {head} bytes, more than the {max} allowed"),
-        )
-        .into());
-    }
+    at_most("URI", uri_bytes(&req), max, ErrorCode::UriTooLong)?;
+    at_most("head", head_bytes(&req), max, ErrorCode::HeadersTooLarge)?;
     Ok(req)
+}
+
+/// Refuses with `code` a request whose `part` is `len` bytes, more than `max`.
+fn at_most(part: &str, len: usize, max: usize, code: ErrorCode) -> Result<(), ApiError> {
+    if len > max {
+        return Err(Error::new(
+            code,
+            format!("the request {part} is {len} bytes, more than the {max} allowed"),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

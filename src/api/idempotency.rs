@@ -32,6 +32,7 @@ use crate::audit::SideWrites;
 use crate::canonical::canonical_bytes;
 use crate::clock::{Clock, format_rfc3339, parse_rfc3339};
 use crate::error::{Error, ErrorCode, Result};
+use crate::seams::debug_showing;
 use crate::store::{Store, store_error};
 
 /// sled tree: `principal \n key` -> [`StoredResponse`] (JSON).
@@ -99,14 +100,7 @@ pub struct Reservation {
     locks: Arc<LockMap>,
 }
 
-impl std::fmt::Debug for Reservation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reservation")
-            .field("scope", &self.scope)
-            .field("digest", &self.digest)
-            .finish_non_exhaustive()
-    }
-}
+debug_showing!(Reservation { scope, digest });
 
 impl Reservation {
     /// Hex digest of the reserved request.
@@ -205,13 +199,7 @@ pub struct IdempotencyStore {
     locks: Arc<LockMap>,
 }
 
-impl std::fmt::Debug for IdempotencyStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IdempotencyStore")
-            .field("ttl", &self.ttl)
-            .finish_non_exhaustive()
-    }
-}
+debug_showing!(IdempotencyStore { ttl });
 
 /// Checks an `Idempotency-Key` value: 1..=255 visible ASCII characters.
 pub fn validate_key(key: &str) -> Result<()> {

@@ -561,6 +561,16 @@ mod tests {
     use crate::clock::SystemClock;
     use crate::keys::test_support::FlakySink;
 
+    /// Creates the token `name` with `role`, as the CLI, recorded in `sink`.
+    fn create(
+        tokens: &TokenStore,
+        sink: &FlakySink,
+        name: &str,
+        role: ApiRole,
+    ) -> Result<NewToken> {
+        tokens.create(name, role, &Actor::cli(), sink, &SystemClock)
+    }
+
     fn open() -> (Store, TokenStore, FlakySink) {
         let store = Store::temporary().unwrap();
         let tokens = TokenStore::open(&store).unwrap();
@@ -583,9 +593,7 @@ mod tests {
     #[test]
     fn create_authenticate_revoke() {
         let (_store, tokens, sink) = open();
-        let t = tokens
-            .create("ops", ApiRole::Issuer, &Actor::cli(), &sink, &SystemClock)
-            .unwrap();
+        let t = create(&tokens, &sink, "ops", ApiRole::Issuer).unwrap();
         assert!(!format!("{t:?}").contains(t.secret.as_str()));
         let p = tokens.authenticate(&t.secret).unwrap();
         assert_eq!((p.name.as_str(), p.role), ("ops", ApiRole::Issuer));
@@ -612,7 +620,7 @@ mod tests {
             ErrorCode::Unauthorized
         );
         // Names are unique, even after revocation.
-        let dup = tokens.create("ops", ApiRole::Auditor, &Actor::cli(), &sink, &SystemClock);
+        let dup = create(&tokens, &sink, "ops", ApiRole::Auditor);
         assert_eq!(dup.unwrap_err().code, ErrorCode::Conflict);
         let revoked = tokens
             .revoke("ops", &Actor::cli(), &sink, &SystemClock)
@@ -626,7 +634,7 @@ mod tests {
         );
         let again = tokens.revoke("ops", &Actor::cli(), &sink, &SystemClock);
         assert_eq!(again.unwrap_err().code, ErrorCode::Conflict);
-        let dup = tokens.create("ops", ApiRole::Auditor, &Actor::cli(), &sink, &SystemClock);
+        let dup = create(&tokens, &sink, "ops", ApiRole::Auditor);
         assert_eq!(dup.unwrap_err().code, ErrorCode::Conflict);
         let unknown = tokens.revoke("nobody", &Actor::cli(), &sink, &SystemClock);
         assert_eq!(unknown.unwrap_err().code, ErrorCode::NotFound);
@@ -691,9 +699,7 @@ mod tests {
     fn audit_failure_creates_and_revokes_nothing() {
         let (store, tokens, sink) = open();
         sink.fail.store(true, Ordering::SeqCst);
-        let e = tokens
-            .create("x", ApiRole::Auditor, &Actor::cli(), &sink, &SystemClock)
-            .unwrap_err();
+        let e = create(&tokens, &sink, "x", ApiRole::Auditor).unwrap_err();
         assert_eq!(e.code, ErrorCode::AuditUnavailable);
         assert!(e.message.starts_with("token not created"), "{e}");
         assert!(token_trees(&store).is_empty());
@@ -704,9 +710,7 @@ mod tests {
         );
         assert!(token_trees(&store).is_empty());
         sink.fail.store(false, Ordering::SeqCst);
-        let t = tokens
-            .create("x", ApiRole::Auditor, &Actor::cli(), &sink, &SystemClock)
-            .unwrap();
+        let t = create(&tokens, &sink, "x", ApiRole::Auditor).unwrap();
         let before = token_trees(&store);
         sink.fail.store(true, Ordering::SeqCst);
         let e = tokens
@@ -724,9 +728,7 @@ mod tests {
     #[test]
     fn concurrent_revocations_one_wins() {
         let (_store, tokens, sink) = open();
-        let t = tokens
-            .create("x", ApiRole::Issuer, &Actor::cli(), &sink, &SystemClock)
-            .unwrap();
+        let t = create(&tokens, &sink, "x", ApiRole::Issuer).unwrap();
         // All prepared against the same bytes before any commits: the race the swap settles.
         let changes: Vec<_> = (0..8)
             .map(|i| {

@@ -19,6 +19,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::hsm::dev::DevInit;
 use crate::hsm::{HsmBackend, HsmConfig};
 use crate::keys::{ActiveKeys, CheckpointKeys, KeyRegistry, KeyRole};
+use crate::seams::debug_showing;
 use crate::store::Store;
 
 use super::DataDir;
@@ -115,16 +116,12 @@ impl Default for Options {
     }
 }
 
-impl std::fmt::Debug for Options {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Options")
-            .field("hsm_config", &self.hsm_config)
-            .field("algorithm_policy", &self.algorithm_policy)
-            .field("audit", &self.audit)
-            .field("store", &self.store)
-            .finish_non_exhaustive()
-    }
-}
+debug_showing!(Options {
+    hsm_config,
+    algorithm_policy,
+    audit,
+    store
+});
 
 /// The appliance being assembled in one data directory. Opens nothing until a step method
 /// is called; each part is opened at most once and shared by every later step (sled locks
@@ -139,14 +136,7 @@ pub struct Appliance {
     registry: Option<Arc<KeyRegistry>>,
 }
 
-impl std::fmt::Debug for Appliance {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Appliance")
-            .field("dir", &self.dir)
-            .field("opts", &self.opts)
-            .finish_non_exhaustive()
-    }
-}
+debug_showing!(Appliance { dir, opts });
 
 impl Appliance {
     /// The appliance in `dir` with `opts`; nothing is opened yet.

@@ -208,29 +208,22 @@ mod tests {
         }
         assert_eq!(grants.get("g-0").unwrap().unwrap().as_ref(), b"revoked");
         assert_eq!(log.size(), 17);
+        // The removal of g-0's current bytes, refused with `why`.
+        let remove_revoked = |why: &str| {
+            let mut w = SideWrites::new();
+            w.remove("test/grants", "g-0", b"revoked".to_vec(), conflict(why));
+            w
+        };
         // Removed together with another write and the entry, or not at all.
-        let mut w = SideWrites::new();
-        w.remove(
-            "test/grants",
-            "g-0",
-            b"revoked".to_vec(),
-            conflict("remove"),
-        )
-        .insert_new("test/grants", "g-1", "x", conflict("taken"));
+        let mut w = remove_revoked("remove");
+        w.insert_new("test/grants", "g-1", "x", conflict("taken"));
         let e = log.append(&actor, grant_event("r"), w).await.unwrap_err();
         assert_eq!(e.message, "taken");
         assert_eq!(grants.get("g-0").unwrap().unwrap().as_ref(), b"revoked");
-        let mut w = SideWrites::new();
-        w.remove(
-            "test/grants",
-            "g-0",
-            b"revoked".to_vec(),
-            conflict("remove"),
-        );
+        let w = remove_revoked("remove");
         assert_eq!(log.append(&actor, grant_event("r"), w).await.unwrap(), 17);
         assert!(grants.get("g-0").unwrap().is_none());
-        let mut w = SideWrites::new();
-        w.remove("test/grants", "g-0", b"revoked".to_vec(), conflict("gone"));
+        let w = remove_revoked("gone");
         let e = log.append(&actor, grant_event("r"), w).await.unwrap_err();
         assert_eq!(e.message, "gone");
 

@@ -37,6 +37,7 @@ use crate::canonical::canonical_bytes_of;
 use crate::clock::{Clock, DEFAULT_DRIFT, SigningGate, format_rfc3339, parse_rfc3339};
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, Event, EventSink};
+use crate::seams::debug_showing;
 use crate::store::{Store, store_error, trees};
 
 const META_SIZE: &[u8] = b"size";
@@ -100,6 +101,36 @@ struct Trees {
     leaves: sled::Tree,
     meta: sled::Tree,
     checkpoints: sled::Tree,
+}
+
+impl Trees {
+    /// The stored size counter and the time of the last stored entry (None when empty),
+    /// checked to agree: AUDIT_LOG_INVALID when the counter is not one past the last entry.
+    fn stored_tail(&self) -> Result<(u64, Option<OffsetDateTime>)> {
+        let size = match self
+            .meta
+            .get(META_SIZE)
+            .map_err(|e| store_error("read", e))?
+        {
+            Some(v) => be_u64(&v)?,
+            None => 0,
+        };
+        let last = self.entries.last().map_err(|e| store_error("read", e))?;
+        let last_index = match &last {
+            Some((k, _)) => Some(be_u64(k)?),
+            None => None,
+        };
+        if last_index.map_or(0, |i| i + 1) != size {
+            return Err(invalid(format!(
+                "size counter is {size} but the last stored entry is {last_index:?}"
+            )));
+        }
+        let last_time = match &last {
+            Some((_, v)) => Some(entry_time(v)?),
+            None => None,
+        };
+        Ok((size, last_time))
+    }
 }
 
 struct LogInner {
@@ -256,24 +287,7 @@ impl AuditLog {
                 ));
             }
         }
-        let size = match t.meta.get(META_SIZE).map_err(|e| store_error("read", e))? {
-            Some(v) => be_u64(&v)?,
-            None => 0,
-        };
-        let last = t.entries.last().map_err(|e| store_error("read", e))?;
-        let last_index = match &last {
-            Some((k, _)) => Some(be_u64(k)?),
-            None => None,
-        };
-        if last_index.map_or(0, |i| i + 1) != size {
-            return Err(invalid(format!(
-                "size counter is {size} but the last stored entry is {last_index:?}"
-            )));
-        }
-        let last_time = match &last {
-            Some((_, v)) => Some(entry_time(v)?),
-            None => None,
-        };
+        let (size, last_time) = t.stored_tail()?;
         let inner = LogInner {
             store: store.clone(),
             t,
@@ -779,30 +793,8 @@ impl LogInner {
     /// checks that the store can write (free space above the reserve, a flush succeeds).
     fn recover(&self) -> Result<()> {
         let mut frontier = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let size = match self
-            .t
-            .meta
-            .get(META_SIZE)
-            .map_err(|e| store_error("read", e))?
-        {
-            Some(v) => be_u64(&v)?,
-            None => 0,
-        };
-        let last = self.t.entries.last().map_err(|e| store_error("read", e))?;
-        let last_index = match &last {
-            Some((k, _)) => Some(be_u64(k)?),
-            None => None,
-        };
-        if last_index.map_or(0, |i| i + 1) != size {
-            return Err(invalid(format!(
-                "size counter is {size} but the last stored entry is {last_index:?}"
-            )));
-        }
+        let (size, last_time) = self.t.stored_tail()?;
         let loaded = Frontier::load(self, size)?;
-        let last_time = match &last {
-            Some((_, v)) => Some(entry_time(v)?),
-            None => None,
-        };
         self.store.check_space()?;
         self.store.flush()?;
         *frontier = loaded;
@@ -907,11 +899,7 @@ pub struct CheckpointTask {
     thread: Option<JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for CheckpointTask {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CheckpointTask").finish_non_exhaustive()
-    }
-}
+debug_showing!(CheckpointTask {});
 
 impl CheckpointTask {
     /// Starts a thread that calls `attempt` every `interval` until the task is stopped or

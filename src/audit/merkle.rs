@@ -176,29 +176,49 @@ pub fn verify_inclusion(
     if proof.len() > MAX_PROOF_LEN {
         return Err(proof_invalid("inclusion proof too long"));
     }
-    let (mut fn_, mut sn) = (index, size - 1);
     let mut r = *leaf;
-    for p in proof {
+    walk_up(index, size - 1, proof, "inclusion", |p, on_left| {
+        r = if on_left {
+            node_hash(p, &r)
+        } else {
+            node_hash(&r, p)
+        };
+    })?;
+    if &r != root {
+        return Err(proof_invalid("inclusion proof does not lead to the root"));
+    }
+    Ok(())
+}
+
+/// The walk up the tree shared by both verifications (RFC 9162 2.1.3.2 and 2.1.4.2): from
+/// node `fn_` of a level whose last node is `sn`, each of `nodes` is joined on the left
+/// (`join(node, true)`) or the right (`join(node, false)`) on the way to the root. Refuses
+/// (PROOF_INVALID, naming the `what` proof) more or fewer nodes than the way has levels.
+fn walk_up(
+    mut fn_: u64,
+    mut sn: u64,
+    nodes: &[Hash],
+    what: &str,
+    mut join: impl FnMut(&Hash, bool),
+) -> Result<()> {
+    for node in nodes {
         if sn == 0 {
-            return Err(proof_invalid("inclusion proof has too many nodes"));
+            return Err(proof_invalid(format!("{what} proof has too many nodes")));
         }
         if fn_ & 1 == 1 || fn_ == sn {
-            r = node_hash(p, &r);
+            join(node, true);
             while fn_ & 1 == 0 && fn_ != 0 {
                 fn_ >>= 1;
                 sn >>= 1;
             }
         } else {
-            r = node_hash(&r, p);
+            join(node, false);
         }
         fn_ >>= 1;
         sn >>= 1;
     }
     if sn != 0 {
-        return Err(proof_invalid("inclusion proof has too few nodes"));
-    }
-    if &r != root {
-        return Err(proof_invalid("inclusion proof does not lead to the root"));
+        return Err(proof_invalid(format!("{what} proof has too few nodes")));
     }
     Ok(())
 }
@@ -251,26 +271,14 @@ pub fn verify_consistency(
         sn >>= 1;
     }
     let (mut fr, mut sr) = (path[0], path[0]);
-    for c in &path[1..] {
-        if sn == 0 {
-            return Err(proof_invalid("consistency proof has too many nodes"));
-        }
-        if fn_ & 1 == 1 || fn_ == sn {
+    walk_up(fn_, sn, &path[1..], "consistency", |c, on_left| {
+        if on_left {
             fr = node_hash(c, &fr);
             sr = node_hash(c, &sr);
-            while fn_ & 1 == 0 && fn_ != 0 {
-                fn_ >>= 1;
-                sn >>= 1;
-            }
         } else {
             sr = node_hash(&sr, c);
         }
-        fn_ >>= 1;
-        sn >>= 1;
-    }
-    if sn != 0 {
-        return Err(proof_invalid("consistency proof has too few nodes"));
-    }
+    })?;
     if &fr != root_m || &sr != root_n {
         return Err(proof_invalid(
             "consistency proof does not lead to both roots",

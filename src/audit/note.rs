@@ -16,6 +16,7 @@ use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::seams::debug_showing;
 pub use crate::seams::note_signer::{NoteSigner, check_key_name};
 
 /// Signature type byte of plain Ed25519 note signatures.
@@ -34,13 +35,7 @@ pub struct SoftwareNoteSigner {
     key: ed25519_dalek::SigningKey,
 }
 
-impl std::fmt::Debug for SoftwareNoteSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SoftwareNoteSigner")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
+debug_showing!(SoftwareNoteSigner { name });
 
 impl SoftwareNoteSigner {
     /// A signer named `name` from a 32-byte Ed25519 seed. Refuses names that are not valid

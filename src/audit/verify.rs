@@ -103,6 +103,36 @@ fn fail(code: ErrorCode, msg: impl Into<String>, index: Option<u64>) -> VerifyFa
     }
 }
 
+/// A checkpoint's `root` against the root `recomputed` from the `count` entries read,
+/// refused with `code`: `short` when the log is too short to have the checkpoint's tree
+/// (`recomputed` is `None`; the first missing index is named), `differs` when it has another
+/// root.
+fn check_root(
+    code: ErrorCode,
+    count: u64,
+    recomputed: Option<Hash>,
+    root: &Hash,
+    short: impl FnOnce() -> String,
+    differs: impl FnOnce() -> String,
+) -> Result<(), VerifyFailure> {
+    match recomputed {
+        None => Err(fail(code, short(), Some(count))),
+        Some(r) if r != *root => Err(fail(code, differs(), None)),
+        Some(_) => Ok(()),
+    }
+}
+
+/// CHECKPOINT_INVALID, naming no entry: a checkpoint that is malformed or does not verify.
+fn invalid_checkpoint(msg: impl Into<String>) -> VerifyFailure {
+    fail(ErrorCode::CheckpointInvalid, msg, None)
+}
+
+/// CHECKPOINT_INCONSISTENT, naming no entry: checkpoints that disagree with each other or
+/// with the log.
+fn inconsistent_checkpoint(msg: impl Into<String>) -> VerifyFailure {
+    fail(ErrorCode::CheckpointInconsistent, msg, None)
+}
+
 impl From<Error> for VerifyFailure {
     fn from(error: Error) -> Self {
         VerifyFailure {
@@ -175,45 +205,32 @@ fn read_history(
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let line = line.map_err(|e| Error::new(ErrorCode::Io, format!("read checkpoints: {e}")))?;
         let stored: StoredCheckpoint = serde_json::from_str(&line).map_err(|e| {
-            fail(
-                ErrorCode::CheckpointInvalid,
-                format!("checkpoint {} of the history is malformed: {e}", i + 1),
-                None,
-            )
+            invalid_checkpoint(format!(
+                "checkpoint {} of the history is malformed: {e}",
+                i + 1
+            ))
         })?;
         let (cp, key) = verify_with_any(&stored.note, keys).map_err(|e| {
-            fail(
-                ErrorCode::CheckpointInvalid,
-                format!(
-                    "checkpoint {} of the history does not verify under the trusted log keys: {}",
-                    i + 1,
-                    e.message
-                ),
-                None,
-            )
+            invalid_checkpoint(format!(
+                "checkpoint {} of the history does not verify under the trusted log keys: {}",
+                i + 1,
+                e.message
+            ))
         })?;
         if cp.origin != latest.origin {
-            return Err(fail(
-                ErrorCode::CheckpointInvalid,
-                format!(
-                    "checkpoint {} of the history is for log {:?}, not {:?}",
-                    i + 1,
-                    cp.origin,
-                    latest.origin
-                ),
-                None,
-            ));
+            return Err(invalid_checkpoint(format!(
+                "checkpoint {} of the history is for log {:?}, not {:?}",
+                i + 1,
+                cp.origin,
+                latest.origin
+            )));
         }
         if last.as_ref().is_some_and(|l| l.size >= cp.size) {
-            return Err(fail(
-                ErrorCode::CheckpointInconsistent,
-                format!(
-                    "checkpoint {} of the history (size {}) does not follow the one before",
-                    i + 1,
-                    cp.size
-                ),
-                None,
-            ));
+            return Err(inconsistent_checkpoint(format!(
+                "checkpoint {} of the history (size {}) does not follow the one before",
+                i + 1,
+                cp.size
+            )));
         }
         let k = keys.iter().position(|x| *x == key).unwrap_or(0);
         match spans.iter_mut().find(|s| s.vkey == key) {
@@ -232,14 +249,10 @@ fn read_history(
         last = Some(cp);
     }
     if last.as_ref() != Some(latest) {
-        return Err(fail(
-            ErrorCode::CheckpointInconsistent,
-            format!(
-                "the checkpoint history does not end with the exported checkpoint (size {})",
-                latest.size
-            ),
-            None,
-        ));
+        return Err(inconsistent_checkpoint(format!(
+            "the checkpoint history does not end with the exported checkpoint (size {})",
+            latest.size
+        )));
     }
     Ok((items, spans))
 }
@@ -267,33 +280,21 @@ pub fn verify_export(
     };
     let note = read_text(&dir.join(CHECKPOINT_FILE))?;
     let (cp, vkey) = verify_with_any(&note, &keys).map_err(|e| {
-        fail(
-            ErrorCode::CheckpointInvalid,
-            format!(
-                "checkpoint does not verify under the trusted log key: {}",
-                e.message
-            ),
-            None,
-        )
+        invalid_checkpoint(format!(
+            "checkpoint does not verify under the trusted log key: {}",
+            e.message
+        ))
     })?;
     let trusted = match &options.trusted_checkpoint {
         Some(t) => {
             let (tc, _) = verify_with_any(t, &keys).map_err(|e| {
-                fail(
-                    ErrorCode::CheckpointInvalid,
-                    format!("trusted checkpoint does not verify: {}", e.message),
-                    None,
-                )
+                invalid_checkpoint(format!("trusted checkpoint does not verify: {}", e.message))
             })?;
             if tc.origin != cp.origin {
-                return Err(fail(
-                    ErrorCode::CheckpointInconsistent,
-                    format!(
-                        "trusted checkpoint is for log {:?}, not {:?}",
-                        tc.origin, cp.origin
-                    ),
-                    None,
-                ));
+                return Err(inconsistent_checkpoint(format!(
+                    "trusted checkpoint is for log {:?}, not {:?}",
+                    tc.origin, cp.origin
+                )));
             }
             Some(tc)
         }
@@ -404,63 +405,55 @@ pub fn verify_export(
     let count = index;
 
     // 4. The signed checkpoint against the recomputed tree.
-    let Some(root_cp) = root_at_cp else {
-        return Err(fail(
-            ErrorCode::AuditLogInvalid,
+    check_root(
+        ErrorCode::AuditLogInvalid,
+        count,
+        root_at_cp,
+        &cp.root,
+        || {
             format!(
                 "checkpoint covers {} entries but the log has only {count}: entries missing",
                 cp.size
-            ),
-            Some(count),
-        ));
-    };
-    if root_cp != cp.root {
-        return Err(fail(
-            ErrorCode::AuditLogInvalid,
+            )
+        },
+        || {
             format!(
                 "entries 0..{} do not reproduce the checkpoint root; the recorded leaf hashes \
                  are missing or altered too, so the changed entry cannot be named",
                 cp.size
-            ),
-            None,
-        ));
-    }
+            )
+        },
+    )?;
 
     // 5. The trusted checkpoint: the log must still contain the tree it saw.
     if let Some(t) = &trusted {
-        let Some(root_t) = root_at_trusted else {
-            return Err(fail(
-                ErrorCode::CheckpointInconsistent,
+        check_root(
+            ErrorCode::CheckpointInconsistent,
+            count,
+            root_at_trusted,
+            &t.root,
+            || {
                 format!(
                     "log truncated: the trusted checkpoint covers {} entries, the log has {count}",
                     t.size
-                ),
-                Some(count),
-            ));
-        };
-        if root_t != t.root {
-            return Err(fail(
-                ErrorCode::CheckpointInconsistent,
+                )
+            },
+            || {
                 format!(
                     "the log's first {} entries are not those the trusted checkpoint committed \
                      to (history rewritten or forked)",
                     t.size
-                ),
-                None,
-            ));
-        }
+                )
+            },
+        )?;
     }
     // 6. Every checkpoint the log signed must describe this same history.
     if let Some((size, _, k)) = history_mismatch {
-        return Err(fail(
-            ErrorCode::CheckpointInconsistent,
-            format!(
-                "the checkpoint of size {size} signed by {} does not match the log's first \
+        return Err(inconsistent_checkpoint(format!(
+            "the checkpoint of size {size} signed by {} does not match the log's first \
                  {size} entries: the log signed a history that this one does not extend",
-                keys[k]
-            ),
-            None,
-        ));
+            keys[k]
+        )));
     }
     Ok(VerifyReport {
         entries: count,

@@ -153,28 +153,22 @@ impl DigestSigner for HsmSigner {
     fn sign_digest(&self, digest: &[u8; 32]) -> Result<DigestSignature> {
         let alg = self.alg;
         let message = token_message(alg, digest);
-        let key = Arc::clone(&self.key);
-        let raw = self
-            .key
-            .pool
-            .run("C_Sign", move |ctx| {
-                let handle = key.handle(ctx)?;
-                match sign_in_session(ctx, alg, handle, &message) {
-                    // The cached handle went stale (e.g. the library dropped the token's
-                    // handles when its last session closed): look the key up once more.
-                    Err(f) if f.fault == Some(Fault::StaleObject) => {
-                        key.forget_handle();
-                        let handle = key.handle(ctx)?;
-                        sign_in_session(ctx, alg, handle, &message).inspect_err(|f| {
-                            if f.fault == Some(Fault::StaleObject) {
-                                key.forget_handle();
-                            }
-                        })
-                    }
-                    other => other,
+        let raw = self.run_sign(move |ctx, key, handle| {
+            match sign_in_session(ctx, alg, handle, &message) {
+                // The cached handle went stale (e.g. the library dropped the token's
+                // handles when its last session closed): look the key up once more.
+                Err(f) if f.fault == Some(Fault::StaleObject) => {
+                    key.forget_handle();
+                    let handle = key.handle(ctx)?;
+                    sign_in_session(ctx, alg, handle, &message).inspect_err(|f| {
+                        if f.fault == Some(Fault::StaleObject) {
+                            key.forget_handle();
+                        }
+                    })
                 }
-            })
-            .map_err(|f| f.error)?;
+                other => other,
+            }
+        })?;
         Ok(DigestSignature {
             kid: self.kid.clone(),
             alg,
@@ -184,6 +178,24 @@ impl DigestSigner for HsmSigner {
 }
 
 impl HsmSigner {
+    /// Runs `sign` as one pooled `C_Sign` call, given the key and its object handle (cached
+    /// per epoch, else looked up).
+    fn run_sign(
+        &self,
+        sign: impl FnOnce(&SessionCtx<'_>, &KeyRef, ObjectHandle) -> Result<Vec<u8>, Failure>
+        + Send
+        + 'static,
+    ) -> Result<Vec<u8>> {
+        let key = Arc::clone(&self.key);
+        self.key
+            .pool
+            .run("C_Sign", move |ctx| {
+                let handle = key.handle(ctx)?;
+                sign(ctx, &key, handle)
+            })
+            .map_err(|f| f.error)
+    }
+
     /// Pure Ed25519 (`CKM_EDDSA`, no parameters) over `message` as is, of any length: the
     /// raw-message signature of formats that do not sign an MPCP digest (C2SP signed notes,
     /// see [`crate::hsm::note_sign`]). One pooled HSM call bounded by the configured timeout.
@@ -199,22 +211,16 @@ impl HsmSigner {
             ));
         }
         let message = message.to_vec();
-        let key = Arc::clone(&self.key);
-        let raw = self
-            .key
-            .pool
-            .run("C_Sign", move |ctx| {
-                let handle = key.handle(ctx)?;
-                ctx.session
-                    .sign(&sign_mechanism(Alg::EdDSA), handle, &message)
-                    .on(ctx.label, "C_Sign")
-                    .inspect_err(|f| {
-                        if f.fault == Some(Fault::StaleObject) {
-                            key.forget_handle();
-                        }
-                    })
-            })
-            .map_err(|f| f.error)?;
+        let raw = self.run_sign(move |ctx, key, handle| {
+            ctx.session
+                .sign(&sign_mechanism(Alg::EdDSA), handle, &message)
+                .on(ctx.label, "C_Sign")
+                .inspect_err(|f| {
+                    if f.fault == Some(Fault::StaleObject) {
+                        key.forget_handle();
+                    }
+                })
+        })?;
         let len = raw.len();
         raw.try_into().map_err(|_| {
             Error::new(

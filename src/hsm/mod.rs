@@ -237,6 +237,14 @@ impl HsmBackend {
             .map_err(|f| f.error)
     }
 
+    /// The pool of `role`'s token and `object_id` (checked, and owned for the pooled call):
+    /// what a call on one key pair needs.
+    fn key_call(&self, role: KeyRole, object_id: &[u8]) -> Result<(&Arc<TokenPool>, Vec<u8>)> {
+        let b = self.binding(role)?;
+        check_object_id(object_id)?;
+        Ok((&b.pool, object_id.to_vec()))
+    }
+
     fn binding(&self, role: KeyRole) -> Result<&RoleBinding> {
         self.inner.roles.get(&role).ok_or_else(|| {
             Error::new(
@@ -331,27 +339,21 @@ impl KeyBackend for HsmBackend {
 
     /// Looks the private key up by CKA_ID (one pooled call, same timeout as signing).
     fn check_key(&self, role: KeyRole, object_id: &[u8]) -> Result<()> {
-        let b = self.binding(role)?;
-        check_object_id(object_id)?;
-        let id = object_id.to_vec();
-        b.pool
-            .run("key check", move |ctx| {
-                key_management::find_key(ctx, cryptoki::object::ObjectClass::PRIVATE_KEY, &id)
-                    .map(|_| ())
-            })
-            .map_err(|f| material_missing(f.error))
+        let (pool, id) = self.key_call(role, object_id)?;
+        pool.run("key check", move |ctx| {
+            key_management::find_key(ctx, cryptoki::object::ObjectClass::PRIVATE_KEY, &id)
+                .map(|_| ())
+        })
+        .map_err(|f| material_missing(f.error))
     }
 
     /// Destroys both objects of the key pair (serialised with key generation).
     fn destroy(&self, role: KeyRole, object_id: &[u8]) -> Result<()> {
-        let b = self.binding(role)?;
-        check_object_id(object_id)?;
-        let id = object_id.to_vec();
-        b.pool
-            .run("C_DestroyObject", move |ctx| {
-                key_management::destroy(ctx, &id).map(|_| ())
-            })
-            .map_err(|f| f.error)
+        let (pool, id) = self.key_call(role, object_id)?;
+        pool.run("C_DestroyObject", move |ctx| {
+            key_management::destroy(ctx, &id).map(|_| ())
+        })
+        .map_err(|f| f.error)
     }
 }
 

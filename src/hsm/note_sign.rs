@@ -15,6 +15,7 @@ use super::asym_sign::{HsmSigner, KeyRef};
 use super::{HsmBackend, check_object_id, key_management};
 use crate::crypto::{Alg, PublicKey};
 use crate::error::{Error, ErrorCode, Result};
+use crate::seams::debug_showing;
 use crate::seams::key_role::KeyRole;
 use crate::seams::note_signer::{NoteSigner, check_key_name};
 
@@ -26,14 +27,7 @@ pub struct HsmNoteSigner {
     signer: HsmSigner,
 }
 
-impl std::fmt::Debug for HsmNoteSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HsmNoteSigner")
-            .field("name", &self.name)
-            .field("key", &self.signer)
-            .finish()
-    }
-}
+debug_showing!(HsmNoteSigner { name, signer });
 
 impl HsmNoteSigner {
     /// The registry kid the signer was loaded as.

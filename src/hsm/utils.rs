@@ -179,56 +179,36 @@ mod tests {
 
     #[test]
     fn codes_and_faults() {
+        use ErrorCode::*;
+        use RvError as Rv;
+        // A fault of the module as a whole, not of one session or object.
+        let module = Some(Fault::Module);
         let cases = [
-            (RvError::PinIncorrect, ErrorCode::HsmPinInvalid, None),
+            (Rv::PinIncorrect, HsmPinInvalid, None),
             (
-                RvError::SessionHandleInvalid,
-                ErrorCode::HsmUnavailable,
+                Rv::SessionHandleInvalid,
+                HsmUnavailable,
                 Some(Fault::Token { session_gone: true }),
             ),
             (
-                RvError::UserNotLoggedIn,
-                ErrorCode::HsmUnavailable,
+                Rv::UserNotLoggedIn,
+                HsmUnavailable,
                 Some(Fault::Token {
                     session_gone: false,
                 }),
             ),
+            (Rv::DeviceRemoved, HsmUnavailable, module),
+            (Rv::DeviceError, HsmUnavailable, module),
+            (Rv::TokenNotPresent, HsmUnavailable, module),
             (
-                RvError::DeviceRemoved,
-                ErrorCode::HsmUnavailable,
-                Some(Fault::Module),
-            ),
-            (
-                RvError::DeviceError,
-                ErrorCode::HsmUnavailable,
-                Some(Fault::Module),
-            ),
-            (
-                RvError::TokenNotPresent,
-                ErrorCode::HsmUnavailable,
-                Some(Fault::Module),
-            ),
-            (
-                RvError::ObjectHandleInvalid,
-                ErrorCode::HsmUnavailable,
+                Rv::ObjectHandleInvalid,
+                HsmUnavailable,
                 Some(Fault::StaleObject),
             ),
-            (
-                RvError::CryptokiNotInitialized,
-                ErrorCode::HsmUnavailable,
-                Some(Fault::Module),
-            ),
-            (
-                RvError::MechanismInvalid,
-                ErrorCode::HsmMechanismUnsupported,
-                None,
-            ),
-            (
-                RvError::CurveNotSupported,
-                ErrorCode::HsmMechanismUnsupported,
-                None,
-            ),
-            (RvError::GeneralError, ErrorCode::HsmError, None),
+            (Rv::CryptokiNotInitialized, HsmUnavailable, module),
+            (Rv::MechanismInvalid, HsmMechanismUnsupported, None),
+            (Rv::CurveNotSupported, HsmMechanismUnsupported, None),
+            (Rv::GeneralError, HsmError, None),
         ];
         for (r, code, fault) in cases {
             let e = rv(r);

@@ -33,6 +33,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, EventSink};
 use crate::keys::KeyRegistry;
 use crate::keys::keyset::{build_key_set, key_set_value, sign_key_set};
+use crate::seams::debug_showing;
 
 /// One served document: its exact bytes and their strong ETag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,11 +94,7 @@ pub struct KeyPublisher {
     gate: Option<Arc<dyn SigningGate>>,
 }
 
-impl std::fmt::Debug for KeyPublisher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyPublisher").finish_non_exhaustive()
-    }
-}
+debug_showing!(KeyPublisher {});
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(PoisonError::into_inner)

@@ -51,6 +51,7 @@ use crate::jwk::Jwk;
 use crate::keys::record::{KeyRecord, KeyState, kid_for};
 use crate::keys::{ActiveKeys, KeyBackend, KeyRole, material_missing};
 use crate::seams::audit_sink::{AuditSink, SideWrites};
+use crate::seams::debug_showing;
 use crate::seams::digest_signer::{DigestSignature, DigestSigner};
 use crate::store::{Store, store_error, trees};
 
@@ -168,11 +169,7 @@ pub struct KeyRegistry {
     signers: Mutex<HashMap<KeyRole, Arc<dyn DigestSigner>>>,
 }
 
-impl std::fmt::Debug for KeyRegistry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyRegistry").finish_non_exhaustive()
-    }
-}
+debug_showing!(KeyRegistry {});
 
 /// A record as read, with the exact bytes stored (the precondition of its rewrite).
 #[derive(Debug, Clone)]
@@ -185,10 +182,21 @@ struct Stored {
 /// the role's active kid goes from the kid read to the new one (`None`: absent).
 struct Plan {
     records: Vec<(Option<Vec<u8>>, KeyRecord)>,
-    active: Option<(KeyRole, Option<String>, Option<String>)>,
+    active: Option<ActiveChange>,
 }
 
+/// A role's active kid going from the kid read to the new one (`None`: absent).
+type ActiveChange = (KeyRole, Option<String>, Option<String>);
+
 impl Plan {
+    /// The rewrite of one record, over the bytes `raw` it was read as, with `active`.
+    fn rewrite(raw: Vec<u8>, after: &KeyRecord, active: Option<ActiveChange>) -> Plan {
+        Plan {
+            records: vec![(Some(raw), after.clone())],
+            active,
+        }
+    }
+
     /// The plan as conditional side writes into `keys` and `keys/active`.
     fn writes(&self) -> Result<SideWrites> {
         let mut w = SideWrites::new();
@@ -398,6 +406,21 @@ impl KeyRegistry {
         })
     }
 
+    /// [`KeyRegistry::prepared`] for the rewrite of one record, read as `raw`, into `after`
+    /// (the outcome), with the role's active kid changed as `active` says.
+    fn prepared_rewrite(
+        &self,
+        guard: OpGuard,
+        actor: &Actor,
+        event: Event,
+        raw: Vec<u8>,
+        after: KeyRecord,
+        active: Option<ActiveChange>,
+    ) -> Result<Prepared<KeyRecord>> {
+        let plan = Plan::rewrite(raw, &after, active);
+        self.prepared(guard, actor, event, &plan, after)
+    }
+
     /// Commits a prepared change: its event and writes (with any the caller added) as one
     /// durable append of the registry's audit sink, waited for on this thread (never call it
     /// on an async task). Returns the outcome once entry and records are durable; on failure
@@ -525,8 +548,7 @@ impl KeyRegistry {
     /// when its role already has an active key (use [`KeyRegistry::rotate`]) or when its
     /// algorithm may not sign now.
     pub fn activate(&self, actor: &Actor, kid: &str) -> Result<KeyRecord> {
-        let p = self.prepare_activate(actor, kid)?;
-        Ok(self.commit(p)?.activated)
+        Ok(self.commit(self.prepare_activate(actor, kid)?)?.activated)
     }
 
     /// [`KeyRegistry::activate`], prepared and not committed (see [`Prepared`]).
@@ -606,8 +628,7 @@ impl KeyRegistry {
         kid: Option<&str>,
         alg: Option<Alg>,
     ) -> Result<Rotation> {
-        let p = self.prepare_rotate(actor, role, kid, alg)?;
-        self.commit(p)
+        self.commit(self.prepare_rotate(actor, role, kid, alg)?)
     }
 
     /// [`KeyRegistry::rotate`], prepared and not committed (see [`Prepared`]). A key that
@@ -676,8 +697,7 @@ impl KeyRegistry {
     /// Retires the active key `kid` without a successor: the role then has no active key and
     /// signs nothing until a key is activated. The key stays published active.
     pub fn retire(&self, actor: &Actor, kid: &str) -> Result<KeyRecord> {
-        let p = self.prepare_retire(actor, kid)?;
-        self.commit(p)
+        self.commit(self.prepare_retire(actor, kid)?)
     }
 
     /// [`KeyRegistry::retire`], prepared and not committed (see [`Prepared`]).
@@ -694,19 +714,21 @@ impl KeyRegistry {
             kid: rec.kid.clone(),
             role: rec.role.as_str().into(),
         };
-        let plan = Plan {
-            records: vec![(Some(raw), after.clone())],
-            active: Some((rec.role, Some(rec.kid.clone()), None)),
-        };
-        self.prepared(g, actor, event, &plan, after)
+        self.prepared_rewrite(
+            g,
+            actor,
+            event,
+            raw,
+            after,
+            Some((rec.role, Some(rec.kid.clone()), None)),
+        )
     }
 
     /// Emergency revocation: the key is published `active: false` at once and never signs
     /// again; if it was the active key, its role has no active key afterwards. Refused for an
     /// already revoked key (KEY_REVOKED) and a destroyed one (KEY_STATE_INVALID).
     pub fn revoke(&self, actor: &Actor, kid: &str, reason: &str) -> Result<KeyRecord> {
-        let p = self.prepare_revoke(actor, kid, reason)?;
-        self.commit(p)
+        self.commit(self.prepare_revoke(actor, kid, reason)?)
     }
 
     /// [`KeyRegistry::revoke`], prepared and not committed (see [`Prepared`]).
@@ -743,18 +765,13 @@ impl KeyRegistry {
             role: rec.role.as_str().into(),
             reason,
         };
-        let plan = Plan {
-            records: vec![(Some(raw), after.clone())],
-            active,
-        };
-        self.prepared(g, actor, event, &plan, after)
+        self.prepared_rewrite(g, actor, event, raw, after, active)
     }
 
     /// Schedules destruction of the revoked key `kid` no earlier than `wait` from now.
     /// Refused unless the key is revoked and not already scheduled.
     pub fn schedule_destroy(&self, actor: &Actor, kid: &str, wait: Duration) -> Result<KeyRecord> {
-        let p = self.prepare_schedule_destroy(actor, kid, wait)?;
-        self.commit(p)
+        self.commit(self.prepare_schedule_destroy(actor, kid, wait)?)
     }
 
     /// [`KeyRegistry::schedule_destroy`], prepared and not committed (see [`Prepared`]).
@@ -800,19 +817,14 @@ impl KeyRegistry {
             role: rec.role.as_str().into(),
             not_before,
         };
-        let plan = Plan {
-            records: vec![(Some(raw), after.clone())],
-            active: None,
-        };
-        self.prepared(g, actor, event, &plan, after)
+        self.prepared_rewrite(g, actor, event, raw, after, None)
     }
 
     /// Cancels a scheduled destruction during its waiting period. Refused when none is
     /// scheduled, once it is due (a destruction run may already have removed the token
     /// objects), and after it happened (KEY_STATE_INVALID).
     pub fn cancel_destroy(&self, actor: &Actor, kid: &str) -> Result<KeyRecord> {
-        let p = self.prepare_cancel_destroy(actor, kid)?;
-        self.commit(p)
+        self.commit(self.prepare_cancel_destroy(actor, kid)?)
     }
 
     /// [`KeyRegistry::cancel_destroy`], prepared and not committed (see [`Prepared`]).
@@ -847,11 +859,7 @@ impl KeyRegistry {
             kid: rec.kid.clone(),
             role: rec.role.as_str().into(),
         };
-        let plan = Plan {
-            records: vec![(Some(raw), after.clone())],
-            active: None,
-        };
-        self.prepared(g, actor, event, &plan, after)
+        self.prepared_rewrite(g, actor, event, raw, after, None)
     }
 
     /// Destroys, in the token, every revoked key whose destruction wait has ended (judged by
@@ -984,11 +992,7 @@ impl ActiveKeys for KeyRegistry {
         };
         Ok(Arc::new(GatedSigner {
             inner,
-            role,
-            keys: self.keys.clone(),
-            active: self.active.clone(),
-            policy: self.policy.clone(),
-            clock: self.clock.clone(),
+            gate: self.gate(role),
         }))
     }
 
@@ -1002,16 +1006,61 @@ impl ActiveKeys for KeyRegistry {
     }
 }
 
-/// The signer handed out by [`ActiveKeys::active_signer`]: before every signature it checks,
-/// at that instant, that the key is still its role's active key and that its algorithm may
-/// still sign, so a signer held across a rotation, revocation or deprecation date refuses.
-struct GatedSigner {
-    inner: Arc<dyn DigestSigner>,
+/// What a signer handed out by the registry checks before every signature: at that instant,
+/// its key is still `role`'s active key and its algorithm may still sign.
+struct KeyGate {
     role: KeyRole,
     keys: sled::Tree,
     active: sled::Tree,
     policy: Arc<AlgorithmPolicy>,
     clock: Arc<dyn Clock>,
+}
+
+impl KeyRegistry {
+    /// The gate of the signers of `role`'s active key.
+    fn gate(&self, role: KeyRole) -> KeyGate {
+        KeyGate {
+            role,
+            keys: self.keys.clone(),
+            active: self.active.clone(),
+            policy: self.policy.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+}
+
+impl KeyGate {
+    /// Refuses unless `alg` may sign for the role now and `kid` is the role's active key
+    /// (KEY_NOT_FOUND for a key gone, else refused by its state, saying `why`).
+    fn check(&self, kid: &str, alg: Alg, why: &str) -> Result<()> {
+        self.policy
+            .check_signing(self.role, alg, self.clock.now())?;
+        let current = self
+            .active
+            .get(self.role.as_str())
+            .map_err(|e| store_error("read", e))?;
+        if current.as_deref() != Some(kid.as_bytes()) {
+            let rec = self
+                .keys
+                .get(kid.as_bytes())
+                .map_err(|e| store_error("read", e))?
+                .map(|b| KeyRecord::from_bytes(&b))
+                .transpose()?;
+            return Err(match rec {
+                Some(r) => wrong_state(&r, why),
+                None => not_found(kid),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The signer handed out by [`ActiveKeys::active_signer`]: before every signature it checks
+/// its [`KeyGate`], so a signer held across a rotation, revocation or deprecation date
+/// refuses.
+struct GatedSigner {
+    inner: Arc<dyn DigestSigner>,
+    gate: KeyGate,
 }
 
 impl DigestSigner for GatedSigner {
@@ -1025,25 +1074,8 @@ impl DigestSigner for GatedSigner {
         self.inner.public_key()
     }
     fn sign_digest(&self, digest: &[u8; 32]) -> Result<DigestSignature> {
-        self.policy
-            .check_signing(self.role, self.inner.alg(), self.clock.now())?;
-        let kid = self.inner.kid();
-        let current = self
-            .active
-            .get(self.role.as_str())
-            .map_err(|e| store_error("read", e))?;
-        if current.as_deref() != Some(kid.as_bytes()) {
-            let rec = self
-                .keys
-                .get(kid.as_bytes())
-                .map_err(|e| store_error("read", e))?
-                .map(|b| KeyRecord::from_bytes(&b))
-                .transpose()?;
-            return Err(match rec {
-                Some(r) => wrong_state(&r, "it no longer signs"),
-                None => not_found(kid),
-            });
-        }
+        self.gate
+            .check(self.inner.kid(), self.inner.alg(), "it no longer signs")?;
         self.inner.sign_digest(digest).map_err(material_missing)
     }
 }

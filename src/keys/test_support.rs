@@ -52,6 +52,18 @@ impl SoftBackend {
     pub fn objects(&self) -> BTreeMap<Vec<u8>, FakeObject> {
         self.objects.lock().unwrap().clone()
     }
+
+    /// The object a signer is loaded from (counted in `signer_loads`): KEY_NOT_FOUND unless
+    /// `object_id` names one that `admits` accepts.
+    fn load(&self, object_id: &[u8], admits: impl Fn(&FakeObject) -> bool) -> Result<FakeObject> {
+        self.signer_loads.fetch_add(1, Ordering::SeqCst);
+        let objects = self.objects.lock().unwrap();
+        objects
+            .get(object_id)
+            .filter(|o| admits(o))
+            .cloned()
+            .ok_or_else(|| Error::new(ErrorCode::KeyNotFound, "no such object"))
+    }
 }
 
 impl KeyBackend for SoftBackend {
@@ -90,12 +102,7 @@ impl KeyBackend for SoftBackend {
         object_id: &[u8],
         kid: &str,
     ) -> Result<Arc<dyn DigestSigner>> {
-        self.signer_loads.fetch_add(1, Ordering::SeqCst);
-        let objects = self.objects.lock().unwrap();
-        let o = objects
-            .get(object_id)
-            .filter(|o| o.role == role && o.alg == alg)
-            .ok_or_else(|| Error::new(ErrorCode::KeyNotFound, "no such object"))?;
+        let o = self.load(object_id, |o| o.role == role && o.alg == alg)?;
         Ok(Arc::new(SoftwareSigner::from_secret(kid, alg, &o.secret)?))
     }
 
@@ -106,12 +113,7 @@ impl KeyBackend for SoftBackend {
         _kid: &str,
         name: &str,
     ) -> Result<Arc<dyn NoteSigner>> {
-        self.signer_loads.fetch_add(1, Ordering::SeqCst);
-        let objects = self.objects.lock().unwrap();
-        let o = objects
-            .get(object_id)
-            .filter(|o| o.role == role)
-            .ok_or_else(|| Error::new(ErrorCode::KeyNotFound, "no such object"))?;
+        let o = self.load(object_id, |o| o.role == role)?;
         if o.alg != Alg::EdDSA {
             return Err(Error::new(ErrorCode::KeyAlgMismatch, "not an Ed25519 key"));
         }

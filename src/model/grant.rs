@@ -486,6 +486,20 @@ mod tests {
         }
     }
 
+    /// [`code_with`] the base grant's `member` set to `value`.
+    fn code_with_member(member: &str, value: impl Into<Value>) -> ErrorCode {
+        code_with(|m| {
+            m.insert(member.into(), value.into());
+        })
+    }
+
+    /// [`code_with`] the base grant without `member`.
+    fn code_without(member: &str) -> ErrorCode {
+        code_with(|m| {
+            m.remove(member);
+        })
+    }
+
     #[test]
     fn valid_grant_passes() {
         PolicyGrant::from_value(&base())
@@ -498,66 +512,42 @@ mod tests {
     fn conformance_rules() {
         use ErrorCode::*;
         assert_eq!(
-            code_with(|m| {
-                m.insert("allowedRails".into(), serde_json::json!(["xrpl", "evm"]));
-            }),
+            code_with_member("allowedRails", serde_json::json!(["xrpl", "evm"])),
             GrantNotConforming
         );
         assert_eq!(
-            code_with(|m| {
-                m.insert("allowedRails".into(), serde_json::json!([]));
-            }),
+            code_with_member("allowedRails", serde_json::json!([])),
+            GrantNotConforming
+        );
+        assert_eq!(code_without("authorizedGateway"), GrantNotConforming);
+        assert_eq!(code_without("velocityLimit"), GrantNotConforming);
+        assert_eq!(
+            code_with_member(
+                "velocityLimit",
+                serde_json::json!({"maxPayments": 0, "windowSeconds": 1})
+            ),
             GrantNotConforming
         );
         assert_eq!(
-            code_with(|m| {
-                m.remove("authorizedGateway");
-            }),
-            GrantNotConforming
-        );
-        assert_eq!(
-            code_with(|m| {
-                m.remove("velocityLimit");
-            }),
-            GrantNotConforming
-        );
-        assert_eq!(
-            code_with(|m| {
-                m.insert(
-                    "velocityLimit".into(),
-                    serde_json::json!({"maxPayments": 0, "windowSeconds": 1}),
-                );
-            }),
-            GrantNotConforming
-        );
-        assert_eq!(
-            code_with(|m| {
-                m.insert(
-                    "velocityLimit".into(),
-                    serde_json::json!({"maxPayments": -1, "windowSeconds": 1}),
-                );
-            }),
+            code_with_member(
+                "velocityLimit",
+                serde_json::json!({"maxPayments": -1, "windowSeconds": 1})
+            ),
             SchemaInvalid
         );
         assert_eq!(
-            code_with(|m| {
-                m.insert("revocationEndpoint".into(), "https://x".into());
-            }),
+            code_with_member("revocationEndpoint", "https://x"),
             GrantNotConforming
         );
         assert_eq!(
-            code_with(|m| {
-                m.insert(
-                    "allowedAssets".into(),
-                    serde_json::json!([{"kind": "ERC20", "chainId": 1, "token": "0x0"}]),
-                );
-            }),
+            code_with_member(
+                "allowedAssets",
+                serde_json::json!([{"kind": "ERC20", "chainId": 1, "token": "0x0"}])
+            ),
             GrantNotConforming
         );
         assert_eq!(
-            code_with(|m| {
-                m.insert("anchorRef".into(), "xrpl:nft:abc".into());
-            }),
+            code_with_member("anchorRef", "xrpl:nft:abc"),
             GrantNotConforming
         );
     }
@@ -566,51 +556,28 @@ mod tests {
     fn field_rules() {
         use ErrorCode::*;
         assert_eq!(
-            code_with(|m| {
-                m.insert(
-                    "authorizedGateway".into(),
-                    "rTestGateway11111111111111111111".into(),
-                );
-            }),
+            code_with_member("authorizedGateway", "rTestGateway11111111111111111111"),
             AddressInvalid
         );
         assert_eq!(
-            code_with(|m| {
-                m.insert(
-                    "destinationAllowlist".into(),
-                    serde_json::json!([addr(3), "rBad"]),
-                );
-            }),
+            code_with_member("destinationAllowlist", serde_json::json!([addr(3), "rBad"])),
             AddressInvalid
         );
         assert_eq!(
-            code_with(|m| {
-                m.insert("allowedAssets".into(), serde_json::json!([{"kind": "IOU", "currency": "USD", "issuer": "rNope1111111111111111111111"}]));
-            }),
+            code_with_member(
+                "allowedAssets",
+                serde_json::json!([{"kind": "IOU", "currency": "USD", "issuer": "rNope1111111111111111111111"}])
+            ),
             AddressInvalid
         );
+        assert_eq!(code_with_member("budgetMinor", 1000), SchemaInvalid);
+        assert_eq!(code_with_member("budgetMinor", "10.5"), AmountInvalid);
         assert_eq!(
-            code_with(|m| {
-                m.insert("budgetMinor".into(), 1000.into());
-            }),
-            SchemaInvalid
-        );
-        assert_eq!(
-            code_with(|m| {
-                m.insert("budgetMinor".into(), "10.5".into());
-            }),
-            AmountInvalid
-        );
-        assert_eq!(
-            code_with(|m| {
-                m.insert("offlineMaxCumulativePayment".into(), "1001".into());
-            }),
+            code_with_member("offlineMaxCumulativePayment", "1001"),
             AmountInconsistent
         );
         assert_eq!(
-            code_with(|m| {
-                m.insert("offlineMaxSinglePayment".into(), "2000".into());
-            }),
+            code_with_member("offlineMaxSinglePayment", "2000"),
             AmountInconsistent
         );
         assert_eq!(
@@ -620,49 +587,20 @@ mod tests {
             }),
             AmountInconsistent
         );
+        assert_eq!(code_with_member("expiresAt", "tomorrow"), TimestampInvalid);
+        assert_eq!(code_with_member("scope", "GALAXY"), ScopeUnsupported);
+        assert_eq!(code_with_member("version", "2.0"), VersionUnsupported);
+        assert_eq!(code_with_member("policyHash", "ABC"), SchemaInvalid);
+        assert_eq!(code_without("grantId"), SchemaInvalid);
         assert_eq!(
-            code_with(|m| {
-                m.insert("expiresAt".into(), "tomorrow".into());
-            }),
-            TimestampInvalid
-        );
-        assert_eq!(
-            code_with(|m| {
-                m.insert("scope".into(), "GALAXY".into());
-            }),
-            ScopeUnsupported
-        );
-        assert_eq!(
-            code_with(|m| {
-                m.insert("version".into(), "2.0".into());
-            }),
-            VersionUnsupported
-        );
-        assert_eq!(
-            code_with(|m| {
-                m.insert("policyHash".into(), "ABC".into());
-            }),
+            code_with_member("gatewayCredentialType", "xyz"),
             SchemaInvalid
         );
         assert_eq!(
-            code_with(|m| {
-                m.remove("grantId");
-            }),
-            SchemaInvalid
-        );
-        assert_eq!(
-            code_with(|m| {
-                m.insert("gatewayCredentialType".into(), "xyz".into());
-            }),
-            SchemaInvalid
-        );
-        assert_eq!(
-            code_with(|m| {
-                m.insert(
-                    "maxSpend".into(),
-                    serde_json::json!({"perTxMinor": "5", "perYear": "1"}),
-                );
-            }),
+            code_with_member(
+                "maxSpend",
+                serde_json::json!({"perTxMinor": "5", "perYear": "1"})
+            ),
             UnknownField
         );
         // Consistent caps pass.

@@ -31,5 +31,22 @@ pub use note_signer::{NoteSigner, check_key_name};
 pub use readiness::ReadinessProbe;
 pub use store::RecordStore;
 
+/// Implements `Debug` for a struct by showing only the named fields, in order, and then `..`
+/// ([`std::fmt::DebugStruct::finish_non_exhaustive`]): for types whose other fields are
+/// handles, locks or caches that say nothing useful (or must not be printed). Every named
+/// field must itself be `Debug`.
+macro_rules! debug_showing {
+    ($ty:ident { $($field:ident),* $(,)? }) => {
+        impl ::std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($field), &self.$field))*
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+pub(crate) use debug_showing;
+
 #[cfg(test)]
 mod layering;

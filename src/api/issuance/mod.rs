@@ -20,9 +20,8 @@
 
 mod release;
 
-pub use release::{Issued, IssuedBody, issue_idempotent};
+pub use release::{Change, Issued, IssuedBody, issue_idempotent};
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::de::DeserializeOwned;
@@ -30,10 +29,8 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use super::AppState;
-use super::auth::Caller;
 use super::body::StrictJson;
 use super::error::ApiResult;
-use super::extract::IdempotentRequest;
 use super::idempotency::BodyRef;
 use super::signing::{sign_with_active, signing_hop};
 use crate::audit::SideWrites;
@@ -104,15 +101,15 @@ pub trait ArtifactKind: Send + Sync + 'static {
     type Facts: Send + 'static;
 
     /// Name of the request in error messages.
-    const REQUEST: &'static str;
+    const REQUEST: &'static str = "request body";
     /// The role whose active key signs.
     const ROLE: KeyRole;
     /// Domain prefix of the signed digest.
     const DOMAIN: Domain;
-    /// Member naming the issuing PA.
-    const ISSUER_MEMBER: &'static str;
-    /// Member naming the signing key.
-    const KID_MEMBER: &'static str;
+    /// Member naming the issuing PA (MPCP's usual name unless the kind names another).
+    const ISSUER_MEMBER: &'static str = "issuer";
+    /// Member naming the signing key (MPCP's usual name unless the kind names another).
+    const KID_MEMBER: &'static str = "issuerKeyId";
     /// Members the PA sets, refused in a request (SCHEMA_INVALID at that member).
     const PA_MEMBERS: &'static [&'static str];
     /// Whether issuances of the kind are serialised until committed (versions that must not
@@ -176,21 +173,15 @@ impl IssueContext {
 
 /// The handler of `POST` for artifact kind `K` (see the module documentation).
 pub async fn issue<K: ArtifactKind>(
-    State(state): State<AppState>,
-    caller: Caller,
-    request: IdempotentRequest,
+    change: Change,
     StrictJson(body): StrictJson,
 ) -> ApiResult<Response> {
-    let actor = caller.actor();
-    let st = state.clone();
-    issue_idempotent(
-        &state,
-        &caller.principal,
-        &request,
-        body,
-        |digest, body| async move { sign_and_record::<K>(st, actor, body, digest).await },
-    )
-    .await
+    let (st, actor) = (change.state.clone(), change.actor());
+    change
+        .issue(body, |digest, body| async move {
+            sign_and_record::<K>(st, actor, body, digest).await
+        })
+        .await
 }
 
 async fn sign_and_record<K: ArtifactKind>(

@@ -4,12 +4,15 @@
 
 use std::future::Future;
 
+use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::Response;
 use serde_json::Value;
 
 use crate::api::AppState;
-use crate::api::error::ApiResult;
+use crate::api::auth::Caller;
+use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::IdempotentRequest;
 use crate::api::idempotency::{Begin, BodyRef, request_digest};
 use crate::api::respond::{bytes_response, replayed};
@@ -19,6 +22,7 @@ use crate::audit::SideWrites;
 use crate::canonical::canonical_bytes;
 use crate::error::Result;
 use crate::events::{Actor, Event};
+use crate::seams::debug_showing;
 
 /// What a signing handler prepared and has not yet released: the response, and the audit
 /// event with the records that go with it (the issued artifact, a revocation, ...).
@@ -43,14 +47,7 @@ pub struct Issued {
     body_ref: Option<BodyRef>,
 }
 
-impl std::fmt::Debug for Issued {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Issued")
-            .field("status", &self.status)
-            .field("event", &self.event)
-            .finish_non_exhaustive()
-    }
-}
+debug_showing!(Issued { status, event });
 
 /// The body of an [`Issued`] response: a value to canonicalise, or bytes a handler already
 /// canonicalised (so a signed artifact is serialised once for its record and its response).
@@ -188,4 +185,54 @@ where
     drop(reservation);
     drop(held);
     Ok(bytes_response(status, bytes))
+}
+
+/// A signing or state-changing POST as its handler receives it: the state, the admitted
+/// caller and what [`issue_idempotent`] needs of the request. Rejects only as [`Caller`]
+/// does (a route wired without an access rule); the path and body are extracted after it.
+#[derive(Debug)]
+pub struct Change {
+    /// The service state.
+    pub state: AppState,
+    /// Who asks for the change.
+    pub caller: Caller,
+    /// The method, path and `Idempotency-Key` of the request.
+    pub request: IdempotentRequest,
+}
+
+impl FromRequestParts<AppState> for Change {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let request = IdempotentRequest::from_request_parts(parts, state).await?;
+        Ok(Change {
+            state: state.clone(),
+            caller,
+            request,
+        })
+    }
+}
+
+impl Change {
+    /// The caller as the audit log records it.
+    pub fn actor(&self) -> Actor {
+        self.caller.actor()
+    }
+
+    /// [`issue_idempotent`] of this request with its `body`, on behalf of its caller.
+    pub async fn issue<F, Fut>(&self, body: Value, run: F) -> ApiResult<Response>
+    where
+        F: FnOnce(String, Value) -> Fut,
+        Fut: Future<Output = Result<Issued>>,
+    {
+        issue_idempotent(
+            &self.state,
+            &self.caller.principal,
+            &self.request,
+            body,
+            run,
+        )
+        .await
+    }
 }

@@ -68,11 +68,8 @@ impl ArtifactKind for Allowlists {
     type Request = AllowlistRequest;
     type Pending = Draft;
     type Facts = AllowlistFacts;
-    const REQUEST: &'static str = "request body";
     const ROLE: KeyRole = KeyRole::GrantSigning;
     const DOMAIN: Domain = Domain::DestinationAllowlist;
-    const ISSUER_MEMBER: &'static str = "issuer";
-    const KID_MEMBER: &'static str = "issuerKeyId";
     // A closed request: members the PA sets are unknown members there.
     const PA_MEMBERS: &'static [&'static str] = &[];
     const SERIAL: bool = true;

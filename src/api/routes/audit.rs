@@ -20,6 +20,7 @@ use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::api::AppState;
@@ -28,7 +29,7 @@ use crate::api::error::ApiResult;
 use crate::api::extract::ApiQuery;
 use crate::api::respond::json_response;
 use crate::api::signing::blocking;
-use crate::audit::{Hash, StoredCheckpoint, Vkey};
+use crate::audit::{AuditLog, Hash, StoredCheckpoint, Vkey};
 use crate::canonical::parse_strict;
 use crate::crypto::PublicKey;
 use crate::error::{Error, ErrorCode, Result};
@@ -135,6 +136,22 @@ pub async fn vkeys(State(state): State<AppState>) -> ApiResult<Response> {
     json_response(StatusCode::OK, &out)
 }
 
+/// A read-only query of the audit log (entries and proofs), answered off the async runtime.
+pub trait LogQuery: DeserializeOwned + Send + 'static {
+    /// The JSON answer to the query over `log`.
+    fn answer(self, log: &AuditLog) -> Result<Value>;
+}
+
+/// The handler of `GET` for the log query `Q`: 200 with its answer.
+pub async fn read<Q: LogQuery>(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<Q>,
+) -> ApiResult<Response> {
+    let log = state.audit().clone();
+    let out = blocking(move || q.answer(&log)).await?;
+    json_response(StatusCode::OK, &out)
+}
+
 /// Query of `GET /v1/audit/entries`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,32 +163,26 @@ pub struct EntriesQuery {
     pub end: Option<u64>,
 }
 
-/// `GET /v1/audit/entries`.
-pub async fn entries(
-    State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<EntriesQuery>,
-) -> ApiResult<Response> {
-    let log = state.audit().clone();
-    let out = blocking(move || {
+/// `GET /v1/audit/entries`: the entries from `start` to `end`.
+impl LogQuery for EntriesQuery {
+    fn answer(self, log: &AuditLog) -> Result<Value> {
         let size = log.size();
-        let end = q
+        let end = self
             .end
-            .unwrap_or_else(|| size.min(q.start.saturating_add(MAX_ENTRIES)));
-        if end.saturating_sub(q.start) > MAX_ENTRIES {
+            .unwrap_or_else(|| size.min(self.start.saturating_add(MAX_ENTRIES)));
+        if end.saturating_sub(self.start) > MAX_ENTRIES {
             return Err(Error::new(
                 ErrorCode::ProofOutOfRange,
                 format!("at most {MAX_ENTRIES} entries per request"),
             ));
         }
-        let raw = log.entries(q.start, end)?;
+        let raw = log.entries(self.start, end)?;
         let entries = raw
             .iter()
             .map(|e| parse_strict(e))
             .collect::<Result<Vec<Value>>>()?;
-        Ok(json!({"start": q.start, "end": end, "size": size, "entries": entries}))
-    })
-    .await?;
-    json_response(StatusCode::OK, &out)
+        Ok(json!({"start": self.start, "end": end, "size": size, "entries": entries}))
+    }
 }
 
 /// Query of `GET /v1/audit/proofs/inclusion`.
@@ -187,14 +198,10 @@ pub struct InclusionQuery {
 }
 
 /// `GET /v1/audit/proofs/inclusion`.
-pub async fn inclusion(
-    State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<InclusionQuery>,
-) -> ApiResult<Response> {
-    let log = state.audit().clone();
-    let out = blocking(move || {
-        let size = q.size.unwrap_or(log.size());
-        let (index, proof) = match (q.index, &q.leaf_hash) {
+impl LogQuery for InclusionQuery {
+    fn answer(self, log: &AuditLog) -> Result<Value> {
+        let size = self.size.unwrap_or(log.size());
+        let (index, proof) = match (self.index, &self.leaf_hash) {
             (Some(i), None) => (i, log.inclusion_proof(i, size)?),
             (None, Some(h)) => {
                 let leaf: Hash = hex::decode(h)
@@ -222,9 +229,7 @@ pub async fn inclusion(
             "rootHash": b64(&log.root(size)?),
             "proof": proof.iter().map(b64).collect::<Vec<_>>(),
         }))
-    })
-    .await?;
-    json_response(StatusCode::OK, &out)
+    }
 }
 
 /// Query of `GET /v1/audit/proofs/consistency`.
@@ -238,22 +243,16 @@ pub struct ConsistencyQuery {
 }
 
 /// `GET /v1/audit/proofs/consistency`.
-pub async fn consistency(
-    State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<ConsistencyQuery>,
-) -> ApiResult<Response> {
-    let log = state.audit().clone();
-    let out = blocking(move || {
-        let to = q.to.unwrap_or(log.size());
-        let proof = log.consistency_proof(q.from, to)?;
+impl LogQuery for ConsistencyQuery {
+    fn answer(self, log: &AuditLog) -> Result<Value> {
+        let to = self.to.unwrap_or(log.size());
+        let proof = log.consistency_proof(self.from, to)?;
         Ok(json!({
-            "fromSize": q.from,
+            "fromSize": self.from,
             "toSize": to,
-            "fromRoot": b64(&log.root(q.from)?),
+            "fromRoot": b64(&log.root(self.from)?),
             "toRoot": b64(&log.root(to)?),
             "proof": proof.iter().map(b64).collect::<Vec<_>>(),
         }))
-    })
-    .await?;
-    json_response(StatusCode::OK, &out)
+    }
 }

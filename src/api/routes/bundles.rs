@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 
 use super::public::cacheable;
 use crate::api::AppState;
-use crate::api::artifacts::{random_id, trees};
+use crate::api::artifacts::{id_or_random, trees};
 use crate::api::error::ApiResult;
 use crate::api::extract::ApiQuery;
 use crate::api::issuance::{ArtifactKind, Draft, IssueContext, Record, Signed};
@@ -49,7 +49,6 @@ impl ArtifactKind for Bundles {
     type Request = Map<String, Value>;
     type Pending = PendingBundle;
     type Facts = String;
-    const REQUEST: &'static str = "request body";
     const ROLE: KeyRole = KeyRole::Root;
     const DOMAIN: Domain = Domain::TrustBundle;
     const ISSUER_MEMBER: &'static str = "bundleIssuer";
@@ -63,9 +62,7 @@ impl ArtifactKind for Bundles {
     ];
 
     fn draft(ctx: &IssueContext, mut members: Map<String, Value>) -> Result<PendingBundle> {
-        if !members.contains_key("bundleId") {
-            members.insert("bundleId".into(), Value::String(random_id("bundle")?));
-        }
+        id_or_random(&mut members, "bundleId", "bundle")?;
         members
             .entry("version")
             .or_insert_with(|| Value::String(crate::MPCP_SPEC_VERSION.into()));

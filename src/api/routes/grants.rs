@@ -26,15 +26,12 @@ use serde_json::{Value, json};
 use serde_json::Map;
 
 use crate::api::AppState;
-use crate::api::artifacts::{get_json, not_owner, random_id, trees};
-use crate::api::auth::Caller;
+use crate::api::artifacts::{get_json, id_or_random, not_owner, trees};
 use crate::api::body::{StrictJson, parse_request};
 use crate::api::error::ApiResult;
-use crate::api::extract::{ApiPath, IdempotentRequest};
+use crate::api::extract::ApiPath;
 use crate::api::idempotency::BodyRef;
-use crate::api::issuance::{
-    ArtifactKind, Draft, IssueContext, Issued, Record, Signed, issue_idempotent,
-};
+use crate::api::issuance::{ArtifactKind, Change, Draft, IssueContext, Issued, Record, Signed};
 use crate::api::respond::json_response;
 use crate::api::signing::blocking;
 use crate::api::tokens::ApiRole;
@@ -92,17 +89,12 @@ impl ArtifactKind for Grants {
     type Request = Map<String, Value>;
     type Pending = PendingGrant;
     type Facts = GrantFacts;
-    const REQUEST: &'static str = "request body";
     const ROLE: KeyRole = KeyRole::GrantSigning;
     const DOMAIN: Domain = Domain::PolicyGrant;
-    const ISSUER_MEMBER: &'static str = "issuer";
-    const KID_MEMBER: &'static str = "issuerKeyId";
     const PA_MEMBERS: &'static [&'static str] = &["issuer", "issuerKeyId", "issuedAt", "signature"];
 
     fn draft(ctx: &IssueContext, mut members: Map<String, Value>) -> Result<PendingGrant> {
-        if !members.contains_key("grantId") {
-            members.insert("grantId".into(), Value::String(random_id("grant")?));
-        }
+        id_or_random(&mut members, "grantId", "grant")?;
         ctx.stamp::<Self>(&mut members);
         let members = Value::Object(members);
         let grant = PolicyGrant::from_value(&members)?;
@@ -274,24 +266,18 @@ pub async fn fetch(
 /// `POST /v1/grants/{grantId}/revoke` with `{"reason": "..."}`: by the issuer token that
 /// issued the grant, or by a security officer; another issuer gets 403 NOT_OWNER.
 pub async fn revoke(
-    State(state): State<AppState>,
-    caller: Caller,
+    change: Change,
     ApiPath(grant_id): ApiPath<String>,
-    request: IdempotentRequest,
     StrictJson(body): StrictJson,
 ) -> ApiResult<Response> {
     let RevokeRequest { reason } = parse_request(&body)?;
     let reason = crate::keys::registry::validate_reason(&reason)?;
     check_id(&grant_id, "grantId")?;
-    let st = state.clone();
-    let actor = caller.actor();
-    let officer = caller.principal.role == ApiRole::SecurityOfficer;
-    issue_idempotent(
-        &state,
-        &caller.principal,
-        &request,
-        body,
-        |_digest, _body| async move {
+    let st = change.state.clone();
+    let actor = change.actor();
+    let officer = change.caller.principal.role == ApiRole::SecurityOfficer;
+    change
+        .issue(body, |_digest, _body| async move {
             let (s, id) = (st.clone(), grant_id.clone());
             let raw = blocking(move || {
                 s.artifacts()
@@ -350,9 +336,8 @@ pub async fn revoke(
                 },
                 writes,
             ))
-        },
-    )
-    .await
+        })
+        .await
 }
 
 /// The body of `POST /v1/grants/{grantId}/revoke`.

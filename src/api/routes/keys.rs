@@ -11,7 +11,7 @@
 //! router names it `{id}` in both (one parameter name per position).
 //!
 //! Each change is prepared by the registry (checked, under its operation lock) and committed
-//! through [`issue_idempotent`]: the audit entry, the changed key records and the
+//! through [`Change::issue`]: the audit entry, the changed key records and the
 //! idempotency record of the response are ONE append of the audit log, which is the
 //! registry's own sink. After a crash a retry with the same `Idempotency-Key` finds all of
 //! them (and replays the first response) or none (and runs afresh).
@@ -29,24 +29,42 @@ use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::body::{OptionalStrictJson, StrictJson, non_empty, parse_request, present};
 use crate::api::error::ApiResult;
-use crate::api::extract::{ApiPath, IdempotentRequest};
-use crate::api::issuance::{Issued, issue_idempotent};
+use crate::api::extract::ApiPath;
+use crate::api::issuance::{Change, Issued};
 use crate::api::respond::json_response;
 use crate::api::signing::blocking;
 use crate::crypto::Alg;
 use crate::error::{Error, ErrorCode, Result};
+use crate::events::Actor;
 use crate::keys::registry::{MAX_DESTROY_WAIT, Prepared};
-use crate::keys::{KeyRecord, KeyRole};
+use crate::keys::{KeyRecord, KeyRegistry, KeyRole};
 
 fn record_json(r: &KeyRecord) -> Result<Value> {
     serde_json::to_value(r).map_err(|e| Error::new(ErrorCode::Internal, format!("key record: {e}")))
 }
 
-/// A prepared registry change as a 200 response, released once the change is committed; the
-/// registry's lock is held until then.
-fn issued<T>(p: Prepared<T>, body: impl FnOnce(&T) -> Result<Value>) -> Result<Issued> {
-    let body = body(&p.outcome)?;
-    Ok(Issued::new(StatusCode::OK, body, p.actor, p.event, p.writes).holding(p.guard))
+/// Commits the registry change `prepare` makes (checked, under the registry's operation lock)
+/// through [`Change::issue`], answering 200 with `answer` of its outcome; the lock is held
+/// until the change is committed.
+async fn commit_change<T, P, A>(
+    change: Change,
+    body: Value,
+    prepare: P,
+    answer: A,
+) -> ApiResult<Response>
+where
+    T: Send + 'static,
+    P: FnOnce(&KeyRegistry, &Actor) -> Result<Prepared<T>> + Send + 'static,
+    A: FnOnce(&T) -> Result<Value>,
+{
+    let (reg, actor) = (change.state.registry().clone(), change.actor());
+    change
+        .issue(body, |_, _| async move {
+            let p = blocking(move || prepare(&reg, &actor)).await?;
+            let body = answer(&p.outcome)?;
+            Ok(Issued::new(StatusCode::OK, body, p.actor, p.event, p.writes).holding(p.guard))
+        })
+        .await
 }
 
 /// `GET /v1/keys`.
@@ -62,10 +80,8 @@ pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<R
 
 /// `POST /v1/keys/{role}/rotate`.
 pub async fn rotate(
-    State(state): State<AppState>,
-    caller: Caller,
+    change: Change,
     ApiPath(role): ApiPath<String>,
-    request: IdempotentRequest,
     OptionalStrictJson(body): OptionalStrictJson,
 ) -> ApiResult<Response> {
     let RotateRequest { kid, alg } = parse_request(&body)?;
@@ -74,21 +90,16 @@ pub async fn rotate(
     let alg = alg
         .map(|a| Alg::parse(&a).map_err(|e| e.within("alg")))
         .transpose()?;
-    let (reg, actor) = (state.registry().clone(), caller.actor());
-    issue_idempotent(
-        &state,
-        &caller.principal,
-        &request,
+    commit_change(
+        change,
         body,
-        |_, _| async move {
-            let p = blocking(move || reg.prepare_rotate(&actor, role, kid.as_deref(), alg)).await?;
-            issued(p, |r| {
-                Ok(json!({
-                    "activated": record_json(&r.activated)?,
-                    "retired": r.retired.as_ref().map(record_json).transpose()?,
-                    "generated": r.generated,
-                }))
-            })
+        move |reg, actor| reg.prepare_rotate(actor, role, kid.as_deref(), alg),
+        |r| {
+            Ok(json!({
+                "activated": record_json(&r.activated)?,
+                "retired": r.retired.as_ref().map(record_json).transpose()?,
+                "generated": r.generated,
+            }))
         },
     )
     .await
@@ -96,34 +107,25 @@ pub async fn rotate(
 
 /// `POST /v1/keys/{kid}/revoke`.
 pub async fn revoke(
-    State(state): State<AppState>,
-    caller: Caller,
+    change: Change,
     ApiPath(kid): ApiPath<String>,
-    request: IdempotentRequest,
     StrictJson(body): StrictJson,
 ) -> ApiResult<Response> {
     let RevokeRequest { reason } = parse_request(&body)?;
     non_empty(&reason, "reason")?;
-    let (reg, actor) = (state.registry().clone(), caller.actor());
-    issue_idempotent(
-        &state,
-        &caller.principal,
-        &request,
+    commit_change(
+        change,
         body,
-        |_, _| async move {
-            let p = blocking(move || reg.prepare_revoke(&actor, &kid, &reason)).await?;
-            issued(p, |r| Ok(json!({"key": record_json(r)?})))
-        },
+        move |reg, actor| reg.prepare_revoke(actor, &kid, &reason),
+        key_json,
     )
     .await
 }
 
 /// `POST /v1/keys/{kid}/destroy`.
 pub async fn destroy(
-    State(state): State<AppState>,
-    caller: Caller,
+    change: Change,
     ApiPath(kid): ApiPath<String>,
-    request: IdempotentRequest,
     OptionalStrictJson(body): OptionalStrictJson,
 ) -> ApiResult<Response> {
     let DestroyRequest { wait_days } = parse_request(&body)?;
@@ -141,18 +143,18 @@ pub async fn destroy(
         )
         .into());
     }
-    let (reg, actor) = (state.registry().clone(), caller.actor());
-    issue_idempotent(
-        &state,
-        &caller.principal,
-        &request,
+    commit_change(
+        change,
         body,
-        |_, _| async move {
-            let p = blocking(move || reg.prepare_schedule_destroy(&actor, &kid, wait)).await?;
-            issued(p, |r| Ok(json!({"key": record_json(r)?})))
-        },
+        move |reg, actor| reg.prepare_schedule_destroy(actor, &kid, wait),
+        key_json,
     )
     .await
+}
+
+/// `{"key": <record>}`, the answer of a change to one key.
+fn key_json(r: &KeyRecord) -> Result<Value> {
+    Ok(json!({"key": record_json(r)?}))
 }
 
 /// The body of `POST /v1/keys/{role}/rotate` (both members optional).

@@ -81,160 +81,39 @@ fn entry_also(
 }
 
 /// Every route the service serves, with its handler. The router is built from exactly this
-/// list, and the OpenAPI document is tested against it.
+/// list, and the OpenAPI document is tested against it. One row a route, kept as a table.
+#[rustfmt::skip]
 fn table_with_handlers() -> Vec<(RouteEntry, MethodRouter<AppState>)> {
     use ApiRole::*;
     vec![
         entry(Method::GET, "/healthz", None, get(public::healthz)),
         entry(Method::GET, "/readyz", None, get(public::readyz)),
-        entry(
-            Method::GET,
-            "/.well-known/mpcp-keys.json",
-            None,
-            get(public::key_set),
-        ),
-        entry(
-            Method::GET,
-            "/.well-known/mpcp-keys.signed.json",
-            None,
-            get(public::signed_key_set),
-        ),
-        entry(
-            Method::GET,
-            "/.well-known/mpcp-trust-bundle.json",
-            None,
-            get(bundles::well_known),
-        ),
+        entry(Method::GET, "/.well-known/mpcp-keys.json", None, get(public::key_set)),
+        entry(Method::GET, "/.well-known/mpcp-keys.signed.json", None, get(public::signed_key_set)),
+        entry(Method::GET, "/.well-known/mpcp-trust-bundle.json", None, get(bundles::well_known)),
         entry(Method::GET, "/v1/trust-bundles", None, get(bundles::list)),
-        entry(
-            Method::GET,
-            "/v1/destination-allowlists/{allowlistId}",
-            None,
-            get(allowlists::get_latest),
-        ),
-        entry(
-            Method::POST,
-            "/v1/policies",
-            Some(Issuer),
-            post(policies::store),
-        ),
-        entry(
-            Method::GET,
-            "/v1/policies/{policyHash}",
-            Some(Issuer),
-            get(policies::fetch),
-        ),
-        entry(
-            Method::POST,
-            "/v1/grants",
-            Some(Issuer),
-            post(issue::<grants::Grants>),
-        ),
-        entry(
-            Method::GET,
-            "/v1/grants/{grantId}",
-            Some(Issuer),
-            get(grants::fetch),
-        ),
+        entry(Method::GET, "/v1/destination-allowlists/{allowlistId}", None, get(allowlists::get_latest)),
+        entry(Method::POST, "/v1/policies", Some(Issuer), post(policies::store)),
+        entry(Method::GET, "/v1/policies/{policyHash}", Some(Issuer), get(policies::fetch)),
+        entry(Method::POST, "/v1/grants", Some(Issuer), post(issue::<grants::Grants>)),
+        entry(Method::GET, "/v1/grants/{grantId}", Some(Issuer), get(grants::fetch)),
         // Its own grants for an issuer; any grant for a security officer (emergency).
-        entry_also(
-            Method::POST,
-            "/v1/grants/{grantId}/revoke",
-            Some(Issuer),
-            &[SecurityOfficer],
-            post(grants::revoke),
-        ),
-        entry(
-            Method::POST,
-            "/v1/destination-allowlists",
-            Some(Issuer),
-            post(issue::<allowlists::Allowlists>),
-        ),
-        entry(
-            Method::POST,
-            "/v1/trust-bundles",
-            Some(SecurityOfficer),
-            post(issue::<bundles::Bundles>),
-        ),
-        entry(
-            Method::GET,
-            "/v1/keys",
-            Some(SecurityOfficer),
-            get(keys::list),
-        ),
-        entry(
-            Method::POST,
-            "/v1/keys/{role}/rotate",
-            Some(SecurityOfficer),
-            post(keys::rotate),
-        ),
-        entry(
-            Method::POST,
-            "/v1/keys/{kid}/revoke",
-            Some(SecurityOfficer),
-            post(keys::revoke),
-        ),
-        entry(
-            Method::POST,
-            "/v1/keys/{kid}/destroy",
-            Some(SecurityOfficer),
-            post(keys::destroy),
-        ),
-        entry(
-            Method::GET,
-            "/v1/tokens",
-            Some(SecurityOfficer),
-            get(tokens::list),
-        ),
-        entry(
-            Method::POST,
-            "/v1/tokens",
-            Some(SecurityOfficer),
-            post(tokens::create),
-        ),
-        entry(
-            Method::POST,
-            "/v1/tokens/{name}/revoke",
-            Some(SecurityOfficer),
-            post(tokens::revoke),
-        ),
-        entry(
-            Method::GET,
-            "/v1/audit/checkpoint",
-            Some(Auditor),
-            get(audit::checkpoint),
-        ),
-        entry_also(
-            Method::POST,
-            "/v1/audit/checkpoints",
-            Some(Auditor),
-            &[SecurityOfficer],
-            post(audit::sign_checkpoint),
-        ),
-        entry(
-            Method::GET,
-            "/v1/audit/vkeys",
-            Some(Auditor),
-            get(audit::vkeys),
-        ),
-        entry(
-            Method::GET,
-            "/v1/audit/entries",
-            Some(Auditor),
-            get(audit::entries),
-        ),
-        entry(
-            Method::GET,
-            "/v1/audit/proofs/inclusion",
-            Some(Auditor),
-            get(audit::inclusion),
-        ),
-        entry(
-            Method::GET,
-            "/v1/audit/proofs/consistency",
-            Some(Auditor),
-            get(audit::consistency),
-        ),
+        entry_also(Method::POST, "/v1/grants/{grantId}/revoke", Some(Issuer), &[SecurityOfficer], post(grants::revoke)),
+        entry(Method::POST, "/v1/destination-allowlists", Some(Issuer), post(issue::<allowlists::Allowlists>)),
+        entry(Method::POST, "/v1/trust-bundles", Some(SecurityOfficer), post(issue::<bundles::Bundles>)),
+        entry(Method::GET, "/v1/keys", Some(SecurityOfficer), get(keys::list)),
+        entry(Method::POST, "/v1/keys/{role}/rotate", Some(SecurityOfficer), post(keys::rotate)),
+        entry(Method::POST, "/v1/keys/{kid}/revoke", Some(SecurityOfficer), post(keys::revoke)),
+        entry(Method::POST, "/v1/keys/{kid}/destroy", Some(SecurityOfficer), post(keys::destroy)),
+        entry(Method::GET, "/v1/tokens", Some(SecurityOfficer), get(tokens::list)),
+        entry(Method::POST, "/v1/tokens", Some(SecurityOfficer), post(tokens::create)),
+        entry(Method::POST, "/v1/tokens/{name}/revoke", Some(SecurityOfficer), post(tokens::revoke)),
+        entry(Method::GET, "/v1/audit/checkpoint", Some(Auditor), get(audit::checkpoint)),
+        entry_also(Method::POST, "/v1/audit/checkpoints", Some(Auditor), &[SecurityOfficer], post(audit::sign_checkpoint)),
+        entry(Method::GET, "/v1/audit/vkeys", Some(Auditor), get(audit::vkeys)),
+        entry(Method::GET, "/v1/audit/entries", Some(Auditor), get(audit::read::<audit::EntriesQuery>)),
+        entry(Method::GET, "/v1/audit/proofs/inclusion", Some(Auditor), get(audit::read::<audit::InclusionQuery>)),
+        entry(Method::GET, "/v1/audit/proofs/consistency", Some(Auditor), get(audit::read::<audit::ConsistencyQuery>)),
     ]
 }
 

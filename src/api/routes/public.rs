@@ -26,7 +26,7 @@ use crate::api::error::{ApiError, ApiResult};
 use crate::api::respond::json_response;
 use crate::api::signing::blocking;
 use crate::error::{Error, ErrorCode};
-use crate::keys::publication::PublishedDocument;
+use crate::keys::publication::{KeyPublisher, PublishedDocument};
 
 /// `GET /healthz`: the process answers, and names the MPCP spec version it implements.
 pub async fn healthz() -> ApiResult<Response> {
@@ -146,16 +146,13 @@ fn published(state: &AppState, headers: &HeaderMap, doc: &PublishedDocument) -> 
 
 /// `GET /.well-known/mpcp-keys.json`: the spec's Key Set Document, from memory.
 pub async fn key_set(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let doc = match state.publisher().current_key_set() {
-        Some(doc) => doc,
-        None => {
-            let publisher = Arc::clone(state.publisher());
-            blocking(move || publisher.key_set())
-                .await
-                .map_err(public_error)?
-        }
-    };
-    Ok(published(&state, &headers, &doc))
+    serve_key_set(
+        state,
+        headers,
+        KeyPublisher::current_key_set,
+        KeyPublisher::key_set,
+    )
+    .await
 }
 
 /// `GET /.well-known/mpcp-keys.signed.json`: the root-signed key set (extension).
@@ -163,11 +160,28 @@ pub async fn signed_key_set(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let doc = match state.publisher().current_signed_key_set() {
+    serve_key_set(
+        state,
+        headers,
+        KeyPublisher::current_signed_key_set,
+        KeyPublisher::signed_key_set,
+    )
+    .await
+}
+
+/// Serves a published key set: the `current` one from memory when the registry has not
+/// changed since it was built, else one `build` makes off the async runtime.
+async fn serve_key_set(
+    state: AppState,
+    headers: HeaderMap,
+    current: fn(&KeyPublisher) -> Option<Arc<PublishedDocument>>,
+    build: fn(&KeyPublisher) -> crate::error::Result<Arc<PublishedDocument>>,
+) -> ApiResult<Response> {
+    let doc = match current(state.publisher()) {
         Some(doc) => doc,
         None => {
             let publisher = Arc::clone(state.publisher());
-            blocking(move || publisher.signed_key_set())
+            blocking(move || build(&publisher))
                 .await
                 .map_err(public_error)?
         }

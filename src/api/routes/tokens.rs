@@ -5,7 +5,7 @@
 //! - `POST /v1/tokens` `{name, role}`: creates a token and returns its secret once (201);
 //! - `POST /v1/tokens/{name}/revoke`: revokes it; it is refused from the next request on.
 //!
-//! Each change is prepared by the token store and committed through [`issue_idempotent`]:
+//! Each change is prepared by the token store and committed through [`Change::issue`]:
 //! the token record, its audit entry (as the calling officer) and, with an
 //! `Idempotency-Key`, the idempotency record are ONE append of the audit log, durable before
 //! the response is released. A retry after a crash finds all of them or none.
@@ -16,6 +16,8 @@
 //! TOKEN_SECRET_NOT_REPLAYED (header `Idempotent-Replayed: true`) naming the token this key
 //! created; it creates nothing and logs nothing. An officer who lost the first response
 //! revokes that token and creates another.
+
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -28,12 +30,14 @@ use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::body::{NoParameters, OptionalStrictJson, StrictJson, non_empty, parse_request};
 use crate::api::error::{ApiResult, error_body};
-use crate::api::extract::{ApiPath, IdempotentRequest};
-use crate::api::issuance::{Issued, issue_idempotent};
+use crate::api::extract::ApiPath;
+use crate::api::issuance::{Change, Issued};
 use crate::api::respond::json_response;
 use crate::api::signing::blocking;
-use crate::api::tokens::{ApiRole, NewToken, TokenRecord};
+use crate::api::tokens::{ApiRole, NewToken, TokenRecord, TokenStore};
+use crate::clock::Clock;
 use crate::error::{Error, ErrorCode};
+use crate::events::Actor;
 
 fn public_view(t: &TokenRecord) -> Value {
     json!({
@@ -68,27 +72,14 @@ pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<R
 }
 
 /// `POST /v1/tokens`.
-pub async fn create(
-    State(state): State<AppState>,
-    caller: Caller,
-    request: IdempotentRequest,
-    StrictJson(body): StrictJson,
-) -> ApiResult<Response> {
+pub async fn create(change: Change, StrictJson(body): StrictJson) -> ApiResult<Response> {
     let CreateTokenRequest { name, role } = parse_request(&body)?;
     non_empty(&name, "name")?;
     let role = ApiRole::parse(non_empty(&role, "role")?)
         .map_err(|e| Error::field(ErrorCode::SchemaInvalid, "role", e.message))?;
-    let (tokens, clock, actor) = (
-        state.tokens().clone(),
-        state.clock().clone(),
-        caller.actor(),
-    );
-    issue_idempotent(
-        &state,
-        &caller.principal,
-        &request,
-        body,
-        |_, _| async move {
+    let (tokens, clock, actor) = token_parts(&change);
+    change
+        .issue(body, |_, _| async move {
             let c = blocking(move || tokens.prepare_create(&name, role, &actor, clock.as_ref()))
                 .await?;
             let t = &c.outcome;
@@ -102,31 +93,20 @@ pub async fn create(
                 Issued::new(StatusCode::CREATED, response, c.actor, c.event, c.writes)
                     .replaying(StatusCode::CONFLICT, replay),
             )
-        },
-    )
-    .await
+        })
+        .await
 }
 
 /// `POST /v1/tokens/{name}/revoke`.
 pub async fn revoke(
-    State(state): State<AppState>,
-    caller: Caller,
+    change: Change,
     ApiPath(name): ApiPath<String>,
-    request: IdempotentRequest,
     OptionalStrictJson(body): OptionalStrictJson,
 ) -> ApiResult<Response> {
     let NoParameters {} = parse_request(&body)?;
-    let (tokens, clock, actor) = (
-        state.tokens().clone(),
-        state.clock().clone(),
-        caller.actor(),
-    );
-    issue_idempotent(
-        &state,
-        &caller.principal,
-        &request,
-        body,
-        |_, _| async move {
+    let (tokens, clock, actor) = token_parts(&change);
+    change
+        .issue(body, |_, _| async move {
             let c = blocking(move || tokens.prepare_revoke(&name, &actor, clock.as_ref())).await?;
             let response = json!({"token": public_view(&c.outcome)});
             Ok(Issued::new(
@@ -136,9 +116,18 @@ pub async fn revoke(
                 c.event,
                 c.writes,
             ))
-        },
+        })
+        .await
+}
+
+/// What a token change runs with, off the async runtime: the token store, the clock and the
+/// calling officer.
+fn token_parts(change: &Change) -> (TokenStore, Arc<dyn Clock>, Actor) {
+    (
+        change.state.tokens().clone(),
+        change.state.clock().clone(),
+        change.actor(),
     )
-    .await
 }
 
 /// The body of `POST /v1/tokens`.

@@ -9,15 +9,11 @@
 
 use std::sync::Arc;
 
-use super::{KeyRegistry, not_found, wrong_state};
-use crate::algorithms::AlgorithmPolicy;
-use crate::clock::Clock;
-use crate::crypto::PublicKey;
+use super::{KeyGate, KeyRegistry};
+use crate::crypto::{Alg, PublicKey};
 use crate::error::{Error, ErrorCode, Result};
-use crate::keys::record::KeyRecord;
 use crate::keys::{CheckpointKeys, KeyRole};
 use crate::seams::note_signer::NoteSigner;
-use crate::store::store_error;
 
 impl CheckpointKeys for KeyRegistry {
     fn checkpoint_signer(&self, origin: &str) -> Result<Arc<dyn NoteSigner>> {
@@ -56,11 +52,7 @@ impl CheckpointKeys for KeyRegistry {
         Ok(Arc::new(GatedNoteSigner {
             inner,
             kid,
-            role,
-            keys: self.keys.clone(),
-            active: self.active.clone(),
-            policy: self.policy.clone(),
-            clock: self.clock.clone(),
+            gate: self.gate(role),
         }))
     }
 }
@@ -70,11 +62,7 @@ impl CheckpointKeys for KeyRegistry {
 struct GatedNoteSigner {
     inner: Arc<dyn NoteSigner>,
     kid: String,
-    role: KeyRole,
-    keys: sled::Tree,
-    active: sled::Tree,
-    policy: Arc<AlgorithmPolicy>,
-    clock: Arc<dyn Clock>,
+    gate: KeyGate,
 }
 
 impl NoteSigner for GatedNoteSigner {
@@ -87,24 +75,8 @@ impl NoteSigner for GatedNoteSigner {
     }
 
     fn sign(&self, message: &[u8]) -> Result<[u8; 64]> {
-        self.policy
-            .check_signing(self.role, crate::crypto::Alg::EdDSA, self.clock.now())?;
-        let current = self
-            .active
-            .get(self.role.as_str())
-            .map_err(|e| store_error("read", e))?;
-        if current.as_deref() != Some(self.kid.as_bytes()) {
-            let rec = self
-                .keys
-                .get(self.kid.as_bytes())
-                .map_err(|e| store_error("read", e))?
-                .map(|b| KeyRecord::from_bytes(&b))
-                .transpose()?;
-            return Err(match rec {
-                Some(r) => wrong_state(&r, "it no longer signs checkpoints"),
-                None => not_found(&self.kid),
-            });
-        }
+        self.gate
+            .check(&self.kid, Alg::EdDSA, "it no longer signs checkpoints")?;
         self.inner.sign(message)
     }
 }
