@@ -13,12 +13,13 @@ use crate::crypto::{Alg, PublicKey, b64url_decode_field};
 use crate::error::{Error, ErrorCode, Result};
 
 /// A JSON Web Key as MPCP publishes it. Unknown members are kept in `extra`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Jwk {
     /// Key identifier (issuerKeyId / bundleKeyId refer to it).
     pub kid: String,
     /// Key use; "sig" when present.
-    #[serde(rename = "use", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "use")]
     pub use_: Option<String>,
     /// Key type: OKP or EC.
     pub kty: String,
@@ -27,16 +28,12 @@ pub struct Jwk {
     /// base64url x coordinate (or the Ed25519 public key).
     pub x: String,
     /// base64url y coordinate (EC only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub y: Option<String>,
     /// JOSE algorithm; must agree with kty/crv.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alg: Option<String>,
     /// false = revoked. Absent means active.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<bool>,
     /// Private key member; present only so it can be detected and refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub d: Option<Value>,
     /// Members this implementation does not interpret, preserved as given.
     #[serde(flatten)]

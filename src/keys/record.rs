@@ -67,6 +67,7 @@ impl std::fmt::Display for KeyState {
 
 /// One key as the registry stores it (JSON in the sled tree `keys`, keyed by kid).
 /// Timestamps are RFC 3339 UTC with whole seconds.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KeyRecord {
@@ -89,22 +90,16 @@ pub struct KeyRecord {
     /// When the key was generated.
     pub created_at: String,
     /// When it became active.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activated_at: Option<String>,
     /// When it was retired.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired_at: Option<String>,
     /// When it was revoked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
     /// Earliest destruction time, while a destruction is scheduled.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destroy_after: Option<String>,
     /// When the token objects were destroyed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destroyed_at: Option<String>,
     /// Revocation reason as the operator gave it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 

@@ -18,14 +18,13 @@ use crate::jwk::Jwk;
 pub const MAX_BUNDLE_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Geographic scope of a bundle.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Geography {
     /// Region name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// ISO 3166 country codes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country_codes: Option<Vec<String>>,
 }
 
@@ -39,6 +38,7 @@ pub struct TrustBundleIssuer {
 }
 
 /// A Trust Bundle.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[allow(missing_docs)]
@@ -48,19 +48,14 @@ pub struct TrustBundle {
     pub bundle_issuer: String,
     pub bundle_key_id: String,
     pub category: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merchant: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub geography: Option<Geography>,
     pub approved_issuers: Vec<String>,
     pub issuers: Vec<TrustBundleIssuer>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued_at: Option<String>,
     pub expires_at: String,
     /// Grants revoked before this bundle was issued (for offline verifiers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_grant_ids: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
     /// Members this implementation does not interpret, preserved exactly.
     #[serde(flatten)]

@@ -51,22 +51,21 @@ pub struct VelocityLimit {
 }
 
 /// Policy-layer spending caps (minor units, strings).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MaxSpend {
     /// Per-transaction cap.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_tx_minor: Option<String>,
     /// Per-session cap.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_session_minor: Option<String>,
     /// Per-day cap.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_day_minor: Option<String>,
 }
 
 /// A PolicyGrant. Optional members the spec defines are typed; anything else is kept in
 /// `extra` and serialised back unchanged.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[allow(missing_docs)]
@@ -80,62 +79,35 @@ pub struct PolicyGrant {
     pub expires_at: String,
     pub issuer: String,
     pub issuer_key_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
     /// Required for conformance; optional here so its absence is GRANT_NOT_CONFORMING.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorized_gateway: Option<String>,
     /// Required for conformance; optional here so its absence is GRANT_NOT_CONFORMING.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub velocity_limit: Option<VelocityLimit>,
     /// Must be absent on conforming grants.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation_endpoint: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_assets: Option<Vec<Asset>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_spend: Option<MaxSpend>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_approval: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasons: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_grant_credential_issuer: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_purposes: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anchor_ref: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_minor: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_currency: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_escrow_ref: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_credential_issuer: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_credential_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination_allowlist: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merchant_credential_issuer: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merchant_credential_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_credential_issuer: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_credential_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offline_max_single_payment: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offline_max_single_payment_currency: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offline_max_cumulative_payment: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offline_max_cumulative_payment_currency: Option<String>,
     /// Members this implementation does not interpret, preserved exactly.
     #[serde(flatten)]

@@ -75,6 +75,7 @@ impl Decision {
 }
 
 /// The decision and its basis.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DecisionDerived {
@@ -83,27 +84,22 @@ pub struct DecisionDerived {
     /// When it was decided (RFC 3339 UTC, whole seconds, `Z`).
     pub decided_at: String,
     /// Short human-readable basis.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Identifier or digest of the policy version that decided.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_id: Option<String>,
     /// The risk estimate, as a decimal string.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub risk_score: Option<String>,
     /// The allow threshold in force, as a decimal string.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold_allow: Option<String>,
     /// The block threshold in force, as a decimal string.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold_block: Option<String>,
     /// A client-asserted turn id (correlation only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_turn_id: Option<String>,
 }
 
 /// The issuer block of a record (`issuerAsserted`, or `receiptAsserted` without
 /// `expSeconds`).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Asserted {
@@ -120,10 +116,8 @@ pub struct Asserted {
     /// The signing key's id.
     pub secret_version: String,
     /// The audience: the provider the record is for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
     /// How long a decision may be acted on, from `iat` (decisions only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp_seconds: Option<u64>,
 }
 
@@ -149,6 +143,7 @@ pub struct DecisionRecord {
 }
 
 /// What happened to the call.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutcomeDerived {
@@ -157,10 +152,8 @@ pub struct OutcomeDerived {
     /// Completion (or refusal) time.
     pub completed_at: String,
     /// A commitment to the result or error (absent for refused).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_commitment: Option<Map<String, Value>>,
     /// `sha256:` of the JCS of the full decision record the call ran under.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision_digest: Option<String>,
 }
 

@@ -47,6 +47,7 @@ use crate::model::{PolicyGrant, active_grant_credential_type, check_id};
 use crate::store::store_error;
 
 /// A grant as the PA keeps it.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GrantRecord {
@@ -54,13 +55,10 @@ pub struct GrantRecord {
     pub grant: Value,
     /// Name of the issuer token that created the grant (absent in records written before
     /// owners were recorded).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued_by: Option<String>,
     /// Revocation time, once revoked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
     /// Revocation reason.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation_reason: Option<String>,
 }
 
