@@ -19,6 +19,7 @@ use crate::crypto::b64url_encode;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, Event};
 use crate::keys::{ActiveKeys, KeyRole};
+use crate::seams::SharedSigner;
 use crate::signer::DigestSigner;
 
 /// The signing keys handlers use, behind a [`SigningGate`]: `active_signer` refuses with the
@@ -32,7 +33,7 @@ pub struct GatedKeys {
 }
 
 impl ActiveKeys for GatedKeys {
-    fn active_signer(&self, role: KeyRole) -> Result<Arc<dyn DigestSigner>> {
+    fn active_signer(&self, role: KeyRole) -> Result<SharedSigner> {
         self.gate.check_signing_time()?;
         self.inner.active_signer(role)
     }
@@ -64,7 +65,7 @@ where
 }
 
 /// The active signer of `role` (KEY_NOT_FOUND / ALGORITHM_DEPRECATED from the registry).
-pub async fn active_signer(state: &AppState, role: KeyRole) -> Result<Arc<dyn DigestSigner>> {
+pub async fn active_signer(state: &AppState, role: KeyRole) -> Result<SharedSigner> {
     let keys = state.keys().clone();
     blocking(move || keys.active_signer(role)).await
 }

@@ -18,7 +18,7 @@ use cryptoki::session::Session;
 use crate::crypto::{Alg, PublicKey};
 use crate::error::{Error, ErrorCode, Result};
 use crate::hsm::pool::SessionCtx;
-use crate::hsm::utils::{CkResultExt, Failure, lock};
+use crate::hsm::utils::{CkResultExt, Failure, exactly_one, lock};
 use crate::seams::key_backend::GeneratedKey;
 
 /// DER OID 1.3.101.112 (id-Ed25519, RFC 8410).
@@ -182,28 +182,29 @@ pub(crate) fn find_key(
             Attribute::Id(id.to_vec()),
         ])
         .on(ctx.label, "C_FindObjects")?;
-    match found.as_slice() {
-        [h] => Ok(*h),
-        [] => Err(Error::new(
-            ErrorCode::KeyNotFound,
-            format!(
-                "token {:?}: no {class} with id {}",
-                ctx.label,
-                hex::encode(id)
-            ),
-        )
-        .into()),
-        many => Err(Error::new(
-            ErrorCode::HsmError,
-            format!(
-                "token {:?}: {} objects of class {class} share id {}",
-                ctx.label,
-                many.len(),
-                hex::encode(id)
-            ),
-        )
-        .into()),
-    }
+    exactly_one(
+        &found,
+        || {
+            Error::new(
+                ErrorCode::KeyNotFound,
+                format!(
+                    "token {:?}: no {class} with id {}",
+                    ctx.label,
+                    hex::encode(id)
+                ),
+            )
+        },
+        |n| {
+            Error::new(
+                ErrorCode::HsmError,
+                format!(
+                    "token {:?}: {n} objects of class {class} share id {}",
+                    ctx.label,
+                    hex::encode(id)
+                ),
+            )
+        },
+    )
 }
 
 /// Reads the attributes that identify a key's algorithm and checks them against `alg`.

@@ -41,7 +41,7 @@ use std::sync::Arc;
 
 use crate::crypto::Alg;
 use crate::error::{Error, ErrorCode, Result};
-use crate::seams::digest_signer::DigestSigner;
+use crate::seams::SharedSigner;
 use crate::seams::key_backend::{GeneratedKey, KeyBackend, material_missing};
 use crate::seams::key_role::KeyRole;
 use crate::seams::note_signer::NoteSigner;
@@ -304,13 +304,7 @@ impl KeyBackend for HsmBackend {
 
     /// Loads the key pair with CKA_ID `object_id` from `role`'s token, checking that the
     /// private key is a safe `alg` key, and returns a signer for it.
-    fn signer(
-        &self,
-        role: KeyRole,
-        alg: Alg,
-        object_id: &[u8],
-        kid: &str,
-    ) -> Result<Arc<dyn DigestSigner>> {
+    fn signer(&self, role: KeyRole, alg: Alg, object_id: &[u8], kid: &str) -> Result<SharedSigner> {
         let b = self.enabled(role, alg)?;
         check_object_id(object_id)?;
         let id = object_id.to_vec();

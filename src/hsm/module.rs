@@ -26,7 +26,7 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::slot::Slot;
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::hsm::utils::{CkResultExt, Failure, Fault, lock, to_error};
+use crate::hsm::utils::{CkResultExt, Failure, Fault, exactly_one, lock, to_error};
 
 /// The SoftHSM2 configuration this process is bound to (PKCS#11 state is process-global).
 static SOFTHSM2_CONF_BOUND: Mutex<Option<PathBuf>> = Mutex::new(None);
@@ -362,24 +362,23 @@ impl Module {
                 seen.push(info.label().to_string());
             }
         }
-        match found.as_slice() {
-            [slot] => Ok(*slot),
-            [] => Err(Error::new(
-                ErrorCode::HsmTokenNotFound,
-                format!(
-                    "no initialised token labelled {label:?} in {} (tokens present: {seen:?})",
-                    self.path.display()
-                ),
-            )
-            .into()),
-            _ => Err(Error::new(
-                ErrorCode::ConfigInvalid,
-                format!(
-                    "{} tokens are labelled {label:?}; labels must be unique",
-                    found.len()
-                ),
-            )
-            .into()),
-        }
+        exactly_one(
+            &found,
+            || {
+                Error::new(
+                    ErrorCode::HsmTokenNotFound,
+                    format!(
+                        "no initialised token labelled {label:?} in {} (tokens present: {seen:?})",
+                        self.path.display()
+                    ),
+                )
+            },
+            |n| {
+                Error::new(
+                    ErrorCode::ConfigInvalid,
+                    format!("{n} tokens are labelled {label:?}; labels must be unique"),
+                )
+            },
+        )
     }
 }

@@ -43,6 +43,20 @@ impl From<Error> for Failure {
     }
 }
 
+/// The one element of `found` (objects, slots, ...): the error `none` when there is none,
+/// `many(n)` when there are `n > 1`; never a guess between several.
+pub(crate) fn exactly_one<T: Copy>(
+    found: &[T],
+    none: impl FnOnce() -> Error,
+    many: impl FnOnce(usize) -> Error,
+) -> Result<T, Failure> {
+    match found {
+        [one] => Ok(*one),
+        [] => Err(none().into()),
+        more => Err(many(more.len()).into()),
+    }
+}
+
 impl Failure {
     /// A failure of a PKCS#11 call, classified.
     pub(crate) fn pkcs11(err: &CkError, context: &str) -> Failure {

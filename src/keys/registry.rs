@@ -50,6 +50,7 @@ use crate::events::{Actor, Event};
 use crate::jwk::Jwk;
 use crate::keys::record::{KeyRecord, KeyState, kid_for};
 use crate::keys::{ActiveKeys, KeyBackend, KeyRole, material_missing};
+use crate::seams::SharedSigner;
 use crate::seams::audit_sink::{AuditSink, SideWrites};
 use crate::seams::debug_showing;
 use crate::seams::digest_signer::{DigestSignature, DigestSigner};
@@ -166,7 +167,7 @@ pub struct KeyRegistry {
     clock: Arc<dyn Clock>,
     policy: Arc<AlgorithmPolicy>,
     op_lock: OpLock,
-    signers: Mutex<HashMap<KeyRole, Arc<dyn DigestSigner>>>,
+    signers: Mutex<HashMap<KeyRole, SharedSigner>>,
 }
 
 debug_showing!(KeyRegistry {});
@@ -962,7 +963,7 @@ impl KeyRegistry {
 }
 
 impl ActiveKeys for KeyRegistry {
-    fn active_signer(&self, role: KeyRole) -> Result<Arc<dyn DigestSigner>> {
+    fn active_signer(&self, role: KeyRole) -> Result<SharedSigner> {
         let rec = self.signing_record(role, || {
             Error::new(
                 ErrorCode::KeyNotFound,

@@ -19,6 +19,7 @@ use crate::crypto::Alg;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, Event, EventSink};
 use crate::keys::{GeneratedKey, KeyBackend, KeyRole};
+use crate::seams::SharedSigner;
 use crate::signer::{DigestSigner, SoftwareSigner};
 use crate::store::Store;
 
@@ -95,13 +96,7 @@ impl KeyBackend for SoftBackend {
         })
     }
 
-    fn signer(
-        &self,
-        role: KeyRole,
-        alg: Alg,
-        object_id: &[u8],
-        kid: &str,
-    ) -> Result<Arc<dyn DigestSigner>> {
+    fn signer(&self, role: KeyRole, alg: Alg, object_id: &[u8], kid: &str) -> Result<SharedSigner> {
         let o = self.load(object_id, |o| o.role == role && o.alg == alg)?;
         Ok(Arc::new(SoftwareSigner::from_secret(kid, alg, &o.secret)?))
     }

@@ -2,8 +2,13 @@
 //! (see [`crate::crypto`]). The HSM backend implements [`DigestSigner`] for token keys;
 //! `crate::signer::SoftwareSigner` implements it for tests and test vectors.
 
+use std::sync::Arc;
+
 use crate::crypto::{Alg, PublicKey};
 use crate::error::Result;
+
+/// A signer shared between threads: what key backends and active keys hand out.
+pub type SharedSigner = Arc<dyn DigestSigner>;
 
 /// A signature over a digest, with the key that made it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use super::digest_signer::DigestSigner;
 use super::key_role::KeyRole;
 use super::note_signer::NoteSigner;
 use crate::crypto::{Alg, PublicKey};
 use crate::error::{Error, ErrorCode, Result};
+use crate::seams::digest_signer::SharedSigner;
 
 /// A key pair freshly generated inside a token.
 #[derive(Debug, Clone)]
@@ -26,13 +26,7 @@ pub trait KeyBackend: Send + Sync {
     /// token, and checks its attributes before returning.
     fn generate(&self, role: KeyRole, alg: Alg, label: &str) -> Result<GeneratedKey>;
     /// A signer for an existing key, identified by its object id, signing as `kid`.
-    fn signer(
-        &self,
-        role: KeyRole,
-        alg: Alg,
-        object_id: &[u8],
-        kid: &str,
-    ) -> Result<Arc<dyn DigestSigner>>;
+    fn signer(&self, role: KeyRole, alg: Alg, object_id: &[u8], kid: &str) -> Result<SharedSigner>;
     /// Destroys both objects of a key in the role's token.
     fn destroy(&self, role: KeyRole, object_id: &[u8]) -> Result<()>;
     /// Ok while the private key with `object_id` is present in the role's token;

@@ -24,7 +24,7 @@ pub use algorithm_gate::AlgorithmGate;
 pub use audit_sink::{AppendTicket, AuditSink, EventSink, SideWrites};
 pub use checkpoint_keys::CheckpointKeys;
 pub use clock::{Clock, SigningGate};
-pub use digest_signer::{DigestSignature, DigestSigner};
+pub use digest_signer::{DigestSignature, DigestSigner, SharedSigner};
 pub use key_backend::{GeneratedKey, KeyBackend};
 pub use key_role::KeyRole;
 pub use note_signer::{NoteSigner, check_key_name};
