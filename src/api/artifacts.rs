@@ -1,10 +1,13 @@
 //! What the service keeps of what it stored or issued: its trees in the store, read helpers,
 //! and the facts every artifact kind shares (owners, generated ids).
 
+use std::sync::Arc;
+
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::store::{Store, store_error};
+use crate::seams::RecordStore;
+use crate::seams::store::Records;
 
 /// Trees of what this PA stored or issued.
 pub mod trees {
@@ -20,59 +23,63 @@ pub mod trees {
     pub const ALLOWLIST_OWNERS: &str = "api/allowlist-owners";
 }
 
-/// The service's artifact trees.
-#[derive(Debug, Clone)]
+/// The service's artifact records, read through the store seam ([`RecordStore`]) so that
+/// another backend can stand behind them. Writes never go through here: they are side
+/// writes of the audit append that records them.
+#[derive(Clone)]
 pub struct ArtifactStore {
-    store: Store,
-    /// Policies.
-    pub policies: sled::Tree,
-    /// Grants.
-    pub grants: sled::Tree,
-    /// Allowlists.
-    pub allowlists: sled::Tree,
-    /// Bundles.
-    pub bundles: sled::Tree,
-    /// Allowlist owners (see [`trees::ALLOWLIST_OWNERS`]).
-    pub allowlist_owners: sled::Tree,
+    records: Arc<dyn RecordStore>,
+}
+
+impl std::fmt::Debug for ArtifactStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArtifactStore").finish_non_exhaustive()
+    }
 }
 
 impl ArtifactStore {
-    /// Opens the trees.
-    pub fn open(store: &Store) -> Result<ArtifactStore> {
-        Ok(ArtifactStore {
-            store: store.clone(),
-            policies: store.tree(trees::POLICIES)?,
-            grants: store.tree(trees::GRANTS)?,
-            allowlists: store.tree(trees::ALLOWLISTS)?,
-            bundles: store.tree(trees::BUNDLES)?,
-            allowlist_owners: store.tree(trees::ALLOWLIST_OWNERS)?,
-        })
+    /// Artifacts read from `records`.
+    pub fn new(records: Arc<dyn RecordStore>) -> ArtifactStore {
+        ArtifactStore { records }
     }
 
-    /// Makes every write durable.
-    pub fn flush(&self) -> Result<()> {
-        self.store.flush()
+    /// The record `key` of `tree` ([`trees`]), if any.
+    pub fn get(&self, tree: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        self.records.get(tree, key.as_bytes())
     }
-}
 
-/// Reads a JSON value from a tree.
-pub fn get_json<T: DeserializeOwned>(tree: &sled::Tree, key: &str) -> Result<Option<T>> {
-    match tree.get(key).map_err(|e| store_error("read", e))? {
-        None => Ok(None),
-        Some(raw) => serde_json::from_slice(&raw).map(Some).map_err(|e| {
-            Error::new(
-                ErrorCode::StoreError,
-                format!("corrupt record {key:?}: {e}"),
-            )
-        }),
+    /// Whether `tree` holds `key`.
+    pub fn contains(&self, tree: &str, key: &str) -> Result<bool> {
+        self.records.contains(tree, key.as_bytes())
     }
-}
 
-/// Inserts `value` under `key` only if the key is absent; false when it exists.
-pub fn insert_new(tree: &sled::Tree, key: &str, value: &[u8]) -> Result<bool> {
-    tree.compare_and_swap(key, None as Option<&[u8]>, Some(value))
-        .map_err(|e| store_error("write", e))
-        .map(|r| r.is_ok())
+    /// The record `key` of `tree` as JSON; STORE_ERROR when it does not parse.
+    pub fn get_json<T: DeserializeOwned>(&self, tree: &str, key: &str) -> Result<Option<T>> {
+        match self.get(tree, key)? {
+            None => Ok(None),
+            Some(raw) => serde_json::from_slice(&raw).map(Some).map_err(|e| {
+                Error::new(
+                    ErrorCode::StoreError,
+                    format!("corrupt record {key:?}: {e}"),
+                )
+            }),
+        }
+    }
+
+    /// Every record of `tree`, in key order.
+    pub fn scan(&self, tree: &str) -> Result<Records<'_>> {
+        self.records.scan(tree)
+    }
+
+    /// How many records `tree` holds (reads them all: for tests and small trees).
+    pub fn count(&self, tree: &str) -> Result<usize> {
+        let mut n = 0;
+        for r in self.scan(tree)? {
+            r?;
+            n += 1;
+        }
+        Ok(n)
+    }
 }
 
 /// The refusal of a change to an artifact that `owner` (a token name, or nobody recorded)

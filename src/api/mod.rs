@@ -199,7 +199,7 @@ impl AppState {
         // Purged against the audit log's last entry as well as the wall clock: a clock that
         // jumped ahead must not erase the records that make retries replay.
         idempotency.purge_expired(parts.clock.as_ref(), parts.audit.log().last_entry_time())?;
-        let artifacts = artifacts::ArtifactStore::open(&parts.store)?;
+        let artifacts = artifacts::ArtifactStore::new(Arc::new(parts.store.clone()));
         let public_cache_control = axum::http::HeaderValue::from_str(&format!(
             "public, max-age={}",
             config.public_max_age.as_secs()

@@ -1,6 +1,7 @@
 //! Errors, authentication, authorisation and limits over real TLS: every failure is a JSON
 //! `{code, message, field?}` with the code's status, and changes nothing.
 
+use mpcp_pa::api::artifacts::trees;
 use std::time::Duration;
 
 use crate::kit;
@@ -22,7 +23,7 @@ fn small_limits() -> Limits {
 }
 
 fn stored_policies(h: &Harness) -> usize {
-    h.state.artifacts().policies.len()
+    h.state.artifacts().count(trees::POLICIES).unwrap()
 }
 
 fn policy_events(h: &Harness) -> usize {

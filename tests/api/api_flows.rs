@@ -9,6 +9,7 @@
 //! revocation.
 
 use crate::kit;
+use mpcp_pa::api::artifacts::trees;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -345,7 +346,11 @@ async fn key_revocation_reaches_the_key_set_and_the_next_bundle() {
         })
         .collect();
     assert_error(&f.bundle(&claimed).await, 400, "KEY_REVOKED");
-    assert_eq!(f.h.state.artifacts().bundles.len(), 1, "no bundle stored");
+    assert_eq!(
+        f.h.state.artifacts().count(trees::BUNDLES).unwrap(),
+        1,
+        "no bundle stored"
+    );
 
     // Built from the active keys, it omits the revoked key: the old grant no longer verifies
     // through it, the new one does.
@@ -376,7 +381,7 @@ async fn key_revocation_reaches_the_key_set_and_the_next_bundle() {
         f.h.post(&path, Some(&f.officer), r#"{"reason":"compromised too"}"#)
             .await;
     assert_eq!(status, 200);
-    let grants_before = f.h.state.artifacts().grants.len();
+    let grants_before = f.h.state.artifacts().count(trees::GRANTS).unwrap();
     let (status, body) =
         f.h.post(
             "/v1/grants",
@@ -385,7 +390,10 @@ async fn key_revocation_reaches_the_key_set_and_the_next_bundle() {
         )
         .await;
     assert_error(&(status, body), 404, "KEY_NOT_FOUND");
-    assert_eq!(f.h.state.artifacts().grants.len(), grants_before);
+    assert_eq!(
+        f.h.state.artifacts().count(trees::GRANTS).unwrap(),
+        grants_before
+    );
     let (_, fresh) = f.rotate(r#"{"alg":"EdDSA"}"#).await;
     let g = f.issue_grant("g-fresh-key").await;
     assert_eq!(kid_of(&g), fresh);

@@ -10,6 +10,7 @@
 //! Deadlines are short here (1-3 s); assertions allow them a margin of [`MARGIN`] and are
 //! upper bounds only.
 
+use mpcp_pa::api::artifacts::trees;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -301,7 +302,7 @@ async fn one_address_is_capped_and_its_connections_close_by_their_deadlines() {
     assert_eq!(status, 408, "{body}");
     assert_eq!(body["code"], "REQUEST_TIMEOUT", "{body}");
     assert!(body["message"].is_string());
-    assert_eq!(h.state.artifacts().policies.len(), 0);
+    assert_eq!(h.state.artifacts().count(trees::POLICIES).unwrap(), 0);
 
     // Its slots are free again.
     let mut again = tls_from(&h, HOSTILE, b"http/1.1").await.unwrap();

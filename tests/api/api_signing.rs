@@ -3,6 +3,7 @@
 //! sign nothing, revocation into trust bundles, destination allowlist sequences, the signed
 //! key set with ETag revalidation, key management, and no release without an audit entry.
 
+use mpcp_pa::api::artifacts::trees;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -271,7 +272,10 @@ async fn refused_grants_sign_and_record_nothing() {
     assert_eq!(e.1["field"], "issuerKeyId");
 
     assert_eq!(h.audit.size(), before, "nothing recorded");
-    assert!(h.state.artifacts().grants.is_empty(), "nothing stored");
+    assert!(
+        h.state.artifacts().count(trees::GRANTS).unwrap() == 0,
+        "nothing stored"
+    );
     assert_error(&h.get("/v1/grants/g-bad", t).await, 404, "NOT_FOUND");
 }
 
@@ -318,9 +322,9 @@ async fn no_signature_is_released_without_its_audit_entry() {
     assert_eq!(status, 200, "{plain}");
     assert_eq!(plain["keys"].as_array().unwrap().len(), 1, "{plain}");
     assert_eq!(h.audit.size(), before);
-    assert!(h.state.artifacts().grants.is_empty());
-    assert!(h.state.artifacts().allowlists.is_empty());
-    assert!(h.state.artifacts().bundles.is_empty());
+    assert!(h.state.artifacts().count(trees::GRANTS).unwrap() == 0);
+    assert!(h.state.artifacts().count(trees::ALLOWLISTS).unwrap() == 0);
+    assert!(h.state.artifacts().count(trees::BUNDLES).unwrap() == 0);
 
     // Once the log is back, the same idempotency key runs the request afresh.
     h.sink.down.store(false, Ordering::SeqCst);

@@ -2,6 +2,7 @@
 //! key's pin differs, HTTP/2 and HTTP/1.1 both work over TLS, plain HTTP is refused off
 //! loopback, the connection limit holds, and shutdown drains an in-flight request.
 
+use mpcp_pa::api::artifacts::trees;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -205,5 +206,5 @@ async fn shutdown_drains_an_in_flight_request() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(h.state.artifacts().policies.len(), 1);
+    assert_eq!(h.state.artifacts().count(trees::POLICIES).unwrap(), 1);
 }

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 use super::public::cacheable;
 use crate::api::AppState;
-use crate::api::artifacts::{get_json, not_owner, trees};
+use crate::api::artifacts::{not_owner, trees};
 use crate::api::body::{non_empty, present};
 use crate::api::error::ApiResult;
 use crate::api::extract::ApiPath;
@@ -32,7 +32,6 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::events::Event;
 use crate::keys::KeyRole;
 use crate::model::{DestinationAllowlist, check_id, check_identifier};
-use crate::store::store_error;
 
 /// The body of `POST /v1/destination-allowlists`.
 #[derive(Debug, Deserialize)]
@@ -107,15 +106,10 @@ impl ArtifactKind for Allowlists {
             .unwrap_or_default()
             .to_string();
         let artifacts = ctx.state.artifacts();
-        let previous = artifacts
-            .allowlists
-            .get(id.as_bytes())
-            .map_err(|e| store_error("read allowlist", e))?;
+        let previous = artifacts.get(trees::ALLOWLISTS, &id)?;
         if previous.is_some() {
             let owner = artifacts
-                .allowlist_owners
-                .get(id.as_bytes())
-                .map_err(|e| store_error("read allowlist owner", e))?
+                .get(trees::ALLOWLIST_OWNERS, &id)?
                 .map(|o| String::from_utf8_lossy(&o).into_owned());
             if owner.as_deref() != Some(ctx.actor.name.as_str()) {
                 return Err(not_owner(
@@ -184,9 +178,9 @@ pub async fn get_latest(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     check_id(&id, "allowlistId")?;
-    let tree = state.artifacts().allowlists.clone();
+    let artifacts = state.artifacts().clone();
     let key = id.clone();
-    let found: Option<Value> = blocking(move || get_json(&tree, &key))
+    let found: Option<Value> = blocking(move || artifacts.get_json(trees::ALLOWLISTS, &key))
         .await
         .map_err(super::public::public_error)?;
     let value = found.ok_or_else(|| {

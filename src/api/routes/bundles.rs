@@ -31,7 +31,6 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::events::Event;
 use crate::keys::KeyRole;
 use crate::model::TrustBundle;
-use crate::store::store_error;
 
 /// Trust bundles: an open object signed with the root key (never the grant-signing key),
 /// listing the revoked, unexpired grants; its lifetime is bounded by its assurance profile.
@@ -100,9 +99,7 @@ impl ArtifactKind for Bundles {
         if ctx
             .state
             .artifacts()
-            .bundles
-            .contains_key(&bundle.bundle_id)
-            .map_err(|e| store_error("read bundle", e))?
+            .contains(trees::BUNDLES, &bundle.bundle_id)?
         {
             return Err(conflict(&bundle.bundle_id));
         }
@@ -214,8 +211,8 @@ pub struct BundleQuery {
 fn matching(state: &AppState, q: &BundleQuery) -> Result<Vec<Value>> {
     let now = state.clock().now();
     let mut found: Vec<(String, Value)> = Vec::new();
-    for item in state.artifacts().bundles.iter() {
-        let (_, raw) = item.map_err(|e| store_error("read bundle", e))?;
+    for item in state.artifacts().scan(trees::BUNDLES)? {
+        let (_, raw) = item?;
         let v = parse_strict(&raw)?;
         // Parsed, not re-validated: the bundle was validated when it was signed, and one
         // stored under earlier, looser rules must not take the public reads down.

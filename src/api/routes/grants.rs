@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use serde_json::Map;
 
 use crate::api::AppState;
-use crate::api::artifacts::{get_json, id_or_random, not_owner, trees};
+use crate::api::artifacts::{id_or_random, not_owner, trees};
 use crate::api::body::{StrictJson, parse_request};
 use crate::api::error::ApiResult;
 use crate::api::extract::ApiPath;
@@ -44,7 +44,6 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::events::Event;
 use crate::keys::KeyRole;
 use crate::model::{PolicyGrant, active_grant_credential_type, check_id};
-use crate::store::store_error;
 
 /// A grant as the PA keeps it.
 #[serde_with::skip_serializing_none]
@@ -145,13 +144,7 @@ impl ArtifactKind for Grants {
                 format!("the policy allows grants of at most {max} s"),
             ));
         }
-        if ctx
-            .state
-            .artifacts()
-            .grants
-            .contains_key(&p.grant_id)
-            .map_err(|e| store_error("read grant", e))?
-        {
+        if ctx.state.artifacts().contains(trees::GRANTS, &p.grant_id)? {
             return Err(exists(&p.grant_id));
         }
         let facts = GrantFacts {
@@ -224,7 +217,10 @@ fn parse_record(raw: &[u8]) -> Result<GrantRecord> {
 }
 
 fn load(state: &AppState, grant_id: &str) -> Result<GrantRecord> {
-    get_json::<GrantRecord>(&state.artifacts().grants, grant_id)?.ok_or_else(|| not_found(grant_id))
+    state
+        .artifacts()
+        .get_json::<GrantRecord>(trees::GRANTS, grant_id)?
+        .ok_or_else(|| not_found(grant_id))
 }
 
 fn status_of(state: &AppState, rec: &GrantRecord) -> &'static str {
@@ -279,9 +275,7 @@ pub async fn revoke(
             let (s, id) = (st.clone(), grant_id.clone());
             let raw = blocking(move || {
                 s.artifacts()
-                    .grants
-                    .get(id.as_bytes())
-                    .map_err(|e| store_error("read grant", e))?
+                    .get(trees::GRANTS, &id)?
                     .ok_or_else(|| not_found(&id))
             })
             .await?;
@@ -352,8 +346,8 @@ pub fn revoked_ids(state: &AppState) -> Result<Vec<String>> {
     let now = state.clock().now();
     let drift = state.config().drift;
     let mut out = Vec::new();
-    for item in state.artifacts().grants.iter() {
-        let (k, raw) = item.map_err(|e| store_error("read grant", e))?;
+    for item in state.artifacts().scan(trees::GRANTS)? {
+        let (k, raw) = item?;
         let rec = parse_record(&raw)?;
         if rec.revoked_at.is_none() {
             continue;

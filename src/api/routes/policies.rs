@@ -9,7 +9,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use crate::api::AppState;
-use crate::api::artifacts::{get_json, trees};
+use crate::api::artifacts::trees;
 use crate::api::auth::Caller;
 use crate::api::body::StrictJson;
 use crate::api::error::{ApiError, ApiResult};
@@ -31,13 +31,9 @@ pub async fn store(
     let policy_hash = PolicyDocument::policy_hash(&doc)?;
     let canonical = canonical_bytes(&doc)?;
     let body = json!({"policyHash": policy_hash, "version": doc["version"]});
-    let tree = state.artifacts().policies.clone();
+    let artifacts = state.artifacts().clone();
     let h = policy_hash.clone();
-    let stored = blocking(move || {
-        tree.contains_key(h.as_bytes())
-            .map_err(|e| crate::store::store_error("read policy", e))
-    })
-    .await?;
+    let stored = blocking(move || artifacts.contains(trees::POLICIES, &h)).await?;
     if stored {
         return json_response(StatusCode::OK, &body);
     }
@@ -59,12 +55,7 @@ pub async fn store(
 
 /// The stored policy document with `policy_hash`, if any.
 pub fn load(state: &AppState, policy_hash: &str) -> Result<Option<PolicyDocument>> {
-    let Some(raw) = state
-        .artifacts()
-        .policies
-        .get(policy_hash)
-        .map_err(|e| crate::store::store_error("read policy", e))?
-    else {
+    let Some(raw) = state.artifacts().get(trees::POLICIES, policy_hash)? else {
         return Ok(None);
     };
     let value: Value = crate::canonical::parse_strict(&raw)?;
@@ -77,9 +68,9 @@ pub async fn fetch(
     ApiPath(policy_hash): ApiPath<String>,
 ) -> ApiResult<Response> {
     check_sha256_hex(&policy_hash, "policyHash")?;
-    let tree = state.artifacts().policies.clone();
+    let artifacts = state.artifacts().clone();
     let h = policy_hash.clone();
-    let doc: Option<Value> = blocking(move || get_json(&tree, &h)).await?;
+    let doc: Option<Value> = blocking(move || artifacts.get_json(trees::POLICIES, &h)).await?;
     match doc {
         Some(doc) => json_response(
             StatusCode::OK,
