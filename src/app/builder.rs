@@ -394,6 +394,13 @@ mod tests {
         Appliance::new(DataDir::new(dir), opts)
     }
 
+    /// The default options with one change.
+    fn with(change: impl FnOnce(&mut Options)) -> Options {
+        let mut o = Options::default();
+        change(&mut o);
+        o
+    }
+
     /// The audit log of a directory another appliance just released: sled lets go of its
     /// lock a moment after the last handle is dropped.
     fn reopen_audit(dir: &Path, opts: &Options) -> Arc<AuditLog> {
@@ -413,10 +420,7 @@ mod tests {
     #[test]
     fn an_existing_store_is_required_only_when_asked() {
         let tmp = tempfile::tempdir().unwrap();
-        let opts = Options {
-            store: StoreMode::Existing,
-            ..Options::default()
-        };
+        let opts = with(|o| o.store = StoreMode::Existing);
         let e = app(tmp.path(), opts.clone()).store().unwrap_err();
         assert_eq!(e.code, ErrorCode::NotFound);
         assert!(e.message.starts_with("no store at "), "{e}");
@@ -435,13 +439,7 @@ mod tests {
     #[test]
     fn parts_are_opened_once_and_shared() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut a = app(
-            tmp.path(),
-            Options {
-                store_reserve_bytes: Some(12345),
-                ..Options::default()
-            },
-        );
+        let mut a = app(tmp.path(), with(|o| o.store_reserve_bytes = Some(12345)));
         let log = a.audit().unwrap();
         assert_eq!(log.origin(), DEFAULT_AUDIT_ORIGIN);
         assert!(Arc::ptr_eq(&log, &a.audit().unwrap()));
@@ -452,16 +450,13 @@ mod tests {
     #[test]
     fn the_audit_mode_decides_what_is_opened() {
         let tmp = tempfile::tempdir().unwrap();
-        let existing = Options {
-            audit: AuditMode::Existing,
-            ..Options::default()
-        };
-        let e = app(tmp.path(), existing.clone()).audit().unwrap_err();
-        assert_eq!(e.code, ErrorCode::NotFound);
-        let named = Options {
-            audit: AuditMode::Create("pa.example/audit".into()),
-            ..Options::default()
-        };
+        // Nothing to open yet: an existing log is required, and there is none.
+        let existing = with(|o| o.audit = AuditMode::Existing);
+        assert_eq!(
+            app(tmp.path(), existing.clone()).audit().unwrap_err().code,
+            ErrorCode::NotFound
+        );
+        let named = with(|o| o.audit = AuditMode::Create("pa.example/audit".into()));
         assert_eq!(
             reopen_audit(tmp.path(), &named).origin(),
             "pa.example/audit"
@@ -481,13 +476,7 @@ mod tests {
     #[test]
     fn a_missing_hsm_configuration_is_explained_when_asked() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut a = app(
-            tmp.path(),
-            Options {
-                explain_missing_hsm_config: true,
-                ..Options::default()
-            },
-        );
+        let mut a = app(tmp.path(), with(|o| o.explain_missing_hsm_config = true));
         let e = a.hsm().unwrap_err();
         assert_eq!(e.code, ErrorCode::ConfigInvalid);
         assert!(e.message.contains("hsm init-dev --data-dir"), "{e}");
@@ -496,13 +485,7 @@ mod tests {
                 .contains(&DataDir::new(tmp.path()).hsm_config().display().to_string())
         );
         let other = tmp.path().join("elsewhere.toml");
-        let b = app(
-            tmp.path(),
-            Options {
-                hsm_config: Some(other.clone()),
-                ..Options::default()
-            },
-        );
+        let b = app(tmp.path(), with(|o| o.hsm_config = Some(other.clone())));
         assert_eq!(b.hsm_config_path(), other);
     }
 
@@ -512,10 +495,7 @@ mod tests {
         let _holder = app(tmp.path(), Options::default()).store().unwrap();
         let e = app(
             tmp.path(),
-            Options {
-                store_lock_hint: Some("who holds it".into()),
-                ..Options::default()
-            },
+            with(|o| o.store_lock_hint = Some("who holds it".into())),
         )
         .store()
         .unwrap_err();
@@ -527,10 +507,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let t0 = time::macros::datetime!(2026-01-01 00:00 UTC);
         let clock = Arc::new(FixedClock::new(t0));
-        let opts = Options {
-            clock: clock.clone(),
-            ..Options::default()
-        };
+        let opts = with(|o| o.clock = clock.clone());
         let mut a = app(tmp.path(), opts);
         a.check_clock_jump(1, false).unwrap();
         a.audit()
