@@ -222,7 +222,7 @@ fn main() {
     let data: PathBuf = dir.path().join("data");
     let (pa_port, nginx_port) = (free_port(), free_port());
     let _pa = start_appliance(&data, pa_port);
-    let ca = data.join("tls/cert.pem");
+    let ca = mpcp_pa::app::DataDir::new(&data).tls().cert;
     wait_ready(pa_port, &ca);
     let (status, etag, body) = fetch(pa_port, &ca, None);
     assert_eq!(status, 200);
@@ -233,7 +233,7 @@ fn main() {
     let _nginx = start_nginx(
         &nginx_dir,
         nginx_port,
-        &data.join("tls"),
+        &mpcp_pa::app::DataDir::new(&data).tls_dir(),
         &body,
         "public, max-age=300",
     );

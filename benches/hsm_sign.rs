@@ -36,7 +36,6 @@ use std::time::{Duration, Instant};
 use cryptoki::context::Pkcs11;
 use cryptoki::slot::Slot;
 use mpcp_pa::crypto::Alg;
-use mpcp_pa::hsm::dev::init_dev;
 use mpcp_pa::hsm::{CallWatch, HsmBackend, HsmConfig};
 use mpcp_pa::keys::{KeyBackend, KeyRole};
 use mpcp_pa::signer::DigestSigner;
@@ -210,7 +209,9 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(if full { 2.0 } else { 0.05 });
     let dir = tempfile::tempdir().expect("tempdir");
-    let init = init_dev(dir.path()).expect("init-dev (is softhsm2 installed?)");
+    let init = mpcp_pa::app::DataDir::new(dir.path())
+        .init_dev()
+        .expect("init-dev (is softhsm2 installed?)");
     let text = std::fs::read_to_string(&init.config_path).unwrap();
     std::fs::write(
         &init.config_path,

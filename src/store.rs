@@ -33,12 +33,6 @@ pub mod trees {
     pub const AUDIT_LEAF_INDEX: &str = "audit/leaf-index";
 }
 
-/// The sled database's directory inside a data directory (`<data-dir>/store`), for callers
-/// that hold only a path; the same as `crate::app::DataDir::store`, which the appliance uses.
-pub fn store_path(data_dir: &Path) -> std::path::PathBuf {
-    data_dir.join("store")
-}
-
 /// A handle on the shared sled database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {

@@ -33,19 +33,6 @@ pub struct TlsPaths {
     pub next_key: Option<PathBuf>,
 }
 
-impl TlsPaths {
-    /// The embedded default under `<data_dir>/tls/`, for callers that hold only a path; the
-    /// same as `crate::app::DataDir::tls`, which the appliance uses.
-    pub fn default_in(data_dir: &Path) -> TlsPaths {
-        let dir = data_dir.join("tls");
-        TlsPaths {
-            cert: dir.join("cert.pem"),
-            key: dir.join("key.pem"),
-            next_key: Some(dir.join("next-key.pem")),
-        }
-    }
-}
-
 /// The pins gateways should hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pins {
@@ -175,7 +162,7 @@ fn generate_key_pem() -> Result<(rcgen::KeyPair, Zeroizing<String>)> {
 }
 
 /// Makes sure the embedded default material exists in `paths` (from
-/// [`TlsPaths::default_in`]): generates the development certificate and key when both are
+/// `crate::app::DataDir::tls`): generates the development certificate and key when both are
 /// absent and the next key when it is absent. Returns whether anything was generated.
 /// A certificate without its key (or the reverse) is refused rather than overwritten.
 pub fn ensure_dev_material(paths: &TlsPaths, names: &[String]) -> Result<bool> {
@@ -274,7 +261,11 @@ mod tests {
     #[test]
     fn dev_material_is_generated_once_and_pins_differ() {
         let dir = tempfile::tempdir().unwrap();
-        let paths = TlsPaths::default_in(dir.path());
+        let paths = TlsPaths {
+            cert: dir.path().join("tls/cert.pem"),
+            key: dir.path().join("tls/key.pem"),
+            next_key: Some(dir.path().join("tls/next-key.pem")),
+        };
         assert!(ensure_dev_material(&paths, &dev_names()).unwrap());
         assert!(!ensure_dev_material(&paths, &dev_names()).unwrap());
         let p = pins(&paths).unwrap();

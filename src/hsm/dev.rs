@@ -45,18 +45,6 @@ pub struct DevLayout {
 }
 
 impl DevLayout {
-    /// The layout of an appliance data directory `dir` (already resolved): the same paths as
-    /// `crate::app::DataDir::dev_layout`, kept for callers that hold only a path.
-    pub fn in_dir(dir: &Path) -> DevLayout {
-        DevLayout {
-            dir: dir.to_path_buf(),
-            config: dir.join("pkcs11.toml"),
-            softhsm2_conf: dir.join("softhsm2.conf"),
-            tokens: dir.join("tokens"),
-            secrets: dir.join("secrets"),
-        }
-    }
-
     /// `path` as written into the configuration: relative to the configuration's directory
     /// when inside it (so the data directory can move), absolute otherwise.
     fn config_relative(&self, path: &Path) -> String {
@@ -97,11 +85,6 @@ impl DevInit {
     pub fn unchanged(&self) -> bool {
         self.actions.is_empty()
     }
-}
-
-/// Initialises development tokens in `dir` with the SoftHSM2 module at its Debian path.
-pub fn init_dev(dir: &Path) -> Result<DevInit> {
-    init_dev_with_module(dir, Path::new(SOFTHSM2_MODULE))
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
@@ -189,12 +172,6 @@ fn user_pin_file(layout: &DevLayout, role: KeyRole) -> PathBuf {
 
 fn so_pin_file(layout: &DevLayout, role: KeyRole) -> PathBuf {
     layout.secrets.join(format!("{role}.so.pin"))
-}
-
-/// Initialises development tokens in `dir` using the PKCS#11 module at `module` (a SoftHSM2
-/// build), in the layout [`DevLayout::in_dir`]. Idempotent; see the module documentation.
-pub fn init_dev_with_module(dir: &Path, module: &Path) -> Result<DevInit> {
-    init_dev_in(&DevLayout::in_dir(&resolve_dir(dir)?), module)
 }
 
 /// Initialises development tokens at the paths of `layout` using the PKCS#11 module at
@@ -307,7 +284,13 @@ mod tests {
 
     #[test]
     fn written_config_is_valid_and_pin_free() {
-        let layout = DevLayout::in_dir(Path::new("/data"));
+        let layout = DevLayout {
+            dir: "/data".into(),
+            config: "/data/pkcs11.toml".into(),
+            softhsm2_conf: "/data/softhsm2.conf".into(),
+            tokens: "/data/tokens".into(),
+            secrets: "/data/secrets".into(),
+        };
         let text = config_text(Path::new("/usr/lib/softhsm/libsofthsm2.so"), &layout);
         let c = HsmConfig::parse(&text, Path::new("/data")).unwrap();
         assert_eq!(c.tokens.len(), 3);

@@ -80,7 +80,7 @@ async fn http2_and_untrusted_clients() {
 
     // A client that does not trust the development certificate fails the handshake.
     let stranger = kit::tmp::dir("api_tls");
-    let other = mpcp_pa::api::tls::TlsPaths::default_in(stranger.path());
+    let other = mpcp_pa::app::DataDir::new(stranger.path()).tls();
     mpcp_pa::api::tls::ensure_dev_material(&other, &mpcp_pa::api::tls::dev_names()).unwrap();
     let c = kit::api::client_for(&other);
     assert!(c.get(h.url("/healthz")).send().await.is_err());

@@ -24,7 +24,7 @@ use mpcp_pa::clock::SystemClock;
 use mpcp_pa::crypto::Alg;
 use mpcp_pa::events::{Actor, Event, EventSink};
 use mpcp_pa::signer::{DigestSigner, SoftwareSigner, sign_artifact};
-use mpcp_pa::store::{Store, store_path};
+use mpcp_pa::store::Store;
 
 use crate::kit;
 use crate::kit::audit::*;
@@ -59,7 +59,7 @@ fn crash_child() {
     };
     // The parent may still be releasing the store's file lock (sled lets go of it from a
     // background thread shortly after the last handle drops).
-    let path = store_path(std::path::Path::new(&dir));
+    let path = mpcp_pa::app::DataDir::new(std::path::Path::new(&dir)).store();
     let deadline = Instant::now() + Duration::from_secs(20);
     let store = loop {
         match Store::open(&path) {
@@ -182,7 +182,7 @@ fn audit_crash_kill_loop() {
         }
 
         // After the crash: the log reopens and holds everything the child reported.
-        let store = Store::open(&store_path(&dir)).unwrap();
+        let store = Store::open(&mpcp_pa::app::DataDir::new(&dir).store()).unwrap();
         let log = AuditLog::open(&store, AuditConfig::new(ORIGIN), clock())
             .unwrap_or_else(|e| panic!("round {round}: log does not reopen: {e}"));
         let size = log.size();

@@ -15,7 +15,7 @@ use mpcp_pa::canonical::canonical_bytes_of;
 use mpcp_pa::clock::parse_rfc3339;
 use mpcp_pa::error::ErrorCode;
 use mpcp_pa::events::EventSink;
-use mpcp_pa::store::{Store, store_path};
+use mpcp_pa::store::Store;
 
 use crate::kit;
 use crate::kit::audit::*;
@@ -96,7 +96,7 @@ fn entries_whose_time_runs_backwards_fail_verification() {
 #[test]
 fn the_log_never_writes_a_time_before_its_last_entry() {
     let dir = kit::tmp::dir("time-clamped");
-    let store = Store::open(&store_path(&dir)).unwrap();
+    let store = Store::open(&mpcp_pa::app::DataDir::new(&dir).store()).unwrap();
     let clock = clock();
     let log = mpcp_pa::audit::AuditLog::open(
         &store,

@@ -7,7 +7,7 @@ use mpcp_pa::audit::note::{Note, cosign_text};
 use mpcp_pa::audit::{AuditLog, NoteSigner, SoftwareNoteSigner, Vkey, verify_checkpoint};
 use mpcp_pa::error::{Error, ErrorCode, Result};
 use mpcp_pa::events::{Actor, Event, EventSink};
-use mpcp_pa::store::{Store, store_path};
+use mpcp_pa::store::Store;
 
 use crate::kit;
 use crate::kit::audit::*;
@@ -62,8 +62,9 @@ fn fork_event(i: u64) -> Event {
 #[test]
 fn witness_cosignature_catches_a_split_view() {
     let dir = kit::tmp::dir("witness");
-    let honest_store = Store::open(&store_path(&dir.join("honest"))).unwrap();
-    let fork_store = Store::open(&store_path(&dir.join("fork"))).unwrap();
+    let honest_store =
+        Store::open(&mpcp_pa::app::DataDir::new(dir.join("honest")).store()).unwrap();
+    let fork_store = Store::open(&mpcp_pa::app::DataDir::new(dir.join("fork")).store()).unwrap();
     let honest = open(&honest_store);
     let fork: AuditLog = open(&fork_store);
     let signer = log_signer();

@@ -28,7 +28,7 @@ use mpcp_pa::audit::{AuditLog, Entry};
 use mpcp_pa::canonical::canonical_bytes;
 use mpcp_pa::clock::SystemClock;
 use mpcp_pa::events::Event;
-use mpcp_pa::store::{Store, store_path};
+use mpcp_pa::store::Store;
 use serde_json::{Value, json};
 
 const ROUNDS: usize = 22;
@@ -77,7 +77,7 @@ type Keys = Arc<Mutex<BTreeMap<String, Sent>>>;
 /// Checks the store of the killed service: entries, grant records and idempotency records
 /// match one to one, and everything acknowledged is there exactly as released.
 fn check_store(data: &Path, keys: &BTreeMap<String, Sent>, round: usize) -> usize {
-    let store = Store::open(&store_path(data)).unwrap();
+    let store = Store::open(&mpcp_pa::app::DataDir::new(data).store()).unwrap();
     let log = AuditLog::open_existing(&store, Arc::new(SystemClock))
         .unwrap_or_else(|e| panic!("round {round}: audit log does not reopen: {e}"));
     let mut issued: BTreeMap<String, usize> = BTreeMap::new();

@@ -34,7 +34,7 @@ use mpcp_pa::audit::{AuditLog, Entry};
 use mpcp_pa::clock::SystemClock;
 use mpcp_pa::events::Event;
 use mpcp_pa::keys::{KeyRecord, KeyState};
-use mpcp_pa::store::{Store, store_path};
+use mpcp_pa::store::Store;
 use serde_json::{Value, json};
 
 const ROUNDS: usize = 12;
@@ -163,7 +163,7 @@ fn response_change(path: &str, body: &Value) -> (&'static str, String) {
 /// Checks the store of the killed service (see the module doc); returns the number of the
 /// officer's state-changing entries.
 fn check_store(data: &Path, sent: &BTreeMap<String, Sent>, round: usize) -> usize {
-    let store = Store::open(&store_path(data)).unwrap();
+    let store = Store::open(&mpcp_pa::app::DataDir::new(data).store()).unwrap();
     let log = AuditLog::open_existing(&store, Arc::new(SystemClock))
         .unwrap_or_else(|e| panic!("round {round}: audit log does not reopen: {e}"));
     let mut model = Model::default();

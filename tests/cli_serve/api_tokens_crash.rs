@@ -40,7 +40,7 @@ use mpcp_pa::api::tokens::TokenRecord;
 use mpcp_pa::audit::{AuditLog, Entry};
 use mpcp_pa::clock::SystemClock;
 use mpcp_pa::events::Event;
-use mpcp_pa::store::{Store, store_path};
+use mpcp_pa::store::Store;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -127,7 +127,7 @@ fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 /// the bytes, an 8-byte prefix index, confirmed in full.
 fn on_disk(data: &Path, needles: &[Vec<u8>]) -> Vec<bool> {
     let mut paths = Vec::new();
-    files(&store_path(data), &mut paths);
+    files(&mpcp_pa::app::DataDir::new(data).store(), &mut paths);
     let mut index: HashMap<[u8; 8], Vec<usize>> = HashMap::new();
     for (i, n) in needles.iter().enumerate() {
         index.entry(n[..8].try_into().unwrap()).or_default().push(i);
@@ -184,7 +184,7 @@ fn check_store(
     round: usize,
     scan_secrets: bool,
 ) -> usize {
-    let store = Store::open(&store_path(data)).unwrap();
+    let store = Store::open(&mpcp_pa::app::DataDir::new(data).store()).unwrap();
     let log = AuditLog::open_existing(&store, Arc::new(SystemClock))
         .unwrap_or_else(|e| panic!("round {round}: audit log does not reopen: {e}"));
     let mut created: BTreeMap<String, usize> = BTreeMap::new();

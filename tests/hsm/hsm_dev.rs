@@ -9,7 +9,6 @@ use crate::kit;
 use crate::kit::child::isolated;
 use mpcp_pa::ErrorCode;
 use mpcp_pa::hsm::HsmBackend;
-use mpcp_pa::hsm::dev::init_dev;
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -37,7 +36,7 @@ fn init_dev_is_idempotent_and_keeps_pins_private() {
         module_path!(),
         "init_dev_is_idempotent_and_keeps_pins_private",
         |dir| {
-            let first = init_dev(dir).unwrap();
+            let first = mpcp_pa::app::DataDir::new(dir).init_dev().unwrap();
             assert!(!first.unchanged());
             assert_eq!(mode(&dir.join("secrets")), 0o700);
             let config_text = std::fs::read_to_string(dir.join("pkcs11.toml")).unwrap();
@@ -63,7 +62,7 @@ fn init_dev_is_idempotent_and_keeps_pins_private() {
             );
 
             let before = snapshot(dir);
-            let second = init_dev(dir).unwrap();
+            let second = mpcp_pa::app::DataDir::new(dir).init_dev().unwrap();
             assert!(second.unchanged(), "{:?}", second.actions);
             assert_eq!(snapshot(dir), before);
             assert_eq!(second.config, first.config);
@@ -71,18 +70,20 @@ fn init_dev_is_idempotent_and_keeps_pins_private() {
 
             // An interrupted run is completed: only the missing file is written again.
             std::fs::remove_file(dir.join("pkcs11.toml")).unwrap();
-            let third = init_dev(dir).unwrap();
+            let third = mpcp_pa::app::DataDir::new(dir).init_dev().unwrap();
             assert_eq!(third.actions.len(), 1, "{:?}", third.actions);
             assert!(third.actions[0].ends_with("pkcs11.toml"));
 
             // A token whose PIN files vanished is not re-keyed with guessed PINs.
             std::fs::remove_file(dir.join("secrets/audit.so.pin")).unwrap();
-            let e = init_dev(dir).unwrap_err();
+            let e = mpcp_pa::app::DataDir::new(dir).init_dev().unwrap_err();
             assert_eq!(e.code, ErrorCode::ConfigInvalid);
             assert!(e.message.contains("refusing to guess"), "{e}");
 
             // One process, one SoftHSM2 data directory.
-            let e = init_dev(&dir.join("elsewhere")).unwrap_err();
+            let e = mpcp_pa::app::DataDir::new(dir.join("elsewhere"))
+                .init_dev()
+                .unwrap_err();
             assert_eq!(e.code, ErrorCode::ConfigInvalid);
             assert!(e.message.contains("one process serves one"), "{e}");
         },

@@ -7,7 +7,6 @@ use crate::kit::child::isolated;
 use crate::kit::hsm::{dev_backend, dev_config_edited, refused, user_pin};
 use mpcp_pa::ErrorCode;
 use mpcp_pa::crypto::Alg;
-use mpcp_pa::hsm::dev::init_dev;
 use mpcp_pa::hsm::{HsmBackend, HsmConfig};
 use mpcp_pa::keys::{KeyBackend, KeyRole};
 
@@ -19,7 +18,7 @@ fn open_err(config: &Path) -> mpcp_pa::Error {
 #[test]
 fn wrong_pin_is_refused() {
     isolated(module_path!(), "wrong_pin_is_refused", |dir| {
-        let init = init_dev(dir).unwrap();
+        let init = mpcp_pa::app::DataDir::new(dir).init_dev().unwrap();
         let real = user_pin(dir, "root");
         // Rewriting the content keeps the file's 0600 mode.
         std::fs::write(dir.join("secrets/root.user.pin"), "wrong-pin-0000\n").unwrap();
@@ -105,7 +104,7 @@ fn missing_mechanism_is_refused() {
             ),
         )
         .unwrap();
-        let init = init_dev(dir).unwrap();
+        let init = mpcp_pa::app::DataDir::new(dir).init_dev().unwrap();
         let e = refused(HsmBackend::open(&init.config));
         assert_eq!(e.code, ErrorCode::HsmMechanismUnsupported, "{e}");
         assert!(e.message.contains("CKM_EDDSA"), "{e}");

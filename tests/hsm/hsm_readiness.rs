@@ -12,11 +12,11 @@ use crate::kit::hsm::{other_handle, slot_of, user_pin};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use mpcp_pa::algorithms::AlgorithmPolicy;
-use mpcp_pa::api::tls::{TlsPaths, dev_names, ensure_dev_material, server_config};
+use mpcp_pa::api::tls::{dev_names, ensure_dev_material, server_config};
 use mpcp_pa::api::{AppState, Limits, ServiceConfig, ServiceParts, Transport, router, server};
 use mpcp_pa::audit::{AuditConfig, AuditLog};
 use mpcp_pa::clock::SystemClock;
-use mpcp_pa::hsm::dev::{SOFTHSM2_MODULE, init_dev};
+use mpcp_pa::hsm::dev::SOFTHSM2_MODULE;
 use mpcp_pa::hsm::{HsmBackend, readiness};
 use mpcp_pa::keys::KeyRegistry;
 use mpcp_pa::store::Store;
@@ -35,7 +35,7 @@ async fn readyz(client: &reqwest::Client, base: &str) -> (u16, Value) {
 #[test]
 fn readyz_follows_token_login() {
     isolated(module_path!(), "readyz_follows_token_login", |dir| {
-        let init = init_dev(dir).unwrap();
+        let init = mpcp_pa::app::DataDir::new(dir).init_dev().unwrap();
         let backend = Arc::new(HsmBackend::open(&init.config).unwrap());
         let probes = readiness::probes(&backend);
         assert_eq!(probes.len(), 3, "one probe per token");
@@ -65,7 +65,7 @@ fn readyz_follows_token_login() {
             ServiceConfig::new("pa.test"),
         )
         .unwrap();
-        let tls = TlsPaths::default_in(dir);
+        let tls = mpcp_pa::app::DataDir::new(dir).tls();
         ensure_dev_material(&tls, &dev_names()).unwrap();
 
         let rt = tokio::runtime::Runtime::new().unwrap();

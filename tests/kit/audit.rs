@@ -82,7 +82,7 @@ pub fn fill(log: &AuditLog, n: u64) {
 pub fn reopen(dir: &Path) -> Store {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        match Store::open(&mpcp_pa::store::store_path(dir)) {
+        match Store::open(&mpcp_pa::app::DataDir::new(dir).store()) {
             Ok(s) => return s,
             Err(e)
                 if e.message.contains("acquire lock") && std::time::Instant::now() < deadline =>

@@ -137,8 +137,10 @@ pub fn client(data: &Path) -> reqwest::Client {
 
 /// The builder of [`client`], for tests that add settings (a timeout).
 pub fn client_builder(data: &Path) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(super::tls::client_config(&data.join("tls/cert.pem"), &[]))
+    reqwest::Client::builder().tls_backend_preconfigured(super::tls::client_config(
+        &mpcp_pa::app::DataDir::new(data).tls().cert,
+        &[],
+    ))
 }
 
 /// Runs `mpcp-pa --data-dir DATA ARGS` to completion and asserts that it succeeded.

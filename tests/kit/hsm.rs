@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::slot::Slot;
-use mpcp_pa::hsm::dev::{SOFTHSM2_MODULE, init_dev};
+use mpcp_pa::hsm::dev::SOFTHSM2_MODULE;
 use mpcp_pa::hsm::{HsmBackend, HsmConfig};
 
 /// The error of a call that must fail (also for results whose value is not `Debug`).
@@ -25,7 +25,9 @@ pub fn dev_backend(dir: &Path) -> (HsmBackend, HsmConfig) {
 
 /// [`dev_backend`] with `pool_size` sessions per token (`None`: the configuration's own).
 pub fn dev_backend_with(dir: &Path, pool_size: Option<usize>) -> (HsmBackend, HsmConfig) {
-    let mut init = init_dev(dir).expect("init-dev");
+    let mut init = mpcp_pa::app::DataDir::new(dir)
+        .init_dev()
+        .expect("init-dev");
     if let Some(n) = pool_size {
         init.config.pool_size = n;
     }
@@ -36,7 +38,9 @@ pub fn dev_backend_with(dir: &Path, pool_size: Option<usize>) -> (HsmBackend, Hs
 /// Development tokens in `dir`, then `edit` applied to the text of `pkcs11.toml`; returns
 /// the config path.
 pub fn dev_config_edited(dir: &Path, edit: impl FnOnce(String) -> String) -> PathBuf {
-    let init = init_dev(dir).expect("init-dev");
+    let init = mpcp_pa::app::DataDir::new(dir)
+        .init_dev()
+        .expect("init-dev");
     let text = std::fs::read_to_string(&init.config_path).unwrap();
     std::fs::write(&init.config_path, edit(text)).unwrap();
     init.config_path

@@ -15,7 +15,7 @@ use mpcp_pa::audit::{Checkpoint, NoteSigner};
 use mpcp_pa::canonical::{canonical_bytes, parse_strict, strip_nulls};
 use mpcp_pa::error::ErrorCode;
 use mpcp_pa::model::{DestinationAllowlist, PolicyGrant, TrustBundle};
-use mpcp_pa::store::{Store, store_path};
+use mpcp_pa::store::Store;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Map, Value};
@@ -282,7 +282,7 @@ fn checkpoints_and_signed_notes_parse_totally_and_round_trip() {
 /// A small exported log: 12 entries with a checkpoint.
 fn exported() -> (kit::tmp::TmpDir, Vec<(String, Vec<u8>)>) {
     let dir = kit::tmp::dir("properties-export");
-    let store = Store::open(&store_path(&dir)).unwrap();
+    let store = Store::open(&mpcp_pa::app::DataDir::new(&dir).store()).unwrap();
     let log = open(&store);
     fill(&log, 12);
     log.sign_checkpoint(&log_signer()).unwrap();

@@ -170,8 +170,8 @@ impl Harness {
     ) -> Harness {
         let gate = gate::shared();
         let dir = tmp::dir("harness");
-        let store = Store::open(&dir.path().join("store")).unwrap();
-        let tls = TlsPaths::default_in(dir.path());
+        let store = Store::open(&mpcp_pa::app::DataDir::new(dir.path()).store()).unwrap();
+        let tls = mpcp_pa::app::DataDir::new(dir.path()).tls();
         ensure_dev_material(&tls, &dev_names()).unwrap();
         let audit = Arc::new(
             AuditLog::open(

@@ -116,5 +116,5 @@ pub fn token_objects() -> usize {
             })
             .sum()
     }
-    walk(&hsm_dir().join("tokens"))
+    walk(&mpcp_pa::app::DataDir::new(hsm_dir()).tokens())
 }
