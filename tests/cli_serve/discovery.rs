@@ -92,19 +92,10 @@ impl Pa {
 
     /// Runs the Node resolver on the grant files; returns grantId -> result.
     fn resolve(&self, grants: &[PathBuf]) -> Vec<(String, String)> {
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/resolve_grants.mjs");
-        let out = Command::new("node")
-            .arg(script)
-            .arg(self.data.join("tls/cert.pem"))
-            .args(grants)
-            .output()
-            .expect("node is required (scripts/ensure-deps.sh installs it)");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "resolver failed: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
+        let ca = mpcp_pa::app::DataDir::new(&self.data).tls().cert;
+        let stdout = kit::node::run(
+            "resolve_grants.mjs",
+            std::iter::once(ca.as_os_str()).chain(grants.iter().map(|g| g.as_os_str())),
         );
         stdout
             .lines()

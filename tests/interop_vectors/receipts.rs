@@ -91,20 +91,7 @@ fn receipt_manifest_replays_through_the_cli() {
 
 #[test]
 fn node_reaches_every_receipt_verdict_independently() {
-    // A missing node fails the test: scripts/ensure-deps.sh installs it.
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/verify_receipts.mjs");
-    let out = Command::new("node")
-        .arg(script)
-        .arg(dir())
-        .output()
-        .expect("`node` is required (scripts/ensure-deps.sh installs it)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "node disagreed with the manifest:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = kit::node::run("verify_receipts.mjs", [dir()]);
     let n = read_json(&dir().join("manifest.json"))["vectors"]
         .as_array()
         .unwrap()
@@ -119,12 +106,9 @@ fn node_reaches_every_receipt_verdict_independently() {
 fn committed_receipt_vectors_regenerate_byte_for_byte() {
     let tmp = kit::tmp::dir("receipt-vectors");
     gen_receipt_vectors::generate(&tmp);
-    let (mut fresh, mut committed) = (Vec::new(), Vec::new());
-    collect(&tmp, &tmp, &mut fresh);
-    collect(&dir(), &dir(), &mut committed);
+    let fresh = kit::tmp::files_under(&tmp);
+    let mut committed = kit::tmp::files_under(&dir());
     committed.retain(|p| p != Path::new("README.md"));
-    fresh.sort();
-    committed.sort();
     assert_eq!(fresh, committed, "files differ from the generator's");
     for rel in &fresh {
         assert!(
@@ -134,15 +118,4 @@ fn committed_receipt_vectors_regenerate_byte_for_byte() {
         );
     }
     std::fs::remove_dir_all(&tmp).unwrap();
-}
-
-fn collect(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            collect(base, &p, out);
-        } else {
-            out.push(p.strip_prefix(base).unwrap().to_path_buf());
-        }
-    }
 }

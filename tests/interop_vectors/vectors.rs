@@ -111,8 +111,7 @@ fn committed_vectors_regenerate_byte_for_byte() {
     let tmp = kit::tmp::dir("vectors");
     gen_vectors::generate(&tmp);
     let committed = root().join("test-vectors/l2");
-    let mut files = Vec::new();
-    collect(&tmp, &tmp, &mut files);
+    let files = kit::tmp::files_under(&tmp);
     assert!(files.len() > 30);
     for rel in &files {
         let a = std::fs::read(tmp.join(rel)).unwrap();
@@ -123,25 +122,13 @@ fn committed_vectors_regenerate_byte_for_byte() {
             rel.display()
         );
     }
-    let mut committed_files = Vec::new();
-    collect(&committed, &committed, &mut committed_files);
+    let committed_files = kit::tmp::files_under(&committed);
     assert_eq!(
         committed_files.len(),
         files.len(),
         "stray files in test-vectors/l2"
     );
     std::fs::remove_dir_all(&tmp).unwrap();
-}
-
-fn collect(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            collect(base, &p, out);
-        } else {
-            out.push(p.strip_prefix(base).unwrap().to_path_buf());
-        }
-    }
 }
 
 /// `verify` applies version-gated deprecation: the valid ES256K vector is refused once a
