@@ -152,6 +152,20 @@ impl Appliance {
         }
     }
 
+    /// Uses `hsm`, a backend already open in this process, instead of opening one from the
+    /// HSM configuration: PKCS#11 modules are per process, so a process that serves several
+    /// appliances (a test kit) opens its tokens once.
+    pub fn with_hsm(mut self, hsm: Arc<HsmBackend>) -> Appliance {
+        self.hsm = Some(hsm);
+        self
+    }
+
+    /// Uses `policy` instead of loading [`Options::algorithm_policy`].
+    pub fn with_policy(mut self, policy: Arc<AlgorithmPolicy>) -> Appliance {
+        self.policy = Some(policy);
+        self
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> &DataDir {
         &self.dir

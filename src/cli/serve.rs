@@ -509,7 +509,32 @@ pub fn serve_cmd(dir: &DataDir, a: ServeArgs) -> Result<ExitCode> {
         })?;
     let served = run_server(state, registry, transport, &a);
     checkpoints.stop();
-    shut_down(&audit, &checkpointer, config_digest, served)
+    let outcome = shut_down(&audit, &checkpointer, config_digest, served);
+    release_within((app, checkpointer), HSM_RELEASE_WAIT);
+    outcome
+}
+
+/// How long a stopped appliance waits for the HSM to release its sessions and module.
+const HSM_RELEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// Drops `parts` (what holds the HSM backend) on a thread of its own and waits for that at
+/// most `wait`. Closing sessions and `C_Finalize` talk to the device, and a remote HSM that
+/// failed or has just come back can leave those calls hanging; a stopped appliance exits
+/// anyway, since everything it must keep is durable by then (the final entry and checkpoint
+/// were flushed before "stopped").
+fn release_within<T: Send + 'static>(parts: T, wait: Duration) {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(parts);
+        let _ = done.send(());
+    });
+    if finished.recv_timeout(wait).is_err() {
+        eprintln!(
+            "shutdown: the HSM did not release its sessions within {} s; exiting without \
+             waiting for it",
+            wait.as_secs()
+        );
+    }
 }
 
 /// A future that resolves on SIGINT or SIGTERM. The handlers are installed when this is

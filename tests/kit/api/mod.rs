@@ -20,7 +20,8 @@ use mpcp_pa::api::tokens::ApiRole;
 use mpcp_pa::api::{
     AppState, Limits, RunningServer, ServiceConfig, ServiceParts, Transport, router, server,
 };
-use mpcp_pa::audit::{AppendTicket, AuditConfig, AuditLog, AuditSink, SideWrites};
+use mpcp_pa::app::{Appliance, AuditMode, DataDir, Options};
+use mpcp_pa::audit::{AppendTicket, AuditLog, AuditSink, SideWrites};
 use mpcp_pa::clock::SystemClock;
 use mpcp_pa::crypto::Alg;
 use mpcp_pa::events::{Actor, Event, EventSink};
@@ -170,28 +171,23 @@ impl Harness {
     ) -> Harness {
         let gate = gate::shared();
         let dir = tmp::dir("harness");
-        let store = Store::open(&mpcp_pa::app::DataDir::new(dir.path()).store()).unwrap();
-        let tls = mpcp_pa::app::DataDir::new(dir.path()).tls();
+        let data = DataDir::new(dir.path());
+        let tls = data.tls();
         ensure_dev_material(&tls, &dev_names()).unwrap();
-        let audit = Arc::new(
-            AuditLog::open(
-                &store,
-                AuditConfig::new("pa.test/audit"),
-                Arc::new(SystemClock),
-            )
-            .unwrap(),
-        );
-        let clock = Arc::new(SystemClock);
-        let registry = Arc::new(
-            KeyRegistry::new(
-                &store,
-                hsm(),
-                audit.clone(),
-                clock.clone(),
-                Arc::new(policy),
-            )
-            .unwrap(),
-        );
+        // The one builder, over the process's development tokens.
+        let mut app = Appliance::new(
+            data,
+            Options {
+                audit: AuditMode::Create("pa.test/audit".into()),
+                ..Options::default()
+            },
+        )
+        .with_hsm(hsm())
+        .with_policy(Arc::new(policy));
+        let store = app.store().unwrap();
+        let audit = app.audit().unwrap();
+        let registry = app.registry().unwrap();
+        let clock = app.clock();
         for &role in roles {
             let reg = registry.clone();
             tokio::task::spawn_blocking(move || {
