@@ -16,9 +16,10 @@
 //! 4. [`clock`]: time formatting and the system and fixed clocks. [`signer`]: signing
 //!    artifacts, and the software test signer. [`store`]: the sled store.
 //! 5. [`algorithms`]: the algorithm policy (policies/algorithms.toml). [`model`]: typed
-//!    artifacts (PolicyGrant, policy, trust bundle, allowlist, key set). [`receipts`]: scoped
-//!    authorization receipts (projection, records, offline verifier).
+//!    artifacts (PolicyGrant, policy, trust bundle, allowlist, key set).
 //! 6. [`bundle_profiles`]: trust-bundle assurance profiles. [`verify`]: the offline verifier.
+//!    [`receipts`]: scoped authorization receipts (projection, records, receipt policy,
+//!    offline verifier).
 //! 7. Adapters, which meet only through [`seams`]: [`audit`] (the transparency log),
 //!    [`hsm`] (the PKCS#11 backend), [`keys`] (the key registry and publication).
 //! 8. [`api`]: the HTTP service.

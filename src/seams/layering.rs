@@ -31,9 +31,9 @@ const LAYERS: &[(usize, &[&str])] = &[
     // Seam implementations without policy: the clocks, the sled store, the software signer.
     (4, &["clock", "signer", "store"]),
     // Domain: the algorithm policy and the typed artifacts.
-    (5, &["algorithms", "model", "receipts"]),
+    (5, &["algorithms", "model"]),
     // Domain on top of the artifacts: bundle profiles and the offline verifier.
-    (6, &["bundle_profiles", "verify"]),
+    (6, &["bundle_profiles", "verify", "receipts"]),
     // Adapters: they meet only through seams.
     (7, &["audit", "hsm", "keys"]),
     // The HTTP service.
