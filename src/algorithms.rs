@@ -224,7 +224,18 @@ impl AlgorithmPolicy {
                 }
                 roles.insert(role, set);
             }
-            if let Some(missing) = KeyRole::ALL.iter().find(|r| !roles.contains_key(r)) {
+            if let Some(other) = roles
+                .get(&KeyRole::ReceiptSigning)
+                .and_then(|set| set.iter().find(|a| a.alg() != Alg::ES256))
+            {
+                return Err(config(format!(
+                    "versions.{name}.roles.receipt-signing: {} is not allowed; SEP-2828 \
+                     receipts are signed with ES256 only",
+                    other.alg()
+                )));
+            }
+            // The optional roles may be left out: they are then allowed nothing.
+            if let Some(missing) = KeyRole::REQUIRED.iter().find(|r| !roles.contains_key(r)) {
                 return Err(config(format!(
                     "versions.{name}.roles: role {missing} is missing"
                 )));

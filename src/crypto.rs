@@ -244,6 +244,21 @@ pub fn ecdsa_raw_to_der_low_s(alg: Alg, raw: &[u8]) -> Result<Vec<u8>> {
     }
 }
 
+/// The raw `r || s` of a P-256 signature as the token returned it, checked and normalised
+/// to low-S (SIGNATURE_ENCODING_INVALID when it is not a signature).
+pub fn p256_raw_low_s(raw: &[u8]) -> Result<[u8; 64]> {
+    let sig = p256::ecdsa::Signature::from_slice(raw).map_err(|_| {
+        Error::new(
+            ErrorCode::SignatureEncodingInvalid,
+            format!(
+                "token returned a malformed ES256 signature ({} bytes)",
+                raw.len()
+            ),
+        )
+    })?;
+    Ok(sig.normalize_s().to_bytes().into())
+}
+
 /// Returns the other member `(r, n - s)` of a secp256k1 signature's malleability pair, in
 /// DER. Used to build negative test vectors (a verifier must refuse the high-S form).
 pub fn secp256k1_flip_s(der: &[u8]) -> Result<Vec<u8>> {

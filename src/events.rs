@@ -161,6 +161,9 @@ pub enum Event {
         token_name: String,
         /// The API token's role.
         token_role: String,
+        /// The audiences a receipt-consumer token serves.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        audiences: Vec<String>,
     },
     /// An API token was revoked.
     TokenRevoked {

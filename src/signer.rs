@@ -130,6 +130,24 @@ impl DigestSigner for SoftwareSigner {
             bytes,
         })
     }
+    fn sign_es256(&self, message: &[u8]) -> Result<[u8; 64]> {
+        self.es256(message)
+    }
+}
+
+impl SoftwareSigner {
+    fn es256(&self, message: &[u8]) -> Result<[u8; 64]> {
+        match &self.key {
+            SoftKey::P256(k) => {
+                let s: p256::ecdsa::Signature = k256::ecdsa::signature::Signer::sign(k, message);
+                Ok(s.normalize_s().to_bytes().into())
+            }
+            _ => Err(crate::seams::digest_signer::not_es256(
+                &self.kid,
+                self.alg(),
+            )),
+        }
+    }
 }
 
 fn ecdsa_sign<K, S>(key: &K, digest: &[u8; 32]) -> S

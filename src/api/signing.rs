@@ -225,6 +225,9 @@ mod tests {
         fn sign_digest(&self, digest: &[u8; 32]) -> Result<DigestSignature> {
             self.other.sign_digest(digest)
         }
+        fn sign_es256(&self, message: &[u8]) -> Result<[u8; 64]> {
+            self.other.sign_es256(message)
+        }
     }
 
     #[test]

@@ -47,11 +47,22 @@ pub enum ApiRole {
     SecurityOfficer,
     /// Reads the audit log.
     Auditor,
+    /// Asks for scoped authorization receipts (an MCP gateway or agent runtime).
+    ReceiptRequester,
+    /// Consumes receipts and reports outcomes for the audiences (MCP providers) its token
+    /// is bound to.
+    ReceiptConsumer,
 }
 
 impl ApiRole {
     /// Every role.
-    pub const ALL: [ApiRole; 3] = [ApiRole::Issuer, ApiRole::SecurityOfficer, ApiRole::Auditor];
+    pub const ALL: [ApiRole; 5] = [
+        ApiRole::Issuer,
+        ApiRole::SecurityOfficer,
+        ApiRole::Auditor,
+        ApiRole::ReceiptRequester,
+        ApiRole::ReceiptConsumer,
+    ];
 
     /// Wire / CLI name.
     pub fn as_str(self) -> &'static str {
@@ -59,6 +70,8 @@ impl ApiRole {
             ApiRole::Issuer => "issuer",
             ApiRole::SecurityOfficer => "security-officer",
             ApiRole::Auditor => "auditor",
+            ApiRole::ReceiptRequester => "receipt-requester",
+            ApiRole::ReceiptConsumer => "receipt-consumer",
         }
     }
 
@@ -71,7 +84,8 @@ impl ApiRole {
                 Error::new(
                     ErrorCode::ConfigInvalid,
                     format!(
-                        "unknown API role {s:?} (expected issuer, security-officer or auditor)"
+                        "unknown API role {s:?} (expected issuer, security-officer, auditor, \
+                         receipt-requester or receipt-consumer)"
                     ),
                 )
             })
@@ -91,6 +105,8 @@ pub struct Principal {
     pub name: String,
     /// Token role.
     pub role: ApiRole,
+    /// The audiences a receipt-consumer token serves (empty for every other role).
+    pub audiences: Vec<String>,
 }
 
 impl Principal {
@@ -101,6 +117,43 @@ impl Principal {
             role: self.role.as_str().to_string(),
         }
     }
+}
+
+/// Most audiences one receipt-consumer token may serve.
+pub const MAX_AUDIENCES: usize = 32;
+
+/// Whether `s` is an audience name: 1 to 256 printable ASCII characters without spaces
+/// (a provider URI or name, compared exactly).
+pub fn is_audience_name(s: &str) -> bool {
+    (1..=256).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn validate_audiences(role: ApiRole, audiences: &[String]) -> Result<()> {
+    let bad = |m: String| Error::field(ErrorCode::SchemaInvalid, "audiences", m);
+    if role != ApiRole::ReceiptConsumer {
+        if audiences.is_empty() {
+            return Ok(());
+        }
+        return Err(bad(format!(
+            "only receipt-consumer tokens are bound to audiences, not {role} tokens"
+        )));
+    }
+    if audiences.is_empty() || audiences.len() > MAX_AUDIENCES {
+        return Err(bad(format!(
+            "a receipt-consumer token serves 1 to {MAX_AUDIENCES} audiences"
+        )));
+    }
+    for (i, a) in audiences.iter().enumerate() {
+        if !is_audience_name(a) {
+            return Err(bad(format!(
+                "audiences[{i}] must be 1 to 256 printable ASCII characters without spaces"
+            )));
+        }
+        if audiences[..i].contains(a) {
+            return Err(bad(format!("audience {a:?} is listed twice")));
+        }
+    }
+    Ok(())
 }
 
 /// A stored token. Holds the secret's hash only.
@@ -120,6 +173,9 @@ pub struct TokenRecord {
     /// Revocation time, once revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
+    /// The audiences a receipt-consumer token serves (empty for every other role).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
 }
 
 impl TokenRecord {
@@ -325,7 +381,22 @@ impl TokenStore {
         actor: &Actor,
         clock: &dyn Clock,
     ) -> Result<TokenChange<NewToken>> {
+        self.prepare_create_for(name, role, &[], actor, clock)
+    }
+
+    /// [`TokenStore::prepare_create`] for a token bound to `audiences`: required (1 to
+    /// [`MAX_AUDIENCES`] distinct names) for a receipt consumer, refused for every other
+    /// role (SCHEMA_INVALID at `audiences`).
+    pub fn prepare_create_for(
+        &self,
+        name: &str,
+        role: ApiRole,
+        audiences: &[String],
+        actor: &Actor,
+        clock: &dyn Clock,
+    ) -> Result<TokenChange<NewToken>> {
         validate_name(name)?;
+        validate_audiences(role, audiences)?;
         if self.get(name)?.is_some() {
             return Err(name_taken(name));
         }
@@ -338,6 +409,7 @@ impl TokenStore {
             secret_sha256: hex::encode(Sha256::digest(secret.as_slice())),
             created_at: format_rfc3339(clock.now()),
             revoked_at: None,
+            audiences: audiences.to_vec(),
         };
         let mut writes = SideWrites::new();
         writes
@@ -365,6 +437,7 @@ impl TokenStore {
             event: Event::TokenCreated {
                 token_name: name.to_string(),
                 token_role: role.as_str().to_string(),
+                audiences: audiences.to_vec(),
             },
             writes,
             refused: "token not created",
@@ -547,6 +620,7 @@ impl TokenStore {
             Some(r) if matches && r.revoked_at.is_none() && r.id == id => Ok(Principal {
                 name: r.name,
                 role: r.role,
+                audiences: r.audiences,
             }),
             _ => Err(unauthorized()),
         }
@@ -646,7 +720,8 @@ mod tests {
                     Actor::cli(),
                     Event::TokenCreated {
                         token_name: "ops".into(),
-                        token_role: "issuer".into()
+                        token_role: "issuer".into(),
+                        audiences: vec![],
                     }
                 ),
                 (

@@ -35,9 +35,13 @@ pub enum TokensCommand {
         /// revoked tokens stay taken.
         #[arg(long)]
         name: String,
-        /// issuer, security-officer or auditor.
+        /// issuer, security-officer, auditor, receipt-requester or receipt-consumer.
         #[arg(long, value_parser = parse_role)]
         role: ApiRole,
+        /// An audience (MCP provider) a receipt-consumer token serves; repeat for several.
+        /// Required for receipt-consumer, refused for other roles.
+        #[arg(long = "audience")]
+        audiences: Vec<String>,
     },
     /// List tokens (names, roles, creation and revocation times; never secrets).
     List,
@@ -91,8 +95,13 @@ pub fn run(
     let tokens = TokenStore::open(store)?;
     let actor = Actor::cli();
     match args.command {
-        TokensCommand::Create { name, role } => {
-            print_new(&tokens.create(&name, role, &actor, sink, clock)?);
+        TokensCommand::Create {
+            name,
+            role,
+            audiences,
+        } => {
+            let change = tokens.prepare_create_for(&name, role, &audiences, &actor, clock)?;
+            print_new(&change.commit(sink)?);
         }
         TokensCommand::List => {
             for t in tokens.list()? {

@@ -18,7 +18,6 @@ use clap::Args;
 
 use crate::api::tokens::TokenStore;
 use crate::app::{Appliance, DataDir, Options};
-use crate::crypto::Alg;
 use crate::error::Result;
 use crate::events::Actor;
 use crate::hsm::dev::SOFTHSM2_MODULE;
@@ -68,9 +67,12 @@ pub fn prepare(dir: &DataDir, serve: &ServeArgs) -> Result<Prepared> {
     let registry = app.registry()?;
     let clock = app.clock();
     let actor = Actor::cli();
-    for role in KeyRole::ALL {
+    for role in KeyRole::ALL
+        .into_iter()
+        .filter(|r| registry.is_configured(*r))
+    {
         if registry.list_role(role)?.is_empty() {
-            let r = registry.rotate(&actor, role, None, Some(Alg::EdDSA))?;
+            let r = registry.rotate(&actor, role, None, Some(role.default_alg()))?;
             out.actions.push(format!(
                 "generated and activated {} key {}",
                 role, r.activated.kid

@@ -10,7 +10,9 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::object::{ObjectClass, ObjectHandle};
 
-use crate::crypto::{Alg, PublicKey, ecdsa_prehash, ecdsa_raw_to_der_low_s};
+use sha2::Digest;
+
+use crate::crypto::{Alg, PublicKey, ecdsa_prehash, ecdsa_raw_to_der_low_s, p256_raw_low_s};
 use crate::error::{Error, ErrorCode, Result};
 use crate::hsm::key_management::find_key;
 use crate::hsm::pool::{Epoch, SessionCtx, TokenPool};
@@ -56,6 +58,29 @@ pub(crate) fn sign_in_session(
     ctx.session
         .sign(&sign_mechanism(alg), handle, message)
         .on(ctx.label, "C_Sign")
+}
+
+/// [`sign_in_session`], looking the key up once more when the cached handle went stale
+/// (e.g. the library dropped the token's handles when its last session closed).
+fn sign_refinding(
+    ctx: &SessionCtx<'_>,
+    key: &KeyRef,
+    alg: Alg,
+    handle: ObjectHandle,
+    message: &[u8; 32],
+) -> Result<Vec<u8>, Failure> {
+    match sign_in_session(ctx, alg, handle, message) {
+        Err(f) if f.fault == Some(Fault::StaleObject) => {
+            key.forget_handle();
+            let handle = key.handle(ctx)?;
+            sign_in_session(ctx, alg, handle, message).inspect_err(|f| {
+                if f.fault == Some(Fault::StaleObject) {
+                    key.forget_handle();
+                }
+            })
+        }
+        other => other,
+    }
 }
 
 /// A private key on a token, found by CKA_ID; its object handle is cached per epoch (read by
@@ -153,27 +178,17 @@ impl DigestSigner for HsmSigner {
     fn sign_digest(&self, digest: &[u8; 32]) -> Result<DigestSignature> {
         let alg = self.alg;
         let message = token_message(alg, digest);
-        let raw = self.run_sign(move |ctx, key, handle| {
-            match sign_in_session(ctx, alg, handle, &message) {
-                // The cached handle went stale (e.g. the library dropped the token's
-                // handles when its last session closed): look the key up once more.
-                Err(f) if f.fault == Some(Fault::StaleObject) => {
-                    key.forget_handle();
-                    let handle = key.handle(ctx)?;
-                    sign_in_session(ctx, alg, handle, &message).inspect_err(|f| {
-                        if f.fault == Some(Fault::StaleObject) {
-                            key.forget_handle();
-                        }
-                    })
-                }
-                other => other,
-            }
-        })?;
+        let raw =
+            self.run_sign(move |ctx, key, handle| sign_refinding(ctx, key, alg, handle, &message))?;
         Ok(DigestSignature {
             kid: self.kid.clone(),
             alg,
             bytes: finish_signature(alg, raw)?,
         })
+    }
+
+    fn sign_es256(&self, message: &[u8]) -> Result<[u8; 64]> {
+        self.es256(message)
     }
 }
 
@@ -194,6 +209,20 @@ impl HsmSigner {
                 sign(ctx, &key, handle)
             })
             .map_err(|f| f.error)
+    }
+
+    /// ES256 over `message`: the appliance computes `SHA-256(message)` and the token signs it
+    /// with raw `CKM_ECDSA`; the `r || s` it returns is checked and normalised to low-S.
+    /// One pooled HSM call bounded by the configured timeout.
+    fn es256(&self, message: &[u8]) -> Result<[u8; 64]> {
+        if self.alg != Alg::ES256 {
+            return Err(crate::seams::digest_signer::not_es256(&self.kid, self.alg));
+        }
+        let hash: [u8; 32] = sha2::Sha256::digest(message).into();
+        let raw = self.run_sign(move |ctx, key, handle| {
+            sign_refinding(ctx, key, Alg::ES256, handle, &hash)
+        })?;
+        p256_raw_low_s(&raw)
     }
 
     /// Pure Ed25519 (`CKM_EDDSA`, no parameters) over `message` as is, of any length: the

@@ -19,8 +19,9 @@
 //! algorithms = ["EdDSA", "ES256K"]
 //! ```
 //!
-//! Guarantees of a loaded [`HsmConfig`]: exactly the three roles of [`KeyRole`] are bound
-//! (gateway or settlement roles are refused by name); each role sits on its own token unless
+//! Guarantees of a loaded [`HsmConfig`]: the three required roles of [`KeyRole`] are bound,
+//! the optional `receipt-signing` role may be (gateway or settlement roles are refused by
+//! name); each role sits on its own token unless
 //! `allow_shared_tokens = true` (development only); every token has exactly one PIN source and
 //! no PIN value appears anywhere in the file; relative paths are resolved against the
 //! directory of the file.
@@ -274,6 +275,9 @@ impl HsmConfig {
                 ));
             }
             let algorithms = match r.algorithms {
+                // SEP-2828 receipts are ES256, RS256 or HS256: of the token algorithms this
+                // appliance signs with, only ES256.
+                None if role == KeyRole::ReceiptSigning => vec![Alg::ES256],
                 None => Alg::ALL.to_vec(),
                 Some(names) => {
                     let mut algs = Vec::new();
@@ -294,6 +298,15 @@ impl HsmConfig {
                     algs
                 }
             };
+            if role == KeyRole::ReceiptSigning
+                && let Some(other) = algorithms.iter().find(|a| **a != Alg::ES256)
+            {
+                return Err(Error::field(
+                    ErrorCode::ConfigInvalid,
+                    format!("{field}.algorithms"),
+                    format!("{other} is not allowed: receipts are signed with ES256 only"),
+                ));
+            }
             roles.insert(
                 role,
                 RoleConfig {
@@ -303,7 +316,7 @@ impl HsmConfig {
                 },
             );
         }
-        for role in KeyRole::ALL {
+        for role in KeyRole::REQUIRED {
             if !roles.contains_key(&role) {
                 return Err(Error::field(
                     ErrorCode::ConfigInvalid,

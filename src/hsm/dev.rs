@@ -293,7 +293,11 @@ mod tests {
         };
         let text = config_text(Path::new("/usr/lib/softhsm/libsofthsm2.so"), &layout);
         let c = HsmConfig::parse(&text, Path::new("/data")).unwrap();
-        assert_eq!(c.tokens.len(), 3);
+        assert_eq!(c.tokens.len(), KeyRole::ALL.len());
+        assert_eq!(
+            c.role(KeyRole::ReceiptSigning).unwrap().algorithms,
+            vec![crate::crypto::Alg::ES256]
+        );
         assert!(!c.allow_shared_tokens);
         assert_eq!(
             c.softhsm2_conf.as_deref(),

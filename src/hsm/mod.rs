@@ -153,7 +153,7 @@ impl HsmBackend {
                 },
             );
         }
-        for role in KeyRole::ALL {
+        for role in KeyRole::REQUIRED {
             if !roles.contains_key(&role) {
                 return Err(Error::new(
                     ErrorCode::ConfigInvalid,
@@ -277,6 +277,10 @@ fn check_object_id(object_id: &[u8]) -> Result<()> {
 }
 
 impl KeyBackend for HsmBackend {
+    fn holds(&self, role: KeyRole) -> bool {
+        self.inner.roles.contains_key(&role)
+    }
+
     /// Generates the key pair on `role`'s token. CKA_LABEL is the role's label prefix
     /// followed by `label` (printable ASCII, at most [`MAX_KEY_LABEL`]; when empty, the hex
     /// of the random CKA_ID is used instead).

@@ -918,6 +918,11 @@ impl KeyRegistry {
         Ok(true)
     }
 
+    /// Whether the deployment holds a token for `role` (the optional roles may have none).
+    pub fn is_configured(&self, role: KeyRole) -> bool {
+        self.backend.holds(role)
+    }
+
     /// Checks that the private object of every role's active key is present in its token:
     /// the roles whose check failed, with the error (KEY_MATERIAL_MISSING when the object
     /// vanished, or the token's error). Empty when all are present. Blocking (HSM calls).
@@ -1078,6 +1083,11 @@ impl DigestSigner for GatedSigner {
         self.gate
             .check(self.inner.kid(), self.inner.alg(), "it no longer signs")?;
         self.inner.sign_digest(digest).map_err(material_missing)
+    }
+    fn sign_es256(&self, message: &[u8]) -> Result<[u8; 64]> {
+        self.gate
+            .check(self.inner.kid(), self.inner.alg(), "it no longer signs")?;
+        self.inner.sign_es256(message).map_err(material_missing)
     }
 }
 

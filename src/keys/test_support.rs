@@ -68,6 +68,10 @@ impl SoftBackend {
 }
 
 impl KeyBackend for SoftBackend {
+    fn holds(&self, _role: KeyRole) -> bool {
+        true
+    }
+
     fn generate(&self, role: KeyRole, alg: Alg, label: &str) -> Result<GeneratedKey> {
         if self.fail_generate.load(Ordering::SeqCst) {
             return Err(Error::new(ErrorCode::HsmError, "injected generate failure"));

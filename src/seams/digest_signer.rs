@@ -33,4 +33,17 @@ pub trait DigestSigner: Send + Sync {
     fn public_key(&self) -> &PublicKey;
     /// Signs the 32-byte digest `D` (Ed25519 over `D`; ECDSA over `SHA-256(D)`, low-S DER).
     fn sign_digest(&self, digest: &[u8; 32]) -> Result<DigestSignature>;
+    /// Signs `message` as JOSE ES256 does (ECDSA P-256 over `SHA-256(message)`) and returns
+    /// the raw `r || s` pair, low-S: the signature of formats that sign their own bytes
+    /// rather than an MPCP digest (SEP-2828 receipt records). ES256 keys only; others are
+    /// refused with ALGORITHM_UNSUPPORTED.
+    fn sign_es256(&self, message: &[u8]) -> Result<[u8; 64]>;
+}
+
+/// The refusal of [`DigestSigner::sign_es256`] by a key of another algorithm.
+pub fn not_es256(kid: &str, alg: Alg) -> crate::error::Error {
+    crate::error::Error::new(
+        crate::error::ErrorCode::AlgorithmUnsupported,
+        format!("key {kid} is {alg}; only ES256 keys sign ES256 messages"),
+    )
 }

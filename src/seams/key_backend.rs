@@ -22,6 +22,9 @@ pub struct GeneratedKey {
 
 /// Key operations inside the token(s). Blocking; async callers run them off the runtime.
 pub trait KeyBackend: Send + Sync {
+    /// Whether the backend holds a token for `role` (optional roles may have none: then
+    /// every operation on the role is refused).
+    fn holds(&self, role: KeyRole) -> bool;
     /// Generates a sign-only, sensitive, non-extractable key pair for `role` on the role's
     /// token, and checks its attributes before returning.
     fn generate(&self, role: KeyRole, alg: Alg, label: &str) -> Result<GeneratedKey>;

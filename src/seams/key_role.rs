@@ -1,7 +1,9 @@
-//! The roles the appliance holds keys for: exactly three, none for gateway or settlement keys.
+//! The roles the appliance holds keys for: three every deployment has, and the optional
+//! receipt-signing role; none for gateway or settlement keys.
 
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::Alg;
 use crate::error::{Error, ErrorCode, Result};
 
 /// What a key signs.
@@ -14,11 +16,37 @@ pub enum KeyRole {
     Root,
     /// Audit-log checkpoints.
     Audit,
+    /// Scoped authorization receipts (SEP-2828 decision and outcome records, ES256).
+    /// Optional: a deployment without it issues no receipts.
+    ReceiptSigning,
 }
 
 impl KeyRole {
     /// Every role.
-    pub const ALL: [KeyRole; 3] = [KeyRole::GrantSigning, KeyRole::Root, KeyRole::Audit];
+    pub const ALL: [KeyRole; 4] = [
+        KeyRole::GrantSigning,
+        KeyRole::Root,
+        KeyRole::Audit,
+        KeyRole::ReceiptSigning,
+    ];
+
+    /// The roles every deployment binds; the others may be left out of the configuration.
+    pub const REQUIRED: [KeyRole; 3] = [KeyRole::GrantSigning, KeyRole::Root, KeyRole::Audit];
+
+    /// Whether a deployment may leave the role unconfigured.
+    pub fn is_optional(self) -> bool {
+        !KeyRole::REQUIRED.contains(&self)
+    }
+
+    /// The algorithm of the role's first key when none is asked for: Ed25519, except
+    /// receipts, which SEP-2828 allows to be ES256 (P-256) and nothing else this appliance
+    /// signs with.
+    pub fn default_alg(self) -> Alg {
+        match self {
+            KeyRole::ReceiptSigning => Alg::ES256,
+            _ => Alg::EdDSA,
+        }
+    }
 
     /// Config / CLI name.
     pub fn as_str(self) -> &'static str {
@@ -26,6 +54,7 @@ impl KeyRole {
             KeyRole::GrantSigning => "grant-signing",
             KeyRole::Root => "root",
             KeyRole::Audit => "audit",
+            KeyRole::ReceiptSigning => "receipt-signing",
         }
     }
 
@@ -41,7 +70,9 @@ impl KeyRole {
                 "role {s:?} refused: the Policy Authority never holds gateway or settlement keys"
             )
         } else {
-            format!("unknown key role {s:?} (expected grant-signing, root or audit)")
+            format!(
+                "unknown key role {s:?} (expected grant-signing, root, audit or receipt-signing)"
+            )
         };
         Err(Error::new(ErrorCode::ConfigInvalid, msg))
     }

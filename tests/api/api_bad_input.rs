@@ -131,6 +131,8 @@ struct Fixture {
     issuer: String,
     officer: String,
     auditor: String,
+    requester: String,
+    consumer: String,
     policy_hash: String,
     /// Body of the grant issued under Idempotency-Key `k-setup`.
     setup_grant: Value,
@@ -152,6 +154,8 @@ impl Fixture {
             ApiRole::Issuer => &self.issuer,
             ApiRole::SecurityOfficer => &self.officer,
             ApiRole::Auditor => &self.auditor,
+            ApiRole::ReceiptRequester => &self.requester,
+            ApiRole::ReceiptConsumer => &self.consumer,
         }
     }
     fn jwk(&self, kid: &str) -> Value {
@@ -224,6 +228,8 @@ async fn setup(h: &Harness) -> Fixture {
     let issuer = h.token("issuer-1", ApiRole::Issuer);
     let officer = h.token("officer-1", ApiRole::SecurityOfficer);
     let auditor = h.token("auditor-1", ApiRole::Auditor);
+    let requester = h.token("requester-1", ApiRole::ReceiptRequester);
+    let consumer = h.token("consumer-1", ApiRole::ReceiptConsumer);
     let policy = json!({"version": "1.0", "maxGrantLifetimeSeconds": POLICY_LIFETIME});
     let policy_hash = ok(h, "/v1/policies", &issuer, &policy, None).await["policyHash"]
         .as_str()
@@ -233,6 +239,8 @@ async fn setup(h: &Harness) -> Fixture {
         issuer,
         officer,
         auditor,
+        requester,
+        consumer,
         policy_hash,
         setup_grant: Value::Null,
         active_kid: String::new(),

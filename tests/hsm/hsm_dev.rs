@@ -57,7 +57,7 @@ fn init_dev_is_idempotent_and_keeps_pins_private() {
             assert!(conf.contains(&format!("directories.tokendir = {}", tokendir.display())));
             assert_eq!(
                 std::fs::read_dir(&tokendir).unwrap().count(),
-                3,
+                mpcp_pa::keys::KeyRole::ALL.len(),
                 "one token per role"
             );
 

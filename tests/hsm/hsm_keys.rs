@@ -238,3 +238,50 @@ fn keys_persist_across_backends() {
         k.public.verify_digest(&digest(9), &sig.bytes).unwrap();
     });
 }
+
+/// Receipt records sign their own JCS bytes with ES256 (raw `r || s`, not DER): the token
+/// key signs them, a software verifier (ring) accepts them, a changed message
+/// does not verify, the signatures are low-S, and keys of other algorithms refuse.
+#[test]
+fn receipt_keys_sign_es256_messages() {
+    isolated(module_path!(), "receipt_keys_sign_es256_messages", |dir| {
+        let (hsm, config) = dev_backend(dir);
+        assert_eq!(
+            config.role(KeyRole::ReceiptSigning).unwrap().algorithms,
+            vec![Alg::ES256]
+        );
+        let e = refused(hsm.generate(KeyRole::ReceiptSigning, Alg::EdDSA, "ed"));
+        assert_eq!(e.code, ErrorCode::AlgorithmUnsupported, "{}", e.message);
+        let k = hsm
+            .generate(KeyRole::ReceiptSigning, Alg::ES256, "r1")
+            .unwrap();
+        let signer = hsm
+            .signer(KeyRole::ReceiptSigning, Alg::ES256, &k.object_id, "rk-1")
+            .unwrap();
+        let half_order =
+            hex::decode("7fffffff800000007fffffffffffffffde737d56d38bcf4279dce5617e3192a8")
+                .unwrap();
+        for i in 0..8u8 {
+            let message = format!("{{\"alg\":\"ES256\",\"n\":{i}}}").into_bytes();
+            let sig = signer.sign_es256(&message).unwrap();
+            let hex_sig = hex::encode(sig);
+            assert!(mpcp_pa::receipts::verify::verify_es256_hex(
+                &k.public, &message, &hex_sig
+            ));
+            assert!(sig[32..] <= half_order[..], "low-S");
+            let mut other = message.clone();
+            other[1] ^= 1;
+            assert!(!mpcp_pa::receipts::verify::verify_es256_hex(
+                &k.public, &other, &hex_sig
+            ));
+        }
+        let ed = hsm.generate(KeyRole::Audit, Alg::EdDSA, "ed").unwrap();
+        let ed = hsm
+            .signer(KeyRole::Audit, Alg::EdDSA, &ed.object_id, "a-1")
+            .unwrap();
+        assert_eq!(
+            ed.sign_es256(b"x").unwrap_err().code,
+            ErrorCode::AlgorithmUnsupported
+        );
+    });
+}

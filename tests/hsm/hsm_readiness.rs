@@ -38,7 +38,11 @@ fn readyz_follows_token_login() {
         let init = mpcp_pa::app::DataDir::new(dir).init_dev().unwrap();
         let backend = Arc::new(HsmBackend::open(&init.config).unwrap());
         let probes = readiness::probes(&backend);
-        assert_eq!(probes.len(), 3, "one probe per token");
+        assert_eq!(
+            probes.len(),
+            mpcp_pa::keys::KeyRole::ALL.len(),
+            "one probe per token"
+        );
         let store = Store::open(&dir.join("store")).unwrap();
         let clock = Arc::new(SystemClock);
         let audit = Arc::new(

@@ -2,7 +2,8 @@
 //! CLI needs the store, which the running service holds), the HTTP face of
 //! [`crate::api::tokens::TokenStore`]:
 //! - `GET /v1/tokens`: names, roles, creation and revocation times; never secrets or hashes;
-//! - `POST /v1/tokens` `{name, role}`: creates a token and returns its secret once (201);
+//! - `POST /v1/tokens` `{name, role, audiences?}`: creates a token and returns its secret once
+//!   (201); a receipt-consumer token names the audiences (MCP providers) it serves;
 //! - `POST /v1/tokens/{name}/revoke`: revokes it; it is refused from the next request on.
 //!
 //! Each change is prepared by the token store and committed through [`Change::issue`]:
@@ -40,13 +41,22 @@ use crate::error::{Error, ErrorCode};
 use crate::events::Actor;
 
 fn public_view(t: &TokenRecord) -> Value {
-    json!({
+    let mut v = json!({
         "name": t.name,
         "role": t.role.as_str(),
         "createdAt": t.created_at,
         "revokedAt": t.revoked_at,
         "active": t.revoked_at.is_none(),
-    })
+    });
+    with_audiences(&mut v, &t.audiences);
+    v
+}
+
+/// Adds `audiences` to a token's view when it has any (receipt consumers).
+fn with_audiences(view: &mut Value, audiences: &[String]) {
+    if !audiences.is_empty() {
+        view["audiences"] = json!(audiences);
+    }
 }
 
 /// What a replayed creation answers: the token exists, its secret is not shown again.
@@ -73,22 +83,30 @@ pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<R
 
 /// `POST /v1/tokens`.
 pub async fn create(change: Change, StrictJson(body): StrictJson) -> ApiResult<Response> {
-    let CreateTokenRequest { name, role } = parse_request(&body)?;
+    let CreateTokenRequest {
+        name,
+        role,
+        audiences,
+    } = parse_request(&body)?;
     non_empty(&name, "name")?;
     let role = ApiRole::parse(non_empty(&role, "role")?)
         .map_err(|e| Error::field(ErrorCode::SchemaInvalid, "role", e.message))?;
     let (tokens, clock, actor) = token_parts(&change);
+    let audiences_out = audiences.clone();
     change
         .issue(body, |_, _| async move {
-            let c = blocking(move || tokens.prepare_create(&name, role, &actor, clock.as_ref()))
-                .await?;
+            let c = blocking(move || {
+                tokens.prepare_create_for(&name, role, &audiences, &actor, clock.as_ref())
+            })
+            .await?;
             let t = &c.outcome;
             let replay = error_body(&secret_not_replayed(t));
-            let response = json!({
+            let mut response = json!({
                 "name": t.name,
                 "role": t.role.as_str(),
                 "token": t.secret.as_str(),
             });
+            with_audiences(&mut response, &audiences_out);
             Ok(
                 Issued::new(StatusCode::CREATED, response, c.actor, c.event, c.writes)
                     .replaying(StatusCode::CONFLICT, replay),
@@ -138,4 +156,7 @@ pub struct CreateTokenRequest {
     pub name: String,
     /// Its one role.
     pub role: String,
+    /// The audiences of a receipt-consumer token (required for that role only).
+    #[serde(default)]
+    pub audiences: Vec<String>,
 }

@@ -23,7 +23,6 @@ use mpcp_pa::api::{
 use mpcp_pa::app::{Appliance, AuditMode, DataDir, Options};
 use mpcp_pa::audit::{AppendTicket, AuditLog, AuditSink, SideWrites};
 use mpcp_pa::clock::SystemClock;
-use mpcp_pa::crypto::Alg;
 use mpcp_pa::events::{Actor, Event, EventSink};
 use mpcp_pa::hsm::HsmBackend;
 use mpcp_pa::keys::{KeyRegistry, KeyRole};
@@ -113,6 +112,9 @@ pub struct Harness {
     _gate: gate::Shared,
 }
 
+/// The audience (MCP provider) the kit's receipt-consumer tokens serve.
+pub const PROVIDER: &str = "mcp://provider.test";
+
 /// A rustls client configuration trusting only the certificate in `paths`.
 pub fn client_tls(paths: &TlsPaths, alpn: &[&[u8]]) -> rustls::ClientConfig {
     tls::client_config(&paths.cert, alpn)
@@ -191,7 +193,7 @@ impl Harness {
         for &role in roles {
             let reg = registry.clone();
             tokio::task::spawn_blocking(move || {
-                reg.rotate(&Actor::cli(), role, None, Some(Alg::EdDSA))
+                reg.rotate(&Actor::cli(), role, None, Some(role.default_alg()))
                     .unwrap()
             })
             .await
@@ -242,11 +244,24 @@ impl Harness {
         }
     }
 
-    /// Creates an API token and returns its bearer value.
+    /// Creates an API token and returns its bearer value. A receipt-consumer token serves
+    /// [`PROVIDER`].
     pub fn token(&self, name: &str, role: ApiRole) -> String {
+        let audiences = if role == ApiRole::ReceiptConsumer {
+            vec![PROVIDER.to_string()]
+        } else {
+            vec![]
+        };
+        self.token_for(name, role, &audiences)
+    }
+
+    /// Creates an API token bound to `audiences` and returns its bearer value.
+    pub fn token_for(&self, name: &str, role: ApiRole, audiences: &[String]) -> String {
         self.state
             .tokens()
-            .create(name, role, &Actor::cli(), self.audit.as_ref(), &SystemClock)
+            .prepare_create_for(name, role, audiences, &Actor::cli(), &SystemClock)
+            .unwrap()
+            .commit(self.audit.as_ref())
             .unwrap()
             .secret
             .to_string()
