@@ -183,6 +183,29 @@ pub enum ErrorCode {
     NotOwner,
     /// The change would leave no active security-officer token (409).
     LastOfficer,
+    /// This deployment has no receipt-signing token configured (503).
+    ReceiptsNotConfigured,
+    /// No receipt policy is set: no decision is signed until a security officer sets one
+    /// (409).
+    ReceiptPolicyNotSet,
+    /// The `tools/call` params carry no usable `_meta.authorization_binding` (or no `name`
+    /// / `arguments`): the call cannot be bound, so nothing is decided.
+    AuthorizationBindingInvalid,
+    /// A receipt record failed a check; the body's `verdict` says which (403).
+    ReceiptRefused,
+    /// The call binding or action was already consumed; the body's `outcome` is the prior
+    /// outcome record, if one was signed (409).
+    ReceiptAlreadyConsumed,
+    /// The call binding or action was consumed for another digest, tool, audience or
+    /// policy (409).
+    ReceiptOutOfScope,
+    /// An outcome for a decision that was not admitted by a consume (409).
+    ReceiptNotConsumed,
+    /// The decision already has an outcome that differs from the one reported (409).
+    ReceiptOutcomeExists,
+    /// Too many decisions under one call binding: `decidedAt` would run ahead of the clock
+    /// beyond the drift tolerance (429).
+    ReceiptDecisionRate,
 }
 
 impl ErrorCode {
@@ -270,6 +293,15 @@ impl ErrorCode {
             HeadersTooLarge => "HEADERS_TOO_LARGE",
             NotOwner => "NOT_OWNER",
             LastOfficer => "LAST_OFFICER",
+            ReceiptsNotConfigured => "RECEIPTS_NOT_CONFIGURED",
+            ReceiptPolicyNotSet => "RECEIPT_POLICY_NOT_SET",
+            AuthorizationBindingInvalid => "AUTHORIZATION_BINDING_INVALID",
+            ReceiptRefused => "RECEIPT_REFUSED",
+            ReceiptAlreadyConsumed => "RECEIPT_ALREADY_CONSUMED",
+            ReceiptOutOfScope => "RECEIPT_OUT_OF_SCOPE",
+            ReceiptNotConsumed => "RECEIPT_NOT_CONSUMED",
+            ReceiptOutcomeExists => "RECEIPT_OUTCOME_EXISTS",
+            ReceiptDecisionRate => "RECEIPT_DECISION_RATE",
         }
     }
 }

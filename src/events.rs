@@ -105,6 +105,48 @@ pub enum Event {
         /// Key role (its wire name).
         role: String,
     },
+    /// A security officer set the receipt policy.
+    ReceiptPolicySet {
+        /// The document's `policyId`.
+        policy_id: String,
+        /// `sha256:` of its JCS bytes: the `policyId` its decision records carry.
+        policy_digest: String,
+    },
+    /// A receipt decision record was signed.
+    ReceiptDecided {
+        /// `sha256:` of the JCS of the whole decision record.
+        decision_digest: String,
+        /// allow, block or escalate.
+        decision: String,
+        /// The requester's action id.
+        action_id: String,
+        /// The provider the record is for.
+        audience: String,
+        /// The tool (`tools/call` `name`).
+        tool: String,
+        /// The receipt key that signed.
+        secret_version: String,
+        /// Hex SHA-256 of the canonical request.
+        request_digest: String,
+    },
+    /// A provider consumed a decision: its call binding and action are reserved.
+    ReceiptConsumed {
+        /// The consumed decision.
+        decision_digest: String,
+        /// The requester's action id.
+        action_id: String,
+        /// The audience it was consumed for.
+        audience: String,
+    },
+    /// An outcome record was signed for a consumed decision.
+    ReceiptOutcomeSigned {
+        /// The decision it reports on.
+        decision_digest: String,
+        /// executed, refused or errored.
+        status: String,
+        /// The receipt key that signed.
+        secret_version: String,
+    },
     /// A policy document was stored.
     PolicyStored {
         /// SHA-256 of the canonical policy document (hex).

@@ -23,6 +23,7 @@ mod api {
     mod api_lifetimes;
     mod api_openapi;
     mod api_policies;
+    mod api_receipts;
     mod api_refusals;
     mod api_signing;
     mod api_tls;

@@ -48,6 +48,16 @@ impl ArtifactStore {
         self.records.get(tree, key.as_bytes())
     }
 
+    /// The record under the binary `key` of `tree`, if any.
+    pub fn get_bytes(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.records.get(tree, key)
+    }
+
+    /// The records of `tree` whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Records<'_>> {
+        self.records.scan_prefix(tree, prefix)
+    }
+
     /// Whether `tree` holds `key`.
     pub fn contains(&self, tree: &str, key: &str) -> Result<bool> {
         self.records.contains(tree, key.as_bytes())

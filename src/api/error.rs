@@ -73,20 +73,35 @@ pub fn http_status(code: ErrorCode) -> u16 {
     use ErrorCode::*;
     match code {
         Unauthorized => 401,
-        Forbidden | ClientCertificateRequired | NotOwner => 403,
+        Forbidden | ClientCertificateRequired | NotOwner | ReceiptRefused => 403,
         NotFound | KeyNotFound | RouteNotFound => 404,
         MethodNotAllowed => 405,
         RequestTimeout => 408,
         UriTooLong => 414,
-        IdempotencyConflict | Conflict | KeyStateInvalid | TokenSecretNotReplayed | LastOfficer => {
-            409
-        }
+        IdempotencyConflict
+        | Conflict
+        | KeyStateInvalid
+        | TokenSecretNotReplayed
+        | LastOfficer
+        | ReceiptPolicyNotSet
+        | ReceiptAlreadyConsumed
+        | ReceiptOutOfScope
+        | ReceiptNotConsumed
+        | ReceiptOutcomeExists => 409,
         PayloadTooLarge | JsonTooLarge => 413,
         UnsupportedMediaType => 415,
-        RateLimited => 429,
+        RateLimited | ReceiptDecisionRate => 429,
         HeadersTooLarge => 431,
-        HsmUnavailable | HsmTimeout | AuditUnavailable | StoreError | NotReady
-        | AuditKeyMissing | KeySetUnavailable | KeyMaterialMissing | ClockBehind => 503,
+        HsmUnavailable
+        | HsmTimeout
+        | AuditUnavailable
+        | StoreError
+        | NotReady
+        | AuditKeyMissing
+        | KeySetUnavailable
+        | KeyMaterialMissing
+        | ClockBehind
+        | ReceiptsNotConfigured => 503,
         HsmError
         | HsmPinInvalid
         | HsmTokenNotFound

@@ -21,6 +21,7 @@ pub mod head;
 pub mod idempotency;
 pub mod issuance;
 pub mod ratelimit;
+pub mod receipt_book;
 pub mod refusals;
 pub mod respond;
 pub mod routes;
@@ -170,6 +171,7 @@ struct Inner {
     public_cache_control: axum::http::HeaderValue,
     serial_lock: Arc<tokio::sync::Mutex<()>>,
     counters: refusals::RequestCounters,
+    receipts: receipt_book::ReceiptBook,
 }
 
 /// Shared state of every handler. Cheap to clone.
@@ -228,7 +230,13 @@ impl AppState {
             parts.audit.log().clone(),
             parts.registry.clone(),
         ));
+        // Opened now, so that a read never creates a tree (reads change nothing).
+        for tree in receipt_book::trees::ALL {
+            parts.store.tree(tree)?;
+        }
+        let receipts = receipt_book::ReceiptBook::new(artifacts.clone());
         Ok(AppState(Arc::new(Inner {
+            receipts,
             checkpointer,
             store: parts.store,
             audit: parts.audit,
@@ -239,8 +247,8 @@ impl AppState {
             tokens,
             rate,
             idempotency,
-            artifacts,
             publisher,
+            artifacts,
             public_cache_control,
             serial_lock: Arc::new(tokio::sync::Mutex::new(())),
             counters: refusals::RequestCounters::default(),
@@ -314,6 +322,10 @@ impl AppState {
     /// Counters of reads and refusals (see [`refusals`]), for a metrics exporter.
     pub fn request_counters(&self) -> &refusals::RequestCounters {
         &self.0.counters
+    }
+    /// What the appliance keeps of the receipts it signs.
+    pub fn receipts(&self) -> &receipt_book::ReceiptBook {
+        &self.0.receipts
     }
     /// Extra readiness probes.
     pub fn readiness(&self) -> &[Arc<dyn ReadinessProbe>] {

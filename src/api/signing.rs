@@ -88,6 +88,51 @@ pub fn sign_with_active(
     Ok((signed, kid))
 }
 
+/// Signs a SEP-2828 receipt record (`unsigned`: its five signed members) with the active
+/// key of `role`: names the key in `{asserted}.secretVersion` and its `alg` in both `alg`
+/// members, signs the JCS bytes with ES256 in the token, checks the signature against the
+/// key's public half and adds it as 128 lowercase hex. Returns the record and the kid. On
+/// the calling thread (call it from a [`signing_hop`]).
+pub fn sign_receipt_with_active(
+    keys: &dyn ActiveKeys,
+    role: KeyRole,
+    asserted: &str,
+    mut unsigned: serde_json::Map<String, Value>,
+) -> Result<(Value, String)> {
+    use crate::receipts::record::RECEIPT_ALG;
+    let signer = keys.active_signer(role)?;
+    let kid = signer.kid().to_string();
+    let Some(Value::Object(block)) = unsigned.get_mut(asserted) else {
+        return Err(Error::new(
+            ErrorCode::Internal,
+            format!("receipt record has no {asserted} block"),
+        ));
+    };
+    block.insert("secretVersion".into(), Value::String(kid.clone()));
+    block.insert("alg".into(), Value::String(RECEIPT_ALG.into()));
+    unsigned.insert("alg".into(), Value::String(RECEIPT_ALG.into()));
+    if unsigned.contains_key("signature") {
+        return Err(Error::new(
+            ErrorCode::Internal,
+            "record to sign already has a signature",
+        ));
+    }
+    let mut record = Value::Object(unsigned);
+    let payload = serde_jcs::to_vec(&record)
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("receipt record: {e}")))?;
+    let sig = hex::encode(signer.sign_es256(&payload)?);
+    if !crate::receipts::verify::verify_es256_hex(signer.public_key(), &payload, &sig) {
+        return Err(Error::new(
+            ErrorCode::HsmError,
+            format!("receipt signature by {kid} failed its self-check"),
+        ));
+    }
+    if let Value::Object(map) = &mut record {
+        map.insert("signature".into(), Value::String(sig));
+    }
+    Ok((record, kid))
+}
+
 /// Signs `unsigned` (whose key-id member already names the signer, and which has no
 /// `signature`) and verifies the signature with the signer's public key against the same
 /// digest, on the calling thread (call it from a blocking hop). Returns `unsigned` with its

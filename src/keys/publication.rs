@@ -1,11 +1,13 @@
 //! Key discovery documents, built when the keys change and served from memory.
 //!
-//! [`KeyPublisher`] holds the two documents a gateway fetches:
+//! [`KeyPublisher`] holds the documents gateways and MCP providers fetch:
 //! - the spec's Key Set Document (`/.well-known/mpcp-keys.json`), built from the registry's
 //!   records alone: no HSM operation, no audit append, no signature. It therefore answers
 //!   whatever happens to the root key, the audit log, the disk or a token;
 //! - the root-signed key set (extension, `/.well-known/mpcp-keys.signed.json`), which needs
-//!   the root key and an audit entry (`key_set_signed`) per signing.
+//!   the root key and an audit entry (`key_set_signed`) per signing;
+//! - the receipt key set (`/.well-known/mpcp-receipt-keys.json`): the receipt-signing keys
+//!   as a JWKS, built like the spec's document, from the records alone.
 //!
 //! A document is rebuilt only when it may have changed: when the registry's
 //! [`generation`](KeyRegistry::generation) moved (every registry change is made under its
@@ -31,8 +33,8 @@ use crate::canonical::canonical_bytes;
 use crate::clock::{Clock, SigningGate, parse_rfc3339};
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, EventSink};
-use crate::keys::KeyRegistry;
 use crate::keys::keyset::{build_key_set, key_set_value, sign_key_set};
+use crate::keys::{ActiveKeys, KeyRegistry, KeyRole};
 use crate::seams::debug_showing;
 
 /// One served document: its exact bytes and their strong ETag.
@@ -87,6 +89,7 @@ pub struct KeyPublisher {
     clock: Arc<dyn Clock>,
     lifetime: Duration,
     plain: RwLock<Option<Built>>,
+    receipts: RwLock<Option<Built>>,
     signed: RwLock<Option<Signed>>,
     /// Serialises signings, so that a burst of requests after a change signs once.
     signing: Mutex<()>,
@@ -121,6 +124,7 @@ impl KeyPublisher {
             clock,
             lifetime,
             plain: RwLock::new(None),
+            receipts: RwLock::new(None),
             signed: RwLock::new(None),
             signing: Mutex::new(()),
             gate: None,
@@ -137,9 +141,19 @@ impl KeyPublisher {
     /// The key set if the one in memory is current; never blocks on I/O. `None` means call
     /// [`KeyPublisher::key_set`] (off the async runtime: it reads the store).
     pub fn current_key_set(&self) -> Option<Arc<PublishedDocument>> {
+        self.current(&self.plain)
+    }
+
+    /// The receipt key set if the one in memory is current; never blocks on I/O. `None`
+    /// means call [`KeyPublisher::receipt_key_set`].
+    pub fn current_receipt_key_set(&self) -> Option<Arc<PublishedDocument>> {
+        self.current(&self.receipts)
+    }
+
+    fn current(&self, slot: &RwLock<Option<Built>>) -> Option<Arc<PublishedDocument>> {
         let generation = self.registry.generation();
         let now = self.clock.now();
-        read(&self.plain)
+        read(slot)
             .as_ref()
             .filter(|b| b.fresh(generation, now))
             .map(|b| b.doc.clone())
@@ -150,33 +164,51 @@ impl KeyPublisher {
     /// When the rebuild fails, the last document built is returned; the error only when
     /// none was ever built.
     pub fn key_set(&self) -> Result<Arc<PublishedDocument>> {
-        if let Some(doc) = self.current_key_set() {
+        self.rebuilt(&self.plain, || {
+            key_set_value(&build_key_set(self.registry.as_ref())?)
+        })
+    }
+
+    /// The receipt key set (`/.well-known/mpcp-receipt-keys.json`): a JWKS `{"keys": [...]}`
+    /// of the receipt-signing keys with their `active` flag, the keys a receipt verifier
+    /// takes [`crate::receipts::record::DecisionRecord`]s' `secretVersion` from; empty when
+    /// the role has no key. Rebuilt and served under the same rules as
+    /// [`KeyPublisher::key_set`].
+    pub fn receipt_key_set(&self) -> Result<Arc<PublishedDocument>> {
+        self.rebuilt(&self.receipts, || {
+            let keys = self.registry.published_keys(KeyRole::ReceiptSigning)?;
+            Ok(serde_json::json!({ "keys": keys }))
+        })
+    }
+
+    /// The document in `slot` if current, else the one `build` makes (kept in `slot`); on a
+    /// failed build the last one built, the error only when none ever was.
+    fn rebuilt(
+        &self,
+        slot: &RwLock<Option<Built>>,
+        build: impl FnOnce() -> Result<serde_json::Value>,
+    ) -> Result<Arc<PublishedDocument>> {
+        if let Some(doc) = self.current(slot) {
             return Ok(doc);
         }
-        match self.build_plain() {
+        let generation = self.registry.generation();
+        let now = self.clock.now();
+        let built = build().and_then(|v| canonical_bytes(&v)).map(|body| Built {
+            doc: Arc::new(PublishedDocument::new(body)),
+            generation,
+            stale_from: self.registry.policy().next_change_after(now),
+        });
+        match built {
             Ok(b) => {
                 let doc = b.doc.clone();
-                *write(&self.plain) = Some(b);
+                *write(slot) = Some(b);
                 Ok(doc)
             }
-            Err(e) => match read(&self.plain).as_ref() {
+            Err(e) => match read(slot).as_ref() {
                 Some(b) => Ok(b.doc.clone()),
                 None => Err(e),
             },
         }
-    }
-
-    fn build_plain(&self) -> Result<Built> {
-        let generation = self.registry.generation();
-        let now = self.clock.now();
-        let set = build_key_set(self.registry.as_ref())?;
-        Ok(Built {
-            doc: Arc::new(PublishedDocument::new(canonical_bytes(&key_set_value(
-                &set,
-            )?)?)),
-            generation,
-            stale_from: self.registry.policy().next_change_after(now),
-        })
     }
 
     /// The signed key set if the one in memory is current; never blocks.

@@ -1639,7 +1639,141 @@ fn rows(fx: &Fixture) -> Vec<Row> {
         )
         .expect(404, "NOT_FOUND")
         .field("allowlistId"),
+        // --- PUT /v1/receipts/policy
+        receipt_policy_row("receipt policy: otherwise allow", |p| {
+            p["otherwise"] = json!("allow")
+        })
+        .expect(400, "SCHEMA_INVALID")
+        .field("otherwise"),
+        receipt_policy_row("receipt policy: version 2", |p| p["version"] = json!(2))
+            .expect(400, "VERSION_UNSUPPORTED")
+            .field("version"),
+        receipt_policy_row("receipt policy: no rules", |p| p["rules"] = json!([]))
+            .expect(400, "SCHEMA_INVALID")
+            .field("rules"),
+        receipt_policy_row("receipt policy: max age over an hour", |p| {
+            p["rules"][0]["maxAgeSeconds"] = json!(3601)
+        })
+        .expect(400, "SCHEMA_INVALID")
+        .field("rules[0].maxAgeSeconds"),
+        receipt_policy_row("receipt policy: partial wildcard", |p| {
+            p["rules"][0]["tools"] = json!(["query_*"])
+        })
+        .expect(400, "SCHEMA_INVALID")
+        .field("rules[0].tools[0]"),
+        receipt_policy_row("receipt policy: unknown member", |p| p["extra"] = json!(1))
+            .expect(400, "UNKNOWN_FIELD")
+            .field("extra"),
+        // --- POST /v1/receipts/decisions
+        decision_row("decision: no authorization_binding", |d| {
+            d["request"]["_meta"] = json!({"progressToken": 1})
+        })
+        .expect(400, "AUTHORIZATION_BINDING_INVALID")
+        .field("request._meta.authorization_binding"),
+        decision_row("decision: empty binding nonce", |d| {
+            d["request"]["_meta"]["authorization_binding"]["nonce"] = json!("")
+        })
+        .expect(400, "AUTHORIZATION_BINDING_INVALID")
+        .field("request._meta.authorization_binding"),
+        decision_row("decision: arguments not an object", |d| {
+            d["request"]["arguments"] = json!([1])
+        })
+        .expect(400, "AUTHORIZATION_BINDING_INVALID")
+        .field("request.arguments"),
+        decision_row("decision: no tool name", |d| {
+            d["request"].as_object_mut().unwrap().remove("name");
+        })
+        .expect(400, "AUTHORIZATION_BINDING_INVALID")
+        .field("request.name"),
+        decision_row("decision: actionId with a space", |d| {
+            d["actionId"] = json!("a 1")
+        })
+        .expect(400, "SCHEMA_INVALID")
+        .field("actionId"),
+        decision_row("decision: audience with a space", |d| {
+            d["audience"] = json!("mcp://a b")
+        })
+        .expect(400, "SCHEMA_INVALID")
+        .field("audience"),
+        decision_row("decision: caller-chosen record member", |d| {
+            d["decisionDerived"] = json!({"decision": "allow"})
+        })
+        .expect(400, "UNKNOWN_FIELD")
+        .field("decisionDerived"),
+        decision_row("decision: float argument", |d| {
+            d["request"]["arguments"]["limit"] = json!(1.5)
+        })
+        .expect(400, "JSON_NUMBER_NOT_INTEGER"),
+        // --- POST /v1/receipts/consume
+        Row::post(
+            "consume: no request",
+            "/v1/receipts/consume",
+            ApiRole::ReceiptConsumer,
+        )
+        .json(&json!({"decision": {}}))
+        .expect(400, "SCHEMA_INVALID")
+        .field("request"),
+        Row::post(
+            "consume: unknown member",
+            "/v1/receipts/consume",
+            ApiRole::ReceiptConsumer,
+        )
+        .json(&json!({"decision": {}, "request": {}, "outcome": {}}))
+        .expect(400, "UNKNOWN_FIELD")
+        .field("outcome"),
+        // --- POST /v1/receipts/outcomes
+        outcome_row("outcome: digest not sha256", |o| {
+            o["decisionDigest"] = json!("abc")
+        })
+        .expect(400, "SCHEMA_INVALID")
+        .field("decisionDigest"),
+        outcome_row("outcome: unknown status", |o| o["status"] = json!("done"))
+            .expect(400, "SCHEMA_INVALID")
+            .field("status"),
+        outcome_row("outcome: commitment digest of another projection", |o| {
+            o["resultCommitment"] = json!({"projection": "x",
+                "projectionDigest": format!("sha256:{}", "0".repeat(64))})
+        })
+        .expect(400, "SCHEMA_INVALID")
+        .field("resultCommitment.projectionDigest"),
+        outcome_row("outcome: unknown decision", |_| {})
+            .expect(404, "NOT_FOUND")
+            .field("decisionDigest"),
     ]
+}
+
+fn receipt_policy_row(name: &str, edit: impl FnOnce(&mut Value)) -> Row {
+    let mut p = json!({
+        "version": 1, "policyId": "p-1",
+        "rules": [{"requesters": ["*"], "audiences": ["*"], "tools": ["query_table"],
+                   "decision": "allow", "maxAgeSeconds": 60}],
+        "otherwise": "block",
+    });
+    edit(&mut p);
+    Row::new(
+        name,
+        Method::PUT,
+        "/v1/receipts/policy",
+        Who::As(ApiRole::SecurityOfficer),
+    )
+    .json(&p)
+}
+
+fn decision_row(name: &str, edit: impl FnOnce(&mut Value)) -> Row {
+    let mut d = json!({
+        "audience": "mcp://provider.test", "actionId": "act-1", "subject": "agent:a",
+        "request": {"name": "query_table", "arguments": {"limit": 10},
+                    "_meta": {"authorization_binding": {"nonce": "n-1"}}},
+    });
+    edit(&mut d);
+    Row::post(name, "/v1/receipts/decisions", ApiRole::ReceiptRequester).json(&d)
+}
+
+fn outcome_row(name: &str, edit: impl FnOnce(&mut Value)) -> Row {
+    let mut o =
+        json!({"decisionDigest": format!("sha256:{}", "a".repeat(64)), "status": "executed"});
+    edit(&mut o);
+    Row::post(name, "/v1/receipts/outcomes", ApiRole::ReceiptConsumer).json(&o)
 }
 
 /// Sends a row; returns the status, the body (JSON, or the text as a string) and the

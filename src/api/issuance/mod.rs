@@ -32,7 +32,7 @@ use super::AppState;
 use super::body::StrictJson;
 use super::error::ApiResult;
 use super::idempotency::BodyRef;
-use super::signing::{sign_with_active, signing_hop};
+use super::signing::{sign_receipt_with_active, sign_with_active, signing_hop};
 use crate::audit::SideWrites;
 use crate::canonical::{Domain, canonical_bytes};
 use crate::clock::{SigningGate, format_rfc3339};
@@ -55,7 +55,7 @@ pub struct IssueContext {
 }
 
 /// An artifact to sign: its members without signature (the key-id member is set by the
-/// pipeline), and the MPCP version its digest is computed under.
+/// pipeline), and the MPCP version its digest is computed under (unused by receipts).
 #[derive(Debug, Clone)]
 pub struct Draft {
     /// The artifact's `version`.
@@ -88,6 +88,37 @@ pub struct Record {
     pub body_in: Option<BodyRef>,
 }
 
+/// How an artifact kind is signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureForm {
+    /// MPCP's artifact signature: over the domain-prefixed digest of the canonical artifact
+    /// without `signature` (SPEC-NOTES "Signatures"), the signer named in `kid_member`, the
+    /// signature base64url in `signature`.
+    Mpcp {
+        /// Domain prefix of the signed digest.
+        domain: Domain,
+        /// Member naming the signing key.
+        kid_member: &'static str,
+    },
+    /// A SEP-2828 receipt record: ES256 over the JCS bytes of the record without
+    /// `signature`, the signer named in `{asserted}.secretVersion`, the signature raw
+    /// `r || s` in lowercase hex.
+    Receipt {
+        /// The issuer block (`issuerAsserted` or `receiptAsserted`).
+        asserted: &'static str,
+    },
+}
+
+impl SignatureForm {
+    /// MPCP's signature under `domain`, the signer named in `issuerKeyId`.
+    pub const fn mpcp(domain: Domain) -> SignatureForm {
+        SignatureForm::Mpcp {
+            domain,
+            kid_member: "issuerKeyId",
+        }
+    }
+}
+
 /// The declaration of an artifact kind the PA signs. Implementations hold no state: every
 /// step gets the [`IssueContext`].
 pub trait ArtifactKind: Send + Sync + 'static {
@@ -104,12 +135,10 @@ pub trait ArtifactKind: Send + Sync + 'static {
     const REQUEST: &'static str = "request body";
     /// The role whose active key signs.
     const ROLE: KeyRole;
-    /// Domain prefix of the signed digest.
-    const DOMAIN: Domain;
+    /// How the kind is signed.
+    const SIGNATURE: SignatureForm;
     /// Member naming the issuing PA (MPCP's usual name unless the kind names another).
     const ISSUER_MEMBER: &'static str = "issuer";
-    /// Member naming the signing key (MPCP's usual name unless the kind names another).
-    const KID_MEMBER: &'static str = "issuerKeyId";
     /// Members the PA sets, refused in a request (SCHEMA_INVALID at that member).
     const PA_MEMBERS: &'static [&'static str];
     /// Whether issuances of the kind are serialised until committed (versions that must not
@@ -136,7 +165,9 @@ impl IssueContext {
             K::ISSUER_MEMBER.into(),
             Value::String(self.state.config().issuer.clone()),
         );
-        members.insert(K::KID_MEMBER.into(), Value::String("pending".into()));
+        if let SignatureForm::Mpcp { kid_member, .. } = K::SIGNATURE {
+            members.insert(kid_member.into(), Value::String("pending".into()));
+        }
         members.insert("issuedAt".into(), Value::String(format_rfc3339(self.now)));
     }
 
@@ -213,14 +244,20 @@ async fn sign_and_record<K: ArtifactKind>(
     let hop = ctx.clone();
     let (facts, artifact, kid) = signing_hop(move || {
         let (draft, facts) = K::check(&hop, pending)?;
-        let (artifact, kid) = sign_with_active(
-            hop.state.keys().as_ref(),
-            K::ROLE,
-            K::KID_MEMBER,
-            K::DOMAIN,
-            &draft.version,
-            draft.members,
-        )?;
+        let keys = hop.state.keys();
+        let (artifact, kid) = match K::SIGNATURE {
+            SignatureForm::Mpcp { domain, kid_member } => sign_with_active(
+                keys.as_ref(),
+                K::ROLE,
+                kid_member,
+                domain,
+                &draft.version,
+                draft.members,
+            )?,
+            SignatureForm::Receipt { asserted } => {
+                sign_receipt_with_active(keys.as_ref(), K::ROLE, asserted, draft.members)?
+            }
+        };
         Ok((facts, artifact, kid))
     })
     .await?;

@@ -23,7 +23,7 @@ use crate::api::artifacts::{not_owner, trees};
 use crate::api::body::{non_empty, present};
 use crate::api::error::ApiResult;
 use crate::api::extract::ApiPath;
-use crate::api::issuance::{ArtifactKind, Draft, IssueContext, Record, Signed};
+use crate::api::issuance::{ArtifactKind, Draft, IssueContext, Record, SignatureForm, Signed};
 use crate::api::signing::blocking;
 use crate::audit::SideWrites;
 use crate::canonical::{Domain, canonical_bytes, parse_strict};
@@ -68,7 +68,7 @@ impl ArtifactKind for Allowlists {
     type Pending = Draft;
     type Facts = AllowlistFacts;
     const ROLE: KeyRole = KeyRole::GrantSigning;
-    const DOMAIN: Domain = Domain::DestinationAllowlist;
+    const SIGNATURE: SignatureForm = SignatureForm::mpcp(Domain::DestinationAllowlist);
     // A closed request: members the PA sets are unknown members there.
     const PA_MEMBERS: &'static [&'static str] = &[];
     const SERIAL: bool = true;

@@ -21,7 +21,7 @@ use crate::api::AppState;
 use crate::api::artifacts::{id_or_random, trees};
 use crate::api::error::ApiResult;
 use crate::api::extract::ApiQuery;
-use crate::api::issuance::{ArtifactKind, Draft, IssueContext, Record, Signed};
+use crate::api::issuance::{ArtifactKind, Draft, IssueContext, Record, SignatureForm, Signed};
 use crate::api::signing::blocking;
 use crate::audit::SideWrites;
 use crate::bundle_profiles::PROFILE_MEMBER;
@@ -49,9 +49,11 @@ impl ArtifactKind for Bundles {
     type Pending = PendingBundle;
     type Facts = String;
     const ROLE: KeyRole = KeyRole::Root;
-    const DOMAIN: Domain = Domain::TrustBundle;
+    const SIGNATURE: SignatureForm = SignatureForm::Mpcp {
+        domain: Domain::TrustBundle,
+        kid_member: "bundleKeyId",
+    };
     const ISSUER_MEMBER: &'static str = "bundleIssuer";
-    const KID_MEMBER: &'static str = "bundleKeyId";
     const PA_MEMBERS: &'static [&'static str] = &[
         "bundleIssuer",
         "bundleKeyId",

@@ -31,7 +31,9 @@ use crate::api::body::{StrictJson, parse_request};
 use crate::api::error::ApiResult;
 use crate::api::extract::ApiPath;
 use crate::api::idempotency::BodyRef;
-use crate::api::issuance::{ArtifactKind, Change, Draft, IssueContext, Issued, Record, Signed};
+use crate::api::issuance::{
+    ArtifactKind, Change, Draft, IssueContext, Issued, Record, SignatureForm, Signed,
+};
 use crate::api::respond::json_response;
 use crate::api::signing::blocking;
 use crate::api::tokens::ApiRole;
@@ -87,7 +89,7 @@ impl ArtifactKind for Grants {
     type Pending = PendingGrant;
     type Facts = GrantFacts;
     const ROLE: KeyRole = KeyRole::GrantSigning;
-    const DOMAIN: Domain = Domain::PolicyGrant;
+    const SIGNATURE: SignatureForm = SignatureForm::mpcp(Domain::PolicyGrant);
     const PA_MEMBERS: &'static [&'static str] = &["issuer", "issuerKeyId", "issuedAt", "signature"];
 
     fn draft(ctx: &IssueContext, mut members: Map<String, Value>) -> Result<PendingGrant> {

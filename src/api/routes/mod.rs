@@ -9,12 +9,13 @@ pub mod grants;
 pub mod keys;
 pub mod policies;
 pub mod public;
+pub mod receipts;
 pub mod tokens;
 
 use axum::Router;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, get, post, put};
 
 use super::AppState;
 use super::auth::{Access, authenticate};
@@ -91,6 +92,7 @@ fn table_with_handlers() -> Vec<(RouteEntry, MethodRouter<AppState>)> {
         entry(Method::GET, "/.well-known/mpcp-keys.json", None, get(public::key_set)),
         entry(Method::GET, "/.well-known/mpcp-keys.signed.json", None, get(public::signed_key_set)),
         entry(Method::GET, "/.well-known/mpcp-trust-bundle.json", None, get(bundles::well_known)),
+        entry(Method::GET, "/.well-known/mpcp-receipt-keys.json", None, get(public::receipt_key_set)),
         entry(Method::GET, "/v1/trust-bundles", None, get(bundles::list)),
         entry(Method::GET, "/v1/destination-allowlists/{allowlistId}", None, get(allowlists::get_latest)),
         entry(Method::POST, "/v1/policies", Some(Issuer), post(policies::store)),
@@ -108,6 +110,11 @@ fn table_with_handlers() -> Vec<(RouteEntry, MethodRouter<AppState>)> {
         entry(Method::GET, "/v1/tokens", Some(SecurityOfficer), get(tokens::list)),
         entry(Method::POST, "/v1/tokens", Some(SecurityOfficer), post(tokens::create)),
         entry(Method::POST, "/v1/tokens/{name}/revoke", Some(SecurityOfficer), post(tokens::revoke)),
+        entry(Method::PUT, "/v1/receipts/policy", Some(SecurityOfficer), put(receipts::set_policy)),
+        entry_also(Method::GET, "/v1/receipts/policy", Some(SecurityOfficer), &[Auditor], get(receipts::get_policy)),
+        entry(Method::POST, "/v1/receipts/decisions", Some(ReceiptRequester), post(issue::<receipts::decisions::Decisions>)),
+        entry(Method::POST, "/v1/receipts/consume", Some(ReceiptConsumer), post(receipts::consume::consume)),
+        entry(Method::POST, "/v1/receipts/outcomes", Some(ReceiptConsumer), post(receipts::outcomes::report)),
         entry(Method::GET, "/v1/audit/checkpoint", Some(Auditor), get(audit::checkpoint)),
         entry_also(Method::POST, "/v1/audit/checkpoints", Some(Auditor), &[SecurityOfficer], post(audit::sign_checkpoint)),
         entry(Method::GET, "/v1/audit/vkeys", Some(Auditor), get(audit::vkeys)),

@@ -169,6 +169,21 @@ pub async fn signed_key_set(
     .await
 }
 
+/// `GET /.well-known/mpcp-receipt-keys.json`: the receipt-signing keys as a JWKS with
+/// `active` (SEP-2828 records name theirs in `secretVersion`), from memory.
+pub async fn receipt_key_set(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    serve_key_set(
+        state,
+        headers,
+        KeyPublisher::current_receipt_key_set,
+        KeyPublisher::receipt_key_set,
+    )
+    .await
+}
+
 /// Serves a published key set: the `current` one from memory when the registry has not
 /// changed since it was built, else one `build` makes off the async runtime.
 async fn serve_key_set(
