@@ -158,10 +158,16 @@ fn expect_now() -> Expect<'static> {
 
 /// Writes the records into a directory the Node checker reads as a vector manifest, with
 /// the key set the service published, and runs it: every verdict must be reproduced.
-fn node_checks(
-    keys: &Value,
-    vectors: Vec<(&str, Vec<&Value>, Option<&Value>, Option<&Value>, &str)>,
-) {
+/// One vector for the Node checker: id, decisions, outcome, request, expected verdict.
+type Case<'a> = (
+    &'a str,
+    Vec<&'a Value>,
+    Option<&'a Value>,
+    Option<&'a Value>,
+    &'a str,
+);
+
+fn node_checks(keys: &Value, vectors: Vec<Case<'_>>) {
     let dir = kit::tmp::dir("receipt-e2e");
     let p = dir.path();
     std::fs::write(p.join("keys.json"), keys.to_string()).unwrap();
