@@ -450,6 +450,24 @@ audit = ["EdDSA"]
     }
 
     #[test]
+    fn receipt_role_is_optional_and_es256_only() {
+        let p = AlgorithmPolicy::builtin().unwrap();
+        assert_eq!(
+            p.allowed_for_role(KeyRole::ReceiptSigning),
+            vec![Alg::ES256]
+        );
+        // A policy written before receipts allows the role nothing.
+        let old = AlgorithmPolicy::from_toml_str(WITH_DEPRECATION).unwrap();
+        assert!(old.allowed_for_role(KeyRole::ReceiptSigning).is_empty());
+        let bad = BUILTIN_POLICY_TOML.replace(
+            r#"receipt-signing = ["ES256"]"#,
+            r#"receipt-signing = ["ES256", "EdDSA"]"#,
+        );
+        let e = AlgorithmPolicy::from_toml_str(&bad).unwrap_err();
+        assert!(e.message.contains("receipt-signing"), "{}", e.message);
+    }
+
+    #[test]
     fn builtin_policy_loads_and_deprecates_nothing() {
         let p = AlgorithmPolicy::builtin().unwrap();
         assert_eq!(p.implemented().to_string(), crate::MPCP_SPEC_VERSION);

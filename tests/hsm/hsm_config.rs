@@ -18,7 +18,11 @@ fn example(name: &str) -> std::path::PathBuf {
 fn default_example_is_one_token_per_role_with_env_pins() {
     let c = HsmConfig::load(&example("default.toml")).unwrap();
     assert!(!c.allow_shared_tokens);
-    assert_eq!(c.tokens.len(), 3);
+    assert_eq!(c.tokens.len(), KeyRole::ALL.len());
+    assert_eq!(
+        c.role(KeyRole::ReceiptSigning).unwrap().algorithms,
+        vec![Alg::ES256]
+    );
     for t in c.tokens.values() {
         assert!(matches!(t.pin, PinSource::Env(_)));
     }
@@ -64,4 +68,24 @@ fn file_level_refusals() {
     assert!(e.message.contains("never holds gateway"), "{e}");
     // The error names the file.
     assert!(e.message.contains("pkcs11.toml"), "{e}");
+}
+
+/// The receipt role is optional, and ES256 only.
+#[test]
+fn receipt_role_is_optional_and_es256_only() {
+    let text = std::fs::read_to_string(example("default.toml")).unwrap();
+    let (required, _) = text.split_once("# Optional: scoped authorization").unwrap();
+    let without = required.replace(
+        "[tokens.mpcp-receipt-signing]\npin_env = \"MPCP_PA_PIN_RECEIPT_SIGNING\"\n",
+        "",
+    );
+    let c = HsmConfig::parse(&without, Path::new("/")).unwrap();
+    assert!(c.role(KeyRole::ReceiptSigning).is_err());
+    let ed = text.replace(
+        "algorithms = [\"ES256\"]\n",
+        "algorithms = [\"ES256\", \"EdDSA\"]\n",
+    );
+    let e = HsmConfig::parse(&ed, Path::new("/")).unwrap_err();
+    assert_eq!(e.code, ErrorCode::ConfigInvalid);
+    assert_eq!(e.field.as_deref(), Some("roles.receipt-signing.algorithms"));
 }
