@@ -21,4 +21,5 @@ mod cli_serve {
     mod hsm_remote_bounce;
     mod keys_cli;
     mod receipts_crash;
+    mod receipts_serve;
 }

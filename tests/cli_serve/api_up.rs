@@ -33,7 +33,7 @@ async fn up_creates_the_embedded_default_once_and_serves() {
     let officer = stdout.trim().to_string();
     assert!(officer.starts_with("mpcppa_"), "{stdout:?} {seen:#?}");
     let said = seen.join("\n");
-    for role in ["grant-signing", "root", "audit"] {
+    for role in ["grant-signing", "root", "audit", "receipt-signing"] {
         assert!(
             said.contains(&format!("generated and activated {role} key")),
             "{said}"
