@@ -60,7 +60,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const CONCURRENCY: [usize; 3] = [1, 8, 32];
 
-use slices::{CLIENT_THREADS, Slice, median, percentile, raw_slice, timed_slice};
+use slices::{CLIENT_THREADS, Slice, floor_slice, median, percentile, raw_slice, timed_slice};
 
 /// What the e2e clients share.
 struct Clients {
@@ -121,51 +121,21 @@ async fn e2e_slice(
     .await
 }
 
-/// The HTTPS floor: `clients` concurrent clients sending `GET /healthz` (no auth, no store,
-/// no HSM: TLS, HTTP and routing only) for `secs`, through the same client as e2e.
-async fn floor_slice(
-    rt: &tokio::runtime::Handle,
-    client: &reqwest::Client,
-    url: &str,
-    clients: usize,
-    secs: f64,
-) -> Slice {
-    let (client, url) = (client.clone(), url.to_string());
-    let lat = Arc::new(Mutex::new(Vec::new()));
-    timed_slice(rt, clients, secs, &lat, move || {
-        let (client, url) = (client.clone(), url.clone());
-        async move {
-            let t = Instant::now();
-            let r = client.get(&url).send().await.expect("request");
-            assert_eq!(r.status(), 200);
-            r.bytes().await.expect("response body");
-            t.elapsed()
-        }
-    })
-    .await
-}
-
 /// µs of CPU (this thread) per signature check with `alg`: the self-check every signature
 /// of the service gets before release (the HSM's public key, the same digest).
 fn self_check_cpu(alg: Alg) -> f64 {
     let signer = SoftwareSigner::from_secret("bench", alg, &[7; 32]).unwrap();
     let digest = [9u8; 32];
     let sig = signer.sign_digest(&digest).unwrap();
-    let thread_cpu = || {
-        std::fs::read_to_string("/proc/thread-self/schedstat")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
     let n = 400;
-    let t0 = thread_cpu();
+    let t0 = slices::thread_cpu_ns();
     for _ in 0..n {
         signer
             .public_key()
             .verify_digest(&digest, &sig.bytes)
             .expect("self-check");
     }
-    (thread_cpu() - t0) as f64 / 1e3 / n as f64
+    (slices::thread_cpu_ns() - t0) as f64 / 1e3 / n as f64
 }
 
 fn main() {

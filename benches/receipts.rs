@@ -42,7 +42,7 @@ use mpcp_pa::crypto::Alg;
 use mpcp_pa::hsm::config::DEFAULT_POOL_SIZE;
 use mpcp_pa::keys::KeyRole;
 use serde_json::json;
-use slices::{CLIENT_THREADS, Slice, median, percentile, raw_slice, timed_slice};
+use slices::{CLIENT_THREADS, Slice, floor_slice, median, percentile, raw_slice, timed_slice};
 
 /// The allocator the `mpcp-pa` binary uses (src/main.rs).
 #[global_allocator]
@@ -86,6 +86,25 @@ impl Clients {
         self.signed.fetch_add(1, Ordering::Relaxed);
         t.elapsed()
     }
+}
+
+/// µs of CPU (this thread) per ES256 self-check of a record signature (ring, as the
+/// service checks every signature before release).
+fn self_check_cpu() -> f64 {
+    use p256::ecdsa::signature::Signer;
+    let key = p256::ecdsa::SigningKey::from_slice(&[7; 32]).unwrap();
+    let message = br#"{"alg":"ES256","backLink":{},"version":1}"#;
+    let sig: p256::ecdsa::Signature = key.sign(message);
+    let hex_sig = hex::encode(sig.to_bytes());
+    let public = mpcp_pa::crypto::PublicKey::P256(*key.verifying_key());
+    let n = 400;
+    let t0 = slices::thread_cpu_ns();
+    for _ in 0..n {
+        assert!(mpcp_pa::receipts::verify::verify_es256_hex(
+            &public, message, &hex_sig
+        ));
+    }
+    (slices::thread_cpu_ns() - t0) as f64 / 1e3 / n as f64
 }
 
 fn main() {
@@ -157,12 +176,18 @@ fn main() {
              in {slices} alternating slices; SoftHSM2, service and client share {} cores",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
+        let check = self_check_cpu();
         println!(
-            "{:>3} {:>4} {:>10} {:>11} {:>6} {:>7} {:>7} {:>8} {:>8} {:>8}",
+            "{:>3} {:>4} {:>10} {:>11} {:>6} {:>7} {:>7} {:>8} {:>8} {:>8} {:>6} {:>6}",
             "C", "sess", "raw sig/s", "decisions/s", "ratio", "p50 ms", "p99 ms", "sig CPU",
-            "svc CPU", "cli CPU"
+            "svc CPU", "cli CPU", "floor", "bound"
         );
         for c in CONCURRENCY {
+            // The HTTPS floor at this concurrency: what TLS + HTTP alone cost here.
+            let url = h.url("/healthz");
+            floor_slice(&crt, &clients.client, &url, c, 0.2).await;
+            let fl = floor_slice(&crt, &clients.client, &url, c, slice.max(0.2)).await;
+            let floor = fl.cpu * 1e6 / fl.ops.max(1) as f64;
             let sessions = c.min(pool);
             let lat = Arc::new(Mutex::new(Vec::new()));
             let warm = clients.clone();
@@ -203,22 +228,28 @@ fn main() {
             let mut l = std::mem::take(&mut *lat.lock().unwrap());
             l.sort_unstable();
             let per = |cpu: f64, ops: u64| cpu * 1e6 / ops.max(1) as f64;
+            let sig = per(raw.cpu, raw.ops);
             println!(
-                "{c:>3} {sessions:>4} {:>10.0} {:>11.0} {:>5.1}% {:>7.2} {:>7.2} {:>8.0} {:>8.0} {:>8.0}",
+                "{c:>3} {sessions:>4} {:>10.0} {:>11.0} {:>5.1}% {:>7.2} {:>7.2} {:>8.0} {:>8.0} {:>8.0} {floor:>6.0} {:>5.1}%",
                 raw.rate(),
                 e2e.rate(),
                 median(ratios) * 100.0,
                 percentile(&l, 0.50),
                 percentile(&l, 0.99),
-                per(raw.cpu, raw.ops),
+                sig,
                 per(e2e.cpu - e2e.client_cpu, e2e.ops),
                 per(e2e.client_cpu, e2e.ops),
+                sig / (sig + floor + check) * 100.0,
             );
         }
         println!(
             "ratio: median over slice pairs of e2e decisions/s / raw ES256 C_Sign/s on the \
              receipt token; CPU columns: µs per raw signature, per decision in the service \
-             (signature included), per request in the HTTPS client"
+             (signature included), per request in the HTTPS client; floor: µs of CPU per \
+             GET /healthz (TLS + HTTP, service and client); bound: sig / (sig + floor + \
+             check), the most a service doing nothing but TLS, HTTP, the signature and its \
+             self-check ({check:.0} µs) could reach while SoftHSM2, service and client share \
+             the cores"
         );
     });
     drop(client_rt);

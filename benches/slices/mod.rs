@@ -41,6 +41,14 @@ pub fn cpu_seconds() -> (f64, f64) {
     (all as f64 / 1e9, client as f64 / 1e9)
 }
 
+/// CPU time of the calling thread so far, in ns.
+pub fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
 /// A slice's result: operations, wall seconds, CPU seconds (all, of which the client's).
 #[derive(Clone, Copy, Default)]
 pub struct Slice {
@@ -187,4 +195,28 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     } else {
         v[m]
     }
+}
+
+/// The HTTPS floor: `clients` concurrent clients sending `GET /healthz` (no auth, no store,
+/// no HSM: TLS, HTTP and routing only) for `secs`, through the same client as e2e.
+pub async fn floor_slice(
+    rt: &tokio::runtime::Handle,
+    client: &reqwest::Client,
+    url: &str,
+    clients: usize,
+    secs: f64,
+) -> Slice {
+    let (client, url) = (client.clone(), url.to_string());
+    let lat = Arc::new(Mutex::new(Vec::new()));
+    timed_slice(rt, clients, secs, &lat, move || {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let t = Instant::now();
+            let r = client.get(&url).send().await.expect("request");
+            assert_eq!(r.status(), 200);
+            r.bytes().await.expect("response body");
+            t.elapsed()
+        }
+    })
+    .await
 }

@@ -314,6 +314,21 @@ async fn decision_consume_and_outcome_over_the_service() {
     let got = f.consume(&d, &provider_view).await;
     verdict(&got, 409, "RECEIPT_ALREADY_CONSUMED", "already_consumed");
     assert!(got.1.get("outcome").is_none());
+    // The consumed call retried with changed arguments, or another tool, is out of scope.
+    verdict(
+        &f.consume(&d, &changed).await,
+        409,
+        "RECEIPT_OUT_OF_SCOPE",
+        "out_of_scope",
+    );
+    let mut renamed = provider_view.clone();
+    renamed["name"] = json!("query_table_v2");
+    verdict(
+        &f.consume(&d, &renamed).await,
+        409,
+        "RECEIPT_OUT_OF_SCOPE",
+        "out_of_scope",
+    );
 
     // The outcome: signed once, replayed byte for byte, never changed.
     let report = json!({"decisionDigest": digest, "status": "executed",
@@ -388,6 +403,19 @@ async fn decision_consume_and_outcome_over_the_service() {
         "denied",
     );
 
+    // A tool no rule names gets the policy's otherwise: a signed escalate, denied at consume.
+    let mut held = seed_call(json!({}));
+    held["name"] = json!("export_table");
+    held["_meta"]["authorization_binding"]["nonce"] = json!("nonce-held");
+    let escalated = f.decide(&held, "act-6").await;
+    assert_eq!(escalated["decisionDerived"]["decision"], "escalate");
+    verdict(
+        &f.consume(&escalated, &held).await,
+        403,
+        "RECEIPT_REFUSED",
+        "denied",
+    );
+
     // A policy change puts an unconsumed allow decision out of scope.
     let mut fresh = seed_call(json!({}));
     fresh["_meta"]["authorization_binding"]["nonce"] = json!("nonce-fresh");
@@ -427,7 +455,7 @@ async fn decision_consume_and_outcome_over_the_service() {
 
     let n = events(&f.h);
     assert_eq!(n["policy"], 2);
-    assert_eq!(n["decided"], 6, "{n:?}");
+    assert_eq!(n["decided"], 7, "{n:?}");
     assert_eq!(n["consumed"], 1);
     assert_eq!(n["outcome"], 1);
 }

@@ -10,6 +10,10 @@
 //! latest under its binding (`superseded`), the policy that decided is still in force
 //! (`out_of_scope`); then the single-use registry.
 //!
+//! A record whose digest does not match the provider's view is `digest_mismatch`, unless its
+//! call binding was already consumed: then the call was changed after its admission, and the
+//! answer is `out_of_scope`.
+//!
 //! Answers: 200 `admitted` the first time: the call binding (its nonce) and the requester's
 //! action are reserved, durably and audited in one commit. A retry with the same digest,
 //! tool, audience and policy: 409 RECEIPT_ALREADY_CONSUMED with the prior outcome record if
@@ -42,7 +46,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::events::Event;
 use crate::receipts::policy::MAX_AGE_CEILING_SECONDS;
 use crate::receipts::record::decision_digest;
-use crate::receipts::verify::{Expect, admit};
+use crate::receipts::verify::{Expect, Verdict, admit};
 
 /// The body of `POST /v1/receipts/consume`.
 #[derive(Debug, Deserialize)]
@@ -187,6 +191,14 @@ fn judge(
     };
     let d = match admit(decision, &keys, &expect, request) {
         Ok(d) => d,
+        // The record is authentic and fresh, but the call differs from the one decided
+        // (arguments, tool): once that call was consumed, this is a change of scope, not a
+        // mere mismatch.
+        Err(Verdict::DigestMismatch) if consumed_nonce(state, decision)?.is_some() => {
+            return Ok(Outcome::OutOfScope(
+                "this call binding was consumed for another digest or tool",
+            ));
+        }
         Err(v) => {
             return Ok(Outcome::Refused(
                 v.as_str(),
@@ -246,4 +258,12 @@ fn judge(
         nonce: d.back_link.attestation_nonce,
         requester: stored.requester,
     })
+}
+
+/// The registry entry of an authentic decision record's binding nonce, if consumed.
+fn consumed_nonce(state: &AppState, decision: &Value) -> Result<Option<Consumption>> {
+    match decision["backLink"]["attestationNonce"].as_str() {
+        Some(nonce) => state.receipts().consumption(&nonce_key(nonce)),
+        None => Ok(None),
+    }
 }
