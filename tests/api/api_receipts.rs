@@ -273,6 +273,40 @@ async fn decision_consume_and_outcome_over_the_service() {
     let b = f.decide_raw(&elsewhere, "act-9", Some("k-1")).await;
     assert_eq!((a.0, b.0), (201, 201));
     assert_eq!(a.1, b.1);
+    // A provider whose admitted answer was lost retries under its Idempotency-Key and gets
+    // it again; without the key the retry is already_consumed.
+    let consume_keyed = || async {
+        let body = json!({"decision": serde_json::from_slice::<Value>(&a.1).unwrap(),
+                          "request": elsewhere});
+        let r =
+            f.h.client
+                .post(f.h.url("/v1/receipts/consume"))
+                .bearer_auth(&f.consumer)
+                .header("content-type", "application/json")
+                .header("idempotency-key", "c-1")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+        let replayed = r.headers().contains_key("idempotent-replayed");
+        let (status, v) = read(r).await;
+        (status, replayed, v)
+    };
+    let (s1, r1, v1) = consume_keyed().await;
+    let (s2, r2, v2) = consume_keyed().await;
+    assert_eq!(
+        (s1, r1, &v1["verdict"]),
+        (200, false, &json!("admitted")),
+        "{v1}"
+    );
+    assert_eq!((s2, r2, &v2), (200, true, &v1), "{v2}");
+    let first: Value = serde_json::from_slice(&a.1).unwrap();
+    verdict(
+        &f.consume(&first, &elsewhere).await,
+        409,
+        "RECEIPT_ALREADY_CONSUMED",
+        "already_consumed",
+    );
 
     // Checks before the registry: another audience's consumer, changed arguments.
     let other = f.h.token_for(
@@ -300,8 +334,8 @@ async fn decision_consume_and_outcome_over_the_service() {
     );
     assert_eq!(
         events(&f.h).get("consumed"),
-        None,
-        "refusals change nothing"
+        Some(&1),
+        "refusals change nothing (the one admission is the keyed one above)"
     );
 
     // The first consume admits; a retry is already_consumed, without an outcome yet.
@@ -456,7 +490,7 @@ async fn decision_consume_and_outcome_over_the_service() {
     let n = events(&f.h);
     assert_eq!(n["policy"], 2);
     assert_eq!(n["decided"], 7, "{n:?}");
-    assert_eq!(n["consumed"], 1);
+    assert_eq!(n["consumed"], 2);
     assert_eq!(n["outcome"], 1);
 }
 

@@ -20,11 +20,13 @@
 //! one was signed; the provider must not run the handler again. Any change of digest, tool,
 //! audience or policy under a consumed nonce or action: 409 RECEIPT_OUT_OF_SCOPE. Every
 //! other verdict: 403 RECEIPT_REFUSED. Each refusal names its `verdict`; only `admitted`
-//! lets the call run, and a refusal changes nothing.
+//! lets the call run, and a refusal changes nothing. With an `Idempotency-Key`, a provider
+//! whose `admitted` answer was lost gets it again on its retry (the admission and its
+//! idempotency record are one commit); without one, its retry is `already_consumed`.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
@@ -32,18 +34,17 @@ use serde_json::{Value, json};
 
 use super::{require_receipts, verdict_refusal};
 use crate::api::AppState;
-use crate::api::auth::Caller;
 use crate::api::body::{StrictJson, parse_request};
-use crate::api::error::ApiResult;
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::issuance::{Change, Issued};
 use crate::api::receipt_book::{
     Consumption, ReceiptBook, action_key, nonce_key, policy_digest, trees,
 };
-use crate::api::respond::json_response;
-use crate::api::signing::{blocking, commit};
+use crate::api::signing::blocking;
 use crate::audit::SideWrites;
 use crate::clock::{SigningGate, format_rfc3339};
 use crate::error::{Error, ErrorCode, Result};
-use crate::events::Event;
+use crate::events::{Actor, Event};
 use crate::receipts::policy::MAX_AGE_CEILING_SECONDS;
 use crate::receipts::record::decision_digest;
 use crate::receipts::verify::{Expect, Verdict, admit};
@@ -73,72 +74,53 @@ enum Outcome {
 }
 
 /// `POST /v1/receipts/consume` (see the module documentation).
-pub async fn consume(
-    State(state): State<AppState>,
-    caller: Caller,
-    StrictJson(body): StrictJson,
-) -> ApiResult<Response> {
+pub async fn consume(change: Change, StrictJson(body): StrictJson) -> ApiResult<Response> {
+    let state = change.state.clone();
     require_receipts(&state)?;
     let ConsumeRequest { decision, request } = parse_request(&body)?;
     SigningGate::check_signing_time(state.audit().as_ref())?;
-    let audiences = caller.principal.audiences.clone();
-    let consumer = caller.principal.name.clone();
+    let audiences = change.caller.principal.audiences.clone();
+    let consumer = change.caller.principal.name.clone();
     // Up to two rounds: a consume that loses the registry race to a concurrent one is
     // judged again against what that one committed.
     for _ in 0..2 {
-        let s = state.clone();
-        let (d, r, a, c) = (
+        // A verdict refusal is answered as it is (with its verdict), not as an error, and
+        // is not kept for replay: it changed nothing.
+        let refusal: Arc<Mutex<Option<Response>>> = Arc::default();
+        let (s, d, r, a, c) = (
+            state.clone(),
             decision.clone(),
             request.clone(),
             audiences.clone(),
             consumer.clone(),
         );
-        let judged = blocking(move || judge(&s, &d, &r, &a, &c)).await?;
-        let (entry, nonce, requester) = match judged {
-            Outcome::Admitted {
-                entry,
-                nonce,
-                requester,
-            } => (entry, nonce, requester),
-            other => return Ok(answer(other)),
-        };
-        let mut writes = SideWrites::new();
-        let raced = || Error::new(ErrorCode::Conflict, "consumed concurrently");
-        let bytes = serde_json::to_vec(&entry)
-            .map_err(|e| Error::new(ErrorCode::Internal, format!("registry entry: {e}")))?;
-        writes
-            .insert_new(
-                trees::RECEIPT_CONSUMED,
-                nonce_key(&nonce),
-                bytes.clone(),
-                raced(),
-            )
-            .insert_new(
-                trees::RECEIPT_CONSUMED,
-                action_key(&requester, &entry.action_id),
-                bytes,
-                raced(),
-            );
-        let event = Event::ReceiptConsumed {
-            decision_digest: entry.decision_digest.clone(),
-            action_id: entry.action_id.clone(),
-            audience: entry.audience.clone(),
-        };
-        match commit(&state, &caller.actor(), event, writes).await {
-            Ok(_) => {
-                return json_response(
-                    StatusCode::OK,
-                    &json!({
-                        "verdict": "admitted",
-                        "decisionDigest": entry.decision_digest,
-                        "actionId": entry.action_id,
-                        "audience": entry.audience,
-                        "tool": entry.tool,
-                    }),
-                );
-            }
-            Err(e) if e.code == ErrorCode::Conflict => continue,
-            Err(e) => return Err(e.into()),
+        let (slot, actor) = (refusal.clone(), change.actor());
+        let issued = change
+            .issue(body.clone(), |_, _| async move {
+                let judged = blocking(move || judge(&s, &d, &r, &a, &c)).await?;
+                match judged {
+                    Outcome::Admitted {
+                        entry,
+                        nonce,
+                        requester,
+                    } => admission(*entry, &nonce, &requester, actor),
+                    other => {
+                        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(answer(other));
+                        Err(Error::new(ErrorCode::ReceiptRefused, "refused"))
+                    }
+                }
+            })
+            .await;
+        if let Some(r) = refusal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            return Ok(r);
+        }
+        match issued {
+            Err(ApiError(e)) if e.code == ErrorCode::Conflict => continue,
+            other => return other,
         }
     }
     Err(Error::new(
@@ -146,6 +128,41 @@ pub async fn consume(
         "the registry changed concurrently; retry",
     )
     .into())
+}
+
+/// The answer and the one append of an admission: the registry entry under the call's nonce
+/// and the requester's action (each refused if present by then), and `receipt_consumed`.
+fn admission(entry: Consumption, nonce: &str, requester: &str, actor: Actor) -> Result<Issued> {
+    let mut writes = SideWrites::new();
+    let raced = || Error::new(ErrorCode::Conflict, "consumed concurrently");
+    let bytes = serde_json::to_vec(&entry)
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("registry entry: {e}")))?;
+    writes
+        .insert_new(
+            trees::RECEIPT_CONSUMED,
+            nonce_key(nonce),
+            bytes.clone(),
+            raced(),
+        )
+        .insert_new(
+            trees::RECEIPT_CONSUMED,
+            action_key(requester, &entry.action_id),
+            bytes,
+            raced(),
+        );
+    let event = Event::ReceiptConsumed {
+        decision_digest: entry.decision_digest.clone(),
+        action_id: entry.action_id.clone(),
+        audience: entry.audience.clone(),
+    };
+    let body = json!({
+        "verdict": "admitted",
+        "decisionDigest": entry.decision_digest,
+        "actionId": entry.action_id,
+        "audience": entry.audience,
+        "tool": entry.tool,
+    });
+    Ok(Issued::new(StatusCode::OK, body, actor, event, writes))
 }
 
 fn answer(o: Outcome) -> Response {
