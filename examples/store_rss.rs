@@ -1,0 +1,91 @@
+//! How much resident memory the store alone gains per grant: the sled store opened as the
+//! appliance opens it (`Store::open`, 16 MiB page cache, the binary's allocator), written with
+//! the appliance's pattern of one grant (an audit entry, its Merkle nodes, the leaf index, the
+//! grant record, the idempotency record and the size counter, in one transaction per batch of
+//! 8 and one flush per batch), and VmRSS printed at each tenth. It separates what sled keeps
+//! in memory from what the service does, for `benches/soak.rs` (docs/performance.md,
+//! "Memory").
+//!
+//! Run: `cargo run --release --example store_rss -- 200000` (grants; default 200000).
+//! `STORE_RSS_ENTRY` and `STORE_RSS_GRANT` set the entry and grant sizes in bytes (600, 1100).
+
+use sled::Transactional;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn size(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200_000);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = mpcp_pa::store::Store::open(dir.path()).expect("store");
+    let names = [
+        "audit/entries",
+        "audit/nodes",
+        "audit/leaf-index",
+        "api/grants",
+        "api/idempotency",
+        "audit/meta",
+    ];
+    let t: Vec<sled::Tree> = names.iter().map(|n| store.tree(n).expect("tree")).collect();
+    let entry = vec![7u8; size("STORE_RSS_ENTRY", 600)];
+    let grant = vec![9u8; size("STORE_RSS_GRANT", 1100)];
+    const BATCH: u64 = 8;
+    println!("{:>8} {:>9}", "grants", "RSS MiB");
+    let mut i = 0u64;
+    while i < n {
+        (&t[0], &t[1], &t[2], &t[3], &t[4], &t[5])
+            .transaction(|(e, nodes, leaves, g, idem, meta)| {
+                for j in i..i + BATCH {
+                    e.insert(&j.to_be_bytes(), entry.clone())?;
+                    // The Merkle nodes an append completes: one per level up to its first
+                    // left child.
+                    let (mut k, mut level) = (j, 0u8);
+                    loop {
+                        nodes
+                            .insert([&[level][..], &k.to_be_bytes()[..]].concat(), vec![1u8; 32])?;
+                        if k & 1 == 0 || level > 7 {
+                            break;
+                        }
+                        k >>= 1;
+                        level += 1;
+                    }
+                    leaves.insert(format!("{j:064x}").as_bytes(), &j.to_be_bytes())?;
+                    g.insert(format!("grant-{j}").as_bytes(), grant.clone())?;
+                    idem.insert(format!("issuer-1\ngrant-{j}").as_bytes(), vec![3u8; 150])?;
+                }
+                meta.insert("size", &(i + BATCH).to_be_bytes())?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .expect("transaction");
+        store.flush().expect("flush");
+        i += BATCH;
+        if i % (n / 10).max(BATCH) < BATCH {
+            println!("{i:>8} {:>9.1}", rss_mib());
+        }
+    }
+}
