@@ -524,3 +524,59 @@ async fn concurrent_consumes_admit_exactly_once() {
     );
     assert_eq!(events(&f.h)["consumed"], 1);
 }
+
+/// The receipt key follows the lifecycle of every role: after a rotation new records name
+/// the new key and records of the old one still verify; once the old key is revoked it is
+/// published `active: false` and what it signed is refused (`unknown_key`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_receipt_key_no_longer_authenticates() {
+    kit::child::own_process!("a_revoked_receipt_key_no_longer_authenticates");
+    let f = Fx::start().await;
+    assert_eq!(f.put_policy(&policy("hr-1")).await.0, 201);
+    let call = |nonce: &str| {
+        let mut c = seed_call(json!({}));
+        c["_meta"]["authorization_binding"]["nonce"] = json!(nonce);
+        c
+    };
+    let before = f.decide(&call("n-before"), "act-1").await;
+    let held = f.decide(&call("n-held"), "act-2").await;
+    let old = before["issuerAsserted"]["secretVersion"].clone();
+    let (status, rot) =
+        f.h.post("/v1/keys/receipt-signing/rotate", Some(&f.officer), "{}")
+            .await;
+    assert_eq!(status, 200, "{rot}");
+    let new = rot["activated"]["kid"].clone();
+    assert_ne!(new, old);
+    let after = f.decide(&call("n-after"), "act-3").await;
+    assert_eq!(after["issuerAsserted"]["secretVersion"], new);
+    assert_eq!(
+        f.consume(&before, &call("n-before")).await.0,
+        200,
+        "old key still active"
+    );
+
+    let (status, rev) =
+        f.h.post(
+            &format!("/v1/keys/{}/revoke", old.as_str().unwrap()),
+            Some(&f.officer),
+            r#"{"reason":"compromised"}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{rev}");
+    let keys = f.keys().await;
+    let published: Vec<(Value, Value)> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["kid"].clone(), k["active"].clone()))
+        .collect();
+    assert!(published.contains(&(old.clone(), json!(false))), "{keys}");
+    assert!(published.contains(&(new.clone(), json!(true))), "{keys}");
+    verdict(
+        &f.consume(&held, &call("n-held")).await,
+        403,
+        "RECEIPT_REFUSED",
+        "unknown_key",
+    );
+    assert_eq!(f.consume(&after, &call("n-after")).await.0, 200);
+}
