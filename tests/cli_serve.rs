@@ -20,4 +20,5 @@ mod cli_serve {
     mod disk_full;
     mod hsm_remote_bounce;
     mod keys_cli;
+    mod observability;
 }

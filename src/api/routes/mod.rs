@@ -7,6 +7,7 @@ pub mod audit;
 pub mod bundles;
 pub mod grants;
 pub mod keys;
+pub mod metrics;
 pub mod policies;
 pub mod public;
 pub mod tokens;
@@ -15,11 +16,13 @@ use axum::Router;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use super::AppState;
 use super::auth::{Access, authenticate};
 use super::error::ApiError;
 use super::issuance::issue;
+use super::observe;
 use super::tokens::ApiRole;
 use crate::error::ErrorCode;
 
@@ -114,6 +117,7 @@ fn table_with_handlers() -> Vec<(RouteEntry, MethodRouter<AppState>)> {
         entry(Method::GET, "/v1/audit/entries", Some(Auditor), get(audit::read::<audit::EntriesQuery>)),
         entry(Method::GET, "/v1/audit/proofs/inclusion", Some(Auditor), get(audit::read::<audit::InclusionQuery>)),
         entry(Method::GET, "/v1/audit/proofs/consistency", Some(Auditor), get(audit::read::<audit::ConsistencyQuery>)),
+        entry(Method::GET, "/metrics", Some(Auditor), get(metrics::scrape)),
     ]
 }
 
@@ -145,6 +149,9 @@ pub fn build(state: AppState) -> Router {
     for (path, handler) in by_path {
         router = router.route(path, handler);
     }
+    // Outermost last: a request id is set (a malformed one replaced) before the span opens,
+    // the span and the request's log line enclose the panic containment, so a panic is
+    // answered, counted and logged like any 500.
     router
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -155,6 +162,22 @@ pub fn build(state: AppState) -> Router {
         .layer(axum::middleware::map_response(common_headers))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(observe::request_span)
+                .on_request(())
+                .on_response(())
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::new(observe::REQUEST_ID))
+        .layer(SetRequestIdLayer::new(observe::REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::map_request(
+            observe::drop_malformed_request_id,
         ))
         .with_state(state)
 }
@@ -173,8 +196,15 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    // The panic message may carry request data; it is not echoed.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    // The panic message may carry request data: it goes to the log (for the operator), never
+    // to the caller, who gets the stable code.
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic payload".into());
+    tracing::error!(panic = %what, "handler panicked");
     ApiError::new(ErrorCode::Internal, "internal error").into_response()
 }
 
