@@ -6,7 +6,7 @@
 # key resolver written from the spec), nginx and wrk (the discovery bench serves the same
 # bytes from nginx and drives both with wrk), libfaketime (the clock tests run the binary
 # with its wall clock moved), prometheus (`promtool check metrics` lints what GET /metrics
-# serves). Needs root for apt-get; the Rust toolchain is
+# serves), chromium (the console is tested in headless Chromium). Needs root for apt-get; the Rust toolchain is
 # assumed.
 set -euo pipefail
 missing=()
@@ -18,6 +18,7 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(faketime)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v cargo >/dev/null 2>&1 || { echo "cargo is required (install Rust with rustup)" >&2; exit 1; }
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"

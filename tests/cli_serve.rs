@@ -16,6 +16,7 @@ mod cli_serve {
     mod api_up;
     mod audit_serve;
     mod clock;
+    mod console;
     mod discovery;
     mod disk_full;
     mod hsm_remote_bounce;

@@ -5,6 +5,7 @@
 pub mod allowlists;
 pub mod audit;
 pub mod bundles;
+pub mod console;
 pub mod grants;
 pub mod keys;
 pub mod metrics;
@@ -118,6 +119,9 @@ fn table_with_handlers() -> Vec<(RouteEntry, MethodRouter<AppState>)> {
         entry(Method::GET, "/v1/audit/proofs/inclusion", Some(Auditor), get(audit::read::<audit::InclusionQuery>)),
         entry(Method::GET, "/v1/audit/proofs/consistency", Some(Auditor), get(audit::read::<audit::ConsistencyQuery>)),
         entry(Method::GET, "/metrics", Some(Auditor), get(metrics::scrape)),
+        entry(Method::GET, "/console/", None, get(console::index)),
+        entry(Method::GET, "/console/app.js", None, get(console::script)),
+        entry(Method::GET, "/console/app.css", None, get(console::style)),
     ]
 }
 
