@@ -105,6 +105,8 @@ pub fn public_error(e: Error) -> ApiError {
     if crate::api::error::http_status(e.code) < 500 {
         return ApiError(e);
     }
+    // The caller gets a neutral message; the operator's log keeps the cause.
+    tracing::error!(code = e.code.as_str(), cause = %e.message, "public route failed");
     let message = match e.code {
         ErrorCode::KeySetUnavailable => "no usable root key can sign the key set right now",
         ErrorCode::AuditUnavailable => "the audit log cannot record right now",
