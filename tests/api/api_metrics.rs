@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 
 const GATEWAY: &str = "r3wiVnf7xstXYBR4iVNdfie69BdV6xg7b5";
 const GRANTS: u64 = 3;
+/// Connections one peer may hold.
+const PER_PEER: usize = 2;
 
 /// The value of the series `series` (name and labels as rendered), 0 when absent.
 fn value(text: &str, series: &str) -> f64 {
@@ -93,6 +95,7 @@ async fn counters_move_by_exactly_what_was_done_and_promtool_accepts_them() {
     let h = Harness::start(Limits {
         requests_per_second_per_token: 1,
         burst_per_token: 20,
+        max_connections_per_ip: PER_PEER,
         ..Limits::default()
     })
     .await;
@@ -229,6 +232,33 @@ async fn counters_move_by_exactly_what_was_done_and_promtool_accepts_them() {
     for name in ["issuer-1", "auditor-1", "auditor-2"] {
         assert!(!last.contains(name), "{name} in the metrics");
     }
+
+    // A peer of its own (127.0.0.2) opens PER_PEER + 3 connections: 3 are refused at accept,
+    // the others are open while held.
+    let mut held = Vec::new();
+    for _ in 0..PER_PEER + 3 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        held.push(socket.connect(h.addr).await.unwrap());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let refused_delta = loop {
+        let now = scrape(&h, &auditor).await;
+        let d = value(&now, "mpcp_connections_refused_total")
+            - value(&last, "mpcp_connections_refused_total");
+        let open = value(&now, "mpcp_connections_open") - value(&last, "mpcp_connections_open");
+        if (d >= 3.0 && open >= PER_PEER as f64) || std::time::Instant::now() > deadline {
+            // The held ones (and at most one more, should the client open another).
+            assert!(
+                (PER_PEER as f64..=PER_PEER as f64 + 1.0).contains(&open),
+                "{open} more connections open while {PER_PEER} are held"
+            );
+            break d;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(refused_delta, 3.0);
+    drop(held);
 
     // OpenMetrics for a scraper that asks for it.
     let r = h

@@ -227,3 +227,48 @@ async fn common_headers(mut resp: Response) -> Response {
     }
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_panic_is_logged_and_answered_with_the_stable_code_only() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        for payload in [
+            Box::new("boom in handler") as Box<dyn std::any::Any + Send>,
+            Box::new(String::from("boom in handler")),
+        ] {
+            let log = Buffer::default();
+            let writer = log.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .finish();
+            let r = tracing::subscriber::with_default(subscriber, || panic_response(payload));
+            let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+            assert!(logged.contains("handler panicked"), "{logged}");
+            assert!(logged.contains("boom in handler"), "{logged}");
+            assert_eq!(r.status(), 500);
+            let body = rt
+                .block_on(axum::body::to_bytes(r.into_body(), 1024))
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["code"], "INTERNAL");
+            assert!(!String::from_utf8_lossy(&body).contains("boom"));
+        }
+    }
+}
