@@ -583,6 +583,66 @@ mod tests {
         assert!(m.render_openmetrics().ends_with("# EOF\n"));
     }
 
+    struct FakeHsm;
+
+    impl HsmSampler for FakeHsm {
+        fn tokens(&self) -> Vec<TokenSample> {
+            vec![TokenSample {
+                token: "t".into(),
+                sessions_in_use: 2,
+                recoveries: 3,
+            }]
+        }
+        fn reinitialisations(&self) -> u64 {
+            1
+        }
+    }
+
+    #[test]
+    fn docs_operations_describes_exactly_these_metrics() {
+        let m = Arc::new(Metrics::new());
+        // Touch every family, so that each is rendered.
+        m.http_request("GET", "/healthz", 200, 0.001);
+        m.signature("grant-signing", "EdDSA", 0.001);
+        m.hsm_error("HSM_TIMEOUT");
+        m.audit_batch(1, 1, 0.001);
+        m.audit_append_failed(1);
+        m.checkpoint_signed(1);
+        m.idempotent_replay();
+        m.idempotency_conflict();
+        m.rate_limited();
+        let _open = m.connection();
+        m.connection_refused();
+        m.set_audit_log(1);
+        m.set_keys(&[("root".into(), "active".into(), 1)]);
+        m.set_ready(&[("store".into(), true)]);
+        m.sample_hsm(Arc::new(FakeHsm));
+        let text = m.render();
+        assert_eq!(
+            value(&text, "mpcp_hsm_recoveries_total{token=\"t\"}"),
+            Some(3.0)
+        );
+        let served: std::collections::BTreeSet<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect();
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+                .unwrap();
+        let documented: std::collections::BTreeSet<String> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `mpcp_"))
+            .filter_map(|l| l.split('`').next())
+            .map(|n| format!("mpcp_{n}"))
+            .collect();
+        assert_eq!(
+            served, documented,
+            "docs/operations.md and the metrics differ"
+        );
+    }
+
     #[test]
     fn connections_are_counted_while_open() {
         let m = Arc::new(Metrics::new());

@@ -280,3 +280,71 @@ async fn counters_move_by_exactly_what_was_done_and_promtool_accepts_them() {
     assert_eq!(h.get("/metrics", Some(&issuer)).await.0, 403);
     assert_eq!(h.get("/metrics", None).await.0, 401);
 }
+
+/// The families `text` declares (`# TYPE name kind`).
+fn families(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docs_operations_describes_every_served_metric_and_its_samples_are_valid() {
+    kit::child::own_process!(
+        "docs_operations_describes_every_served_metric_and_its_samples_are_valid"
+    );
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+        .unwrap();
+    // Every family the service serves has a row (the reverse, with every family touched, is
+    // a unit test of `mpcp_pa::metrics`).
+    let h = Harness::start(Limits::default()).await;
+    let auditor = h.token("auditor-1", ApiRole::Auditor);
+    let served = families(&scrape(&h, &auditor).await);
+    assert!(served.len() > 10, "{served:?}");
+    for family in &served {
+        assert!(
+            doc.contains(&format!("| `{family}` |")),
+            "{family} is not described in docs/operations.md"
+        );
+    }
+    // The sample scrape configuration and alert rules pass promtool.
+    let yaml: Vec<&str> = doc
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert_eq!(yaml.len(), 2, "a scrape configuration and the alert rules");
+    let dir = kit::tmp::dir("operations_doc");
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, yaml[1]).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .expect("promtool (Debian package prometheus)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // promtool checks that the files a configuration names exist: give it empty ones.
+    let config = yaml[0].replace("/etc/prometheus/", &format!("{}/", dir.path().display()));
+    for f in ["mpcp-pa-auditor.token", "mpcp-pa-ca.pem"] {
+        std::fs::write(dir.path().join(f), "").unwrap();
+    }
+    let scrape_config = dir.path().join("prometheus.yml");
+    std::fs::write(&scrape_config, config).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "config", "--syntax-only"])
+        .arg(&scrape_config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
