@@ -259,19 +259,22 @@ impl BatchWriter for CommitWriter {
     fn write_batch(&mut self, items: Vec<Append>) -> Result<Vec<Result<u64>>> {
         // Key and token changes, startup and shutdown are logged once durable (events
         // never carry secrets); artifacts and refusals have the request's log line.
-        let changes: Vec<(usize, String, String)> = items
+        // Logged in the caller's span (the request's), so the line carries its request id.
+        let changes: Vec<(usize, String, String, tracing::Span)> = items
             .iter()
             .enumerate()
             .filter(|(_, a)| is_change(&a.event))
             .filter_map(|(i, a)| {
                 let json = serde_json::to_string(&a.event).ok()?;
-                Some((i, a.actor.name.clone(), json))
+                Some((i, a.actor.name.clone(), json, a.span.clone()))
             })
             .collect();
         let outcomes = self.0.append_batch(items, true)?;
-        for (i, actor, event) in changes {
+        for (i, actor, event, span) in changes {
             if let Some(Ok(index)) = outcomes.get(i) {
-                tracing::info!(index, actor = %actor, event = %event, "audit: change recorded");
+                span.in_scope(|| {
+                    tracing::info!(index, actor = %actor, event = %event, "audit: change recorded")
+                });
             }
         }
         Ok(outcomes)
@@ -510,6 +513,7 @@ impl AuditLog {
                     actor,
                     event,
                     writes: SideWrites::new(),
+                    span: tracing::Span::none(),
                 })
                 .collect();
             for outcome in self.inner.append_batch(batch, false)? {
@@ -592,6 +596,7 @@ impl EventSink for AuditLog {
             actor: actor.clone(),
             event,
             writes: SideWrites::new(),
+            span: tracing::Span::current(),
         })
     }
 }
@@ -605,6 +610,7 @@ impl AuditSink for AuditLog {
             actor: actor.clone(),
             event,
             writes,
+            span: tracing::Span::current(),
         };
         match self.committer.submit_async(item) {
             Ok(rx) => AppendTicket::waiting(rx),

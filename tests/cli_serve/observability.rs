@@ -239,9 +239,24 @@ async fn each_request_is_logged_once_with_its_id_and_never_a_secret() {
     assert_eq!(line("wrong secret")["status"], 401);
     assert_eq!(line("wrong secret")["token"], "-");
 
-    // The key and token changes are logged, by name.
+    // The key and token changes are logged, by name, with the id of the request that made
+    // them.
     let text = log.join("\n");
-    assert!(text.contains(r#"\"tokenName\":\"issuer-1\""#), "{text}");
+    let created = log
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| {
+            v["message"] == "audit: change recorded"
+                && v["event"]
+                    .as_str()
+                    .is_some_and(|e| e.contains(r#""tokenName":"issuer-1""#))
+        })
+        .unwrap_or_else(|| panic!("no change line for issuer-1: {text}"));
+    assert_eq!(created["actor"], "security-officer");
+    assert_eq!(
+        created["span"]["request_id"],
+        by_what["create issuer"].id.as_str()
+    );
     assert!(text.contains("audit checkpoint signed"), "{text}");
 
     // No secret: API tokens (and their secret parts), HSM PINs.
