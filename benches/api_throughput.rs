@@ -23,6 +23,12 @@
 //! cores, e2e/raw cannot exceed sig CPU / (svc CPU + cli CPU).
 //! Each cell also checks that the audit log grew by exactly the number of grants issued.
 //!
+//! Observability cost: a second service, with its metrics off, runs beside the first (whose
+//! metrics are on, as shipped); slices alternate between the first with the service log on
+//! (JSON lines as `serve` writes them, into /dev/null: formatting and the write included)
+//! and the second with the log off, EdDSA grants at C=8. It prints the service's CPU per
+//! grant of both and their ratio (the median of the per-pair ratios; target <= 105%).
+//!
 //! Run: `cargo bench --bench api_throughput` (`API_BENCH_SECONDS`: seconds per path and
 //! cell, default 3; `API_BENCH_ALGS=ES256,EdDSA` to run only some algorithms, `API_BENCH_C=32`
 //! only some concurrency levels, `API_BENCH_POOL=1`: sessions per token, default 4, so that the
@@ -138,8 +144,108 @@ fn self_check_cpu(alg: Alg) -> f64 {
     (slices::thread_cpu_ns() - t0) as f64 / 1e3 / n as f64
 }
 
+/// The service log as `serve` installs it (JSON), behind a filter the bench switches: `off`
+/// except in the slices that measure it.
+type LogSwitch =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+fn install_log() -> LogSwitch {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, switch) =
+        tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new("off"));
+    let sink = Arc::new(std::fs::File::create("/dev/null").unwrap());
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(mpcp_pa::cli::logging::format_layer(true, false, sink))
+        .init();
+    switch
+}
+
+fn set_log(switch: &LogSwitch, on: bool) {
+    let directive = if on {
+        mpcp_pa::cli::logging::DEFAULT_FILTER
+    } else {
+        "off"
+    };
+    switch
+        .reload(tracing_subscriber::EnvFilter::new(directive))
+        .unwrap();
+}
+
+/// Clients issuing grants to `h` under a policy stored there.
+async fn clients_of(h: &Harness) -> Arc<Clients> {
+    let issuer = h.token("bench-issuer", ApiRole::Issuer);
+    let (_, p) = h
+        .post("/v1/policies", Some(&issuer), r#"{"version":"1.0"}"#)
+        .await;
+    Arc::new(Clients {
+        client: api_common::client_for(&h.tls),
+        url: h.url("/v1/grants"),
+        token: issuer,
+        policy_hash: p["policyHash"].as_str().unwrap().to_string(),
+        next_id: AtomicU64::new(0),
+        issued: AtomicU64::new(0),
+    })
+}
+
+/// The service's CPU per grant with the log and metrics on (`h`, as shipped) and off (a
+/// second service with metrics off, the log filtered off), in alternating slices; prints
+/// both and their ratio.
+#[allow(clippy::too_many_arguments)]
+async fn observability_cost(
+    h: &Harness,
+    on: &Arc<Clients>,
+    log: &LogSwitch,
+    limits: Limits,
+    policy: AlgorithmPolicy,
+    crt: &tokio::runtime::Handle,
+    slice: f64,
+    slices: usize,
+    full: bool,
+) {
+    let c = 8;
+    let reg = h.registry.clone();
+    tokio::task::spawn_blocking(move || {
+        reg.rotate(&Actor::cli(), KeyRole::GrantSigning, None, Some(Alg::EdDSA))
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let bare = Harness::start_observed(limits, &KeyRole::ALL, |_| {}, policy, false).await;
+    let off = clients_of(&bare).await;
+    let lat = Arc::new(Mutex::new(Vec::new()));
+    for (clients, logged) in [(on, true), (&off, false)] {
+        set_log(log, logged);
+        e2e_slice(crt, clients, c, slice.min(0.3), &lat).await;
+    }
+    let settle = Duration::from_millis(if full { 250 } else { 10 });
+    let per_grant = |s: Slice| (s.cpu - s.client_cpu) * 1e6 / s.ops.max(1) as f64;
+    let (mut with, mut without, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..slices {
+        set_log(log, true);
+        let w = per_grant(e2e_slice(crt, on, c, slice, &lat).await);
+        tokio::time::sleep(settle).await;
+        set_log(log, false);
+        let wo = per_grant(e2e_slice(crt, &off, c, slice, &lat).await);
+        tokio::time::sleep(settle).await;
+        with.push(w);
+        without.push(wo);
+        ratios.push(w / wo);
+    }
+    println!(
+        "observability: EdDSA C={c}: service CPU per grant {:.0} µs with the JSON log and \
+         metrics, {:.0} µs without; ratio {:.1}% (median of {slices} slice pairs; target <= \
+         105%)",
+        median(with),
+        median(without),
+        median(ratios) * 100.0
+    );
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
+    let log = install_log();
     // Alternating slices per path and cell.
     let slices: usize = if full { 6 } else { 2 };
     let secs: f64 = std::env::var("API_BENCH_SECONDS")
@@ -182,19 +288,8 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(DEFAULT_POOL_SIZE);
         api_common::hsm_with_pool_size(pool);
-        let h = Harness::start_with_policy(limits, |_| {}, policy).await;
-        let issuer = h.token("bench-issuer", ApiRole::Issuer);
-        let (_, p) = h
-            .post("/v1/policies", Some(&issuer), r#"{"version":"1.0"}"#)
-            .await;
-        let clients = Arc::new(Clients {
-            client: api_common::client_for(&h.tls),
-            url: h.url("/v1/grants"),
-            token: issuer,
-            policy_hash: p["policyHash"].as_str().unwrap().to_string(),
-            next_id: AtomicU64::new(0),
-            issued: AtomicU64::new(0),
-        });
+        let h = Harness::start_with_policy(limits.clone(), |_| {}, policy.clone()).await;
+        let clients = clients_of(&h).await;
 
         // The raw baseline: a second handle on the same (process-wide) library.
         let (p11, slot) = raw_token::open("mpcp-grant-signing");
@@ -313,6 +408,7 @@ fn main() {
                 );
             }
         }
+        observability_cost(&h, &clients, &log, limits, policy, &crt, slice, slices, full).await;
         let stats = h.audit.stats();
         println!(
             "audit log: {} entries in {} durable batches ({:.1} entries per flush)",

@@ -5,7 +5,8 @@
 # remote-HSM test), Node.js (interop tests: Node's crypto and a
 # key resolver written from the spec), nginx and wrk (the discovery bench serves the same
 # bytes from nginx and drives both with wrk), libfaketime (the clock tests run the binary
-# with its wall clock moved). Needs root for apt-get; the Rust toolchain is
+# with its wall clock moved), prometheus (`promtool check metrics` lints what GET /metrics
+# serves), chromium (the console is tested in headless Chromium). Needs root for apt-get; the Rust toolchain is
 # assumed.
 set -euo pipefail
 missing=()
@@ -16,6 +17,8 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(faketime)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v cargo >/dev/null 2>&1 || { echo "cargo is required (install Rust with rustup)" >&2; exit 1; }
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"

@@ -7,8 +7,8 @@
 //!    operating system (the one module allowed `unsafe`).
 //! 1. [`canonical`]: strict JSON, MPCP canonical form and domain digests. [`crypto`]:
 //!    algorithms, the MPCP signature convention, public keys, the algorithm gate.
-//!    [`events`]: the audit events and the event sink. [`xrpl`]: XRPL classic address
-//!    validation.
+//!    [`events`]: the audit events and the event sink. [`metrics`]: the Prometheus metrics
+//!    object the layers count into. [`xrpl`]: XRPL classic address validation.
 //! 2. [`jwk`]: public keys as JWKs and key sets.
 //! 3. [`seams`]: the thin traits through which the layers meet (key roles, digest and note
 //!    signers, key backend, active and checkpoint keys, audit sink and side writes, readiness
@@ -45,6 +45,7 @@ pub mod events;
 pub mod hsm;
 pub mod jwk;
 pub mod keys;
+pub mod metrics;
 pub mod model;
 #[allow(unsafe_code)]
 pub mod os;

@@ -115,13 +115,20 @@ impl Store {
             return Ok(());
         }
         match self.free_bytes() {
-            Some(free) if free < reserve => Err(Error::new(
-                ErrorCode::StoreError,
-                format!(
-                    "disk full: {free} bytes free on the store's file system, below the \
-                     reserve of {reserve} (nothing was written)"
-                ),
-            )),
+            Some(free) if free < reserve => {
+                tracing::error!(
+                    free_bytes = free,
+                    reserve_bytes = reserve,
+                    "store fault: disk below its reserve, writes refused"
+                );
+                Err(Error::new(
+                    ErrorCode::StoreError,
+                    format!(
+                        "disk full: {free} bytes free on the store's file system, below the \
+                         reserve of {reserve} (nothing was written)"
+                    ),
+                ))
+            }
             _ => Ok(()),
         }
     }
@@ -149,7 +156,9 @@ impl Store {
 
 /// Maps a sled error to the appliance error (the single place that does so).
 pub fn store_error(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::new(ErrorCode::StoreError, format!("store {what} failed: {e}"))
+    let message = format!("store {what} failed: {e}");
+    tracing::error!(cause = %message, "store fault");
+    Error::new(ErrorCode::StoreError, message)
 }
 
 /// The sled store as a [`RecordStore`]: a keyspace is the sled tree of that name.

@@ -21,6 +21,7 @@ mod api {
     mod api_flows;
     mod api_hostile;
     mod api_lifetimes;
+    mod api_metrics;
     mod api_openapi;
     mod api_policies;
     mod api_receipts;

@@ -16,10 +16,12 @@ mod cli_serve {
     mod api_up;
     mod audit_serve;
     mod clock;
+    mod console;
     mod discovery;
     mod disk_full;
     mod hsm_remote_bounce;
     mod keys_cli;
+    mod observability;
     mod receipts_crash;
     mod receipts_serve;
 }

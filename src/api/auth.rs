@@ -79,21 +79,38 @@ pub async fn authenticate(
     next: Next,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
-    match caller(&mut parts, &state, access).await {
+    // The token's name (never its secret) goes on the response for the request's log line.
+    let (mut response, name) = match caller(&mut parts, &state, access).await {
         Ok(caller) => {
+            let name = caller.principal.name.clone();
             parts.extensions.insert(caller);
-            next.run(Request::from_parts(parts, body)).await
+            (next.run(Request::from_parts(parts, body)).await, Some(name))
         }
-        Err(e) => e.into_response(),
+        Err((e, name)) => (e.into_response(), name),
+    };
+    if let Some(name) = name {
+        response
+            .extensions_mut()
+            .insert(super::observe::CallerName(name));
     }
+    response
 }
 
-async fn caller(parts: &mut Parts, state: &AppState, access: Access) -> Result<Caller, ApiError> {
+/// The admitted caller, or the refusal with the name of the token it was refused to (when
+/// the token is known).
+async fn caller(
+    parts: &mut Parts,
+    state: &AppState,
+    access: Access,
+) -> Result<Caller, (ApiError, Option<String>)> {
     let Some(token) = bearer(parts) else {
         state.request_counters().unauthenticated();
-        return Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "missing, unknown or revoked API token",
+        return Err((
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                "missing, unknown or revoked API token",
+            ),
+            None,
         ));
     };
     let principal = match state.tokens().authenticate(token) {
@@ -102,11 +119,12 @@ async fn caller(parts: &mut Parts, state: &AppState, access: Access) -> Result<C
             if e.code == ErrorCode::Unauthorized {
                 state.request_counters().unauthenticated();
             }
-            return Err(e.into());
+            return Err((e.into(), None));
         }
     };
     if let Err(e) = admit(parts, state, &principal, access) {
-        return Err(refused(parts, state, &principal, e).await);
+        let name = principal.name.clone();
+        return Err((refused(parts, state, &principal, e).await, Some(name)));
     }
     if parts.method == axum::http::Method::GET {
         state.request_counters().read();

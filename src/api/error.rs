@@ -59,6 +59,13 @@ impl IntoResponse for ApiError {
         if self.0.code == ErrorCode::Unauthorized {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        // For the request's log line (see `api::observe`); never sent.
+        resp.extensions_mut()
+            .insert(crate::api::observe::ErrorCause {
+                code: self.0.code.as_str(),
+                message: self.0.message.clone(),
+            });
+        let h = resp.headers_mut();
         if self.0.code == ErrorCode::RequestTimeout {
             // The rest of a late body is never read, so the HTTP/1.1 connection cannot carry
             // another request (hyper drops this header on HTTP/2).

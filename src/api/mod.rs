@@ -20,6 +20,7 @@ pub mod extract;
 pub mod head;
 pub mod idempotency;
 pub mod issuance;
+pub mod observe;
 pub mod ratelimit;
 pub mod receipt_book;
 pub mod refusals;
@@ -38,6 +39,7 @@ use crate::clock::Clock;
 use crate::error::{Error, ErrorCode, Result};
 use crate::keys::publication::KeyPublisher;
 use crate::keys::{ActiveKeys, KeyRegistry};
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 pub use crate::seams::readiness::ReadinessProbe;
@@ -152,6 +154,9 @@ pub struct ServiceParts {
     pub clock: Arc<dyn Clock>,
     /// Extra readiness checks (HSM login, audit log).
     pub readiness: Vec<Arc<dyn ReadinessProbe>>,
+    /// The metrics the service counts into and serves at `GET /metrics`; `None` turns the
+    /// metrics off (no counting, `/metrics` answers 404 NOT_FOUND).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 struct Inner {
@@ -172,6 +177,7 @@ struct Inner {
     serial_lock: Arc<tokio::sync::Mutex<()>>,
     counters: refusals::RequestCounters,
     receipts: receipt_book::ReceiptBook,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// Shared state of every handler. Cheap to clone.
@@ -220,6 +226,7 @@ impl AppState {
         let keys: Arc<dyn ActiveKeys> = Arc::new(signing::GatedKeys {
             inner: parts.registry.clone(),
             gate: parts.audit.log().clone(),
+            metrics: parts.metrics.clone(),
         });
         let rate = ratelimit::RateLimiter::new(
             config.limits.requests_per_second_per_token,
@@ -252,6 +259,7 @@ impl AppState {
             public_cache_control,
             serial_lock: Arc::new(tokio::sync::Mutex::new(())),
             counters: refusals::RequestCounters::default(),
+            metrics: parts.metrics,
             config,
         })))
     }
@@ -330,6 +338,10 @@ impl AppState {
     /// Extra readiness probes.
     pub fn readiness(&self) -> &[Arc<dyn ReadinessProbe>] {
         &self.0.readiness
+    }
+    /// The metrics, unless they are off.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.0.metrics.as_ref()
     }
 }
 

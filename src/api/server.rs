@@ -37,6 +37,7 @@ use tokio::time::Instant;
 
 use crate::api::tls::ClientCertificate;
 use crate::error::{Error, ErrorCode, Result};
+use crate::metrics::Metrics;
 
 /// Request and connection limits. Every phase of a connection before its requests are
 /// dispatched has a deadline, request bodies have one, and idle connections are closed, so
@@ -174,6 +175,18 @@ pub async fn start(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningServer> {
+    start_counted(addr, app, transport, limits, None, shutdown).await
+}
+
+/// [`start`], counting open and refused connections into `metrics`.
+pub async fn start_counted(
+    addr: SocketAddr,
+    app: axum::Router,
+    transport: Transport,
+    limits: Limits,
+    metrics: Option<Arc<Metrics>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunningServer> {
     check_bind(&addr, &transport)?;
     let listener = TcpListener::bind(addr)
         .await
@@ -188,7 +201,7 @@ pub async fn start(
             _ = shutdown => {}
         }
     };
-    let task = tokio::spawn(serve(listener, app, transport, limits, signal));
+    let task = tokio::spawn(serve(listener, app, transport, limits, metrics, signal));
     Ok(RunningServer {
         addr,
         stop: Some(stop),
@@ -197,12 +210,14 @@ pub async fn start(
 }
 
 /// Serves connections from `listener` until `shutdown` resolves, then drains: in-flight
-/// requests complete (within the drain timeout), idle connections close.
+/// requests complete (within the drain timeout), idle connections close. Open and refused
+/// connections are counted into `metrics`, if given.
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     transport: Transport,
     limits: Limits,
+    metrics: Option<Arc<Metrics>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
@@ -237,8 +252,13 @@ pub async fn serve(
         // Over its cap, the peer's connection is dropped here: the global permit returns
         // at once and nothing (not even TLS) is spent on it.
         let Some(slot) = peers.take(peer.ip(), limits.max_connections_per_ip) else {
+            if let Some(m) = &metrics {
+                m.connection_refused();
+            }
+            tracing::debug!(peer = %peer.ip(), "connection refused: peer over its connection cap");
             continue;
         };
+        let open = metrics.as_ref().map(|m| m.connection());
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let builder = builder.clone();
@@ -246,7 +266,7 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let limits = limits.clone();
         tokio::spawn(async move {
-            let _held = (permit, slot);
+            let _held = (permit, slot, open);
             match acceptor {
                 Some(acceptor) => {
                     let Ok(Ok(tls)) =

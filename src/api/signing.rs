@@ -19,26 +19,87 @@ use crate::crypto::b64url_encode;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Actor, Event};
 use crate::keys::{ActiveKeys, KeyRole};
+use crate::metrics::Metrics;
 use crate::seams::SharedSigner;
 use crate::signer::DigestSigner;
 
 /// The signing keys handlers use, behind a [`SigningGate`]: `active_signer` refuses with the
 /// gate's error (`CLOCK_BEHIND`) before any key is touched, so no artifact is signed while
-/// the clock is behind the audit log. Published keys are not gated.
+/// the clock is behind the audit log. Published keys are not gated. With metrics, every
+/// signature of the signers it hands out is counted and timed by role and algorithm, and
+/// every failed one counted by its stable code.
 pub struct GatedKeys {
     /// The keys.
     pub inner: Arc<dyn ActiveKeys>,
     /// What may refuse signing.
     pub gate: Arc<dyn SigningGate>,
+    /// Where signatures are counted, if anywhere.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl ActiveKeys for GatedKeys {
     fn active_signer(&self, role: KeyRole) -> Result<SharedSigner> {
-        self.gate.check_signing_time()?;
-        self.inner.active_signer(role)
+        if let Err(e) = self.gate.check_signing_time() {
+            tracing::warn!(role = role.as_str(), code = e.code.as_str(), cause = %e.message, "signing refused by the clock gate");
+            return Err(e);
+        }
+        let signer = self.inner.active_signer(role)?;
+        Ok(match &self.metrics {
+            Some(metrics) => Arc::new(Counted {
+                inner: signer,
+                role,
+                metrics: metrics.clone(),
+            }),
+            None => signer,
+        })
     }
     fn published_keys(&self, role: KeyRole) -> Result<Vec<crate::jwk::Jwk>> {
         self.inner.published_keys(role)
+    }
+}
+
+/// A signer whose signatures are counted and timed ([`GatedKeys`]).
+struct Counted {
+    inner: SharedSigner,
+    role: KeyRole,
+    metrics: Arc<Metrics>,
+}
+
+impl DigestSigner for Counted {
+    fn kid(&self) -> &str {
+        self.inner.kid()
+    }
+    fn alg(&self) -> crate::crypto::Alg {
+        self.inner.alg()
+    }
+    fn public_key(&self) -> &crate::crypto::PublicKey {
+        self.inner.public_key()
+    }
+    fn sign_digest(&self, digest: &[u8; 32]) -> Result<crate::seams::DigestSignature> {
+        self.counted(|| self.inner.sign_digest(digest))
+    }
+    fn sign_es256(&self, message: &[u8]) -> Result<[u8; 64]> {
+        self.counted(|| self.inner.sign_es256(message))
+    }
+}
+
+impl Counted {
+    /// Runs one signature, counting and timing it, or counting and logging its failure.
+    fn counted<T>(&self, sign: impl FnOnce() -> Result<T>) -> Result<T> {
+        let start = std::time::Instant::now();
+        let signed = sign();
+        match &signed {
+            Ok(_) => self.metrics.signature(
+                self.role.as_str(),
+                self.inner.alg().as_str(),
+                start.elapsed().as_secs_f64(),
+            ),
+            Err(e) => {
+                self.metrics.hsm_error(e.code.as_str());
+                tracing::warn!(role = self.role.as_str(), kid = self.inner.kid(), code = e.code.as_str(), cause = %e.message, "HSM signature failed");
+            }
+        }
+        signed
     }
 }
 

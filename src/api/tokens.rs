@@ -35,7 +35,9 @@ pub const TREE_TOKENS: &str = "api/tokens";
 /// sled tree: token id -> token name.
 pub const TREE_TOKEN_IDS: &str = "api/token-ids";
 
-const PREFIX: &str = "mpcppa_";
+/// How every API token begins.
+pub const TOKEN_PREFIX: &str = "mpcppa_";
+const PREFIX: &str = TOKEN_PREFIX;
 
 /// What a token may do. Exactly one per token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -19,6 +19,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::hsm::dev::DevInit;
 use crate::hsm::{HsmBackend, HsmConfig};
 use crate::keys::{ActiveKeys, CheckpointKeys, KeyRegistry, KeyRole};
+use crate::metrics::Metrics;
 use crate::seams::debug_showing;
 use crate::store::Store;
 
@@ -97,6 +98,9 @@ pub struct Options {
     pub clock_drift: Option<Duration>,
     /// Time source of the audit log, the registry and the service.
     pub clock: Arc<dyn Clock>,
+    /// Whether the parts count into the appliance's [`Metrics`] and the service serves them
+    /// (`GET /metrics`); off, nothing is counted (the baseline of the bench).
+    pub metrics: bool,
 }
 
 impl Default for Options {
@@ -112,6 +116,7 @@ impl Default for Options {
             store_reserve_bytes: None,
             clock_drift: None,
             clock: Arc::new(SystemClock),
+            metrics: true,
         }
     }
 }
@@ -134,6 +139,7 @@ pub struct Appliance {
     store: Option<Store>,
     audit: Option<Arc<AuditLog>>,
     registry: Option<Arc<KeyRegistry>>,
+    metrics: Arc<Metrics>,
 }
 
 debug_showing!(Appliance { dir, opts });
@@ -149,13 +155,23 @@ impl Appliance {
             store: None,
             audit: None,
             registry: None,
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// The appliance's metrics: created with the builder, counted into by the audit log, the
+    /// HSM backend (sampled) and the service when [`Options::metrics`] is on.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// Uses `hsm`, a backend already open in this process, instead of opening one from the
     /// HSM configuration: PKCS#11 modules are per process, so a process that serves several
     /// appliances (a test kit) opens its tokens once.
     pub fn with_hsm(mut self, hsm: Arc<HsmBackend>) -> Appliance {
+        if self.opts.metrics {
+            self.metrics.sample_hsm(hsm.clone());
+        }
         self.hsm = Some(hsm);
         self
     }
@@ -222,6 +238,9 @@ impl Appliance {
             ));
         }
         let h = Arc::new(HsmBackend::open(&HsmConfig::load(&path)?)?);
+        if self.opts.metrics {
+            self.metrics.sample_hsm(h.clone());
+        }
         self.hsm = Some(h.clone());
         Ok(h)
     }
@@ -271,6 +290,9 @@ impl Appliance {
         if let Some(d) = self.opts.clock_drift {
             log.set_drift(d);
         }
+        if self.opts.metrics {
+            log.count_into(self.metrics.clone());
+        }
         let log = Arc::new(log);
         self.audit = Some(log.clone());
         Ok(log)
@@ -297,9 +319,14 @@ impl Appliance {
             crate::clock::format_rfc3339(last),
         );
         if accept {
+            tracing::warn!(
+                max_hours,
+                "clock jump accepted by --accept-clock-jump: {what}"
+            );
             eprintln!("warning: {what}; accepted by --accept-clock-jump");
             return Ok(());
         }
+        tracing::error!(max_hours, code = "CLOCK_JUMP", "start refused: {what}");
         Err(Error::new(
             ErrorCode::ClockJump,
             format!(
@@ -360,6 +387,7 @@ impl Appliance {
             registry,
             clock: self.clock(),
             readiness,
+            metrics: self.opts.metrics.then(|| self.metrics.clone()),
         })
     }
 }

@@ -46,6 +46,9 @@ pub struct Append {
     pub event: Event,
     /// Records committed with the entry.
     pub writes: SideWrites,
+    /// The caller's tracing span (the request's, in the service): the log line of a change
+    /// is written in it, so that it carries the request id.
+    pub span: tracing::Span,
 }
 
 #[cfg(test)]

@@ -12,13 +12,14 @@
 //! the first successful batch or recovery clears the failure.
 
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::metrics::Metrics;
 
 /// Writes one batch durably. Runs on the committer thread only.
 pub trait BatchWriter: Send + 'static {
@@ -74,6 +75,8 @@ struct Queue<I> {
 struct Shared<I> {
     queue: Mutex<Queue<I>>,
     wake: Condvar,
+    /// Where batches and failures are counted, once the log is given metrics.
+    metrics: OnceLock<Arc<Metrics>>,
 }
 
 /// The committer thread and its queue.
@@ -86,6 +89,14 @@ impl<I: Send + 'static> std::fmt::Debug for GroupCommitter<I> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GroupCommitter").finish_non_exhaustive()
     }
+}
+
+/// Counts and logs `n` appends that failed with `err`.
+fn failed(metrics: &OnceLock<Arc<Metrics>>, n: usize, err: &Error) {
+    if let Some(m) = metrics.get() {
+        m.audit_append_failed(n as u64);
+    }
+    tracing::error!(entries = n, code = err.code.as_str(), cause = %err.message, "audit append failed");
 }
 
 fn unavailable(msg: impl Into<String>) -> Error {
@@ -103,6 +114,7 @@ impl<I: Send + 'static> GroupCommitter<I> {
                 failed: None,
             }),
             wake: Condvar::new(),
+            metrics: OnceLock::new(),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
@@ -144,6 +156,7 @@ impl<I: Send + 'static> GroupCommitter<I> {
                     let (items, replies): (Vec<I>, Vec<_>) =
                         batch.into_iter().map(|p| (p.item, p.reply)).unzip();
                     let n = items.len();
+                    let started = Instant::now();
                     let written = if must_recover {
                         // Nothing is written over an in-memory state that may be stale.
                         writer.recover().and_then(|()| {
@@ -155,6 +168,10 @@ impl<I: Send + 'static> GroupCommitter<I> {
                     };
                     match written {
                         Ok(outcomes) if outcomes.len() == n => {
+                            if let Some(m) = s.metrics.get() {
+                                let durable = outcomes.iter().filter(|o| o.is_ok()).count();
+                                m.audit_batch(n, durable, started.elapsed().as_secs_f64());
+                            }
                             s.queue.lock().unwrap_or_else(|p| p.into_inner()).failed = None;
                             for (r, o) in replies.into_iter().zip(outcomes) {
                                 r.send(o);
@@ -166,6 +183,7 @@ impl<I: Send + 'static> GroupCommitter<I> {
                                 outcomes.len()
                             ));
                             must_recover = true;
+                            failed(&s.metrics, n, &err);
                             s.queue.lock().unwrap_or_else(|p| p.into_inner()).failed =
                                 Some(err.clone());
                             for r in replies {
@@ -178,6 +196,7 @@ impl<I: Send + 'static> GroupCommitter<I> {
                             let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
                             q.failed = Some(err.clone());
                             // Everything queued behind the failed batch fails too.
+                            failed(&s.metrics, n + q.pending.len(), &err);
                             for p in q.pending.drain(..) {
                                 p.reply.send(Err(err.clone()));
                             }
@@ -226,6 +245,12 @@ impl<I: Send + 'static> GroupCommitter<I> {
         let (tx, rx) = oneshot::channel();
         self.enqueue(item, Reply::Task(tx))?;
         Ok(rx)
+    }
+
+    /// Counts batches (size, flush time, durable entries) and failed appends into `metrics`
+    /// from now on; the first call wins.
+    pub fn count_into(&self, metrics: Arc<Metrics>) {
+        let _ = self.shared.metrics.set(metrics);
     }
 
     /// Number of callers queued and not yet taken into a batch.

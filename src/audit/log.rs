@@ -156,6 +156,8 @@ struct LogInner {
     /// Counters for [`AuditLog::stats`].
     batches: AtomicU64,
     node_reads: AtomicU64,
+    /// Where signed checkpoints are counted, once the log is given metrics.
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 /// Counters since the log was opened (for benchmarks and monitoring).
@@ -237,10 +239,45 @@ impl std::fmt::Debug for AuditLog {
 
 struct CommitWriter(Arc<LogInner>);
 
+/// Whether `event` is a change the service log names (keys, API tokens, HSM bindings,
+/// startup and shutdown).
+fn is_change(event: &Event) -> bool {
+    !matches!(
+        event,
+        Event::PolicyStored { .. }
+            | Event::GrantIssued { .. }
+            | Event::GrantRevoked { .. }
+            | Event::AllowlistIssued { .. }
+            | Event::KeySetSigned { .. }
+            | Event::TrustBundleIssued { .. }
+            | Event::RequestRefused { .. }
+    )
+}
+
 impl BatchWriter for CommitWriter {
     type Item = Append;
     fn write_batch(&mut self, items: Vec<Append>) -> Result<Vec<Result<u64>>> {
-        self.0.append_batch(items, true)
+        // Key and token changes, startup and shutdown are logged once durable (events
+        // never carry secrets); artifacts and refusals have the request's log line.
+        // Logged in the caller's span (the request's), so the line carries its request id.
+        let changes: Vec<(usize, String, String, tracing::Span)> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| is_change(&a.event))
+            .filter_map(|(i, a)| {
+                let json = serde_json::to_string(&a.event).ok()?;
+                Some((i, a.actor.name.clone(), json, a.span.clone()))
+            })
+            .collect();
+        let outcomes = self.0.append_batch(items, true)?;
+        for (i, actor, event, span) in changes {
+            if let Some(Ok(index)) = outcomes.get(i) {
+                span.in_scope(|| {
+                    tracing::info!(index, actor = %actor, event = %event, "audit: change recorded")
+                });
+            }
+        }
+        Ok(outcomes)
     }
 
     fn recover(&mut self) -> Result<()> {
@@ -301,6 +338,7 @@ impl AuditLog {
             side: Mutex::new(HashMap::new()),
             upper: RwLock::new(HashMap::new()),
             batches: AtomicU64::new(0),
+            metrics: std::sync::OnceLock::new(),
             node_reads: AtomicU64::new(0),
         };
         let frontier = Frontier::load(&inner, size)?;
@@ -436,6 +474,13 @@ impl AuditLog {
         self.inner.sign_checkpoint(signer)
     }
 
+    /// Counts into `metrics` from now on: group-commit batches (size, flush time, durable
+    /// entries), failed appends and signed checkpoints. The first call wins.
+    pub fn count_into(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.inner.metrics.set(metrics.clone());
+        self.committer.count_into(metrics);
+    }
+
     /// Signs a checkpoint only if the log grew since the last one; for a timer.
     pub fn maybe_checkpoint(&self, signer: &dyn NoteSigner) -> Result<Option<StoredCheckpoint>> {
         self.inner.maybe_checkpoint(signer)
@@ -468,6 +513,7 @@ impl AuditLog {
                     actor,
                     event,
                     writes: SideWrites::new(),
+                    span: tracing::Span::none(),
                 })
                 .collect();
             for outcome in self.inner.append_batch(batch, false)? {
@@ -550,6 +596,7 @@ impl EventSink for AuditLog {
             actor: actor.clone(),
             event,
             writes: SideWrites::new(),
+            span: tracing::Span::current(),
         })
     }
 }
@@ -563,6 +610,7 @@ impl AuditSink for AuditLog {
             actor: actor.clone(),
             event,
             writes,
+            span: tracing::Span::current(),
         };
         match self.committer.submit_async(item) {
             Ok(rx) => AppendTicket::waiting(rx),
@@ -883,6 +931,10 @@ impl LogInner {
             ));
         }
         self.store.flush()?;
+        tracing::info!(size = m, key = signer.key_name(), "audit checkpoint signed");
+        if let Some(metrics) = self.metrics.get() {
+            metrics.checkpoint_signed(m);
+        }
         Ok(record)
     }
 }

@@ -14,6 +14,7 @@ mod artifact;
 mod audit;
 mod hsm;
 pub mod keys;
+pub mod logging;
 mod receipts;
 pub mod serve;
 pub mod tokens;
@@ -65,6 +66,13 @@ pub fn main() -> ExitCode {
     // Before anything creates a file: the data directory's contents are private.
     DataDir::private_umask();
     let dir = DataDir::new(&cli.data_dir);
+    match &cli.command {
+        Command::Serve(a) => logging::init(a.log_format, logging::DEFAULT_FILTER),
+        Command::Up(a) => logging::init(a.serve.log_format, logging::DEFAULT_FILTER),
+        // The other commands print their results; their log shows warnings only (such as
+        // an HSM recovery), as text.
+        _ => logging::init(logging::LogFormat::Text, "warn"),
+    }
     let result = match cli.command {
         Command::Verify(a) => artifact::verify(a),
         Command::Hash(a) => artifact::hash(a),

@@ -204,6 +204,10 @@ pub struct ServeArgs {
     /// the new time, and signing is refused while the clock later reads earlier than that).
     #[arg(long)]
     pub accept_clock_jump: bool,
+    /// Log format on stderr: `auto` (JSON lines unless stderr is a terminal), `json`, `text`
+    /// or `off`. The filter is `MPCP_PA_LOG` (default `warn,mpcp_pa=info`).
+    #[arg(long, value_enum, default_value_t = super::logging::LogFormat::Auto)]
+    pub log_format: super::logging::LogFormat,
 }
 
 /// Default of `--max-clock-jump-hours`: a week, longer than a plausible outage of an
@@ -414,14 +418,17 @@ fn run_server(
                 }
             });
         }
-        let server = crate::api::server::start(
+        let metrics = state.metrics().cloned();
+        let server = crate::api::server::start_counted(
             listen,
             crate::api::router(state),
             transport,
             limits,
+            metrics,
             shutdown_signal(),
         )
         .await?;
+        tracing::info!(address = %server.local_addr(), version = crate::VERSION_STRING, "listening");
         eprintln!(
             "mpcp-pa {} listening on {}",
             crate::VERSION_STRING,
@@ -504,6 +511,7 @@ pub fn serve_cmd(dir: &DataDir, a: ServeArgs) -> Result<ExitCode> {
         checkpointer.spawn(Duration::from_secs(a.checkpoint_interval_seconds), |r| {
             // Retried at the next interval; the entries stay in the log meanwhile.
             if let Err(e) = r {
+                tracing::error!(code = e.code.as_str(), cause = %e.message, "audit checkpoint failed");
                 eprintln!("audit checkpoint failed: {e}");
             }
         })?;

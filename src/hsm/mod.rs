@@ -108,6 +108,24 @@ impl std::fmt::Debug for HsmBackend {
     }
 }
 
+/// The metrics sample every configured token once (roles sharing a token share its pool).
+impl crate::metrics::HsmSampler for HsmBackend {
+    fn tokens(&self) -> Vec<crate::metrics::TokenSample> {
+        let mut by_label = BTreeMap::new();
+        for binding in self.inner.roles.values() {
+            by_label
+                .entry(binding.pool.label().to_string())
+                .or_insert_with(|| binding.pool.sample());
+        }
+        by_label.into_values().collect()
+    }
+
+    fn reinitialisations(&self) -> u64 {
+        // Each generation after the first initialisation is one re-initialisation.
+        self.inner.modules.iter().map(|m| m.generation()).sum()
+    }
+}
+
 impl HsmBackend {
     /// Loads every token's module, reads every token's PIN, logs in to every token and probes that it
     /// offers what its roles need (mechanisms and a self-test signature per algorithm).

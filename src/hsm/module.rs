@@ -186,10 +186,10 @@ impl Module {
         let mut c = lock(&self.calls);
         if seen == self.generation() && !c.reinit_wanted {
             c.reinit_wanted = true;
-            eprintln!(
-                "hsm: PKCS#11 module {}: module-level failure ({why}); it will be finalised \
-                 and initialised again",
-                self.path.display()
+            tracing::warn!(
+                module = %self.path.display(),
+                cause = why,
+                "hsm: PKCS#11 module-level failure; it will be finalised and initialised again"
             );
         }
     }
@@ -259,15 +259,17 @@ impl Module {
                     c.reinit_wanted = false;
                     c.last_failure = None;
                     let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-                    eprintln!(
-                        "hsm: PKCS#11 module {}: re-initialised (generation {generation})",
-                        self.path.display()
+                    tracing::warn!(
+                        module = %self.path.display(),
+                        generation,
+                        "hsm: PKCS#11 module re-initialised"
                     );
                 }
                 Err(e) => {
-                    eprintln!(
-                        "hsm: PKCS#11 module {}: re-initialisation failed: {e}",
-                        self.path.display()
+                    tracing::error!(
+                        module = %self.path.display(),
+                        cause = %e,
+                        "hsm: PKCS#11 module re-initialisation failed"
                     );
                     c.last_failure = Some(e.clone());
                     return Err(e.into());
@@ -325,7 +327,11 @@ impl Module {
         match self.ctx.clone().finalize() {
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiNotInitialized, _)) => {}
             // A module that cannot finalise may still initialise; the outcome of that decides.
-            Err(e) => eprintln!("hsm: {what}: C_Finalize failed ({e}); initialising anyway"),
+            Err(e) => tracing::warn!(
+                what = %what,
+                cause = %e,
+                "hsm: C_Finalize failed; initialising anyway"
+            ),
         }
         initialize(&self.ctx).map_err(|e| to_error(&e, &what))
     }

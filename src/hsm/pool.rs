@@ -240,6 +240,17 @@ impl TokenPool {
         &self.label
     }
 
+    /// What the metrics sample of this pool: sessions checked out now, and recoveries of
+    /// the token's sessions started since the pool opened (each starts a token epoch).
+    pub(crate) fn sample(&self) -> crate::metrics::TokenSample {
+        let st = lock(&self.slots);
+        crate::metrics::TokenSample {
+            token: self.label.to_string(),
+            sessions_in_use: st.live.saturating_sub(st.idle.len()) as u64,
+            recoveries: self.token_epoch.load(Ordering::Acquire),
+        }
+    }
+
     fn epoch(&self) -> Epoch {
         Epoch {
             module: self.module.generation(),
@@ -394,6 +405,14 @@ impl TokenPool {
             .min(self.settings.backoff_max);
         h.retry_at = Some(Instant::now() + delay);
         h.last_error = f.error.to_string();
+        tracing::warn!(
+            token = %self.label,
+            attempt = h.failures,
+            retry_in_ms = delay.as_millis() as u64,
+            code = f.error.code.as_str(),
+            cause = %f.error.message,
+            "hsm: token recovery failed"
+        );
         self.degraded.store(true, Ordering::Release);
     }
 
@@ -402,9 +421,10 @@ impl TokenPool {
             // Both flag updates happen under the health lock, so they cannot cross.
             let mut h = lock(&self.health);
             if h.failures > 0 {
-                eprintln!(
-                    "hsm: token {:?} recovered after {} failed recovery attempt(s)",
-                    self.label, h.failures
+                tracing::warn!(
+                    token = %self.label,
+                    failed_attempts = h.failures,
+                    "hsm: token recovered after failed recovery attempts"
                 );
             }
             *h = Health::default();
@@ -513,12 +533,23 @@ impl TokenPool {
             Some(Fault::Token { session_gone }) => {
                 // Only the first failure of an epoch starts a new one; stragglers from the
                 // same epoch must not invalidate sessions that were just re-opened.
-                let _ = self.token_epoch.compare_exchange(
-                    slot.epoch.token,
-                    slot.epoch.token + 1,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                );
+                if self
+                    .token_epoch
+                    .compare_exchange(
+                        slot.epoch.token,
+                        slot.epoch.token + 1,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_ok()
+                {
+                    tracing::warn!(
+                        token = %self.label,
+                        code = f.error.code.as_str(),
+                        cause = %f.error.message,
+                        "hsm: token sessions lost; re-opening them and logging in again"
+                    );
+                }
                 let losses = self.session_losses.fetch_add(1, Ordering::AcqRel) + 1;
                 if losses >= SESSION_LOSSES_BEFORE_REINIT {
                     // Re-opening sessions did not help: the module itself is suspect.

@@ -23,7 +23,7 @@ const LAYERS: &[(usize, &[&str])] = &[
     // Errors with stable codes.
     (0, &["error", "os"]),
     // Values and primitives that need nothing but errors.
-    (1, &["canonical", "crypto", "events", "xrpl"]),
+    (1, &["canonical", "crypto", "events", "metrics", "xrpl"]),
     // Public keys as JWKs (on top of `crypto` and `canonical`).
     (2, &["jwk"]),
     // The thin traits and their small value types.

@@ -1901,3 +1901,61 @@ async fn malformed_requests_are_refused_with_their_code_and_change_nothing() {
     let (status, _) = h.get("/v1/grants/g-new", Some(&fx.issuer)).await;
     assert_eq!(status, 404, "no refused grant was stored");
 }
+
+/// A log writer over a shared buffer, for reading what the service logged.
+#[derive(Clone)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bad_input_table_is_logged_a_line_per_row_and_never_a_secret() {
+    kit::child::own_process!("the_bad_input_table_is_logged_a_line_per_row_and_never_a_secret");
+    // The service log exactly as `serve` writes it (JSON lines, its default filter).
+    let buffer = LogBuffer(Default::default());
+    let writer = buffer.clone();
+    mpcp_pa::cli::logging::install(
+        true,
+        false,
+        tracing_subscriber::EnvFilter::new(mpcp_pa::cli::logging::DEFAULT_FILTER),
+        move || writer.clone(),
+    );
+    let h = Harness::start(Limits {
+        max_body_bytes: MAX_BODY,
+        requests_per_second_per_token: 0,
+        ..Limits::default()
+    })
+    .await;
+    let fx = setup(&h).await;
+    let rows = rows(&fx);
+    let before = buffer.0.lock().unwrap().len();
+    for row in &rows {
+        send(&h, &fx, row).await;
+    }
+    let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let lines = log[before..]
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["message"] == "request" || v["message"] == "request failed")
+        .count();
+    assert_eq!(lines, rows.len(), "one log line per row");
+    for token in [&fx.issuer, &fx.officer, &fx.auditor] {
+        // mpcppa_<id>_<secret> (the secret's alphabet includes `_`).
+        let secret = token
+            .strip_prefix("mpcppa_")
+            .unwrap()
+            .split_once('_')
+            .unwrap()
+            .1;
+        assert!(secret.len() >= 20);
+        assert!(!log.contains(secret), "a token secret is in the log");
+    }
+}

@@ -6,7 +6,9 @@
 //! refused requests (same Idempotency-Key) never issue twice. A SIGTERM with the disk full
 //! again says on stderr what it could not write and exits non-zero; after freeing the space
 //! the log verifies with `audit verify` and holds every acknowledged grant exactly once.
-//! A second test fills the disk while four clients issue grants, three rounds.
+//! While full, `/metrics` shows the disk check failing and one audit append failure per grant
+//! the audit log refused. A second test fills the disk while four clients issue grants,
+//! three rounds.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -66,6 +68,17 @@ async fn a_full_disk_fails_closed_and_clears_without_a_restart() {
     for i in 0..5 {
         assert_eq!(send(&format!("before-{i}"), &mut acked).await.0, 201);
     }
+    let auditor = kit::bin::post_ok(
+        &http,
+        &base,
+        &officer,
+        "/v1/tokens",
+        serde_json::json!({"name": "auditor-1", "role": "auditor"}),
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // Fill the disk; the appliance refuses (it may still have room allocated, so write until
     // it does).
@@ -88,11 +101,44 @@ async fn a_full_disk_fails_closed_and_clears_without_a_restart() {
         "refused with {v}"
     );
     // Fails closed for everyone while full.
+    let mut audit_unavailable = u64::from(code == "AUDIT_UNAVAILABLE");
     for i in 0..20 {
         let (status, v) = send(&format!("still-full-{i}"), &mut acked).await;
         assert_eq!(status, 503, "a grant on a full disk: {v}");
+        audit_unavailable += u64::from(v["code"] == "AUDIT_UNAVAILABLE");
     }
     assert_eq!(readyz(&http, &base).await, 503, "readyz on a full disk");
+    // The metrics say so: the disk check fails, and every grant refused because the audit
+    // log could not write is an append failure (the counter operators alert on).
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("\nmpcp_ready{check=\"disk\"} 0\n"),
+        "{metrics}"
+    );
+    let failures: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mpcp_audit_append_failures_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    eprintln!(
+        "full disk: {audit_unavailable} AUDIT_UNAVAILABLE answers, {failures} append failures"
+    );
+    assert!(
+        audit_unavailable > 0,
+        "no grant was refused by the audit log"
+    );
+    assert_eq!(
+        failures, audit_unavailable as f64,
+        "one append failure per AUDIT_UNAVAILABLE answer"
+    );
 
     // Free the space: grants and readiness come back by themselves.
     std::fs::remove_file(&filler).unwrap();

@@ -260,6 +260,20 @@ async fn grants_resume_after_the_remote_hsm_bounces() {
     )
     .trim()
     .to_string();
+    let auditor = cli(
+        &data,
+        &remote.socket,
+        &[
+            "tokens",
+            "create",
+            "--name",
+            "auditor-1",
+            "--role",
+            "auditor",
+        ],
+    )
+    .trim()
+    .to_string();
     let (server, base, lines) = serve(&data, &remote.socket);
     let http = client_builder(&data)
         .timeout(Duration::from_secs(10))
@@ -361,6 +375,25 @@ async fn grants_resume_after_the_remote_hsm_bounces() {
         c.await.unwrap();
     }
     poller.await.unwrap();
+    // The metrics saw the outage: recoveries or a re-initialisation, and the signatures.
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sum = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    let recoveries = sum("mpcp_hsm_recoveries_total") + sum("mpcp_hsm_reinitialisations_total");
+    let signatures = sum("mpcp_signatures_total{role=\"grant-signing\"");
     // No client connection left for the graceful shutdown to drain.
     drop(http);
     let log = stop_serve(server, &lines);
@@ -412,6 +445,17 @@ async fn grants_resume_after_the_remote_hsm_bounces() {
     );
     eprintln!("{summary}");
     assert!(ok(&before) > 0, "no grant before the outage: {summary}");
+    assert!(recoveries > 0.0, "no HSM recovery counted: {metrics}");
+    assert!(
+        signatures >= ok(&all.iter().collect::<Vec<_>>()) as f64,
+        "signatures {signatures} below the grants issued: {summary}"
+    );
+    assert!(
+        recovery_log
+            .iter()
+            .any(|l| l.contains("\"level\":\"WARN\"")),
+        "the recovery is not in the service log: {summary}"
+    );
     assert!(
         resumed.is_some_and(|d| d <= RESUME_WITHIN),
         "grants did not resume within {RESUME_WITHIN:?}: {summary}"

@@ -65,6 +65,7 @@ fn readyz_follows_token_login() {
                 registry,
                 clock,
                 readiness: probes,
+                metrics: None,
             },
             ServiceConfig::new("pa.test"),
         )

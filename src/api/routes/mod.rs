@@ -5,8 +5,10 @@
 pub mod allowlists;
 pub mod audit;
 pub mod bundles;
+pub mod console;
 pub mod grants;
 pub mod keys;
+pub mod metrics;
 pub mod policies;
 pub mod public;
 pub mod receipts;
@@ -16,11 +18,13 @@ use axum::Router;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post, put};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use super::AppState;
 use super::auth::{Access, authenticate};
 use super::error::ApiError;
 use super::issuance::issue;
+use super::observe;
 use super::tokens::ApiRole;
 use crate::error::ErrorCode;
 
@@ -121,6 +125,10 @@ fn table_with_handlers() -> Vec<(RouteEntry, MethodRouter<AppState>)> {
         entry(Method::GET, "/v1/audit/entries", Some(Auditor), get(audit::read::<audit::EntriesQuery>)),
         entry(Method::GET, "/v1/audit/proofs/inclusion", Some(Auditor), get(audit::read::<audit::InclusionQuery>)),
         entry(Method::GET, "/v1/audit/proofs/consistency", Some(Auditor), get(audit::read::<audit::ConsistencyQuery>)),
+        entry(Method::GET, "/metrics", Some(Auditor), get(metrics::scrape)),
+        entry(Method::GET, "/console/", None, get(console::index)),
+        entry(Method::GET, "/console/app.js", None, get(console::script)),
+        entry(Method::GET, "/console/app.css", None, get(console::style)),
     ]
 }
 
@@ -152,6 +160,9 @@ pub fn build(state: AppState) -> Router {
     for (path, handler) in by_path {
         router = router.route(path, handler);
     }
+    // Outermost last: a request id is set (a malformed one replaced) before the span opens,
+    // the span and the request's log line enclose the panic containment, so a panic is
+    // answered, counted and logged like any 500.
     router
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -162,6 +173,22 @@ pub fn build(state: AppState) -> Router {
         .layer(axum::middleware::map_response(common_headers))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(observe::request_span)
+                .on_request(())
+                .on_response(())
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::new(observe::REQUEST_ID))
+        .layer(SetRequestIdLayer::new(observe::REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::map_request(
+            observe::drop_malformed_request_id,
         ))
         .with_state(state)
 }
@@ -180,8 +207,15 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    // The panic message may carry request data; it is not echoed.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    // The panic message may carry request data: it goes to the log (for the operator), never
+    // to the caller, who gets the stable code.
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic payload".into());
+    tracing::error!(panic = %what, "handler panicked");
     ApiError::new(ErrorCode::Internal, "internal error").into_response()
 }
 
@@ -199,4 +233,49 @@ async fn common_headers(mut resp: Response) -> Response {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_panic_is_logged_and_answered_with_the_stable_code_only() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        for payload in [
+            Box::new("boom in handler") as Box<dyn std::any::Any + Send>,
+            Box::new(String::from("boom in handler")),
+        ] {
+            let log = Buffer::default();
+            let writer = log.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .finish();
+            let r = tracing::subscriber::with_default(subscriber, || panic_response(payload));
+            let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+            assert!(logged.contains("handler panicked"), "{logged}");
+            assert!(logged.contains("boom in handler"), "{logged}");
+            assert_eq!(r.status(), 500);
+            let body = rt
+                .block_on(axum::body::to_bytes(r.into_body(), 1024))
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["code"], "INTERNAL");
+            assert!(!String::from_utf8_lossy(&body).contains("boom"));
+        }
+    }
 }

@@ -41,31 +41,11 @@ pub async fn healthz() -> ApiResult<Response> {
 /// otherwise 503 NOT_READY naming what is not ready by role and stable code only.
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Response> {
     let s = state.clone();
-    let failures = blocking(move || {
-        let mut failures = Vec::new();
-        if let Err(e) = s.tokens().list() {
-            failures.push(format!("store: {}", e.code));
-        }
-        if let Some(e) = s.audit().failed() {
-            failures.push(format!("audit log: {}", e.code));
-        }
-        if let Err(e) = s.store().check_space() {
-            failures.push(format!("disk: {}", e.code));
-        }
-        if let Err(e) = crate::clock::SigningGate::check_signing_time(s.audit().as_ref()) {
-            failures.push(format!("clock: {}", e.code));
-        }
-        for p in s.readiness() {
-            if let Err(e) = p.check() {
-                failures.push(format!("{}: {}", p.name(), e.code));
-            }
-        }
-        for (role, e) in s.registry().check_active_keys() {
-            failures.push(format!("{role} key: {}", e.code));
-        }
-        Ok(failures)
-    })
-    .await?;
+    let checks = blocking(move || Ok(readiness_checks(&s))).await?;
+    let failures: Vec<String> = checks
+        .into_iter()
+        .filter_map(|(what, code)| code.map(|c| format!("{what}: {c}")))
+        .collect();
     if failures.is_empty() {
         json_response(StatusCode::OK, &json!({"status": "ready"}))
     } else {
@@ -76,6 +56,48 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Response> {
     }
 }
 
+/// Every readiness check `/readyz` runs, by name, with the stable code of its failure
+/// (`None`: passes): the store readable, the audit log accepting appends, the disk above
+/// the store's reserve, the clock not behind the log, every probe (HSM tokens logged in),
+/// every role's active key. Blocking (store and HSM calls); the metrics sample it too.
+pub fn readiness_checks(s: &AppState) -> Vec<(String, Option<&'static str>)> {
+    let mut checks = vec![
+        (
+            "store".to_string(),
+            s.tokens().list().err().map(|e| e.code.as_str()),
+        ),
+        (
+            "audit log".to_string(),
+            s.audit().failed().map(|e| e.code.as_str()),
+        ),
+        (
+            "disk".to_string(),
+            s.store().check_space().err().map(|e| e.code.as_str()),
+        ),
+        (
+            "clock".to_string(),
+            crate::clock::SigningGate::check_signing_time(s.audit().as_ref())
+                .err()
+                .map(|e| e.code.as_str()),
+        ),
+    ];
+    for p in s.readiness() {
+        checks.push((
+            p.name().to_string(),
+            p.check().err().map(|e| e.code.as_str()),
+        ));
+    }
+    let failed_keys = s.registry().check_active_keys();
+    for role in crate::keys::KeyRole::ALL {
+        let code = failed_keys
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, e)| e.code.as_str());
+        checks.push((format!("{role} key"), code));
+    }
+    checks
+}
+
 /// An error as an unauthenticated caller receives it: input errors (4xx) as they are, and
 /// server-state failures (5xx) with their stable code and a neutral message, since their
 /// detail may name token labels, object ids or PKCS#11 return codes.
@@ -83,6 +105,8 @@ pub fn public_error(e: Error) -> ApiError {
     if crate::api::error::http_status(e.code) < 500 {
         return ApiError(e);
     }
+    // The caller gets a neutral message; the operator's log keeps the cause.
+    tracing::error!(code = e.code.as_str(), cause = %e.message, "public route failed");
     let message = match e.code {
         ErrorCode::KeySetUnavailable => "no usable root key can sign the key set right now",
         ErrorCode::AuditUnavailable => "the audit log cannot record right now",

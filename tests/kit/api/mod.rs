@@ -171,6 +171,18 @@ impl Harness {
         tune: impl FnOnce(&mut ServiceConfig),
         policy: AlgorithmPolicy,
     ) -> Harness {
+        Harness::start_observed(limits, roles, tune, policy, true).await
+    }
+
+    /// [`Harness::start_full`] with the appliance's metrics on or off (the baseline the
+    /// api_throughput bench measures their cost against).
+    pub async fn start_observed(
+        limits: Limits,
+        roles: &[KeyRole],
+        tune: impl FnOnce(&mut ServiceConfig),
+        policy: AlgorithmPolicy,
+        metrics: bool,
+    ) -> Harness {
         let gate = gate::shared();
         let dir = tmp::dir("harness");
         let data = DataDir::new(dir.path());
@@ -181,6 +193,7 @@ impl Harness {
             data,
             Options {
                 audit: AuditMode::Create("pa.test/audit".into()),
+                metrics,
                 ..Options::default()
             },
         )
@@ -214,15 +227,17 @@ impl Harness {
                 registry: registry.clone(),
                 clock,
                 readiness: Vec::new(),
+                metrics: metrics.then(|| app.metrics()),
             },
             config,
         )
         .unwrap();
-        let server = server::start(
+        let server = server::start_counted(
             "127.0.0.1:0".parse().unwrap(),
             router(state.clone()),
             Transport::Tls(server_config(&tls).unwrap()),
             limits,
+            metrics.then(|| app.metrics()),
             std::future::pending(),
         )
         .await
