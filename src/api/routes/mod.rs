@@ -112,6 +112,7 @@ fn table_with_handlers() -> Vec<(RouteEntry, MethodRouter<AppState>)> {
         entry(Method::GET, "/v1/tokens", Some(SecurityOfficer), get(tokens::list)),
         entry(Method::POST, "/v1/tokens", Some(SecurityOfficer), post(tokens::create)),
         entry(Method::POST, "/v1/tokens/{name}/revoke", Some(SecurityOfficer), post(tokens::revoke)),
+        entry_also(Method::GET, "/v1/whoami", Some(Issuer), &[SecurityOfficer, Auditor], get(tokens::whoami)),
         entry(Method::GET, "/v1/audit/checkpoint", Some(Auditor), get(audit::checkpoint)),
         entry_also(Method::POST, "/v1/audit/checkpoints", Some(Auditor), &[SecurityOfficer], post(audit::sign_checkpoint)),
         entry(Method::GET, "/v1/audit/vkeys", Some(Auditor), get(audit::vkeys)),
