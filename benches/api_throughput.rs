@@ -27,8 +27,9 @@
 //! metrics off; slices alternate between the first with the service log on (JSON lines as
 //! `serve` writes them, into /dev/null: formatting and the write included) and the second
 //! with the log off, EdDSA grants at C=8, in pairs whose order alternates
-//! (`API_BENCH_OBS_PAIRS`, default 10). It prints the service's CPU per grant of both and
-//! their ratio (the median of the per-pair ratios; target <= 105%).
+//! (`API_BENCH_OBS_PAIRS`, default 10; `API_BENCH_OBS=log` or `metrics` for one of the two
+//! alone). It prints the service's CPU per grant of both and their ratio (the median of the
+//! per-pair ratios; target <= 105%).
 //!
 //! Run: `cargo bench --bench api_throughput` (`API_BENCH_SECONDS`: seconds per path and
 //! cell, default 3; `API_BENCH_ALGS=ES256,EdDSA` to run only some algorithms, `API_BENCH_C=32`
@@ -401,12 +402,21 @@ async fn observability_cost(
     full: bool,
 ) {
     let c = 8;
-    let shipped =
-        Harness::start_observed(limits.clone(), &KeyRole::ALL, |_| {}, policy.clone(), true).await;
+    // `API_BENCH_OBS=log` or `metrics` measures one of the two alone.
+    let mode = std::env::var("API_BENCH_OBS").unwrap_or_else(|_| "both".into());
+    let (with_log, with_metrics) = (mode != "metrics", mode != "log");
+    let shipped = Harness::start_observed(
+        limits.clone(),
+        &KeyRole::ALL,
+        |_| {},
+        policy.clone(),
+        with_metrics,
+    )
+    .await;
     let bare = Harness::start_observed(limits, &KeyRole::ALL, |_| {}, policy, false).await;
     let (on, off) = (clients_of(&shipped).await, clients_of(&bare).await);
     let lat = Arc::new(Mutex::new(Vec::new()));
-    for (clients, logged) in [(&on, true), (&off, false)] {
+    for (clients, logged) in [(&on, with_log), (&off, false)] {
         set_log(log, logged);
         e2e_slice(crt, clients, c, slice.min(0.3), &lat).await;
     }
@@ -422,7 +432,7 @@ async fn observability_cost(
             [false, true]
         };
         for observed in order {
-            set_log(log, observed);
+            set_log(log, observed && with_log);
             let clients = if observed { &on } else { &off };
             let cpu = per_grant(e2e_slice(crt, clients, c, slice, &lat).await);
             tokio::time::sleep(settle).await;
@@ -434,9 +444,9 @@ async fn observability_cost(
     }
     set_log(log, false);
     println!(
-        "observability: EdDSA C={c}: service CPU per grant {:.0} µs with the JSON log and \
-         metrics, {:.0} µs without (medians); ratio {:.1}% (median of {pairs} slice pairs; \
-         target <= 105%)",
+        "observability ({mode}): EdDSA C={c}: service CPU per grant {:.0} µs with the JSON log \
+         and/or metrics, {:.0} µs without (medians); ratio {:.1}% (median of {pairs} slice \
+         pairs; target <= 105%)",
         median(with),
         median(without),
         median(ratios) * 100.0
