@@ -59,6 +59,12 @@ struct TokenLabel {
     token: String,
 }
 
+/// The appliance's version.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
+}
+
 /// One readiness check of `/readyz`, by name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CheckLabel {
@@ -289,6 +295,17 @@ impl Metrics {
             "Keys in the registry, by role and lifecycle state",
             keys.clone(),
         );
+        let build = Family::<VersionLabel, Gauge>::default();
+        registry.register(
+            "build_info",
+            "The appliance's version (the value is always 1)",
+            build.clone(),
+        );
+        build
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
         let ready = Family::<CheckLabel, Gauge>::default();
         registry.register(
             "ready",
