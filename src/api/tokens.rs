@@ -49,11 +49,19 @@ pub enum ApiRole {
     SecurityOfficer,
     /// Reads the audit log.
     Auditor,
+    /// Reads the metrics (`GET /metrics`) and nothing else: the token a Prometheus server
+    /// holds, which then cannot read the audit log.
+    Monitoring,
 }
 
 impl ApiRole {
     /// Every role.
-    pub const ALL: [ApiRole; 3] = [ApiRole::Issuer, ApiRole::SecurityOfficer, ApiRole::Auditor];
+    pub const ALL: [ApiRole; 4] = [
+        ApiRole::Issuer,
+        ApiRole::SecurityOfficer,
+        ApiRole::Auditor,
+        ApiRole::Monitoring,
+    ];
 
     /// Wire / CLI name.
     pub fn as_str(self) -> &'static str {
@@ -61,6 +69,7 @@ impl ApiRole {
             ApiRole::Issuer => "issuer",
             ApiRole::SecurityOfficer => "security-officer",
             ApiRole::Auditor => "auditor",
+            ApiRole::Monitoring => "monitoring",
         }
     }
 
@@ -73,7 +82,8 @@ impl ApiRole {
                 Error::new(
                     ErrorCode::ConfigInvalid,
                     format!(
-                        "unknown API role {s:?} (expected issuer, security-officer or auditor)"
+                        "unknown API role {s:?} (expected issuer, security-officer, auditor or \
+                         monitoring)"
                     ),
                 )
             })

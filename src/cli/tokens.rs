@@ -35,7 +35,7 @@ pub enum TokensCommand {
         /// revoked tokens stay taken.
         #[arg(long)]
         name: String,
-        /// issuer, security-officer or auditor.
+        /// issuer, security-officer, auditor or monitoring (reads only GET /metrics).
         #[arg(long, value_parser = parse_role)]
         role: ApiRole,
     },

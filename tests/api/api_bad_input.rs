@@ -152,6 +152,7 @@ impl Fixture {
             ApiRole::Issuer => &self.issuer,
             ApiRole::SecurityOfficer => &self.officer,
             ApiRole::Auditor => &self.auditor,
+            ApiRole::Monitoring => unreachable!("no bad-input row is sent as monitoring"),
         }
     }
     fn jwk(&self, kid: &str) -> Value {

@@ -72,7 +72,7 @@ async function pageReady() {
   const body = await r.json();
   const out = [card("Readiness", el("p", {}, "Appliance: ", state(r.status === 200 ? "ready" : "failing"), " ",
     r.status === 200 ? "" : body.message || ""))];
-  const m = role === "auditor" ? await api("/metrics") : { status: 403 };
+  const m = role === "auditor" || role === "monitoring" ? await api("/metrics") : { status: 403 };
   if (m.status === 200) {
     const rows = [];
     for (const line of m.body.split("\n")) {
@@ -81,7 +81,7 @@ async function pageReady() {
     }
     out.push(card("Checks (HSM tokens, keys, store, audit log)", table(["check", "state"], rows)));
   } else {
-    out.push(card("Checks", el("p", { class: "muted" }, "Per-check states need the auditor role (GET /metrics).")));
+    out.push(card("Checks", el("p", { class: "muted" }, "Per-check states need an auditor or monitoring token (GET /metrics).")));
   }
   return out;
 }
