@@ -23,11 +23,13 @@
 //! cores, e2e/raw cannot exceed sig CPU / (svc CPU + cli CPU).
 //! Each cell also checks that the audit log grew by exactly the number of grants issued.
 //!
-//! Observability cost: a second service, with its metrics off, runs beside the first (whose
-//! metrics are on, as shipped); slices alternate between the first with the service log on
-//! (JSON lines as `serve` writes them, into /dev/null: formatting and the write included)
-//! and the second with the log off, EdDSA grants at C=8. It prints the service's CPU per
-//! grant of both and their ratio (the median of the per-pair ratios; target <= 105%).
+//! Observability cost: two fresh services, one as shipped (metrics on) and one with its
+//! metrics off; slices alternate between the first with the service log on (JSON lines as
+//! `serve` writes them, into /dev/null: formatting and the write included) and the second
+//! with the log off, EdDSA grants at C=8, in pairs whose order alternates
+//! (`API_BENCH_OBS_PAIRS`, default 10; `API_BENCH_OBS=log` or `metrics` for one of the two
+//! alone). It prints the service's CPU per grant of both and their ratio (the median of the
+//! per-pair ratios; target <= 105%).
 //!
 //! Run: `cargo bench --bench api_throughput` (`API_BENCH_SECONDS`: seconds per path and
 //! cell, default 3; `API_BENCH_ALGS=ES256,EdDSA` to run only some algorithms, `API_BENCH_C=32`
@@ -189,54 +191,66 @@ async fn clients_of(h: &Harness) -> Arc<Clients> {
     })
 }
 
-/// The service's CPU per grant with the log and metrics on (`h`, as shipped) and off (a
-/// second service with metrics off, the log filtered off), in alternating slices; prints
-/// both and their ratio.
+/// The service's CPU per grant with the log and metrics on (as shipped) and off, on two
+/// fresh services with the same history (so that neither has a larger store or log), in
+/// alternating slices whose order alternates too (on/off, off/on, ...); prints the medians
+/// and the median of the per-pair ratios.
 #[allow(clippy::too_many_arguments)]
 async fn observability_cost(
-    h: &Harness,
-    on: &Arc<Clients>,
     log: &LogSwitch,
     limits: Limits,
     policy: AlgorithmPolicy,
     crt: &tokio::runtime::Handle,
     slice: f64,
-    slices: usize,
+    pairs: usize,
     full: bool,
 ) {
     let c = 8;
-    let reg = h.registry.clone();
-    tokio::task::spawn_blocking(move || {
-        reg.rotate(&Actor::cli(), KeyRole::GrantSigning, None, Some(Alg::EdDSA))
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    // `API_BENCH_OBS=log` or `metrics` measures one of the two alone.
+    let mode = std::env::var("API_BENCH_OBS").unwrap_or_else(|_| "both".into());
+    let (with_log, with_metrics) = (mode != "metrics", mode != "log");
+    let shipped = Harness::start_observed(
+        limits.clone(),
+        &KeyRole::ALL,
+        |_| {},
+        policy.clone(),
+        with_metrics,
+    )
+    .await;
     let bare = Harness::start_observed(limits, &KeyRole::ALL, |_| {}, policy, false).await;
-    let off = clients_of(&bare).await;
+    let (on, off) = (clients_of(&shipped).await, clients_of(&bare).await);
     let lat = Arc::new(Mutex::new(Vec::new()));
-    for (clients, logged) in [(on, true), (&off, false)] {
+    for (clients, logged) in [(&on, with_log), (&off, false)] {
         set_log(log, logged);
         e2e_slice(crt, clients, c, slice.min(0.3), &lat).await;
     }
     let settle = Duration::from_millis(if full { 250 } else { 10 });
     let per_grant = |s: Slice| (s.cpu - s.client_cpu) * 1e6 / s.ops.max(1) as f64;
     let (mut with, mut without, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..slices {
-        set_log(log, true);
-        let w = per_grant(e2e_slice(crt, on, c, slice, &lat).await);
-        tokio::time::sleep(settle).await;
-        set_log(log, false);
-        let wo = per_grant(e2e_slice(crt, &off, c, slice, &lat).await);
-        tokio::time::sleep(settle).await;
+    for pair in 0..pairs {
+        let (mut w, mut wo) = (0.0, 0.0);
+        // Alternate which goes first, so that drift over the run favours neither.
+        let order = if pair % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for observed in order {
+            set_log(log, observed && with_log);
+            let clients = if observed { &on } else { &off };
+            let cpu = per_grant(e2e_slice(crt, clients, c, slice, &lat).await);
+            tokio::time::sleep(settle).await;
+            if observed { w = cpu } else { wo = cpu }
+        }
         with.push(w);
         without.push(wo);
         ratios.push(w / wo);
     }
+    set_log(log, false);
     println!(
-        "observability: EdDSA C={c}: service CPU per grant {:.0} µs with the JSON log and \
-         metrics, {:.0} µs without; ratio {:.1}% (median of {slices} slice pairs; target <= \
-         105%)",
+        "observability ({mode}): EdDSA C={c}: service CPU per grant {:.0} µs with the JSON log \
+         and/or metrics, {:.0} µs without (medians); ratio {:.1}% (median of {pairs} slice \
+         pairs; target <= 105%)",
         median(with),
         median(without),
         median(ratios) * 100.0
@@ -408,7 +422,11 @@ fn main() {
                 );
             }
         }
-        observability_cost(&h, &clients, &log, limits, policy, &crt, slice, slices, full).await;
+        let pairs = std::env::var("API_BENCH_OBS_PAIRS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(if full { 10 } else { 2 });
+        observability_cost(&log, limits, policy, &crt, slice, pairs, full).await;
         let stats = h.audit.stats();
         println!(
             "audit log: {} entries in {} durable batches ({:.1} entries per flush)",

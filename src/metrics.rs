@@ -59,10 +59,28 @@ struct TokenLabel {
     token: String,
 }
 
+/// The appliance's version.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
+}
+
 /// One readiness check of `/readyz`, by name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CheckLabel {
     check: String,
+}
+
+/// A receipt verdict, by its stable wire name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabel {
+    verdict: String,
+}
+
+/// A receipt decision: allow, block or escalate.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabel {
+    decision: String,
 }
 
 /// Keys of one role in one lifecycle state.
@@ -131,6 +149,9 @@ pub struct Metrics {
     connections_refused: Counter,
     keys: Family<KeyLabels, Gauge>,
     ready: Family<CheckLabel, Gauge>,
+    receipt_decisions: Family<DecisionLabel, Counter>,
+    receipt_verdicts: Family<VerdictLabel, Counter>,
+    receipt_outcomes: Counter,
     hsm: Mutex<Option<Arc<dyn HsmSampler>>>,
 }
 
@@ -289,6 +310,17 @@ impl Metrics {
             "Keys in the registry, by role and lifecycle state",
             keys.clone(),
         );
+        let build = Family::<VersionLabel, Gauge>::default();
+        registry.register(
+            "build_info",
+            "The appliance's version (the value is always 1)",
+            build.clone(),
+        );
+        build
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
         let ready = Family::<CheckLabel, Gauge>::default();
         registry.register(
             "ready",
@@ -296,9 +328,31 @@ impl Metrics {
              role's active key): 1 passing, 0 failing",
             ready.clone(),
         );
+        let receipt_decisions = Family::<DecisionLabel, Counter>::default();
+        registry.register(
+            "receipt_decisions",
+            "Receipt decision records signed, by decision (allow, block, escalate)",
+            receipt_decisions.clone(),
+        );
+        let receipt_verdicts = Family::<VerdictLabel, Counter>::default();
+        registry.register(
+            "receipt_consume_verdicts",
+            "Receipt consumes answered, by verdict (admitted, already_consumed, out_of_scope, \
+             or the verifier's refusal)",
+            receipt_verdicts.clone(),
+        );
+        let receipt_outcomes = Counter::default();
+        registry.register(
+            "receipt_outcomes",
+            "Receipt outcome records signed",
+            receipt_outcomes.clone(),
+        );
         Metrics {
             registry,
             ready,
+            receipt_decisions,
+            receipt_verdicts,
+            receipt_outcomes,
             http_requests,
             http_duration,
             signatures,
@@ -378,6 +432,29 @@ impl Metrics {
             .last_checkpoint
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), size));
+    }
+
+    /// Counts one signed receipt decision record of `decision`.
+    pub fn receipt_decision(&self, decision: &str) {
+        self.receipt_decisions
+            .get_or_create(&DecisionLabel {
+                decision: decision.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one answered receipt consume with its `verdict` (a bounded set of wire names).
+    pub fn receipt_verdict(&self, verdict: &str) {
+        self.receipt_verdicts
+            .get_or_create(&VerdictLabel {
+                verdict: verdict.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one signed receipt outcome record.
+    pub fn receipt_outcome(&self) {
+        self.receipt_outcomes.inc();
     }
 
     /// Counts one idempotent replay.
@@ -617,6 +694,9 @@ mod tests {
         m.set_keys(&[("root".into(), "active".into(), 1)]);
         m.set_ready(&[("store".into(), true)]);
         m.sample_hsm(Arc::new(FakeHsm));
+        m.receipt_decision("allow");
+        m.receipt_verdict("admitted");
+        m.receipt_outcome();
         let text = m.render();
         assert_eq!(
             value(&text, "mpcp_hsm_recoveries_total{token=\"t\"}"),

@@ -54,16 +54,20 @@ pub enum ApiRole {
     /// Consumes receipts and reports outcomes for the audiences (MCP providers) its token
     /// is bound to.
     ReceiptConsumer,
+    /// Reads the metrics (`GET /metrics`) and nothing else: the token a Prometheus server
+    /// holds, which then cannot read the audit log.
+    Monitoring,
 }
 
 impl ApiRole {
     /// Every role.
-    pub const ALL: [ApiRole; 5] = [
+    pub const ALL: [ApiRole; 6] = [
         ApiRole::Issuer,
         ApiRole::SecurityOfficer,
         ApiRole::Auditor,
         ApiRole::ReceiptRequester,
         ApiRole::ReceiptConsumer,
+        ApiRole::Monitoring,
     ];
 
     /// Wire / CLI name.
@@ -74,6 +78,7 @@ impl ApiRole {
             ApiRole::Auditor => "auditor",
             ApiRole::ReceiptRequester => "receipt-requester",
             ApiRole::ReceiptConsumer => "receipt-consumer",
+            ApiRole::Monitoring => "monitoring",
         }
     }
 
@@ -87,7 +92,7 @@ impl ApiRole {
                     ErrorCode::ConfigInvalid,
                     format!(
                         "unknown API role {s:?} (expected issuer, security-officer, auditor, \
-                         receipt-requester or receipt-consumer)"
+                         receipt-requester, receipt-consumer or monitoring)"
                     ),
                 )
             })

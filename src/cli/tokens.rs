@@ -35,7 +35,8 @@ pub enum TokensCommand {
         /// revoked tokens stay taken.
         #[arg(long)]
         name: String,
-        /// issuer, security-officer, auditor, receipt-requester or receipt-consumer.
+        /// issuer, security-officer, auditor, receipt-requester, receipt-consumer or
+        /// monitoring (reads only GET /metrics).
         #[arg(long, value_parser = parse_role)]
         role: ApiRole,
         /// An audience (MCP provider) a receipt-consumer token serves; repeat for several.

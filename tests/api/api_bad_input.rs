@@ -156,6 +156,7 @@ impl Fixture {
             ApiRole::Auditor => &self.auditor,
             ApiRole::ReceiptRequester => &self.requester,
             ApiRole::ReceiptConsumer => &self.consumer,
+            ApiRole::Monitoring => unreachable!("no bad-input row is sent as monitoring"),
         }
     }
     fn jwk(&self, kid: &str) -> Value {

@@ -100,7 +100,8 @@ async fn counters_move_by_exactly_what_was_done_and_promtool_accepts_them() {
     })
     .await;
     let issuer = h.token("issuer-1", ApiRole::Issuer);
-    let auditor = h.token("auditor-1", ApiRole::Auditor);
+    // A scraper's token: it reads the metrics and nothing else.
+    let auditor = h.token("prometheus-1", ApiRole::Monitoring);
     let hammer = h.token("auditor-2", ApiRole::Auditor);
     let policy = json!({"version": "1.0", "maxGrantLifetimeSeconds": 86400});
     let (status, _) = h
@@ -229,7 +230,7 @@ async fn counters_move_by_exactly_what_was_done_and_promtool_accepts_them() {
     for secret in [&issuer, &auditor, &hammer] {
         assert!(!last.contains(secret.as_str()));
     }
-    for name in ["issuer-1", "auditor-1", "auditor-2"] {
+    for name in ["issuer-1", "prometheus-1", "auditor-2"] {
         assert!(!last.contains(name), "{name} in the metrics");
     }
 
@@ -278,9 +279,27 @@ async fn counters_move_by_exactly_what_was_done_and_promtool_accepts_them() {
             .starts_with("application/openmetrics-text")
     );
     assert!(r.text().await.unwrap().ends_with("# EOF\n"));
-    // Only the auditor reads them.
+    // The monitoring and auditor roles read them, no other; a monitoring token reads nothing
+    // else.
+    let reader = h.token("auditor-4", ApiRole::Auditor);
+    let r = h
+        .client
+        .get(h.url("/metrics"))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     assert_eq!(h.get("/metrics", Some(&issuer)).await.0, 403);
     assert_eq!(h.get("/metrics", None).await.0, 401);
+    for path in [
+        "/v1/audit/entries",
+        "/v1/audit/checkpoint",
+        "/v1/keys",
+        "/v1/tokens",
+    ] {
+        assert_eq!(h.get(path, Some(&auditor)).await.0, 403, "{path}");
+    }
 }
 
 /// The families `text` declares (`# TYPE name kind`).
@@ -333,7 +352,7 @@ async fn docs_operations_describes_every_served_metric_and_its_samples_are_valid
     );
     // promtool checks that the files a configuration names exist: give it empty ones.
     let config = yaml[0].replace("/etc/prometheus/", &format!("{}/", dir.path().display()));
-    for f in ["mpcp-pa-auditor.token", "mpcp-pa-ca.pem"] {
+    for f in ["mpcp-pa-monitoring.token", "mpcp-pa-ca.pem"] {
         std::fs::write(dir.path().join(f), "").unwrap();
     }
     let scrape_config = dir.path().join("prometheus.yml");

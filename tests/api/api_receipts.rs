@@ -487,6 +487,40 @@ async fn decision_consume_and_outcome_over_the_service() {
         ],
     );
 
+    // The metrics count what was done, by decision and by verdict.
+    let auditor = f.h.token("auditor-1", ApiRole::Auditor);
+    let r =
+        f.h.client
+            .get(f.h.url("/metrics"))
+            .bearer_auth(&auditor)
+            .send()
+            .await
+            .unwrap();
+    let text = r.text().await.unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    for (decision, n) in [("allow", 5.0), ("block", 1.0), ("escalate", 1.0)] {
+        let series = format!("mpcp_receipt_decisions_total{{decision=\"{decision}\"}}");
+        assert_eq!(value(&series), n, "{series}");
+    }
+    for (verdict, n) in [
+        ("admitted", 3.0),
+        ("already_consumed", 4.0),
+        ("out_of_scope", 4.0),
+        ("wrong_audience", 1.0),
+        ("digest_mismatch", 1.0),
+        ("signature_invalid", 1.0),
+        ("superseded", 1.0),
+        ("denied", 2.0),
+    ] {
+        let series = format!("mpcp_receipt_consume_verdicts_total{{verdict=\"{verdict}\"}}");
+        assert_eq!(value(&series), n, "{series}");
+    }
+    assert_eq!(value("mpcp_receipt_outcomes_total"), 1.0);
+
     let n = events(&f.h);
     assert_eq!(n["policy"], 2);
     assert_eq!(n["decided"], 7, "{n:?}");

@@ -162,6 +162,14 @@ async fn the_console_shows_each_page_refuses_a_wrong_token_and_logs_no_error() {
         assert!(keys.contains(&format!("{role}-eddsa-")), "{keys}");
     }
     assert!(keys.contains("active"), "{keys}");
+    assert!(
+        keys.contains("signed in as security-officer (security-officer)"),
+        "{keys}"
+    );
+    assert!(
+        !keys.contains("Audit log"),
+        "a tab the officer cannot read: {keys}"
+    );
     let tokens = text("tokens");
     for name in ["security-officer", "issuer-1", "auditor-1"] {
         assert!(tokens.contains(name), "{tokens}");
@@ -192,16 +200,18 @@ async fn the_console_shows_each_page_refuses_a_wrong_token_and_logs_no_error() {
     assert!(!ready.contains("failing"), "{ready}");
 
     for s in steps {
-        // The browser reports refused requests (401/403: a wrong token, a page of another
-        // role) as failed resource loads; anything else is an error of the console.
+        // The browser reports the wrong token's refusal (401) as a failed resource load. The
+        // console never sends what its role would be refused (403, an audit entry); anything
+        // else is an error of the console.
         let errors: Vec<&str> = s["errors"]
             .as_array()
             .unwrap()
             .iter()
             .map(|e| e.as_str().unwrap())
             .filter(|e| {
-                !(e.starts_with("log network:")
-                    && (e.contains("status of 401") || e.contains("status of 403")))
+                !(s["name"] == "wrong-token"
+                    && e.starts_with("log network:")
+                    && e.contains("status of 401"))
             })
             .collect();
         assert!(errors.is_empty(), "{}: {errors:?}", s["name"]);
@@ -217,5 +227,25 @@ async fn the_console_shows_each_page_refuses_a_wrong_token_and_logs_no_error() {
         assert!(std::fs::metadata(&png).unwrap().len() > 1000, "{png:?}");
     }
     assert!(result.get("failure").is_none(), "{result}");
+    // Browsing refused nothing: no request_refused entry in the audit log.
+    let entries: Value = serde_json::from_slice(
+        &http
+            .get(format!("{base}/v1/audit/entries"))
+            .bearer_auth(&auditor)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let refused: Vec<&Value> = entries["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"]["action"] == "request_refused")
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
     server.stop();
 }

@@ -72,7 +72,7 @@ async function pageReady() {
   const body = await r.json();
   const out = [card("Readiness", el("p", {}, "Appliance: ", state(r.status === 200 ? "ready" : "failing"), " ",
     r.status === 200 ? "" : body.message || ""))];
-  const m = await api("/metrics");
+  const m = role === "auditor" || role === "monitoring" ? await api("/metrics") : { status: 403 };
   if (m.status === 200) {
     const rows = [];
     for (const line of m.body.split("\n")) {
@@ -81,7 +81,7 @@ async function pageReady() {
     }
     out.push(card("Checks (HSM tokens, keys, store, audit log)", table(["check", "state"], rows)));
   } else {
-    out.push(card("Checks", el("p", { class: "muted" }, "Per-check states need the auditor role (GET /metrics).")));
+    out.push(card("Checks", el("p", { class: "muted" }, "Per-check states need an auditor or monitoring token (GET /metrics).")));
   }
   return out;
 }
@@ -205,15 +205,18 @@ async function show(name) {
 
 async function signIn(candidate) {
   token = candidate;
-  // The role decides the first page; a token no route knows is refused and forgotten.
-  const officer = await api("/v1/keys");
-  const auditor = await api("/v1/audit/checkpoint");
-  if (officer.status === 401 && auditor.status === 401) {
+  // Asked, not tried: a refused request would be an audit entry.
+  const me = await api("/v1/whoami");
+  if (me.status !== 200) {
     token = null;
-    throw new Error("token refused (unknown, revoked or malformed)");
+    throw new Error(me.status === 401 ? "token refused (unknown, revoked or malformed)" : "sign-in failed: HTTP " + me.status);
   }
-  role = officer.status === 200 ? "security-officer" : auditor.status !== 403 ? "auditor" : "issuer";
-  return role;
+  role = me.body.role;
+  // Only the pages this role can read.
+  for (const b of document.querySelectorAll("nav .tab[data-page]")) {
+    b.hidden = !(b.dataset.roles || "").split(" ").includes(role);
+  }
+  return me.body;
 }
 
 function signOut() {
@@ -232,15 +235,16 @@ document.addEventListener("DOMContentLoaded", () => {
     const candidate = input.value.trim();
     input.value = "";
     $("signin-error").textContent = "";
+    let me;
     try {
-      await signIn(candidate);
+      me = await signIn(candidate);
     } catch (err) {
       $("signin-error").textContent = err.message;
       return;
     }
     $("signin").hidden = true;
     $("nav").hidden = false;
-    $("who").textContent = "signed in as " + role;
+    $("who").textContent = "signed in as " + me.name + " (" + role + ")";
     await show(role === "security-officer" ? "keys" : role === "auditor" ? "audit" : "ready");
   });
   for (const b of document.querySelectorAll("nav .tab[data-page]")) {

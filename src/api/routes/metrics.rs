@@ -1,10 +1,11 @@
-//! `GET /metrics`: the appliance's metrics for Prometheus, for the auditor role.
+//! `GET /metrics`: the appliance's metrics for Prometheus, for the `monitoring` role (and
+//! the auditor).
 //!
-//! Why the auditor: the metrics are counts and latencies of what the audit log already
-//! records in full (requests refused, keys by state, checkpoints), and reveal no token,
-//! secret or artifact, so the read-only oversight role may read them; a scraper then holds
-//! a token that can change nothing. (A dedicated monitoring role, narrower still, needs
-//! only a new `ApiRole` and a row here.)
+//! Why a role of its own: the token a Prometheus server holds sits in a configuration file
+//! on another machine. A `monitoring` token reads the metrics and nothing else, so a leaked
+//! scraper credential reveals counts and latencies, never the audit log, grants or keys.
+//! The auditor may read them too: they are counts of what the audit log already records in
+//! full, and reveal no token, secret or artifact.
 //!
 //! The values the appliance already keeps (the log's size, keys by role and state, the
 //! readiness checks of `/readyz`) are sampled for each scrape. The answer is the Prometheus text format 0.0.4, or OpenMetrics

@@ -4,7 +4,10 @@
 //! - `GET /v1/tokens`: names, roles, creation and revocation times; never secrets or hashes;
 //! - `POST /v1/tokens` `{name, role, audiences?}`: creates a token and returns its secret once
 //!   (201); a receipt-consumer token names the audiences (MCP providers) it serves;
-//! - `POST /v1/tokens/{name}/revoke`: revokes it; it is refused from the next request on.
+//! - `POST /v1/tokens/{name}/revoke`: revokes it; it is refused from the next request on;
+//! - `GET /v1/whoami` (every role): the calling token's own name and role, so that a client
+//!   such as the console learns what its token may do without trying (and being refused,
+//!   which the audit log records).
 //!
 //! Each change is prepared by the token store and committed through [`Change::issue`]:
 //! the token record, its audit entry (as the calling officer) and, with an
@@ -79,6 +82,14 @@ pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<R
     let records = blocking(move || tokens.list()).await?;
     let list: Vec<Value> = records.iter().map(public_view).collect();
     json_response(StatusCode::OK, &json!({"tokens": list}))
+}
+
+/// `GET /v1/whoami`: `{name, role}` of the calling token.
+pub async fn whoami(caller: Caller) -> ApiResult<Response> {
+    json_response(
+        StatusCode::OK,
+        &json!({"name": caller.principal.name, "role": caller.principal.role.as_str()}),
+    )
 }
 
 /// `POST /v1/tokens`.

@@ -94,7 +94,7 @@ pub async fn consume(change: Change, StrictJson(body): StrictJson) -> ApiResult<
             audiences.clone(),
             consumer.clone(),
         );
-        let (slot, actor) = (refusal.clone(), change.actor());
+        let (slot, actor, s2) = (refusal.clone(), change.actor(), state.clone());
         let issued = change
             .issue(body.clone(), |_, _| async move {
                 let judged = blocking(move || judge(&s, &d, &r, &a, &c)).await?;
@@ -105,7 +105,8 @@ pub async fn consume(change: Change, StrictJson(body): StrictJson) -> ApiResult<
                         requester,
                     } => admission(*entry, &nonce, &requester, actor),
                     other => {
-                        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(answer(other));
+                        *slot.lock().unwrap_or_else(PoisonError::into_inner) =
+                            Some(answer(&s2, other));
                         Err(Error::new(ErrorCode::ReceiptRefused, "refused"))
                     }
                 }
@@ -120,6 +121,10 @@ pub async fn consume(change: Change, StrictJson(body): StrictJson) -> ApiResult<
         }
         match issued {
             Err(ApiError(e)) if e.code == ErrorCode::Conflict => continue,
+            Ok(r) => {
+                count(&state, "admitted");
+                return Ok(r);
+            }
             other => return other,
         }
     }
@@ -165,7 +170,21 @@ fn admission(entry: Consumption, nonce: &str, requester: &str, actor: Actor) -> 
     Ok(Issued::new(StatusCode::OK, body, actor, event, writes))
 }
 
-fn answer(o: Outcome) -> Response {
+/// Counts an answered consume by its verdict.
+fn count(state: &AppState, verdict: &str) {
+    if let Some(m) = state.metrics() {
+        m.receipt_verdict(verdict);
+    }
+}
+
+fn answer(state: &AppState, o: Outcome) -> Response {
+    let verdict = match &o {
+        Outcome::AlreadyConsumed(_) => "already_consumed",
+        Outcome::OutOfScope(_) => "out_of_scope",
+        Outcome::Refused(v, _) => v,
+        Outcome::Admitted { .. } => "internal",
+    };
+    count(state, verdict);
     match o {
         Outcome::AlreadyConsumed(outcome) => verdict_refusal(
             ErrorCode::ReceiptAlreadyConsumed,

@@ -191,6 +191,9 @@ impl ArtifactKind for Decisions {
     fn record(ctx: &IssueContext, facts: DecisionFacts, signed: &Signed) -> Result<Record> {
         let digest = decision_digest(&signed.artifact)
             .ok_or_else(|| Error::new(ErrorCode::Internal, "decision record digest"))?;
+        if let Some(m) = ctx.state.metrics() {
+            m.receipt_decision(&facts.decision);
+        }
         let mut stored = facts.stored;
         stored.record = signed.artifact.clone();
         let bytes = serde_json::to_vec(&stored)

@@ -146,10 +146,15 @@ pub async fn report(
         secret_version: kid,
     };
     match commit(&state, &caller.actor(), event, writes).await {
-        Ok(_) => Ok(bytes_response(
-            StatusCode::CREATED,
-            canonical_bytes(&record)?,
-        )),
+        Ok(_) => {
+            if let Some(m) = state.metrics() {
+                m.receipt_outcome();
+            }
+            Ok(bytes_response(
+                StatusCode::CREATED,
+                canonical_bytes(&record)?,
+            ))
+        }
         // A concurrent report of the same decision committed first: answer as a replay.
         Err(e) if e.code == ErrorCode::Conflict => {
             let s = state.clone();
