@@ -83,6 +83,68 @@ async fn the_console_shows_each_page_refuses_a_wrong_token_and_logs_no_error() {
     }
     let revoke = json!({"reason": "console test"});
     post_ok(&http, &base, &issuer, "/v1/grants/g-shown-2/revoke", revoke).await;
+    // A receipt policy and one call from decision to outcome.
+    let requester = post_ok(
+        &http,
+        &base,
+        &officer,
+        "/v1/tokens",
+        make("gateway-1", "receipt-requester"),
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let consumer = post_ok(
+        &http,
+        &base,
+        &officer,
+        "/v1/tokens",
+        json!({"name": "provider-1", "role": "receipt-consumer", "audiences": ["mcp://hr.test"]}),
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let receipt_policy = json!({"version": 1, "policyId": "console-receipts", "otherwise": "block",
+        "rules": [{"requesters": ["gateway-1"], "audiences": ["mcp://hr.test"],
+                   "tools": ["query_table"], "decision": "allow", "maxAgeSeconds": 300}]});
+    let r = http
+        .put(format!("{base}/v1/receipts/policy"))
+        .bearer_auth(&officer)
+        .header("content-type", "application/json")
+        .body(receipt_policy.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let call = json!({"name": "query_table", "arguments": {"table": "employees"},
+                      "_meta": {"authorization_binding": {"nonce": "console-nonce-1"}}});
+    let decision = post_ok(
+        &http,
+        &base,
+        &requester,
+        "/v1/receipts/decisions",
+        json!({"audience": "mcp://hr.test", "actionId": "act-console-1",
+               "subject": "agent:console", "request": call}),
+    )
+    .await;
+    let admitted = post_ok(
+        &http,
+        &base,
+        &consumer,
+        "/v1/receipts/consume",
+        json!({"decision": decision, "request": call}),
+    )
+    .await;
+    post_ok(
+        &http,
+        &base,
+        &consumer,
+        "/v1/receipts/outcomes",
+        json!({"decisionDigest": admitted["decisionDigest"], "status": "executed"}),
+    )
+    .await;
     let checkpoint = json_post(
         &http,
         format!("{base}/v1/audit/checkpoints"),
@@ -192,6 +254,17 @@ async fn the_console_shows_each_page_refuses_a_wrong_token_and_logs_no_error() {
     );
     assert!(grants.contains("console test"), "{grants}");
     assert!(grants.contains("grant-signing-eddsa-"), "{grants}");
+    let receipts = text("receipts");
+    for shown in [
+        "Receipt policy console-receipts",
+        "act-console-1",
+        "query_table",
+        "mcp://hr.test",
+        "admitted",
+        "executed",
+    ] {
+        assert!(receipts.contains(shown), "{shown}: {receipts}");
+    }
     let ready = text("ready");
     assert!(
         ready.contains("grant-signing key") && ready.contains("store"),
@@ -220,7 +293,7 @@ async fn the_console_shows_each_page_refuses_a_wrong_token_and_logs_no_error() {
             "{}: the browser stored something",
             s["name"]
         );
-        for secret in [&officer, &issuer, &auditor] {
+        for secret in [&officer, &issuer, &auditor, &requester, &consumer] {
             assert!(!s["text"].as_str().unwrap().contains(secret.as_str()));
         }
         let png = shots.join(format!("{}.png", s["name"].as_str().unwrap()));

@@ -166,6 +166,8 @@ try {
   await step("audit");
   await open("grants");
   await step("grants");
+  await open("receipts");
+  await step("receipts");
   await open("ready");
   await step("ready");
   console.log(JSON.stringify({ steps }));

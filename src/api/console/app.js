@@ -185,7 +185,38 @@ async function pageGrants() {
   ];
 }
 
-const pages = { ready: pageReady, keys: pageKeys, tokens: pageTokens, audit: pageAudit, grants: pageGrants };
+async function pageReceipts() {
+  const p = await api("/v1/receipts/policy");
+  const policy = p.status === 200
+    ? card("Receipt policy " + p.body.policy.policyId,
+      el("dl", {}, el("dt", {}, "policyId of its decisions"), el("dd", { class: "mono" }, p.body.policyDigest),
+        el("dt", {}, "when no rule matches"), el("dd", {}, state(p.body.policy.otherwise))),
+      table(["requesters", "audiences", "tools", "decision", "max age s", "reason"],
+        p.body.policy.rules.map((r) => [r.requesters.join(" "), r.audiences.join(" "), r.tools.join(" "),
+          state(r.decision), String(r.maxAgeSeconds), r.reason || ""])))
+    : card("Receipt policy", refusal(p, "auditor"));
+  const got = await latestEntries(1000);
+  if (got.refused) return [policy, card("Receipts", refusal(got.refused, "auditor"))];
+  const consumed = new Map(), outcomes = new Map(), decided = [];
+  for (const e of got.entries) {
+    const ev = e.event;
+    if (ev.action === "receipt_decided") decided.push(e);
+    if (ev.action === "receipt_consumed") consumed.set(ev.decisionDigest, e);
+    if (ev.action === "receipt_outcome_signed") outcomes.set(ev.decisionDigest, ev.status);
+  }
+  return [
+    policy,
+    card("Decisions (from the last " + got.entries.length + " audit entries)", table(
+      ["decided", "requester", "action", "tool", "audience", "decision", "consumed", "outcome", "digest"],
+      decided.reverse().map((e) => {
+        const ev = e.event, c = consumed.get(ev.decisionDigest);
+        return [e.time, e.actor.name, mono(ev.actionId), ev.tool, ev.audience, state(ev.decision),
+          c ? state("admitted") : "", outcomes.get(ev.decisionDigest) || "", mono(ev.decisionDigest.slice(0, 23) + "…")];
+      }))),
+  ];
+}
+
+const pages = { ready: pageReady, keys: pageKeys, tokens: pageTokens, audit: pageAudit, grants: pageGrants, receipts: pageReceipts };
 
 async function show(name) {
   for (const b of document.querySelectorAll("nav .tab[data-page]")) {
