@@ -144,16 +144,10 @@ fn main() {
         let policy = json!({"version": 1, "policyId": "bench", "otherwise": "block",
             "rules": [{"requesters": ["bench-requester"], "audiences": [PROVIDER],
                        "tools": ["pay"], "decision": "allow", "maxAgeSeconds": 300}]});
-        let r = h
-            .client
-            .put(h.url("/v1/receipts/policy"))
-            .bearer_auth(&officer)
-            .header("content-type", "application/json")
-            .body(policy.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
+        let (status, answer) = h
+            .put("/v1/receipts/policy", &officer, &policy.to_string())
+            .await;
+        assert_eq!(status, 201, "{answer}");
         let clients = Arc::new(Clients {
             client: api_common::client_for(&h.tls),
             url: h.url("/v1/receipts/decisions"),

@@ -62,17 +62,9 @@ impl Fx {
     }
 
     async fn put_policy(&self, p: &Value) -> (u16, Value) {
-        let r = self
-            .h
-            .client
-            .put(self.h.url("/v1/receipts/policy"))
-            .bearer_auth(&self.officer)
-            .header("content-type", "application/json")
-            .body(p.to_string())
-            .send()
+        self.h
+            .put("/v1/receipts/policy", &self.officer, &p.to_string())
             .await
-            .unwrap();
-        read(r).await
     }
 
     /// A decision for `call`, with the raw response bytes.

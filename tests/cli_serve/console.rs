@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::kit;
 use crate::kit::bin::{
-    announced, bin_command, client, grant_request, json_post, post_ok, spawn_lines,
+    announced, bin_command, client, grant_request, json_post, json_put, post_ok, spawn_lines,
 };
 use mpcp_pa::api::routes::console::CSP;
 use serde_json::{Value, json};
@@ -109,14 +109,15 @@ async fn the_console_shows_each_page_refuses_a_wrong_token_and_logs_no_error() {
     let receipt_policy = json!({"version": 1, "policyId": "console-receipts", "otherwise": "block",
         "rules": [{"requesters": ["gateway-1"], "audiences": ["mcp://hr.test"],
                    "tools": ["query_table"], "decision": "allow", "maxAgeSeconds": 300}]});
-    let r = http
-        .put(format!("{base}/v1/receipts/policy"))
-        .bearer_auth(&officer)
-        .header("content-type", "application/json")
-        .body(receipt_policy.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = json_put(
+        &http,
+        format!("{base}/v1/receipts/policy"),
+        &officer,
+        receipt_policy.to_string(),
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(r.status(), 201);
     let call = json!({"name": "query_table", "arguments": {"table": "employees"},
                       "_meta": {"authorization_binding": {"nonce": "console-nonce-1"}}});

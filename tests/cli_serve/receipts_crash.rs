@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::kit;
-use crate::kit::bin::{Server, bin, client, json_post, serve_on};
+use crate::kit::bin::{Server, bin, client, json_post, json_put, kill_round, serve_on};
 use crate::kit::rng::Rng;
 use mpcp_pa::api::receipt_book::{Consumption, StoredOutcome, trees};
 use mpcp_pa::audit::{AuditLog, Entry};
@@ -81,7 +81,8 @@ fn json_of(b: &[u8]) -> Value {
     serde_json::from_slice(b).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(b)))
 }
 
-/// Decides, consumes and reports calls until the service dies.
+/// Decides, consumes and reports calls until the service dies; returns the nonces of the
+/// calls it started.
 async fn worker(
     http: reqwest::Client,
     base: String,
@@ -90,19 +91,21 @@ async fn worker(
     stop: Arc<AtomicBool>,
     round: usize,
     w: usize,
-) {
+) -> Vec<String> {
+    let mut mine = Vec::new();
     for n in 0u64.. {
         if stop.load(Ordering::SeqCst) {
-            return;
+            break;
         }
         let nonce = format!("r{round}-w{w}-{n}");
         calls.lock().unwrap().insert(nonce.clone(), Seen::default());
+        mine.push(nonce.clone());
         let req = json!({"audience": PROVIDER, "actionId": format!("act-{nonce}"),
                          "subject": "agent:payer", "request": call(&nonce)});
         let Some((status, body)) =
             post(&http, &base, &t.requester, "/v1/receipts/decisions", &req).await
         else {
-            return;
+            break;
         };
         assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
         let decision = json_of(&body);
@@ -111,7 +114,7 @@ async fn worker(
         let Some((status, body)) =
             post(&http, &base, &t.consumer, "/v1/receipts/consume", &consume).await
         else {
-            return;
+            break;
         };
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         calls.lock().unwrap().get_mut(&nonce).unwrap().admitted = true;
@@ -120,11 +123,12 @@ async fn worker(
         let Some((status, body)) =
             post(&http, &base, &t.consumer, "/v1/receipts/outcomes", &report).await
         else {
-            return;
+            break;
         };
         assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
         calls.lock().unwrap().get_mut(&nonce).unwrap().outcome = Some(body);
     }
+    mine
 }
 
 /// Checks the killed service's store against its audit log and what was acknowledged;
@@ -250,14 +254,15 @@ async fn killed_service_consumes_each_call_once_with_its_entry() {
             let policy = json!({"version": 1, "policyId": "pay-1", "otherwise": "block",
                 "rules": [{"requesters": ["requester"], "audiences": [PROVIDER], "tools": ["pay"],
                            "decision": "allow", "maxAgeSeconds": 600}]});
-            let r = http
-                .put(format!("{base}/v1/receipts/policy"))
-                .bearer_auth(&officer)
-                .header("content-type", "application/json")
-                .body(policy.to_string())
-                .send()
-                .await
-                .unwrap();
+            let r = json_put(
+                &http,
+                format!("{base}/v1/receipts/policy"),
+                &officer,
+                policy.to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
             assert_eq!(r.status().as_u16(), 201);
         }
         // Every decision seen so far, presented again after the restart.
@@ -319,14 +324,7 @@ async fn killed_service_consumes_each_call_once_with_its_entry() {
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(300 + rng.next() % 700)).await;
-        let mut server = server;
-        server.0.kill().unwrap();
-        server.0.wait().unwrap();
-        stop.store(true, Ordering::SeqCst);
-        for w in workers {
-            w.await.unwrap();
-        }
-        drop(server);
+        kill_round(server, &stop, workers).await;
         admitted_total = check_store(data, &calls.lock().unwrap(), round);
     }
 }

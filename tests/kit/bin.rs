@@ -267,6 +267,19 @@ pub fn json_post(
         .body(body)
 }
 
+/// A PUT of `body` (JSON) to `url` with a bearer token, to send.
+pub fn json_put(
+    http: &reqwest::Client,
+    url: String,
+    token: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::RequestBuilder {
+    http.put(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body)
+}
+
 /// POSTs `body` (JSON) to `base` + `path` with a bearer token and an `Idempotency-Key`
 /// (30 s timeout); returns the status, whether the response was a replay
 /// (`Idempotent-Replayed`) and the body bytes. A transport error (the service died with the

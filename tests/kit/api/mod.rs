@@ -313,6 +313,17 @@ impl Harness {
         read(req.send().await.unwrap()).await
     }
 
+    /// PUTs `body` (raw bytes) as JSON with a bearer token.
+    pub async fn put(&self, path: &str, token: &str, body: &str) -> (u16, Value) {
+        let req = self
+            .client
+            .put(self.url(path))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        read(req.send().await.unwrap()).await
+    }
+
     /// GETs `path` with an optional bearer token.
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         let mut req = self.client.get(self.url(path));
