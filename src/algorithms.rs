@@ -234,6 +234,16 @@ impl AlgorithmPolicy {
                     other.alg()
                 )));
             }
+            if let Some(other) = roles
+                .get(&KeyRole::XrplAccount)
+                .and_then(|set| set.iter().find(|a| a.alg() == Alg::ES256))
+            {
+                return Err(config(format!(
+                    "versions.{name}.roles.xrpl-account: {} is not allowed; XRPL transactions \
+                     are signed with ES256K (secp256k1) or EdDSA only",
+                    other.alg()
+                )));
+            }
             // The optional roles may be left out: they are then allowed nothing.
             if let Some(missing) = KeyRole::REQUIRED.iter().find(|r| !roles.contains_key(r)) {
                 return Err(config(format!(

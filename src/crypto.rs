@@ -212,6 +212,68 @@ impl PublicKey {
     }
 }
 
+/// SHA-512-half: the first 32 bytes of SHA-512, the XRPL's hash (what a secp256k1 account
+/// key signs of a transaction's signing data).
+pub fn sha512_half(data: &[u8]) -> [u8; 32] {
+    let full = sha2::Sha512::digest(data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&full[..32]);
+    out
+}
+
+impl PublicKey {
+    /// The key's compact bytes: 32 for Ed25519, SEC1 compressed (33) for EC keys.
+    pub fn compressed_bytes(&self) -> Vec<u8> {
+        match self {
+            PublicKey::Ed25519(k) => k.as_bytes().to_vec(),
+            PublicKey::Secp256k1(k) => k.to_sec1_point(true).as_bytes().to_vec(),
+            PublicKey::P256(k) => k.to_sec1_point(true).as_bytes().to_vec(),
+        }
+    }
+
+    /// Verifies an XRPL transaction signature over `signing_data` as a ledger node does:
+    /// secp256k1 low-S DER over SHA-512-half of the data, Ed25519 over the data. P-256 keys
+    /// sign no XRPL transaction (ALGORITHM_UNSUPPORTED).
+    pub fn verify_xrpl(&self, signing_data: &[u8], signature: &[u8]) -> Result<()> {
+        let invalid = || Error::new(ErrorCode::SignatureInvalid, "signature does not verify");
+        match self {
+            PublicKey::Ed25519(k) => {
+                let sig = ed25519_dalek::Signature::from_slice(signature).map_err(|_| {
+                    Error::new(
+                        ErrorCode::SignatureEncodingInvalid,
+                        "signature is not a valid 64-byte Ed25519 signature",
+                    )
+                })?;
+                k.verify_strict(signing_data, &sig).map_err(|_| invalid())
+            }
+            PublicKey::Secp256k1(k) => {
+                let sig = k256::ecdsa::Signature::from_der(signature).map_err(|_| {
+                    Error::new(
+                        ErrorCode::SignatureEncodingInvalid,
+                        "signature is not a valid DER ECDSA signature",
+                    )
+                })?;
+                if bool::from(k256::elliptic_curve::scalar::IsHigh::is_high(&*sig.s())) {
+                    return Err(Error::new(
+                        ErrorCode::SignatureHighS,
+                        "secp256k1 signature is not low-S (not fully canonical)",
+                    ));
+                }
+                k256::ecdsa::signature::hazmat::PrehashVerifier::verify_prehash(
+                    k,
+                    &sha512_half(signing_data),
+                    &sig,
+                )
+                .map_err(|_| invalid())
+            }
+            PublicKey::P256(_) => Err(Error::new(
+                ErrorCode::AlgorithmUnsupported,
+                "P-256 keys sign no XRPL transaction",
+            )),
+        }
+    }
+}
+
 /// The message an ECDSA token signs for digest `D`: `SHA-256(D)` (CKM_ECDSA takes a hash).
 pub fn ecdsa_prehash(digest: &[u8; 32]) -> [u8; 32] {
     Sha256::digest(digest).into()

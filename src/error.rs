@@ -206,6 +206,16 @@ pub enum ErrorCode {
     /// Too many decisions under one call binding: `decidedAt` would run ahead of the clock
     /// beyond the drift tolerance (429).
     ReceiptDecisionRate,
+    /// An id would make an XLS-70 CredentialType longer than the ledger's 64 bytes (400).
+    CredentialTypeTooLong,
+    /// The PA issues the grant's credential, but the grant's subject is no XRPL classic
+    /// address the credential could name as its Subject (400).
+    CredentialSubjectInvalid,
+    /// `activeGrantCredentialIssuer` names neither the PA's own XRPL account nor an account
+    /// the operator declared as a credential issuer (400).
+    CredentialIssuerUnknown,
+    /// This deployment has no xrpl-account token (or no active account key) (503).
+    LedgerNotConfigured,
 }
 
 impl ErrorCode {
@@ -302,6 +312,10 @@ impl ErrorCode {
             ReceiptNotConsumed => "RECEIPT_NOT_CONSUMED",
             ReceiptOutcomeExists => "RECEIPT_OUTCOME_EXISTS",
             ReceiptDecisionRate => "RECEIPT_DECISION_RATE",
+            CredentialTypeTooLong => "CREDENTIAL_TYPE_TOO_LONG",
+            CredentialSubjectInvalid => "CREDENTIAL_SUBJECT_INVALID",
+            CredentialIssuerUnknown => "CREDENTIAL_ISSUER_UNKNOWN",
+            LedgerNotConfigured => "LEDGER_NOT_CONFIGURED",
         }
     }
 }

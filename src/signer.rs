@@ -133,6 +133,19 @@ impl DigestSigner for SoftwareSigner {
     fn sign_es256(&self, message: &[u8]) -> Result<[u8; 64]> {
         self.es256(message)
     }
+    fn sign_xrpl(&self, signing_data: &[u8]) -> Result<Vec<u8>> {
+        match &self.key {
+            SoftKey::Ed25519(k) => Ok(k.sign(signing_data).to_bytes().to_vec()),
+            SoftKey::Secp256k1(k) => {
+                let hash = crate::crypto::sha512_half(signing_data);
+                let s: k256::ecdsa::Signature =
+                    k256::ecdsa::signature::hazmat::PrehashSigner::sign_prehash(k, &hash)
+                        .map_err(|e| Error::new(ErrorCode::Internal, format!("sign: {e}")))?;
+                Ok(s.normalize_s().to_der().as_bytes().to_vec())
+            }
+            SoftKey::P256(_) => Err(crate::seams::digest_signer::not_xrpl(&self.kid, self.alg())),
+        }
+    }
 }
 
 impl SoftwareSigner {

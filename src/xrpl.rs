@@ -2,6 +2,8 @@
 //! checksum(4)`, the checksum being the first four bytes of SHA-256(SHA-256(version||id)).
 //! XRPL currency codes: a 3-character standard code or 40 hex digits (160 bits).
 
+pub mod credential_tx;
+
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorCode, Result};

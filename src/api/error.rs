@@ -108,7 +108,8 @@ pub fn http_status(code: ErrorCode) -> u16 {
         | KeySetUnavailable
         | KeyMaterialMissing
         | ClockBehind
-        | ReceiptsNotConfigured => 503,
+        | ReceiptsNotConfigured
+        | LedgerNotConfigured => 503,
         HsmError
         | HsmPinInvalid
         | HsmTokenNotFound

@@ -81,6 +81,9 @@ impl DigestSigner for Counted {
     fn sign_es256(&self, message: &[u8]) -> Result<[u8; 64]> {
         self.counted(|| self.inner.sign_es256(message))
     }
+    fn sign_xrpl(&self, signing_data: &[u8]) -> Result<Vec<u8>> {
+        self.counted(|| self.inner.sign_xrpl(signing_data))
+    }
 }
 
 impl Counted {
@@ -333,6 +336,9 @@ mod tests {
         }
         fn sign_es256(&self, message: &[u8]) -> Result<[u8; 64]> {
             self.other.sign_es256(message)
+        }
+        fn sign_xrpl(&self, signing_data: &[u8]) -> Result<Vec<u8>> {
+            self.other.sign_xrpl(signing_data)
         }
     }
 

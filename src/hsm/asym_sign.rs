@@ -190,6 +190,22 @@ impl DigestSigner for HsmSigner {
     fn sign_es256(&self, message: &[u8]) -> Result<[u8; 64]> {
         self.es256(message)
     }
+
+    /// secp256k1: the appliance computes SHA-512-half of the data and the token signs it
+    /// with raw `CKM_ECDSA` (low-S DER); Ed25519: `CKM_EDDSA` over the data.
+    fn sign_xrpl(&self, signing_data: &[u8]) -> Result<Vec<u8>> {
+        match self.alg {
+            Alg::EdDSA => Ok(self.sign_eddsa_message(signing_data)?.to_vec()),
+            Alg::ES256K => {
+                let hash = crate::crypto::sha512_half(signing_data);
+                let raw = self.run_sign(move |ctx, key, handle| {
+                    sign_refinding(ctx, key, Alg::ES256K, handle, &hash)
+                })?;
+                ecdsa_raw_to_der_low_s(Alg::ES256K, &raw)
+            }
+            Alg::ES256 => Err(crate::seams::digest_signer::not_xrpl(&self.kid, self.alg)),
+        }
+    }
 }
 
 impl HsmSigner {

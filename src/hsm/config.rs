@@ -277,8 +277,8 @@ impl HsmConfig {
             let algorithms = match r.algorithms {
                 // SEP-2828 receipts are ES256, RS256 or HS256: of the token algorithms this
                 // appliance signs with, only ES256.
-                None if role == KeyRole::ReceiptSigning => vec![Alg::ES256],
-                None => Alg::ALL.to_vec(),
+                // The XRPL signs with secp256k1 or Ed25519 only.
+                None => role.possible_algs().to_vec(),
                 Some(names) => {
                     let mut algs = Vec::new();
                     for n in names {
@@ -298,13 +298,19 @@ impl HsmConfig {
                     algs
                 }
             };
-            if role == KeyRole::ReceiptSigning
-                && let Some(other) = algorithms.iter().find(|a| **a != Alg::ES256)
+            if role.is_optional()
+                && let Some(other) = algorithms
+                    .iter()
+                    .find(|a| !role.possible_algs().contains(a))
             {
+                let why = match role {
+                    KeyRole::ReceiptSigning => "receipts are signed with ES256 only",
+                    _ => "XRPL transactions are signed with ES256K (secp256k1) or EdDSA only",
+                };
                 return Err(Error::field(
                     ErrorCode::ConfigInvalid,
                     format!("{field}.algorithms"),
-                    format!("{other} is not allowed: receipts are signed with ES256 only"),
+                    format!("{other} is not allowed: {why}"),
                 ));
             }
             roles.insert(

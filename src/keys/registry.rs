@@ -1089,6 +1089,11 @@ impl DigestSigner for GatedSigner {
             .check(self.inner.kid(), self.inner.alg(), "it no longer signs")?;
         self.inner.sign_es256(message).map_err(material_missing)
     }
+    fn sign_xrpl(&self, signing_data: &[u8]) -> Result<Vec<u8>> {
+        self.gate
+            .check(self.inner.kid(), self.inner.alg(), "it no longer signs")?;
+        self.inner.sign_xrpl(signing_data).map_err(material_missing)
+    }
 }
 
 mod audit_key;

@@ -38,6 +38,19 @@ pub trait DigestSigner: Send + Sync {
     /// rather than an MPCP digest (SEP-2828 receipt records). ES256 keys only; others are
     /// refused with ALGORITHM_UNSUPPORTED.
     fn sign_es256(&self, message: &[u8]) -> Result<[u8; 64]>;
+    /// Signs an XRPL transaction's signing data (`STX\0` || canonical fields) as the ledger
+    /// verifies it: secp256k1 ECDSA over SHA-512-half of the data, low-S DER ("fully
+    /// canonical"); Ed25519 over the data itself. ES256 keys are refused with
+    /// ALGORITHM_UNSUPPORTED (the ledger has no P-256 accounts).
+    fn sign_xrpl(&self, signing_data: &[u8]) -> Result<Vec<u8>>;
+}
+
+/// The refusal of [`DigestSigner::sign_xrpl`] by a P-256 key.
+pub fn not_xrpl(kid: &str, alg: Alg) -> crate::error::Error {
+    crate::error::Error::new(
+        crate::error::ErrorCode::AlgorithmUnsupported,
+        format!("key {kid} is {alg}; XRPL accounts are secp256k1 (ES256K) or Ed25519 (EdDSA)"),
+    )
 }
 
 /// The refusal of [`DigestSigner::sign_es256`] by a key of another algorithm.

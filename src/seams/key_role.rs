@@ -1,5 +1,5 @@
 //! The roles the appliance holds keys for: three every deployment has, and the optional
-//! receipt-signing role; none for gateway or settlement keys.
+//! receipt-signing and xrpl-account roles; none for gateway or settlement keys.
 
 use serde::{Deserialize, Serialize};
 
@@ -19,19 +19,36 @@ pub enum KeyRole {
     /// Scoped authorization receipts (SEP-2828 decision and outcome records, ES256).
     /// Optional: a deployment without it issues no receipts.
     ReceiptSigning,
+    /// The PA's XRPL account: XLS-70 credential transactions (secp256k1 by default, as the
+    /// XRPL's own default; Ed25519 allowed). Optional: a deployment without it signs no
+    /// ledger transactions.
+    XrplAccount,
 }
 
 impl KeyRole {
     /// Every role.
-    pub const ALL: [KeyRole; 4] = [
+    pub const ALL: [KeyRole; 5] = [
         KeyRole::GrantSigning,
         KeyRole::Root,
         KeyRole::Audit,
         KeyRole::ReceiptSigning,
+        KeyRole::XrplAccount,
     ];
 
     /// The roles every deployment binds; the others may be left out of the configuration.
     pub const REQUIRED: [KeyRole; 3] = [KeyRole::GrantSigning, KeyRole::Root, KeyRole::Audit];
+
+    /// The algorithms the role's keys may ever have, whatever a configuration says:
+    /// checkpoints are Ed25519 signed notes, receipts ES256 (SEP-2828), and the XRPL signs
+    /// with secp256k1 or Ed25519 only.
+    pub fn possible_algs(self) -> &'static [Alg] {
+        match self {
+            KeyRole::Audit => &[Alg::EdDSA],
+            KeyRole::ReceiptSigning => &[Alg::ES256],
+            KeyRole::XrplAccount => &[Alg::ES256K, Alg::EdDSA],
+            _ => &Alg::ALL,
+        }
+    }
 
     /// Whether a deployment may leave the role unconfigured.
     pub fn is_optional(self) -> bool {
@@ -40,10 +57,11 @@ impl KeyRole {
 
     /// The algorithm of the role's first key when none is asked for: Ed25519, except
     /// receipts, which SEP-2828 allows to be ES256 (P-256) and nothing else this appliance
-    /// signs with.
+    /// signs with, and the XRPL account, secp256k1 as the XRPL's default.
     pub fn default_alg(self) -> Alg {
         match self {
             KeyRole::ReceiptSigning => Alg::ES256,
+            KeyRole::XrplAccount => Alg::ES256K,
             _ => Alg::EdDSA,
         }
     }
@@ -55,6 +73,7 @@ impl KeyRole {
             KeyRole::Root => "root",
             KeyRole::Audit => "audit",
             KeyRole::ReceiptSigning => "receipt-signing",
+            KeyRole::XrplAccount => "xrpl-account",
         }
     }
 
@@ -71,7 +90,7 @@ impl KeyRole {
             )
         } else {
             format!(
-                "unknown key role {s:?} (expected grant-signing, root, audit or receipt-signing)"
+                "unknown key role {s:?} (expected grant-signing, root, audit, receipt-signing or xrpl-account)"
             )
         };
         Err(Error::new(ErrorCode::ConfigInvalid, msg))
