@@ -8,8 +8,7 @@
 # with its wall clock moved), prometheus (`promtool check metrics` lints what GET /metrics
 # serves), chromium (the console is tested in headless Chromium). Needs root for apt-get; the Rust toolchain is
 # assumed.
-# Then the npm packages ripple-binary-codec and ripple-keypairs (tests/interop, pinned by its lockfile): the
-# XRPL Foundation's own clients decode and verify every signed XRPL blob and back the rippled stand-in.
+# Then npm ci in tests/interop: ripple-binary-codec and ripple-keypairs, the XRPL Foundation's clients that check every signed XRPL blob.
 set -euo pipefail
 missing=()
 [ -e /usr/lib/softhsm/libsofthsm2.so ] || missing+=(softhsm2)
