@@ -8,6 +8,7 @@
 # with its wall clock moved), prometheus (`promtool check metrics` lints what GET /metrics
 # serves), chromium (the console is tested in headless Chromium). Needs root for apt-get; the Rust toolchain is
 # assumed.
+# Then npm ci in tests/interop: ripple-binary-codec and ripple-keypairs, the XRPL Foundation's clients that check every signed XRPL blob.
 set -euo pipefail
 missing=()
 [ -e /usr/lib/softhsm/libsofthsm2.so ] || missing+=(softhsm2)
@@ -25,4 +26,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+# The interop tests' npm packages, installed exactly as locked (the repo root is the script's parent dir).
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ ! -d "$root/tests/interop/node_modules/ripple-binary-codec" ]; then
+  echo "installing: npm packages in tests/interop"
+  npm ci --prefix "$root/tests/interop" --no-audit --no-fund
 fi
