@@ -23,6 +23,7 @@ fn event(i: u64) -> Event {
         issuer_key_id: "pa-grant-1".into(),
         policy_hash: format!("{i:064x}"),
         request_digest: format!("{:064x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        credential_tx: None,
     }
 }
 

@@ -162,6 +162,10 @@ pub enum Event {
         policy_hash: String,
         /// Hex SHA-256 of the canonical request.
         request_digest: String,
+        /// The `CredentialCreate` committed with the grant (its transaction id), when the
+        /// PA's own account issues the grant's credential.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credential_tx: Option<String>,
     },
     /// A grant was revoked.
     GrantRevoked {
@@ -169,6 +173,44 @@ pub enum Event {
         grant_id: String,
         /// Why, as the caller stated it.
         reason: String,
+        /// The `CredentialDelete` committed with the revocation (its transaction id).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credential_tx: Option<String>,
+    },
+    /// A ledger transaction of the outbox changed state (submitted, validated, failed).
+    LedgerTxUpdated {
+        /// Outbox id.
+        id: String,
+        /// Transaction id.
+        hash: String,
+        /// The new state.
+        state: String,
+        /// The ledger's answer (engine result or final result).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<String>,
+        /// The validated ledger holding it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ledger_index: Option<u32>,
+    },
+    /// A ledger transaction was signed again with another sequence (after a sequence gap).
+    LedgerTxResigned {
+        /// Outbox id.
+        id: String,
+        /// The transaction id it replaces.
+        replaced_hash: String,
+        /// The new transaction id.
+        hash: String,
+        /// The new sequence.
+        sequence: u32,
+    },
+    /// The account-sequence counter of the PA's XRPL account was set.
+    LedgerSequenceSet {
+        /// The account.
+        account: String,
+        /// The sequence the next transaction consumes.
+        sequence: u32,
+        /// `operator` (the CLI) or `ledger` (a submitter's account_info).
+        source: String,
     },
     /// A destination allowlist version was signed.
     AllowlistIssued {
@@ -284,6 +326,7 @@ mod tests {
             issuer_key_id: "k".into(),
             policy_hash: "h".into(),
             request_digest: "d".into(),
+            credential_tx: None,
         };
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["action"], "grant_issued");

@@ -60,6 +60,9 @@ pub struct StoredResponse {
     /// Where the body is stored instead, when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_ref: Option<BodyRef>,
+    /// Response headers a replay repeats (name, value), beyond the JSON content type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
 }
 
 /// A response body kept in another record of the same append: the canonical JSON of member
@@ -115,9 +118,10 @@ impl Reservation {
         writes: &mut SideWrites,
         status: u16,
         body: &[u8],
+        headers: &[(String, String)],
         clock: &dyn Clock,
     ) -> Result<()> {
-        let raw = self.record_bytes(status, body, None, clock)?.1;
+        let raw = self.record_bytes(status, body, None, headers, clock)?.1;
         self.push_record(writes, raw);
         Ok(())
     }
@@ -129,6 +133,7 @@ impl Reservation {
         writes: &mut SideWrites,
         status: u16,
         body_ref: BodyRef,
+        headers: &[(String, String)],
         clock: &dyn Clock,
     ) -> Result<()> {
         if body_ref
@@ -140,7 +145,9 @@ impl Reservation {
                 "a response body cannot be kept in an audit tree",
             ));
         }
-        let raw = self.record_bytes(status, b"", Some(body_ref), clock)?.1;
+        let raw = self
+            .record_bytes(status, b"", Some(body_ref), headers, clock)?
+            .1;
         self.push_record(writes, raw);
         Ok(())
     }
@@ -164,6 +171,7 @@ impl Reservation {
         status: u16,
         body: &[u8],
         body_ref: Option<BodyRef>,
+        headers: &[(String, String)],
         clock: &dyn Clock,
     ) -> Result<(StoredResponse, Vec<u8>)> {
         let rec = StoredResponse {
@@ -173,6 +181,7 @@ impl Reservation {
                 .map_err(|_| Error::new(ErrorCode::Internal, "response body is not UTF-8"))?,
             stored_at: format_rfc3339(clock.now()),
             body_ref,
+            headers: headers.to_vec(),
         };
         let raw = serde_json::to_vec(&rec)
             .map_err(|e| Error::new(ErrorCode::Internal, format!("idempotency record: {e}")))?;
@@ -351,7 +360,7 @@ impl IdempotencyStore {
         body_ref: Option<BodyRef>,
         clock: &dyn Clock,
     ) -> Result<StoredResponse> {
-        let (rec, raw) = reservation.record_bytes(status, body, body_ref, clock)?;
+        let (rec, raw) = reservation.record_bytes(status, body, body_ref, &[], clock)?;
         self.tree
             .insert(reservation.scope.as_bytes(), raw)
             .map_err(|e| store_error("write idempotency record", e))?;
@@ -457,7 +466,7 @@ mod tests {
             ..at("g-1")
         };
         assert_eq!(
-            r.record_ref_write(&mut w, 201, bad, &clock)
+            r.record_ref_write(&mut w, 201, bad, &[], &clock)
                 .unwrap_err()
                 .code,
             ErrorCode::Internal

@@ -20,6 +20,7 @@ pub mod extract;
 pub mod head;
 pub mod idempotency;
 pub mod issuance;
+pub mod ledger_book;
 pub mod observe;
 pub mod ratelimit;
 pub mod receipt_book;
@@ -71,6 +72,8 @@ pub struct ServiceConfig {
     /// Whether issuer-role requests must also come over a TLS connection with a client
     /// certificate verified against the configured client CA (mutual TLS).
     pub issuer_requires_client_certificate: bool,
+    /// The XRPL side: fee of offline-signed transactions, declared external issuers.
+    pub ledger: ledger_book::LedgerConfig,
 }
 
 impl ServiceConfig {
@@ -90,6 +93,7 @@ impl ServiceConfig {
             drift: crate::clock::DEFAULT_DRIFT,
             max_grant_lifetime: Duration::from_secs(30 * 24 * 3600),
             issuer_requires_client_certificate: false,
+            ledger: ledger_book::LedgerConfig::default(),
         }
     }
 }
@@ -177,6 +181,7 @@ struct Inner {
     serial_lock: Arc<tokio::sync::Mutex<()>>,
     counters: refusals::RequestCounters,
     receipts: receipt_book::ReceiptBook,
+    ledger: ledger_book::LedgerBook,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -238,12 +243,17 @@ impl AppState {
             parts.registry.clone(),
         ));
         // Opened now, so that a read never creates a tree (reads change nothing).
-        for tree in receipt_book::trees::ALL {
+        for tree in receipt_book::trees::ALL
+            .into_iter()
+            .chain(ledger_book::trees::ALL)
+        {
             parts.store.tree(tree)?;
         }
         let receipts = receipt_book::ReceiptBook::new(artifacts.clone());
+        let ledger = ledger_book::LedgerBook::new(artifacts.clone());
         Ok(AppState(Arc::new(Inner {
             receipts,
+            ledger,
             checkpointer,
             store: parts.store,
             audit: parts.audit,
@@ -330,6 +340,10 @@ impl AppState {
     /// Counters of reads and refusals (see [`refusals`]), for a metrics exporter.
     pub fn request_counters(&self) -> &refusals::RequestCounters {
         &self.0.counters
+    }
+    /// The PA's XRPL account, sequence counter and outbox.
+    pub fn ledger(&self) -> &ledger_book::LedgerBook {
+        &self.0.ledger
     }
     /// What the appliance keeps of the receipts it signs.
     pub fn receipts(&self) -> &receipt_book::ReceiptBook {

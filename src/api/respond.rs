@@ -26,7 +26,11 @@ pub fn bytes_response(status: StatusCode, bytes: Vec<u8>) -> Response {
 /// The stored response of an idempotency record, marked `Idempotent-Replayed: true`.
 pub fn replayed(rec: StoredResponse) -> Response {
     let status = StatusCode::from_u16(rec.status).unwrap_or(StatusCode::OK);
-    let mut r = bytes_response(status, rec.body.into_bytes());
+    let headers = rec.headers;
+    let mut r = crate::api::issuance::release::with_headers(
+        bytes_response(status, rec.body.into_bytes()),
+        &headers,
+    );
     r.headers_mut()
         .insert("idempotent-replayed", HeaderValue::from_static("true"));
     r

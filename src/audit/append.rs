@@ -98,6 +98,7 @@ mod tests {
             issuer_key_id: "k".into(),
             policy_hash: "00".into(),
             request_digest: "11".into(),
+            credential_tx: None,
         }
     }
 

@@ -14,6 +14,7 @@ mod artifact;
 mod audit;
 mod hsm;
 pub mod keys;
+mod ledger;
 pub mod logging;
 mod receipts;
 pub mod serve;
@@ -46,6 +47,8 @@ enum Command {
     Hsm(hsm::HsmArgs),
     /// Manage signing keys (generate, activate, rotate, revoke, destroy) and export key sets.
     Keys(keys::KeysArgs),
+    /// The PA's XRPL account: show it, set its sequence counter, export signed transactions.
+    Ledger(ledger::LedgerArgs),
     /// Print the pin-sha256 of the current and the next (backup) TLS key.
     Pins(serve::PinsArgs),
     /// Verify scoped authorization receipts offline (decision, outcome, binding).
@@ -79,6 +82,7 @@ pub fn main() -> ExitCode {
         Command::Audit(a) => audit::run(&dir, a),
         Command::Hsm(a) => hsm::run(a, &dir),
         Command::Keys(a) => keys::main(&dir, a),
+        Command::Ledger(a) => ledger::main(&dir, a),
         Command::Pins(a) => serve::pins_cmd(&dir, a),
         Command::Receipts(a) => receipts::run(a),
         Command::Serve(a) => dir

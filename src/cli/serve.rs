@@ -204,10 +204,25 @@ pub struct ServeArgs {
     /// the new time, and signing is refused while the clock later reads earlier than that).
     #[arg(long)]
     pub accept_clock_jump: bool,
+    /// Fee (drops) of each XRPL transaction signed without ledger access.
+    #[arg(long, default_value_t = crate::api::ledger_book::LedgerConfig::default().fee_drops, value_parser = clap::value_parser!(u64).range(10..=10_000_000))]
+    pub xrpl_fee_drops: u64,
+    /// An XRPL account (classic address) that issues grant credentials itself: grants whose
+    /// activeGrantCredentialIssuer names it are signed, the credential being its job. Repeat
+    /// for several. Grants naming any account other than these and the PA's own are
+    /// refused (CREDENTIAL_ISSUER_UNKNOWN).
+    #[arg(long = "xrpl-credential-issuer", value_parser = parse_address)]
+    pub xrpl_credential_issuers: Vec<String>,
     /// Log format on stderr: `auto` (JSON lines unless stderr is a terminal), `json`, `text`
     /// or `off`. The filter is `MPCP_PA_LOG` (default `warn,mpcp_pa=info`).
     #[arg(long, value_enum, default_value_t = super::logging::LogFormat::Auto)]
     pub log_format: super::logging::LogFormat,
+}
+
+fn parse_address(s: &str) -> std::result::Result<String, String> {
+    crate::xrpl::validate_classic_address(s, "--xrpl-credential-issuer")
+        .map(|_| s.to_string())
+        .map_err(|e| e.message)
 }
 
 /// Default of `--max-clock-jump-hours`: a week, longer than a plausible outage of an
@@ -233,6 +248,8 @@ impl ServeArgs {
         config.limits = self.limits();
         config.issuer_requires_client_certificate = self.issuer_client_ca.is_some();
         config.max_grant_lifetime = Duration::from_secs(self.max_grant_lifetime_seconds);
+        config.ledger.fee_drops = self.xrpl_fee_drops;
+        config.ledger.external_issuers = self.xrpl_credential_issuers.clone();
         if let Some(p) = &self.bundle_profiles {
             config.bundle_profiles = crate::bundle_profiles::BundleProfiles::load(p)?;
         }
@@ -352,6 +369,8 @@ fn config_digest(
         "maxGrantLifetimeSeconds": a.max_grant_lifetime_seconds,
         "checkpointIntervalSeconds": a.checkpoint_interval_seconds,
         "storeCacheMib": a.store_cache_mib,
+        "xrplFeeDrops": a.xrpl_fee_drops,
+        "xrplCredentialIssuers": a.xrpl_credential_issuers,
     });
     Ok(hex::encode(Sha256::digest(canonical_bytes(&effective)?)))
 }

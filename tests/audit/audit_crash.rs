@@ -101,6 +101,7 @@ fn crash_child() {
                     issuer_key_id: signers.artifact.kid().to_string(),
                     policy_hash: "00".repeat(32),
                     request_digest: hex::encode(digest),
+                    credential_tx: None,
                 };
                 let index = log.record(&actor, event).unwrap();
                 // Only now may the signed grant leave the appliance.

@@ -56,6 +56,7 @@ fn fork_event(i: u64) -> Event {
         issuer_key_id: "pa-grant-1".into(),
         policy_hash: "00".repeat(32),
         request_digest: "11".repeat(32),
+        credential_tx: None,
     }
 }
 

@@ -51,6 +51,7 @@ pub fn event(i: u64) -> Event {
             issuer_key_id: "pa-grant-1".into(),
             policy_hash: format!("{:064x}", i),
             request_digest: format!("{:064x}", i * 7 + 1),
+            credential_tx: None,
         },
         1 => Event::PolicyStored {
             policy_hash: format!("{:064x}", i * 3),
@@ -63,6 +64,7 @@ pub fn event(i: u64) -> Event {
         _ => Event::GrantRevoked {
             grant_id: format!("grant-{}", i - 1),
             reason: "compromised \u{2014} \"quoted\"\nline".into(),
+            credential_tx: None,
         },
     }
 }

@@ -18,7 +18,7 @@
 //!
 //! A refused request costs no HSM operation and changes nothing.
 
-mod release;
+pub(crate) mod release;
 
 pub use release::{Change, Issued, IssuedBody, issue_idempotent};
 
@@ -86,6 +86,8 @@ pub struct Record {
     /// The record whose member is the response body, so the idempotency record does not
     /// repeat it (see [`BodyRef`]).
     pub body_in: Option<BodyRef>,
+    /// Extra response headers (a replay repeats them).
+    pub headers: Vec<(String, String)>,
 }
 
 /// How an artifact kind is signed.
@@ -155,6 +157,14 @@ pub trait ArtifactKind: Send + Sync + 'static {
 
     /// The audit event and the records committed with `signed`.
     fn record(ctx: &IssueContext, facts: Self::Facts, signed: &Signed) -> Result<Record>;
+
+    /// Whether this issuance signs a ledger transaction too (in [`ArtifactKind::check`]):
+    /// it then holds the ledger lock ([`crate::api::ledger_book::LedgerBook::lock`]) from
+    /// before the signing hop until its commit is done, so sequences are handed out in
+    /// commit order.
+    fn uses_ledger(_pending: &Self::Pending) -> bool {
+        false
+    }
 }
 
 impl IssueContext {
@@ -241,6 +251,11 @@ async fn sign_and_record<K: ArtifactKind>(
     } else {
         None
     };
+    let ledger = if K::uses_ledger(&pending) {
+        Some(ctx.state.ledger().lock().clone().lock_owned().await)
+    } else {
+        None
+    };
     let hop = ctx.clone();
     let (facts, artifact, kid) = signing_hop(move || {
         let (draft, facts) = K::check(&hop, pending)?;
@@ -270,6 +285,7 @@ async fn sign_and_record<K: ArtifactKind>(
         event,
         writes,
         body_in,
+        headers,
     } = K::record(&ctx, facts, &signed)?;
     let mut issued = Issued::with_body(
         StatusCode::CREATED,
@@ -283,6 +299,12 @@ async fn sign_and_record<K: ArtifactKind>(
     }
     if let Some(guard) = serial {
         issued = issued.holding(guard);
+    }
+    if let Some(guard) = ledger {
+        issued = issued.holding(guard);
+    }
+    for (name, value) in headers {
+        issued = issued.with_header(&name, value);
     }
     Ok(issued)
 }

@@ -45,6 +45,8 @@ pub struct Issued {
     /// The record of the same append whose member is the response body (see
     /// [`crate::api::idempotency::BodyRef`]); the idempotency record then names it.
     body_ref: Option<BodyRef>,
+    /// Extra response headers (repeated by a replay).
+    headers: Vec<(String, String)>,
 }
 
 debug_showing!(Issued { status, event });
@@ -97,6 +99,7 @@ impl Issued {
             held: Vec::new(),
             replay: None,
             body_ref: None,
+            headers: Vec::new(),
         }
     }
 
@@ -113,6 +116,13 @@ impl Issued {
     /// never be stored, such as a created token's secret.
     pub fn replaying(mut self, status: StatusCode, body: Vec<u8>) -> Issued {
         self.replay = Some((status, body));
+        self
+    }
+
+    /// Adds a response header (a replay repeats it): `name` must be a valid header name and
+    /// `value` visible ASCII.
+    pub fn with_header(mut self, name: &str, value: String) -> Issued {
+        self.headers.push((name.to_string(), value));
         self
     }
 
@@ -167,24 +177,44 @@ where
         held,
         replay,
         body_ref,
+        headers,
     } = run(digest_hex, body).await?;
     let bytes = body.into_bytes()?;
     if let Some(r) = &reservation {
         match (replay, body_ref) {
             (Some((s, b)), _) => {
-                r.record_write(&mut writes, s.as_u16(), b.as_slice(), clock.as_ref())?
+                r.record_write(&mut writes, s.as_u16(), b.as_slice(), &[], clock.as_ref())?
             }
             (None, Some(at)) => {
-                r.record_ref_write(&mut writes, status.as_u16(), at, clock.as_ref())?
+                r.record_ref_write(&mut writes, status.as_u16(), at, &headers, clock.as_ref())?
             }
-            (None, None) => r.record_write(&mut writes, status.as_u16(), &bytes, clock.as_ref())?,
+            (None, None) => r.record_write(
+                &mut writes,
+                status.as_u16(),
+                &bytes,
+                &headers,
+                clock.as_ref(),
+            )?,
         }
     }
     commit(state, &actor, event, writes).await?;
     // The key (and whatever the handler holds) stays locked until the commit is durable.
     drop(reservation);
     drop(held);
-    Ok(bytes_response(status, bytes))
+    Ok(with_headers(bytes_response(status, bytes), &headers))
+}
+
+/// `response` with `headers` added (invalid ones are skipped: they are the service's own).
+pub(crate) fn with_headers(mut response: Response, headers: &[(String, String)]) -> Response {
+    for (name, value) in headers {
+        if let (Ok(n), Ok(v)) = (
+            axum::http::HeaderName::try_from(name.as_str()),
+            axum::http::HeaderValue::try_from(value.as_str()),
+        ) {
+            response.headers_mut().insert(n, v);
+        }
+    }
+    response
 }
 
 /// A signing or state-changing POST as its handler receives it: the state, the admitted

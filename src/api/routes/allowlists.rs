@@ -159,6 +159,7 @@ impl ArtifactKind for Allowlists {
             Error::new(ErrorCode::Conflict, "allowlist changed concurrently"),
         );
         Ok(Record {
+            headers: Vec::new(),
             event: Event::AllowlistIssued {
                 allowlist_id: f.id,
                 sequence: f.sequence,

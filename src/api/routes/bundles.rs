@@ -117,6 +117,7 @@ impl ArtifactKind for Bundles {
             conflict(&bundle_id),
         );
         Ok(Record {
+            headers: Vec::new(),
             event: Event::TrustBundleIssued {
                 bundle_id,
                 bundle_key_id: signed.kid.clone(),

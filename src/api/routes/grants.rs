@@ -34,8 +34,9 @@ use crate::api::idempotency::BodyRef;
 use crate::api::issuance::{
     ArtifactKind, Change, Draft, IssueContext, Issued, Record, SignatureForm, Signed,
 };
+use crate::api::ledger_book::{ACTIVE_GRANT, CredentialSpec, LedgerTx, PreparedTx, TxCause};
 use crate::api::respond::json_response;
-use crate::api::signing::blocking;
+use crate::api::signing::{blocking, signing_hop};
 use crate::api::tokens::ApiRole;
 use crate::audit::SideWrites;
 use crate::canonical::Domain;
@@ -46,6 +47,8 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::events::Event;
 use crate::keys::KeyRole;
 use crate::model::{PolicyGrant, active_grant_credential_type, check_id};
+use crate::xrpl::credential_tx::{TxKind, credential_type};
+use crate::xrpl::validate_classic_address;
 
 /// A grant as the PA keeps it.
 #[serde_with::skip_serializing_none]
@@ -75,6 +78,8 @@ pub struct PendingGrant {
     grant_id: String,
     policy_hash: String,
     expires: time::OffsetDateTime,
+    /// The grant's `CredentialCreate`, when the PA's own account issues its credential.
+    credential: Option<CredentialSpec>,
 }
 
 /// What a grant's record needs.
@@ -82,6 +87,93 @@ pub struct PendingGrant {
 pub struct GrantFacts {
     grant_id: String,
     policy_hash: String,
+    credential: Option<PreparedTx>,
+}
+
+/// The header that names a grant's credential transaction: `{type}; hash={hash};
+/// state={state}; id={outbox id}`.
+pub const CREDENTIAL_TX_HEADER: &str = "mpcp-credential-transaction";
+
+fn tx_header(tx: &LedgerTx) -> (String, String) {
+    (
+        CREDENTIAL_TX_HEADER.into(),
+        format!(
+            "{}; hash={}; state={}; id={}",
+            tx.transaction_type.as_str(),
+            tx.hash,
+            tx.state.as_str(),
+            tx.id
+        ),
+    )
+}
+
+/// The outbox id of grant `grant_id`'s `CredentialCreate` / `CredentialDelete`.
+pub fn credential_tx_id(grant_id: &str, kind: TxKind) -> String {
+    match kind {
+        TxKind::CredentialCreate => format!("grant/{grant_id}/create"),
+        TxKind::CredentialDelete => format!("grant/{grant_id}/delete"),
+    }
+}
+
+/// Who issues the grant's liveness credential: the PA's own account (the `CredentialCreate`
+/// to sign), an account the operator declared (`None`: that account's job), nothing else
+/// (CREDENTIAL_ISSUER_UNKNOWN). A PA-issued credential needs the subject's XRPL account
+/// (CREDENTIAL_SUBJECT_INVALID) and a grantId that fits the 64-byte CredentialType
+/// (CREDENTIAL_TYPE_TOO_LONG).
+fn plan_credential(
+    ctx: &IssueContext,
+    grant: &PolicyGrant,
+    expires: time::OffsetDateTime,
+) -> Result<Option<CredentialSpec>> {
+    let Some(issuer) = &grant.active_grant_credential_issuer else {
+        return Ok(None);
+    };
+    let ledger = &ctx.state.config().ledger;
+    let own = match ctx.state.ledger().account(ctx.state.keys().as_ref()) {
+        Ok(a) => Some(a),
+        Err(e) if e.code == ErrorCode::LedgerNotConfigured => None,
+        Err(e) => return Err(e),
+    };
+    if own.as_ref().is_some_and(|a| &a.address == issuer) {
+        validate_classic_address(&grant.subject_id, "subjectId").map_err(|_| {
+            Error::field(
+                ErrorCode::CredentialSubjectInvalid,
+                "subjectId",
+                "the PA issues this grant's XLS-70 credential, whose Subject is the grant \
+                 subject's XRPL account: subjectId must be an XRPL classic address",
+            )
+        })?;
+        let credential_type = credential_type(ACTIVE_GRANT, &grant.grant_id, "grantId")?;
+        return Ok(Some(CredentialSpec {
+            id: credential_tx_id(&grant.grant_id, TxKind::CredentialCreate),
+            kind: TxKind::CredentialCreate,
+            subject: Some(grant.subject_id.clone()),
+            credential_type,
+            expires_unix: Some(expires.unix_timestamp()),
+            cause: TxCause {
+                event: "grant_issued".into(),
+                grant_id: Some(grant.grant_id.clone()),
+                kid: None,
+            },
+        }));
+    }
+    if ledger.external_issuers.iter().any(|a| a == issuer) {
+        return Ok(None);
+    }
+    Err(Error::field(
+        ErrorCode::CredentialIssuerUnknown,
+        "activeGrantCredentialIssuer",
+        match own {
+            Some(a) => format!(
+                "activeGrantCredentialIssuer must be this PA's XRPL account {} or an account \
+                 the operator declared as a credential issuer",
+                a.address
+            ),
+            None => "activeGrantCredentialIssuer must be an account the operator declared as a \
+                     credential issuer (this PA has no XRPL account of its own)"
+                .to_string(),
+        },
+    ))
 }
 
 impl ArtifactKind for Grants {
@@ -115,10 +207,12 @@ impl ArtifactKind for Grants {
                 ),
             ));
         }
+        let credential = plan_credential(ctx, &grant, expires)?;
         let Value::Object(members) = members else {
             return Err(Error::new(ErrorCode::Internal, "grant is not an object"));
         };
         Ok(PendingGrant {
+            credential,
             draft: Draft {
                 version: grant.version,
                 members,
@@ -149,9 +243,20 @@ impl ArtifactKind for Grants {
         if ctx.state.artifacts().contains(trees::GRANTS, &p.grant_id)? {
             return Err(exists(&p.grant_id));
         }
+        // Last, after every refusal: the credential's signature (under the ledger lock).
+        let credential = match p.credential {
+            None => None,
+            Some(spec) => Some(ctx.state.ledger().prepare(
+                ctx.state.keys().as_ref(),
+                spec,
+                ctx.state.config().ledger.fee_drops,
+                ctx.now,
+            )?),
+        };
         let facts = GrantFacts {
             grant_id: p.grant_id,
             policy_hash: p.policy_hash,
+            credential,
         };
         Ok((p.draft, facts))
     }
@@ -166,7 +271,14 @@ impl ArtifactKind for Grants {
             fresh_record_bytes(&signed.bytes, &ctx.actor.name)?,
             exists(&f.grant_id),
         );
+        let mut headers = Vec::new();
+        let credential_tx = f.credential.map(|prepared| {
+            writes.extend(prepared.writes);
+            headers.push(tx_header(&prepared.tx));
+            prepared.tx.hash
+        });
         Ok(Record {
+            headers,
             body_in: Some(BodyRef {
                 tree: trees::GRANTS.into(),
                 key: f.grant_id.clone(),
@@ -177,9 +289,14 @@ impl ArtifactKind for Grants {
                 issuer_key_id: signed.kid.clone(),
                 policy_hash: f.policy_hash,
                 request_digest: ctx.request_digest.clone(),
+                credential_tx,
             },
             writes,
         })
+    }
+
+    fn uses_ledger(p: &PendingGrant) -> bool {
+        p.credential.is_some()
     }
 }
 
@@ -246,12 +363,25 @@ pub async fn fetch(
     check_id(&grant_id, "grantId")?;
     let s = state.clone();
     let id = grant_id.clone();
-    let rec = blocking(move || load(&s, &id)).await?;
+    let (rec, txs) = blocking(move || {
+        let rec = load(&s, &id)?;
+        let mut txs = Vec::new();
+        for kind in [TxKind::CredentialCreate, TxKind::CredentialDelete] {
+            if let Some((_, tx)) = s.ledger().get(&credential_tx_id(&id, kind))? {
+                txs.push(tx.reference());
+            }
+        }
+        Ok((rec, txs))
+    })
+    .await?;
     let mut out = json!({
         "grantId": grant_id,
         "status": status_of(&state, &rec),
         "grant": rec.grant,
     });
+    if !txs.is_empty() {
+        out["credentialTransactions"] = json!(txs);
+    }
     if let Some(at) = &rec.revoked_at {
         out["revokedAt"] = Value::String(at.clone());
         out["revocationReason"] = json!(rec.revocation_reason);
@@ -300,7 +430,52 @@ pub async fn revoke(
             if rec.revoked_at.is_some() {
                 return Err(already());
             }
-            let now = format_rfc3339(st.clock().now());
+            // The grant's CredentialCreate, if the PA issued one: its CredentialDelete is
+            // signed now, under the ledger lock held until the commit.
+            let create = {
+                let (s, id) = (
+                    st.clone(),
+                    credential_tx_id(&grant_id, TxKind::CredentialCreate),
+                );
+                blocking(move || s.ledger().get(&id)).await?
+            };
+            let ledger_guard = match &create {
+                Some(_) => Some(st.ledger().lock().clone().lock_owned().await),
+                None => None,
+            };
+            let now_t = st.clock().now();
+            let delete = match create {
+                None => None,
+                Some((_, create)) => {
+                    let s = st.clone();
+                    let spec = CredentialSpec {
+                        id: credential_tx_id(&grant_id, TxKind::CredentialDelete),
+                        kind: TxKind::CredentialDelete,
+                        subject: Some(create.subject.clone()),
+                        credential_type: hex::decode(&create.credential_type).map_err(|e| {
+                            Error::new(ErrorCode::StoreError, format!("corrupt outbox entry: {e}"))
+                        })?,
+                        expires_unix: None,
+                        cause: TxCause {
+                            event: "grant_revoked".into(),
+                            grant_id: Some(grant_id.clone()),
+                            kid: None,
+                        },
+                    };
+                    Some(
+                        signing_hop(move || {
+                            s.ledger().prepare(
+                                s.keys().as_ref(),
+                                spec,
+                                s.config().ledger.fee_drops,
+                                now_t,
+                            )
+                        })
+                        .await?,
+                    )
+                }
+            };
+            let now = format_rfc3339(now_t);
             rec.revoked_at = Some(now.clone());
             rec.revocation_reason = Some(reason.clone());
             let new = serde_json::to_vec(&rec)
@@ -314,22 +489,33 @@ pub async fn revoke(
                 new,
                 already(),
             );
-            Ok(Issued::new(
+            let mut body = json!({
+                "grantId": grant_id,
+                "status": "revoked",
+                "revokedAt": now,
+                "reason": reason,
+                "activeGrantCredentialType": active_grant_credential_type(&grant_id),
+            });
+            let credential_tx = delete.map(|prepared| {
+                writes.extend(prepared.writes);
+                body["credentialTransaction"] = json!(prepared.tx.reference());
+                prepared.tx.hash
+            });
+            let mut issued = Issued::new(
                 StatusCode::OK,
-                json!({
-                    "grantId": grant_id,
-                    "status": "revoked",
-                    "revokedAt": now,
-                    "reason": reason,
-                    "activeGrantCredentialType": active_grant_credential_type(&grant_id),
-                }),
+                body,
                 actor,
                 Event::GrantRevoked {
                     grant_id: grant_id.clone(),
                     reason: reason.clone(),
+                    credential_tx,
                 },
                 writes,
-            ))
+            );
+            if let Some(guard) = ledger_guard {
+                issued = issued.holding(guard);
+            }
+            Ok(issued)
         })
         .await
 }

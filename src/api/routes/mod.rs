@@ -8,6 +8,7 @@ pub mod bundles;
 pub mod console;
 pub mod grants;
 pub mod keys;
+pub mod ledger;
 pub mod metrics;
 pub mod policies;
 pub mod public;
@@ -111,6 +112,8 @@ fn table_with_handlers() -> Vec<(RouteEntry, MethodRouter<AppState>)> {
         entry(Method::POST, "/v1/keys/{role}/rotate", Some(SecurityOfficer), post(keys::rotate)),
         entry(Method::POST, "/v1/keys/{kid}/revoke", Some(SecurityOfficer), post(keys::revoke)),
         entry(Method::POST, "/v1/keys/{kid}/destroy", Some(SecurityOfficer), post(keys::destroy)),
+        entry_also(Method::GET, "/v1/ledger/account", Some(SecurityOfficer), &[Auditor], get(ledger::account)),
+        entry_also(Method::GET, "/v1/ledger/transactions", Some(SecurityOfficer), &[Auditor], get(ledger::transactions)),
         entry(Method::GET, "/v1/tokens", Some(SecurityOfficer), get(tokens::list)),
         entry(Method::POST, "/v1/tokens", Some(SecurityOfficer), post(tokens::create)),
         entry(Method::POST, "/v1/tokens/{name}/revoke", Some(SecurityOfficer), post(tokens::revoke)),

@@ -216,6 +216,7 @@ impl ArtifactKind for Decisions {
                 ),
             );
         Ok(Record {
+            headers: Vec::new(),
             event: Event::ReceiptDecided {
                 decision_digest: digest,
                 decision: facts.decision,
