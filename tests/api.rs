@@ -20,6 +20,7 @@ mod api {
     mod api_errors;
     mod api_flows;
     mod api_hostile;
+    mod api_ledger;
     mod api_lifetimes;
     mod api_metrics;
     mod api_openapi;

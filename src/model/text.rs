@@ -40,7 +40,8 @@ pub fn check_identifier(value: &str, field: &str) -> Result<()> {
             field,
             format!(
                 "{field} must be 1-{IDENTIFIER_MAX_BYTES} characters of A-Z a-z 0-9 . _ -, \
-                 starting with a letter or digit"
+                 starting with a letter or digit (at most {IDENTIFIER_MAX_BYTES} so that \
+                 {ACTIVE_GRANT_PREFIX}{{id}} fits the XRPL's 64-byte CredentialType)"
             ),
         ));
     }

@@ -11,7 +11,8 @@
 //! - [`child`]: a test re-run in a child process of its own (PKCS#11 state and
 //!   `SOFTHSM2_CONF` are per process), [`gate`]: tests that must run while nothing else runs;
 //! - [`tmp`]: the one temporary-directory scheme (and [`tmp::files_under`]), [`tmpfs`]: tmpfs mounts (disk-full cases);
-//! - [`rng`]: a deterministic, seeded random source.
+//! - [`rng`]: a deterministic, seeded random source;
+//! - [`xrpl`]: the XRPL Foundation's npm codec and keypairs as checkers of signed blobs.
 //!
 //! Not every binary uses every helper, and `dead_code` is reported per binary (each compiles
 //! the kit anew), so the lint is allowed here, once, for the whole kit.
@@ -29,3 +30,4 @@ pub mod rng;
 pub mod tls;
 pub mod tmp;
 pub mod tmpfs;
+pub mod xrpl;
