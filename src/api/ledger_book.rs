@@ -29,8 +29,10 @@ use crate::audit::SideWrites;
 use crate::clock::format_rfc3339;
 use crate::crypto::{Alg, PublicKey};
 use crate::error::{Error, ErrorCode, Result};
-use crate::keys::{ActiveKeys, KeyRole};
-use crate::xrpl::credential_tx::{AccountKey, SignedTx, TxKind, UnsignedTx};
+use crate::events::Event;
+use crate::keys::registry::Prepared;
+use crate::keys::{ActiveKeys, KeyRegistry, KeyRole};
+use crate::xrpl::credential_tx::{AccountKey, SignedTx, TxKind, UnsignedTx, credential_type};
 
 /// The trees of the ledger state.
 pub mod trees {
@@ -328,6 +330,32 @@ impl LedgerBook {
         }
     }
 
+    /// The ledger state in `store`, its trees opened (for the console commands, which run
+    /// while the service is stopped).
+    pub fn open(store: &crate::store::Store) -> Result<LedgerBook> {
+        for tree in trees::ALL {
+            store.tree(tree)?;
+        }
+        Ok(LedgerBook::new(ArtifactStore::new(Arc::new(store.clone()))))
+    }
+
+    /// Commits the registry change `p` with the credential transaction it calls for
+    /// ([`LedgerBook::key_credential`]) as ONE append, waited for on this thread: the console's
+    /// `keys` commands and `up`, where nothing else signs meanwhile (the store is locked).
+    pub fn commit_key_change<T>(
+        &self,
+        registry: &KeyRegistry,
+        mut p: Prepared<T>,
+        fee_drops: u64,
+    ) -> Result<(T, Option<LedgerTx>)> {
+        let tx = self.key_credential(registry, &p.event, fee_drops, registry.clock().now())?;
+        if let Some(t) = &tx {
+            p.writes.extend(t.writes.clone());
+        }
+        let out = registry.commit(p)?;
+        Ok((out, tx.map(|t| t.tx)))
+    }
+
     /// The lock held from reading the sequence counter to committing what was signed with
     /// it (issuance, revocation, key changes, the submitter's re-signing).
     pub fn lock(&self) -> &Arc<tokio::sync::Mutex<()>> {
@@ -476,6 +504,60 @@ impl LedgerBook {
         state.updated_at = Some(at);
         self.counter_write(&mut writes, &address, read, &state)?;
         Ok(PreparedTx { tx, writes })
+    }
+
+    /// The self-issued credential transaction a key change calls for, if any: activating a
+    /// grant-signing key creates `mpcp:pa-signing-key:{kid}` (key-resolution.md Mechanism 2),
+    /// activating a root key `mpcp:trust-bundle-signer:{kid}` (trust-bundles.md Mitigation
+    /// 3); revoking either deletes its credential, when one was created. `None` for other
+    /// changes, and while the deployment has no XRPL account. Blocking (HSM); hold
+    /// [`LedgerBook::lock`] until the writes are committed with the key change.
+    pub fn key_credential(
+        &self,
+        keys: &dyn ActiveKeys,
+        event: &Event,
+        fee_drops: u64,
+        now: OffsetDateTime,
+    ) -> Result<Option<PreparedTx>> {
+        let (kid, role, kind, action) = match event {
+            Event::KeyActivated { kid, role, .. } => {
+                (kid, role, TxKind::CredentialCreate, "key_activated")
+            }
+            Event::KeyRevoked { kid, role, .. } => {
+                (kid, role, TxKind::CredentialDelete, "key_revoked")
+            }
+            _ => return Ok(None),
+        };
+        let prefix = match role.as_str() {
+            "grant-signing" => PA_SIGNING_KEY,
+            "root" => TRUST_BUNDLE_SIGNER,
+            _ => return Ok(None),
+        };
+        match self.account(keys) {
+            Err(e) if e.code == ErrorCode::LedgerNotConfigured => return Ok(None),
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        let create_id = format!("key/{kid}/create");
+        if kind == TxKind::CredentialDelete && self.get(&create_id)?.is_none() {
+            return Ok(None);
+        }
+        let spec = CredentialSpec {
+            id: match kind {
+                TxKind::CredentialCreate => create_id,
+                TxKind::CredentialDelete => format!("key/{kid}/delete"),
+            },
+            kind,
+            subject: None,
+            credential_type: credential_type(prefix, kid, "kid")?,
+            expires_unix: None,
+            cause: TxCause {
+                event: action.into(),
+                grant_id: None,
+                kid: Some(kid.clone()),
+            },
+        };
+        self.prepare(keys, spec, fee_drops, now).map(Some)
     }
 
     /// The outbox entry `id` and its stored bytes.

@@ -17,6 +17,7 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use crate::algorithms::AlgorithmPolicy;
+use crate::api::ledger_book::{LedgerBook, LedgerConfig, LedgerTx};
 use crate::app::{Appliance, AuditMode, DataDir, Options};
 use crate::audit::AuditSink;
 use crate::clock::Clock;
@@ -214,6 +215,21 @@ fn say(out: &mut dyn Write, line: impl AsRef<str>) -> Result<()> {
     writeln!(out, "{}", line.as_ref()).map_err(|e| io_err("write output", e))
 }
 
+fn say_tx(out: &mut dyn Write, tx: Option<LedgerTx>) -> Result<()> {
+    match tx {
+        Some(t) => say(
+            out,
+            format!(
+                "signed {} {} (sequence {}; `mpcp-pa ledger export` prints its blob)",
+                t.transaction_type.as_str(),
+                t.hash,
+                t.sequence
+            ),
+        ),
+        None => Ok(()),
+    }
+}
+
 fn describe(r: &KeyRecord) -> String {
     format!("{} ({} {} {})", r.kid, r.role, r.alg, r.state)
 }
@@ -228,6 +244,9 @@ pub fn run(cmd: KeysCommand, ctx: &KeysContext, out: &mut dyn Write) -> Result<E
         ctx.policy.clone(),
     )?;
     let actor = &ctx.actor;
+    // Key changes sign their XLS-70 credential in the same append (see ledger_book).
+    let ledger = LedgerBook::open(&ctx.store)?;
+    let fee = LedgerConfig::default().fee_drops;
     match cmd {
         KeysCommand::Generate { role, alg } => {
             let r = reg.generate(actor, role, alg)?;
@@ -238,11 +257,18 @@ pub fn run(cmd: KeysCommand, ctx: &KeysContext, out: &mut dyn Write) -> Result<E
         }
         KeysCommand::List { json } => list(&reg, json, out)?,
         KeysCommand::Activate { kid } => {
-            let r = reg.activate(actor, &kid)?;
-            say(out, format!("activated {}", describe(&r)))?;
+            let (r, tx) =
+                ledger.commit_key_change(&reg, reg.prepare_activate(actor, &kid)?, fee)?;
+            say(out, format!("activated {}", describe(&r.activated)))?;
+            say_tx(out, tx)?;
         }
         KeysCommand::Rotate { role, kid, alg } => {
-            let r = reg.rotate(actor, role, kid.as_deref(), alg)?;
+            let (r, tx) = ledger.commit_key_change(
+                &reg,
+                reg.prepare_rotate(actor, role, kid.as_deref(), alg)?,
+                fee,
+            )?;
+            say_tx(out, tx)?;
             if r.generated {
                 say(out, format!("generated {}", r.activated.kid))?;
             }
@@ -256,8 +282,10 @@ pub fn run(cmd: KeysCommand, ctx: &KeysContext, out: &mut dyn Write) -> Result<E
             say(out, format!("retired {}", describe(&r)))?;
         }
         KeysCommand::Revoke { kid, reason } => {
-            let r = reg.revoke(actor, &kid, &reason)?;
+            let (r, tx) =
+                ledger.commit_key_change(&reg, reg.prepare_revoke(actor, &kid, &reason)?, fee)?;
             say(out, format!("revoked {}", describe(&r)))?;
+            say_tx(out, tx)?;
         }
         KeysCommand::ScheduleDestroy { kid, wait_days } => {
             let wait = Duration::from_secs(u64::from(wait_days) * 86400);

@@ -11,13 +11,11 @@
 //!   for submission by any tool (`submit` takes `txBlob` as it is).
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::api::artifacts::ArtifactStore;
-use crate::api::ledger_book::{AccountState, LedgerBook, TxFilter, TxState, trees};
+use crate::api::ledger_book::{AccountState, LedgerBook, TxFilter, TxState};
 use crate::app::{Appliance, DataDir, Options};
 use crate::audit::{AuditSink, SideWrites};
 use crate::clock::format_rfc3339;
@@ -62,11 +60,7 @@ pub fn main(dir: &DataDir, args: LedgerArgs) -> Result<ExitCode> {
             ..Options::default()
         },
     );
-    let store = app.store()?;
-    for tree in trees::ALL {
-        store.tree(tree)?;
-    }
-    let book = LedgerBook::new(ArtifactStore::new(Arc::new(store.clone())));
+    let book = LedgerBook::open(&app.store()?)?;
     match args.command {
         LedgerCommand::Export { all } => {
             let mut txs = book.list(&TxFilter::default())?;

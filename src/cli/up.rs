@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use crate::api::ledger_book::LedgerBook;
 use crate::api::tokens::TokenStore;
 use crate::app::{Appliance, DataDir, Options};
 use crate::error::Result;
@@ -67,16 +68,34 @@ pub fn prepare(dir: &DataDir, serve: &ServeArgs) -> Result<Prepared> {
     let registry = app.registry()?;
     let clock = app.clock();
     let actor = Actor::cli();
-    for role in KeyRole::ALL
-        .into_iter()
-        .filter(|r| registry.is_configured(*r))
-    {
+    let ledger = LedgerBook::open(&store)?;
+    // The XRPL account first: the first grant-signing and root keys then sign their
+    // self-issued credentials with it.
+    let mut roles = KeyRole::ALL.to_vec();
+    roles.sort_by_key(|r| *r != KeyRole::XrplAccount);
+    for role in roles.into_iter().filter(|r| registry.is_configured(*r)) {
         if registry.list_role(role)?.is_empty() {
-            let r = registry.rotate(&actor, role, None, Some(role.default_alg()))?;
+            let prepared = registry.prepare_rotate(&actor, role, None, Some(role.default_alg()))?;
+            let (r, tx) = ledger.commit_key_change(&registry, prepared, serve.xrpl_fee_drops)?;
             out.actions.push(format!(
                 "generated and activated {} key {}",
                 role, r.activated.kid
             ));
+            if let Some(t) = tx {
+                out.actions.push(format!(
+                    "signed {} {} for {}",
+                    t.transaction_type.as_str(),
+                    t.hash,
+                    r.activated.kid
+                ));
+            }
+            if role == KeyRole::XrplAccount {
+                let account = ledger.account(registry.as_ref())?;
+                out.actions.push(format!(
+                    "the PA's XRPL account is {} (fund it, then `mpcp-pa ledger set-sequence`)",
+                    account.address
+                ));
+            }
         }
         if registry.active_kid(role)?.is_none() {
             out.without_active_key.push(role);

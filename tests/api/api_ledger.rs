@@ -344,3 +344,71 @@ async fn concurrent_grants_get_distinct_contiguous_sequences() {
         .collect();
     assert!(check_blobs(&blobs).iter().all(valid));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_changes_sign_their_self_issued_credentials() {
+    kit::child::own_process!("key_changes_sign_their_self_issued_credentials");
+    let fx = Fx::start().await;
+    let mut blobs = Vec::new();
+    for (role, prefix) in [
+        ("grant-signing", "mpcp:pa-signing-key:"),
+        ("root", "mpcp:trust-bundle-signer:"),
+    ] {
+        let (s, r) =
+            fx.h.post(&format!("/v1/keys/{role}/rotate"), Some(&fx.officer), "{}")
+                .await;
+        assert_eq!(s, 200, "{r}");
+        let kid = r["activated"]["kid"].as_str().unwrap().to_string();
+        assert_eq!(
+            r["credentialTransaction"]["transactionType"],
+            "CredentialCreate"
+        );
+        let (s, v) =
+            fx.h.post(
+                &format!("/v1/keys/{kid}/revoke"),
+                Some(&fx.officer),
+                r#"{"reason":"key compromise drill"}"#,
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(
+            v["credentialTransaction"]["transactionType"],
+            "CredentialDelete"
+        );
+        let txs = fx.transactions(&format!("?kid={kid}")).await;
+        assert_eq!(txs.len(), 2, "{txs:?}");
+        for t in &txs {
+            assert_eq!(t["credentialType"], hex_of(&format!("{prefix}{kid}")));
+            assert_eq!(t["subject"], fx.account, "self-issued");
+            blobs.push((
+                t["txBlob"].as_str().unwrap().to_string(),
+                prefix,
+                kid.clone(),
+            ));
+        }
+        // The retired key (the harness's first, made before any ledger existed) has no
+        // credential, so revoking it signs nothing.
+        let old = r["retired"]["kid"].as_str().unwrap();
+        let (s, v) =
+            fx.h.post(
+                &format!("/v1/keys/{old}/revoke"),
+                Some(&fx.officer),
+                r#"{"reason":"retired"}"#,
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert!(v.get("credentialTransaction").is_none(), "{v}");
+    }
+    let results = check_blobs(&blobs.iter().map(|b| b.0.clone()).collect::<Vec<_>>());
+    for (r, (_, prefix, kid)) in results.iter().zip(&blobs) {
+        assert!(valid(r), "{r}");
+        assert_eq!(r["tx"]["Account"], fx.account);
+        assert_eq!(r["tx"]["Subject"], fx.account);
+        assert_eq!(r["tx"]["CredentialType"], hex_of(&format!("{prefix}{kid}")));
+    }
+    let seqs: Vec<u64> = results
+        .iter()
+        .map(|r| r["tx"]["Sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
+}

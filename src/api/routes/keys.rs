@@ -32,7 +32,7 @@ use crate::api::error::ApiResult;
 use crate::api::extract::ApiPath;
 use crate::api::issuance::{Change, Issued};
 use crate::api::respond::json_response;
-use crate::api::signing::blocking;
+use crate::api::signing::{blocking, signing_hop};
 use crate::crypto::Alg;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::Actor;
@@ -58,11 +58,34 @@ where
     A: FnOnce(&T) -> Result<Value>,
 {
     let (reg, actor) = (change.state.registry().clone(), change.actor());
+    let st = change.state.clone();
     change
         .issue(body, |_, _| async move {
-            let p = blocking(move || prepare(&reg, &actor)).await?;
-            let body = answer(&p.outcome)?;
-            Ok(Issued::new(StatusCode::OK, body, p.actor, p.event, p.writes).holding(p.guard))
+            // A key change may sign its credential transaction: the ledger lock first (the
+            // order every holder of both locks follows), held until the commit.
+            let ledger = st.ledger().lock().clone().lock_owned().await;
+            let (mut p, tx) = signing_hop(move || {
+                let mut p = prepare(&reg, &actor)?;
+                let tx = st.ledger().key_credential(
+                    st.keys().as_ref(),
+                    &p.event,
+                    st.config().ledger.fee_drops,
+                    st.clock().now(),
+                )?;
+                if let Some(t) = &tx {
+                    p.writes.extend(t.writes.clone());
+                }
+                Ok((p, tx.map(|t| t.tx)))
+            })
+            .await?;
+            let mut body = answer(&p.outcome)?;
+            if let Some(tx) = tx {
+                body["credentialTransaction"] = json!(tx.reference());
+            }
+            let writes = std::mem::take(&mut p.writes);
+            Ok(Issued::new(StatusCode::OK, body, p.actor, p.event, writes)
+                .holding(p.guard)
+                .holding(ledger))
         })
         .await
 }
