@@ -727,12 +727,13 @@ fn sign_checked(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::seams::DigestSigner;
     use crate::signer::SoftwareSigner;
 
     #[test]
     fn account_keys_of_both_algorithms_sign_verifiable_blobs() {
         for alg in [Alg::ES256K, Alg::EdDSA] {
-            let s = SoftwareSigner::generate(alg, "k").unwrap();
+            let s = SoftwareSigner::from_secret("k", alg, &[7u8; 32]).unwrap();
             let key = account_key(s.public_key()).unwrap();
             let unsigned = UnsignedTx {
                 kind: TxKind::CredentialCreate,
@@ -752,7 +753,7 @@ mod tests {
                 .verify_xrpl(&unsigned.signing_data().unwrap(), &sig)
                 .unwrap();
         }
-        let p = SoftwareSigner::generate(Alg::ES256, "p").unwrap();
+        let p = SoftwareSigner::from_secret("p", Alg::ES256, &[7u8; 32]).unwrap();
         assert_eq!(
             account_key(p.public_key()).unwrap_err().code,
             ErrorCode::AlgorithmUnsupported
