@@ -348,7 +348,15 @@ impl LedgerBook {
         mut p: Prepared<T>,
         fee_drops: u64,
     ) -> Result<(T, Option<LedgerTx>)> {
-        let tx = self.key_credential(registry, &p.event, fee_drops, registry.clock().now())?;
+        // As over the API, the ledger side never blocks a key change.
+        let tx = match self.key_credential(registry, &p.event, fee_drops, registry.clock().now())
+        {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::warn!(code = e.code.as_str(), cause = %e.message, "key change committed without its XRPL credential transaction");
+                None
+            }
+        };
         if let Some(t) = &tx {
             p.writes.extend(t.writes.clone());
         }
@@ -365,16 +373,7 @@ impl LedgerBook {
     /// The PA's account: the active `xrpl-account` key, if the deployment has one.
     /// LEDGER_NOT_CONFIGURED without it.
     pub fn account(&self, keys: &dyn ActiveKeys) -> Result<PaAccount> {
-        let signer = keys.active_signer(KeyRole::XrplAccount).map_err(|e| {
-            if e.code == ErrorCode::KeyNotFound {
-                Error::new(
-                    ErrorCode::LedgerNotConfigured,
-                    "this Policy Authority has no active xrpl-account key",
-                )
-            } else {
-                e
-            }
-        })?;
+        let signer = account_signer(keys)?;
         let key = account_key(signer.public_key())?;
         Ok(PaAccount {
             address: key.address(),
@@ -425,16 +424,7 @@ impl LedgerBook {
         fee_drops: u64,
         now: OffsetDateTime,
     ) -> Result<PreparedTx> {
-        let signer = keys.active_signer(KeyRole::XrplAccount).map_err(|e| {
-            if e.code == ErrorCode::KeyNotFound {
-                Error::new(
-                    ErrorCode::LedgerNotConfigured,
-                    "this Policy Authority has no active xrpl-account key",
-                )
-            } else {
-                e
-            }
-        })?;
+        let signer = account_signer(keys)?;
         let key = account_key(signer.public_key())?;
         let address = key.address();
         let (read, mut state) = self.account_state(&address)?;
@@ -665,7 +655,7 @@ impl LedgerBook {
         last_ledger_sequence: Option<u32>,
         now: OffsetDateTime,
     ) -> Result<LedgerTx> {
-        let signer = keys.active_signer(KeyRole::XrplAccount)?;
+        let signer = account_signer(keys)?;
         let key = account_key(signer.public_key())?;
         if key.address() != old.account {
             return Err(Error::new(
@@ -702,6 +692,26 @@ impl LedgerBook {
         new.updated_at = format_rfc3339(now);
         Ok(new)
     }
+}
+
+/// The active `xrpl-account` signer. LEDGER_NOT_CONFIGURED when the role has no active key,
+/// or when the algorithm policy allows the role nothing (a policy written before the role
+/// existed): the deployment then has no XRPL account.
+fn account_signer(keys: &dyn ActiveKeys) -> Result<crate::seams::SharedSigner> {
+    keys.active_signer(KeyRole::XrplAccount).map_err(|e| match e.code {
+        ErrorCode::KeyNotFound => Error::new(
+            ErrorCode::LedgerNotConfigured,
+            "this Policy Authority has no active xrpl-account key",
+        ),
+        ErrorCode::AlgorithmUnsupported => Error::new(
+            ErrorCode::LedgerNotConfigured,
+            format!(
+                "the algorithm policy allows the xrpl-account key nothing: {}",
+                e.message
+            ),
+        ),
+        _ => e,
+    })
 }
 
 /// Signs `unsigned` with `signer` and checks the signature against the key's public half

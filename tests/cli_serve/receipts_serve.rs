@@ -49,14 +49,15 @@ async fn without_the_receipt_role_receipts_are_refused_and_the_rest_serves() {
     bin(data, &["hsm", "init-dev"]);
     let config = mpcp_pa::app::DataDir::new(data).hsm_config();
     let text = std::fs::read_to_string(&config).unwrap();
+    // Without both optional roles (the receipt and XRPL account roles are written last).
     let (head, _) = text.split_once("\n[roles.receipt-signing]").unwrap();
-    let without = head.replace(
-        &format!(
-            "\n[tokens.mpcp-receipt-signing]\npin_file = {:?}\n",
-            "secrets/receipt-signing.user.pin"
-        ),
-        "",
-    );
+    let mut without = head.to_string();
+    for role in ["receipt-signing", "xrpl-account"] {
+        without = without.replace(
+            &format!("\n[tokens.mpcp-{role}]\npin_file = {:?}\n", format!("secrets/{role}.user.pin")),
+            "",
+        );
+    }
     assert!(!without.contains("receipt"), "{without}");
     std::fs::write(&config, format!("{without}\n")).unwrap();
     for role in ["grant-signing", "root", "audit"] {

@@ -66,21 +66,28 @@ where
             let ledger = st.ledger().lock().clone().lock_owned().await;
             let (mut p, tx) = signing_hop(move || {
                 let mut p = prepare(&reg, &actor)?;
+                // The ledger side never blocks a key change (a revocation above all): a
+                // credential that cannot be signed now is reported in the answer and logged.
                 let tx = st.ledger().key_credential(
                     st.keys().as_ref(),
                     &p.event,
                     st.config().ledger.fee_drops,
                     st.clock().now(),
-                )?;
-                if let Some(t) = &tx {
+                );
+                if let Ok(Some(t)) = &tx {
                     p.writes.extend(t.writes.clone());
                 }
-                Ok((p, tx.map(|t| t.tx)))
+                Ok((p, tx.map(|t| t.map(|t| t.tx))))
             })
             .await?;
             let mut body = answer(&p.outcome)?;
-            if let Some(tx) = tx {
-                body["credentialTransaction"] = json!(tx.reference());
+            match tx {
+                Ok(Some(tx)) => body["credentialTransaction"] = json!(tx.reference()),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(code = e.code.as_str(), cause = %e.message, "key change committed without its XRPL credential transaction");
+                    body["credentialError"] = json!({"code": e.code.as_str(), "message": e.message});
+                }
             }
             let writes = std::mem::take(&mut p.writes);
             Ok(Issued::new(StatusCode::OK, body, p.actor, p.event, writes)
