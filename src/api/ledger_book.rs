@@ -349,8 +349,7 @@ impl LedgerBook {
         fee_drops: u64,
     ) -> Result<(T, Option<LedgerTx>)> {
         // As over the API, the ledger side never blocks a key change.
-        let tx = match self.key_credential(registry, &p.event, fee_drops, registry.clock().now())
-        {
+        let tx = match self.key_credential(registry, &p.event, fee_drops, registry.clock().now()) {
             Ok(tx) => tx,
             Err(e) => {
                 tracing::warn!(code = e.code.as_str(), cause = %e.message, "key change committed without its XRPL credential transaction");
@@ -698,20 +697,21 @@ impl LedgerBook {
 /// or when the algorithm policy allows the role nothing (a policy written before the role
 /// existed): the deployment then has no XRPL account.
 fn account_signer(keys: &dyn ActiveKeys) -> Result<crate::seams::SharedSigner> {
-    keys.active_signer(KeyRole::XrplAccount).map_err(|e| match e.code {
-        ErrorCode::KeyNotFound => Error::new(
-            ErrorCode::LedgerNotConfigured,
-            "this Policy Authority has no active xrpl-account key",
-        ),
-        ErrorCode::AlgorithmUnsupported => Error::new(
-            ErrorCode::LedgerNotConfigured,
-            format!(
-                "the algorithm policy allows the xrpl-account key nothing: {}",
-                e.message
+    keys.active_signer(KeyRole::XrplAccount)
+        .map_err(|e| match e.code {
+            ErrorCode::KeyNotFound => Error::new(
+                ErrorCode::LedgerNotConfigured,
+                "this Policy Authority has no active xrpl-account key",
             ),
-        ),
-        _ => e,
-    })
+            ErrorCode::AlgorithmUnsupported => Error::new(
+                ErrorCode::LedgerNotConfigured,
+                format!(
+                    "the algorithm policy allows the xrpl-account key nothing: {}",
+                    e.message
+                ),
+            ),
+            _ => e,
+        })
 }
 
 /// Signs `unsigned` with `signer` and checks the signature against the key's public half

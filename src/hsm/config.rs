@@ -277,8 +277,11 @@ impl HsmConfig {
             let algorithms = match r.algorithms {
                 // SEP-2828 receipts are ES256, RS256 or HS256: of the token algorithms this
                 // appliance signs with, only ES256.
-                // The XRPL signs with secp256k1 or Ed25519 only.
-                None => role.possible_algs().to_vec(),
+                // SEP-2828 receipts are ES256 and the XRPL signs with secp256k1 or Ed25519 only;
+                // the required roles may have every token algorithm (the algorithm policy
+                // narrows them).
+                None if role.is_optional() => role.possible_algs().to_vec(),
+                None => Alg::ALL.to_vec(),
                 Some(names) => {
                     let mut algs = Vec::new();
                     for n in names {

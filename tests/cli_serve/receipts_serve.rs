@@ -54,7 +54,10 @@ async fn without_the_receipt_role_receipts_are_refused_and_the_rest_serves() {
     let mut without = head.to_string();
     for role in ["receipt-signing", "xrpl-account"] {
         without = without.replace(
-            &format!("\n[tokens.mpcp-{role}]\npin_file = {:?}\n", format!("secrets/{role}.user.pin")),
+            &format!(
+                "\n[tokens.mpcp-{role}]\npin_file = {:?}\n",
+                format!("secrets/{role}.user.pin")
+            ),
             "",
         );
     }

@@ -70,17 +70,29 @@ fn file_level_refusals() {
     assert!(e.message.contains("pkcs11.toml"), "{e}");
 }
 
-/// The receipt role is optional, and ES256 only.
+/// The receipt and XRPL account roles are optional; receipts are ES256 only, the XRPL
+/// account ES256K or EdDSA.
 #[test]
-fn receipt_role_is_optional_and_es256_only() {
+fn optional_roles_and_their_algorithms() {
     let text = std::fs::read_to_string(example("default.toml")).unwrap();
     let (required, _) = text.split_once("# Optional: scoped authorization").unwrap();
-    let without = required.replace(
-        "[tokens.mpcp-receipt-signing]\npin_env = \"MPCP_PA_PIN_RECEIPT_SIGNING\"\n",
-        "",
-    );
+    let without = required
+        .replace(
+            "[tokens.mpcp-receipt-signing]\npin_env = \"MPCP_PA_PIN_RECEIPT_SIGNING\"\n",
+            "",
+        )
+        .replace(
+            "[tokens.mpcp-xrpl-account]\npin_env = \"MPCP_PA_PIN_XRPL_ACCOUNT\"\n",
+            "",
+        );
     let c = HsmConfig::parse(&without, Path::new("/")).unwrap();
     assert!(c.role(KeyRole::ReceiptSigning).is_err());
+    assert!(c.role(KeyRole::XrplAccount).is_err());
+    let full = HsmConfig::parse(&text, Path::new("/")).unwrap();
+    assert_eq!(
+        full.role(KeyRole::XrplAccount).unwrap().algorithms,
+        vec![Alg::ES256K, Alg::EdDSA]
+    );
     let ed = text.replace(
         "algorithms = [\"ES256\"]\n",
         "algorithms = [\"ES256\", \"EdDSA\"]\n",
@@ -88,4 +100,11 @@ fn receipt_role_is_optional_and_es256_only() {
     let e = HsmConfig::parse(&ed, Path::new("/")).unwrap_err();
     assert_eq!(e.code, ErrorCode::ConfigInvalid);
     assert_eq!(e.field.as_deref(), Some("roles.receipt-signing.algorithms"));
+    let p256 = text.replace(
+        "algorithms = [\"ES256K\", \"EdDSA\"]\n",
+        "algorithms = [\"ES256K\", \"ES256\"]\n",
+    );
+    let e = HsmConfig::parse(&p256, Path::new("/")).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("roles.xrpl-account.algorithms"));
+    assert!(e.message.contains("XRPL"), "{e}");
 }

@@ -110,12 +110,17 @@ fn missing_mechanism_is_refused() {
         assert!(e.message.contains("CKM_EDDSA"), "{e}");
 
         // Configured for ECDSA only, the same tokens are fine, and EdDSA is refused by name.
-        // (The receipt role, the last one written, is ES256 already.)
+        // (The receipt role, written after them, is ES256 already; the XRPL account role,
+        // written last, is narrowed to ES256K.)
         let text = std::fs::read_to_string(&init.config_path).unwrap();
         let (roles, receipts) = text.split_once("[roles.receipt-signing]").unwrap();
         let roles = roles.replace(
             "label_prefix",
             "algorithms = [\"ES256K\", \"ES256\"]\nlabel_prefix",
+        );
+        let receipts = receipts.replace(
+            "label_prefix = \"mpcp-pa/xrpl-account/\"",
+            "algorithms = [\"ES256K\"]\nlabel_prefix = \"mpcp-pa/xrpl-account/\"",
         );
         std::fs::write(
             &init.config_path,

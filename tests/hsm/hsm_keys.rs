@@ -285,3 +285,69 @@ fn receipt_keys_sign_es256_messages() {
         );
     });
 }
+
+/// XRPL account keys on the token: ES256K and EdDSA keys sign credential transactions that
+/// the XRPL Foundation's codec and keypairs accept (secp256k1 low-S DER over SHA-512-half,
+/// Ed25519 over the bytes); ES256 is refused for the role, and a P-256 key refuses XRPL
+/// signing.
+#[test]
+fn xrpl_account_keys_sign_transactions_the_ledger_accepts() {
+    use mpcp_pa::api::ledger_book::account_key;
+    use mpcp_pa::xrpl::credential_tx::{TxKind, UnsignedTx};
+    isolated(
+        module_path!(),
+        "xrpl_account_keys_sign_transactions_the_ledger_accepts",
+        |dir| {
+            let (hsm, config) = dev_backend(dir);
+            assert_eq!(
+                config.role(KeyRole::XrplAccount).unwrap().algorithms,
+                vec![Alg::ES256K, Alg::EdDSA]
+            );
+            let e = refused(hsm.generate(KeyRole::XrplAccount, Alg::ES256, "p"));
+            assert_eq!(e.code, ErrorCode::AlgorithmUnsupported, "{}", e.message);
+            let mut blobs = Vec::new();
+            for alg in [Alg::ES256K, Alg::EdDSA] {
+                let k = hsm.generate(KeyRole::XrplAccount, alg, "acct").unwrap();
+                let signer = hsm
+                    .signer(KeyRole::XrplAccount, alg, &k.object_id, "xa-1")
+                    .unwrap();
+                let key = account_key(&k.public).unwrap();
+                for seq in 1..=4u32 {
+                    let tx = UnsignedTx {
+                        kind: TxKind::CredentialCreate,
+                        key,
+                        subject: "rBeSeHbNsfZ3dqofxZ8MsfEo6ZTRJ1iHqA".into(),
+                        credential_type: format!("mpcp:active-grant:g-{seq}").into_bytes(),
+                        expiration: Some(900_000_000),
+                        sequence: seq,
+                        fee_drops: 12,
+                        last_ledger_sequence: None,
+                    };
+                    let data = tx.signing_data().unwrap();
+                    let sig = signer.sign_xrpl(&data).unwrap();
+                    k.public.verify_xrpl(&data, &sig).unwrap();
+                    blobs.push((tx.assemble(&sig).unwrap(), key.address()));
+                }
+            }
+            let results = crate::kit::xrpl::check_blobs(
+                &blobs
+                    .iter()
+                    .map(|(b, _)| b.blob.clone())
+                    .collect::<Vec<_>>(),
+            );
+            for (r, (signed, address)) in results.iter().zip(&blobs) {
+                assert!(crate::kit::xrpl::valid(r), "{r}");
+                assert_eq!(r["hash"], signed.hash);
+                assert_eq!(r["tx"]["Account"], *address);
+            }
+            let p = hsm.generate(KeyRole::Root, Alg::ES256, "p").unwrap();
+            let p = hsm
+                .signer(KeyRole::Root, Alg::ES256, &p.object_id, "r-1")
+                .unwrap();
+            assert_eq!(
+                p.sign_xrpl(b"STX\0").unwrap_err().code,
+                ErrorCode::AlgorithmUnsupported
+            );
+        },
+    );
+}
