@@ -3,7 +3,7 @@
 //! DevTools protocol): a wrong token is refused; the security officer sees the keys per role
 //! with their states, the API tokens (names and roles, no secret) and readiness; the auditor
 //! sees the audit log (size, latest checkpoint, recent entries, an inclusion proof), the
-//! grants issued and revoked, and each readiness check. No step logs a script error, an
+//! grants issued and revoked, the receipts, the XRPL account with its credential transactions, and each readiness check. No step logs a script error, an
 //! exception or a Content-Security-Policy violation, the token is never stored by the
 //! browser, and every asset is served with the strict policy. Screenshots of each step go
 //! to a temporary directory, or to `MPCP_CONSOLE_SCREENSHOTS` (docs/console/ holds the
@@ -83,6 +83,33 @@ async fn the_console_shows_each_page_refuses_a_wrong_token_and_logs_no_error() {
     }
     let revoke = json!({"reason": "console test"});
     post_ok(&http, &base, &issuer, "/v1/grants/g-shown-2/revoke", revoke).await;
+    // A grant whose credential the PA's own XRPL account issues, then revoked.
+    let account: Value = serde_json::from_slice(
+        &http
+            .get(format!("{base}/v1/ledger/account"))
+            .bearer_auth(&auditor)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let account = account["account"].as_str().unwrap().to_string();
+    let mut ledger_grant = grant_request("g-ledger-shown", &ph, &expires);
+    ledger_grant["activeGrantCredentialIssuer"] = json!(account);
+    ledger_grant["subjectId"] = json!("rBeSeHbNsfZ3dqofxZ8MsfEo6ZTRJ1iHqA");
+    post_ok(&http, &base, &issuer, "/v1/grants", ledger_grant).await;
+    let revoke = json!({"reason": "console ledger"});
+    post_ok(
+        &http,
+        &base,
+        &issuer,
+        "/v1/grants/g-ledger-shown/revoke",
+        revoke,
+    )
+    .await;
     // A receipt policy and one call from decision to outcome.
     let requester = post_ok(
         &http,
@@ -265,6 +292,20 @@ async fn the_console_shows_each_page_refuses_a_wrong_token_and_logs_no_error() {
         "executed",
     ] {
         assert!(receipts.contains(shown), "{shown}: {receipts}");
+    }
+    let ledger = text("ledger");
+    for shown in [
+        format!("XRPL account {account}"),
+        "CredentialCreate".to_string(),
+        "CredentialDelete".to_string(),
+        "grant_issued g-ledger-shown".to_string(),
+        "grant_revoked g-ledger-shown".to_string(),
+        "signed".to_string(),
+        // up signs the first grant-signing and root keys' credentials.
+        "key_activated grant-signing-".to_string(),
+        "key_activated root-".to_string(),
+    ] {
+        assert!(ledger.contains(&shown), "{shown}: {ledger}");
     }
     let ready = text("ready");
     assert!(

@@ -168,6 +168,8 @@ try {
   await step("grants");
   await open("receipts");
   await step("receipts");
+  await open("ledger");
+  await step("ledger");
   await open("ready");
   await step("ready");
   console.log(JSON.stringify({ steps }));

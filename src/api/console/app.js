@@ -216,7 +216,31 @@ async function pageReceipts() {
   ];
 }
 
-const pages = { ready: pageReady, keys: pageKeys, tokens: pageTokens, audit: pageAudit, grants: pageGrants, receipts: pageReceipts };
+async function pageLedger() {
+  const a = await api("/v1/ledger/account");
+  const account = a.status === 200
+    ? card("XRPL account " + a.body.account,
+      el("dl", {}, el("dt", {}, "key"), el("dd", { class: "mono" }, a.body.kid + " (" + a.body.algorithm + ")"),
+        el("dt", {}, "next sequence"), el("dd", {}, a.body.nextSequence + " (" + a.body.sequenceSource + ")"),
+        el("dt", {}, "fee"), el("dd", {}, a.body.feeDrops + " drops")))
+    : card("XRPL account", refusal(a, "auditor"));
+  const t = await api("/v1/ledger/transactions");
+  if (t.status !== 200) return [account, card("Credential transactions", refusal(t, "auditor"))];
+  const txs = t.body.transactions;
+  const counts = {};
+  for (const x of txs) counts[x.state] = (counts[x.state] || 0) + 1;
+  const summary = Object.entries(counts).map(([s, n]) => n + " " + s).join(", ") || "none yet";
+  return [
+    account,
+    card("Credential transactions (" + summary + ")", table(
+      ["sequence", "type", "cause", "subject", "state", "result", "hash"],
+      txs.map((x) => [String(x.sequence), x.transactionType,
+        x.cause.event + " " + (x.cause.grantId || x.cause.kid || ""), mono(x.subject),
+        state(x.state), x.result || "", mono(x.hash.slice(0, 16) + "…")]))),
+  ];
+}
+
+const pages = { ready: pageReady, keys: pageKeys, tokens: pageTokens, audit: pageAudit, grants: pageGrants, receipts: pageReceipts, ledger: pageLedger };
 
 async function show(name) {
   for (const b of document.querySelectorAll("nav .tab[data-page]")) {
