@@ -37,9 +37,9 @@ use api_common::Harness;
 use mpcp_pa::api::Limits;
 use mpcp_pa::api::ledger_book::TxFilter;
 use mpcp_pa::api::tokens::ApiRole;
-use serde_json::json;
 use mpcp_pa::crypto::Alg;
 use mpcp_pa::keys::KeyRole;
+use serde_json::json;
 use slices::{CLIENT_THREADS, Slice, median, percentile, raw_slice, timed_slice};
 
 /// The allocator the `mpcp-pa` binary uses (src/main.rs).
@@ -143,7 +143,11 @@ fn main() {
                 issued: AtomicU64::new(0),
             })
         };
-        let active = h.registry.active_kid(KeyRole::XrplAccount).unwrap().unwrap();
+        let active = h
+            .registry
+            .active_kid(KeyRole::XrplAccount)
+            .unwrap()
+            .unwrap();
         let object_id = h.registry.get(&active).unwrap().object_id_bytes().unwrap();
         let (p11, slot) = raw_token::open("mpcp-xrpl-account");
         let plain = make(None);
@@ -157,7 +161,14 @@ fn main() {
         );
         println!(
             "{:>3} {:>9} {:>9} {:>12} {:>6} {:>7} {:>7} {:>10} {:>10}",
-            "C", "raw sig/s", "plain/s", "credential/s", "ratio", "p50 ms", "p99 ms", "plain CPU",
+            "C",
+            "raw sig/s",
+            "plain/s",
+            "credential/s",
+            "ratio",
+            "p50 ms",
+            "p99 ms",
+            "plain CPU",
             "cred CPU"
         );
         for c in CONCURRENCY {
@@ -172,8 +183,8 @@ fn main() {
                 .await;
             }
             let audit_before = h.audit.size();
-            let issued_before = plain.issued.load(Ordering::Relaxed)
-                + credential.issued.load(Ordering::Relaxed);
+            let issued_before =
+                plain.issued.load(Ordering::Relaxed) + credential.issued.load(Ordering::Relaxed);
             let (mut p_acc, mut c_acc, mut r_acc) =
                 (Slice::default(), Slice::default(), Slice::default());
             let mut ratios = Vec::new();

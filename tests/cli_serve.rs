@@ -21,6 +21,7 @@ mod cli_serve {
     mod disk_full;
     mod hsm_remote_bounce;
     mod keys_cli;
+    mod ledger_crash;
     mod observability;
     mod receipts_crash;
     mod receipts_serve;
