@@ -572,6 +572,16 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             }))
             .expect(400, "ADDRESS_INVALID")
             .field("activeGrantCredentialIssuer"),
+        // A valid address that is neither the PA's own account nor a declared issuer.
+        Row::post("grant: unknown credential issuer", "/v1/grants", Issuer)
+            .json(&fx.grant_with(|g| {
+                g.insert(
+                    "activeGrantCredentialIssuer".into(),
+                    json!("rHb9CJAWyB4rj91VRWn96DkukG4bwdtyTh"),
+                );
+            }))
+            .expect(400, "CREDENTIAL_ISSUER_UNKNOWN")
+            .field("activeGrantCredentialIssuer"),
         Row::post("grant: unsupported scope", "/v1/grants", Issuer)
             .json(&fx.grant_with(|g| {
                 g.insert("scope".into(), json!("GLOBAL"));
