@@ -216,6 +216,9 @@ pub enum ErrorCode {
     CredentialIssuerUnknown,
     /// This deployment has no xrpl-account token (or no active account key) (503).
     LedgerNotConfigured,
+    /// The transaction must be signed by another XRPL account than the PA's current one
+    /// (its account key was rotated) (409).
+    LedgerAccountChanged,
 }
 
 impl ErrorCode {
@@ -316,6 +319,7 @@ impl ErrorCode {
             CredentialSubjectInvalid => "CREDENTIAL_SUBJECT_INVALID",
             CredentialIssuerUnknown => "CREDENTIAL_ISSUER_UNKNOWN",
             LedgerNotConfigured => "LEDGER_NOT_CONFIGURED",
+            LedgerAccountChanged => "LEDGER_ACCOUNT_CHANGED",
         }
     }
 }

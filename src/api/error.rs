@@ -94,7 +94,8 @@ pub fn http_status(code: ErrorCode) -> u16 {
         | ReceiptAlreadyConsumed
         | ReceiptOutOfScope
         | ReceiptNotConsumed
-        | ReceiptOutcomeExists => 409,
+        | ReceiptOutcomeExists
+        | LedgerAccountChanged => 409,
         PayloadTooLarge | JsonTooLarge => 413,
         UnsupportedMediaType => 415,
         RateLimited | ReceiptDecisionRate => 429,

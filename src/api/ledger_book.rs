@@ -251,6 +251,9 @@ pub struct TxRef {
 pub struct CredentialSpec {
     /// Outbox id.
     pub id: String,
+    /// The account that must issue it (the grant's `activeGrantCredentialIssuer`, or the
+    /// account that created the credential a delete removes); `None`: the PA's current one.
+    pub issuer: Option<String>,
     /// Create or delete.
     pub kind: TxKind,
     /// Subject address (the PA's own for self-issued credentials: `None`).
@@ -426,6 +429,16 @@ impl LedgerBook {
         let signer = account_signer(keys)?;
         let key = account_key(signer.public_key())?;
         let address = key.address();
+        if let Some(want) = spec.issuer.as_ref().filter(|w| **w != address) {
+            return Err(Error::new(
+                ErrorCode::LedgerAccountChanged,
+                format!(
+                    "transaction {} must be signed by account {want}, but the PA's account is now \
+                     {address} (its key was rotated)",
+                    spec.id
+                ),
+            ));
+        }
         let (read, mut state) = self.account_state(&address)?;
         let expiration = spec
             .expires_unix
@@ -532,6 +545,7 @@ impl LedgerBook {
             return Ok(None);
         }
         let spec = CredentialSpec {
+            issuer: None,
             id: match kind {
                 TxKind::CredentialCreate => create_id,
                 TxKind::CredentialDelete => format!("key/{kid}/delete"),

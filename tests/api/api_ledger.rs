@@ -412,3 +412,69 @@ async fn key_changes_sign_their_self_issued_credentials() {
         .collect();
     assert_eq!(seqs, vec![1, 2, 3, 4]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_account_key_is_a_new_account() {
+    kit::child::own_process!("a_rotated_account_key_is_a_new_account");
+    let fx = Fx::start().await;
+    let (s, v) =
+        fx.h.post(
+            "/v1/grants",
+            Some(&fx.issuer),
+            &grant(&fx.policy, "g-old-account", &fx.account, SUBJECT).to_string(),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, r) =
+        fx.h.post("/v1/keys/xrpl-account/rotate", Some(&fx.officer), "{}")
+            .await;
+    assert_eq!(s, 200, "{r}");
+    let (_, a) = fx.h.get("/v1/ledger/account", Some(&fx.auditor)).await;
+    let new_account = a["account"].as_str().unwrap().to_string();
+    assert_ne!(new_account, fx.account);
+    assert_eq!(a["nextSequence"], 1, "a new account has its own counter");
+    // The old account's credential cannot be deleted by the new key: the revocation is
+    // recorded anyway, and the answer says what was not signed.
+    let (s, v) =
+        fx.h.post(
+            "/v1/grants/g-old-account/revoke",
+            Some(&fx.issuer),
+            r#"{"reason":"after rotation"}"#,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["credentialError"]["code"], "LEDGER_ACCOUNT_CHANGED",
+        "{v}"
+    );
+    assert!(v.get("credentialTransaction").is_none());
+    assert_eq!(fx.transactions("?grantId=g-old-account").await.len(), 1);
+    // Grants now name the new account; the old one is unknown.
+    assert_error(
+        &fx.h
+            .post(
+                "/v1/grants",
+                Some(&fx.issuer),
+                &grant(&fx.policy, "g-stale", &fx.account, SUBJECT).to_string(),
+            )
+            .await,
+        400,
+        "CREDENTIAL_ISSUER_UNKNOWN",
+    );
+    let (s, v) =
+        fx.h.post(
+            "/v1/grants",
+            Some(&fx.issuer),
+            &grant(&fx.policy, "g-new-account", &new_account, SUBJECT).to_string(),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let txs = fx.transactions("?grantId=g-new-account").await;
+    assert_eq!(
+        (
+            txs[0]["account"].as_str().unwrap(),
+            txs[0]["sequence"].as_u64()
+        ),
+        (new_account.as_str(), Some(1))
+    );
+}

@@ -145,6 +145,8 @@ fn plan_credential(
         })?;
         let credential_type = credential_type(ACTIVE_GRANT, &grant.grant_id, "grantId")?;
         return Ok(Some(CredentialSpec {
+            // Checked again under the ledger lock: the account key may rotate meanwhile.
+            issuer: Some(issuer.clone()),
             id: credential_tx_id(&grant.grant_id, TxKind::CredentialCreate),
             kind: TxKind::CredentialCreate,
             subject: Some(grant.subject_id.clone()),
@@ -444,11 +446,15 @@ pub async fn revoke(
                 None => None,
             };
             let now_t = st.clock().now();
+            // A credential created by an account whose key has since been rotated cannot be
+            // deleted by the current one: the revocation goes ahead and says so.
+            let mut credential_error = None;
             let delete = match create {
                 None => None,
                 Some((_, create)) => {
                     let s = st.clone();
                     let spec = CredentialSpec {
+                        issuer: Some(create.account.clone()),
                         id: credential_tx_id(&grant_id, TxKind::CredentialDelete),
                         kind: TxKind::CredentialDelete,
                         subject: Some(create.subject.clone()),
@@ -462,17 +468,24 @@ pub async fn revoke(
                             kid: None,
                         },
                     };
-                    Some(
-                        signing_hop(move || {
-                            s.ledger().prepare(
-                                s.keys().as_ref(),
-                                spec,
-                                s.config().ledger.fee_drops,
-                                now_t,
-                            )
-                        })
-                        .await?,
-                    )
+                    let prepared = signing_hop(move || {
+                        s.ledger().prepare(
+                            s.keys().as_ref(),
+                            spec,
+                            s.config().ledger.fee_drops,
+                            now_t,
+                        )
+                    })
+                    .await;
+                    match prepared {
+                        Ok(p) => Some(p),
+                        Err(e) if e.code == ErrorCode::LedgerAccountChanged => {
+                            tracing::warn!(grant_id = %grant_id, cause = %e.message, "grant revoked without its CredentialDelete");
+                            credential_error = Some(e);
+                            None
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
             };
             let now = format_rfc3339(now_t);
@@ -501,6 +514,9 @@ pub async fn revoke(
                 body["credentialTransaction"] = json!(prepared.tx.reference());
                 prepared.tx.hash
             });
+            if let Some(e) = credential_error {
+                body["credentialError"] = json!({"code": e.code.as_str(), "message": e.message});
+            }
             let mut issued = Issued::new(
                 StatusCode::OK,
                 body,
