@@ -21,11 +21,8 @@ mod cli_serve {
     mod disk_full;
     mod hsm_remote_bounce;
     mod keys_cli;
-<<<<<<< HEAD
     mod ledger_crash;
-=======
     mod ledger_submit;
->>>>>>> 723a0ce (ledger: the XRPL submitter (serve --xrpl-rpc): JSON-RPC client, rounds, metrics, submitter health (wip))
     mod observability;
     mod receipts_crash;
     mod receipts_serve;
