@@ -395,12 +395,12 @@ impl Submitter {
                     self.set_state(raw, &tx, final_state, Some(result), st.ledger_index)
                         .await?;
                 }
-                Some(_) => {
-                    if tx.state == TxState::Signed {
-                        self.set_state(raw, &tx, TxState::Submitted, None, None)
-                            .await?;
-                    }
+                Some(_) if tx.state == TxState::Signed => {
+                    // Known to the ledger but not validated yet: sent before a crash.
+                    self.set_state(raw, &tx, TxState::Submitted, None, None)
+                        .await?;
                 }
+                Some(_) => {}
                 None if tx.sequence < l => {
                     // Its sequence was consumed by another transaction: sign it again.
                     self.resign(&tx.id, None, None, None).await?;
