@@ -747,6 +747,8 @@ mod tests {
         m.receipt_decision("allow");
         m.receipt_verdict("admitted");
         m.receipt_outcome();
+        m.ledger_submission("tesSUCCESS");
+        m.set_ledger_transactions(&[("validated", 1)]);
         let text = m.render();
         assert_eq!(
             value(&text, "mpcp_hsm_recoveries_total{token=\"t\"}"),
