@@ -83,6 +83,18 @@ struct DecisionLabel {
     decision: String,
 }
 
+/// An outbox state of the XRPL transactions.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TxStateLabel {
+    state: String,
+}
+
+/// An answer of the ledger to a submission (engine result or RPC error).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
 /// Keys of one role in one lifecycle state.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KeyLabels {
@@ -152,6 +164,8 @@ pub struct Metrics {
     receipt_decisions: Family<DecisionLabel, Counter>,
     receipt_verdicts: Family<VerdictLabel, Counter>,
     receipt_outcomes: Counter,
+    ledger_transactions: Family<TxStateLabel, Gauge>,
+    ledger_submissions: Family<ResultLabel, Counter>,
     hsm: Mutex<Option<Arc<dyn HsmSampler>>>,
 }
 
@@ -347,8 +361,23 @@ impl Metrics {
             "Receipt outcome records signed",
             receipt_outcomes.clone(),
         );
+        let ledger_transactions = Family::<TxStateLabel, Gauge>::default();
+        registry.register(
+            "ledger_transactions",
+            "XRPL credential transactions of the outbox by state (signed, submitted, \
+             validated, failed), sampled at the scrape",
+            ledger_transactions.clone(),
+        );
+        let ledger_submissions = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "ledger_submissions",
+            "XRPL submissions by the ledger's answer (engine result, or invalidTransaction)",
+            ledger_submissions.clone(),
+        );
         Metrics {
             registry,
+            ledger_transactions,
+            ledger_submissions,
             ready,
             receipt_decisions,
             receipt_verdicts,
@@ -455,6 +484,27 @@ impl Metrics {
     /// Counts one signed receipt outcome record.
     pub fn receipt_outcome(&self) {
         self.receipt_outcomes.inc();
+    }
+
+    /// Counts one XRPL submission answered with `result` (an engine result code).
+    pub fn ledger_submission(&self, result: &str) {
+        self.ledger_submissions
+            .get_or_create(&ResultLabel {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Replaces the outbox-by-state gauges with `counts` (state, transactions).
+    pub fn set_ledger_transactions(&self, counts: &[(&str, u64)]) {
+        self.ledger_transactions.clear();
+        for (state, n) in counts {
+            self.ledger_transactions
+                .get_or_create(&TxStateLabel {
+                    state: (*state).to_string(),
+                })
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
     }
 
     /// Counts one idempotent replay.
@@ -697,6 +747,8 @@ mod tests {
         m.receipt_decision("allow");
         m.receipt_verdict("admitted");
         m.receipt_outcome();
+        m.ledger_submission("tesSUCCESS");
+        m.set_ledger_transactions(&[("validated", 1)]);
         let text = m.render();
         assert_eq!(
             value(&text, "mpcp_hsm_recoveries_total{token=\"t\"}"),

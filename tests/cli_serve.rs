@@ -22,6 +22,7 @@ mod cli_serve {
     mod hsm_remote_bounce;
     mod keys_cli;
     mod ledger_crash;
+    mod ledger_submit;
     mod observability;
     mod receipts_crash;
     mod receipts_serve;

@@ -287,11 +287,24 @@ pub struct TxFilter {
     pub state: Option<TxState>,
 }
 
+/// The submitter's health as `GET /v1/ledger/account` shows it (in memory only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubmitterStatus {
+    /// The JSON-RPC endpoint.
+    pub endpoint: String,
+    /// When it last answered (RFC 3339).
+    pub last_contact: Option<String>,
+    /// The last failure, cleared by the next successful round.
+    pub last_error: Option<String>,
+}
+
 /// The ledger state (see the module documentation). Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct LedgerBook {
     artifacts: ArtifactStore,
     lock: Arc<tokio::sync::Mutex<()>>,
+    submitter: Arc<std::sync::Mutex<Option<SubmitterStatus>>>,
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
@@ -330,6 +343,7 @@ impl LedgerBook {
         LedgerBook {
             artifacts,
             lock: Arc::new(tokio::sync::Mutex::new(())),
+            submitter: Arc::new(std::sync::Mutex::new(None)),
         }
     }
 
@@ -364,6 +378,23 @@ impl LedgerBook {
         }
         let out = registry.commit(p)?;
         Ok((out, tx.map(|t| t.tx)))
+    }
+
+    /// The submitter's health, when one runs.
+    pub fn submitter_status(&self) -> Option<SubmitterStatus> {
+        self.submitter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Updates the submitter's health.
+    pub fn set_submitter_status(&self, f: impl FnOnce(&mut SubmitterStatus)) {
+        let mut g = self
+            .submitter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(g.get_or_insert_with(SubmitterStatus::default));
     }
 
     /// The lock held from reading the sequence counter to committing what was signed with

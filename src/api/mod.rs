@@ -21,6 +21,8 @@ pub mod head;
 pub mod idempotency;
 pub mod issuance;
 pub mod ledger_book;
+pub mod ledger_rpc;
+pub mod ledger_submitter;
 pub mod observe;
 pub mod ratelimit;
 pub mod receipt_book;

@@ -213,10 +213,26 @@ pub struct ServeArgs {
     /// refused (CREDENTIAL_ISSUER_UNKNOWN).
     #[arg(long = "xrpl-credential-issuer", value_parser = parse_address)]
     pub xrpl_credential_issuers: Vec<String>,
+    /// A rippled JSON-RPC endpoint (http:// or https://): with it a background task submits
+    /// the signed credential transactions in sequence order and follows them to a
+    /// validated ledger. Without it they stay `signed` for `mpcp-pa ledger export`.
+    #[arg(long, value_parser = parse_rpc_url)]
+    pub xrpl_rpc: Option<String>,
+    /// Milliseconds between the submitter's rounds (with --xrpl-rpc).
+    #[arg(long, default_value_t = 1000, requires = "xrpl_rpc", value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub xrpl_poll_ms: u64,
     /// Log format on stderr: `auto` (JSON lines unless stderr is a terminal), `json`, `text`
     /// or `off`. The filter is `MPCP_PA_LOG` (default `warn,mpcp_pa=info`).
     #[arg(long, value_enum, default_value_t = super::logging::LogFormat::Auto)]
     pub log_format: super::logging::LogFormat,
+}
+
+fn parse_rpc_url(s: &str) -> std::result::Result<String, String> {
+    if s.starts_with("http://") || s.starts_with("https://") {
+        Ok(s.to_string())
+    } else {
+        Err("must be an http:// or https:// URL".into())
+    }
 }
 
 fn parse_address(s: &str) -> std::result::Result<String, String> {
@@ -372,6 +388,11 @@ fn config_digest(
         "xrplFeeDrops": a.xrpl_fee_drops,
         "xrplCredentialIssuers": a.xrpl_credential_issuers,
     });
+    let mut effective = effective;
+    if let Some(rpc) = &a.xrpl_rpc {
+        effective["xrplRpc"] = json!(rpc);
+        effective["xrplPollMs"] = json!(a.xrpl_poll_ms);
+    }
     Ok(hex::encode(Sha256::digest(canonical_bytes(&effective)?)))
 }
 
@@ -422,6 +443,13 @@ fn run_server(
     let limits = state.limits().clone();
     let listen = a.listen;
     let interval = Duration::from_secs(a.destruction_interval_minutes * 60);
+    let submitter =
+        a.xrpl_rpc
+            .clone()
+            .map(|endpoint| crate::api::ledger_submitter::SubmitterConfig {
+                endpoint,
+                poll: Duration::from_millis(a.xrpl_poll_ms),
+            });
     runtime.block_on(async move {
         if !interval.is_zero() {
             tokio::spawn(async move {
@@ -438,6 +466,10 @@ fn run_server(
             });
         }
         let metrics = state.metrics().cloned();
+        let submitting = submitter.map(|config| {
+            eprintln!("submitting XRPL transactions to {}", config.endpoint);
+            tokio::spawn(crate::api::ledger_submitter::run(state.clone(), config))
+        });
         let server = crate::api::server::start_counted(
             listen,
             crate::api::router(state),
@@ -453,7 +485,12 @@ fn run_server(
             crate::VERSION_STRING,
             server.local_addr()
         );
-        server.wait().await
+        let served = server.wait().await;
+        if let Some(task) = submitting {
+            task.abort();
+            let _ = task.await;
+        }
+        served
     })
 }
 

@@ -68,3 +68,104 @@ pub fn flip_byte(blob: &str, index: usize) -> String {
 pub fn hex_of(s: &str) -> String {
     hex::encode_upper(s.as_bytes())
 }
+
+/// A running `tests/interop/rippled_standin.mjs` (a strict rippled JSON-RPC stand-in) on a
+/// state file that survives its SIGKILL; killed when dropped.
+pub struct Standin {
+    child: Option<std::process::Child>,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Its state file.
+    pub state: PathBuf,
+}
+
+impl Standin {
+    /// Starts the stand-in on `state` (`port` 0: an ephemeral one), ledgers closing every
+    /// 200 ms; waits for its `listening <port>` line.
+    pub fn start(state: &std::path::Path, port: u16) -> Standin {
+        use std::io::BufRead;
+        let mut child = Command::new("node")
+            .arg(script("rippled_standin.mjs"))
+            .args([
+                "--state",
+                state.to_str().unwrap(),
+                "--port",
+                &port.to_string(),
+            ])
+            .args(["--close-ms", "200"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("`node` is required (scripts/ensure-deps.sh installs it)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("stand-in did not start: {line:?}"))
+            .parse()
+            .unwrap();
+        Standin {
+            child: Some(child),
+            port,
+            state: state.to_path_buf(),
+        }
+    }
+
+    /// Starts it again on the same state file and port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let again = Standin::start(&self.state, self.port);
+        *self = again;
+    }
+
+    /// Its JSON-RPC URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    /// SIGKILLs it (its state is on disk).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Calls `method` with `params`; the `result` object (panics on a transport error).
+    pub async fn rpc(&self, method: &str, params: Value) -> Value {
+        let r = rpc_client()
+            .post(self.url())
+            .header("content-type", "application/json")
+            .body(json!({"method": method, "params": [params]}).to_string())
+            .send()
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        v["result"].clone()
+    }
+}
+
+impl Drop for Standin {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A plain-HTTP client for the stand-in.
+pub fn rpc_client() -> reqwest::Client {
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap()
+}

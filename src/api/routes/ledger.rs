@@ -20,7 +20,8 @@ use crate::api::signing::blocking;
 use crate::model::check_id;
 
 /// `GET /v1/ledger/account`: `{account, kid, publicKey, algorithm, nextSequence,
-/// sequenceSource, feeDrops}`.
+/// sequenceSource, feeDrops, submitter?}`; `submitter` (`{endpoint, lastContact,
+/// lastError}`) when the service runs with `--xrpl-rpc`.
 pub async fn account(State(state): State<AppState>) -> ApiResult<Response> {
     let s = state.clone();
     let (account, counter) = blocking(move || {
@@ -33,9 +34,7 @@ pub async fn account(State(state): State<AppState>) -> ApiResult<Response> {
         crate::xrpl::credential_tx::AccountKey::Secp256k1(_) => "ES256K",
         crate::xrpl::credential_tx::AccountKey::Ed25519(_) => "EdDSA",
     };
-    json_response(
-        StatusCode::OK,
-        &json!({
+    let mut body = json!({
             "account": account.address,
             "kid": account.kid,
             "publicKey": account.key.hex(),
@@ -43,8 +42,11 @@ pub async fn account(State(state): State<AppState>) -> ApiResult<Response> {
             "nextSequence": counter.next_sequence,
             "sequenceSource": counter.source,
             "feeDrops": state.config().ledger.fee_drops.to_string(),
-        }),
-    )
+    });
+    if let Some(status) = state.ledger().submitter_status() {
+        body["submitter"] = json!(status);
+    }
+    json_response(StatusCode::OK, &body)
 }
 
 /// Query of `GET /v1/ledger/transactions`.

@@ -63,6 +63,21 @@ pub async fn scrape(
             );
         }
         metrics.set_keys(&counts);
+        let mut by_state = [
+            ("signed", 0u64),
+            ("submitted", 0),
+            ("validated", 0),
+            ("failed", 0),
+        ];
+        for tx in s
+            .ledger()
+            .list(&crate::api::ledger_book::TxFilter::default())?
+        {
+            if let Some(slot) = by_state.iter_mut().find(|(n, _)| *n == tx.state.as_str()) {
+                slot.1 += 1;
+            }
+        }
+        metrics.set_ledger_transactions(&by_state);
         Ok(if openmetrics {
             metrics.render_openmetrics()
         } else {
