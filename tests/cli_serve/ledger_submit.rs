@@ -450,3 +450,58 @@ async fn sigkill_before_and_during_submission_loses_nothing() {
     check_ledger(&standin, &pa, &txs, &grants, &[]).await;
     pa.kill();
 }
+
+/// The counter set above the ledger's sequence (`ledger set-sequence`, as an operator might
+/// get it wrong) and a ledger fee above ours: the transactions above the hole are re-signed
+/// downward, every one is re-signed at the open-ledger fee, and all are validated in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_ahead_of_the_ledger_and_a_higher_fee_are_resigned() {
+    let _gate = kit::gate::shared();
+    let dir = kit::tmp::dir("ledger_submit_ahead");
+    let standin = Standin::start_with_fee(&dir.path().join("ledger.json"), 0, 50);
+    let data = dir.path().join("appliance");
+    let mut pa = first_up(&data, &[]).await;
+    fund(&standin, &pa.account).await;
+    let early = ids("g-early", 2);
+    for g in &early {
+        pa.grant(g).await;
+    }
+    pa.kill();
+    kit::bin::bin(&data, &["ledger", "set-sequence", "40"]);
+    pa.restart(&data, &[]);
+    let late = ids("g-late", 3);
+    for g in &late {
+        pa.grant(g).await;
+    }
+    let before = pa.transactions().await;
+    assert_eq!(
+        before.iter().map(|t| t["sequence"].as_u64().unwrap()).max(),
+        Some(42),
+        "the late grants were signed at 40..42"
+    );
+    pa.restart(&data, &rpc_flags(&standin));
+    let (txs, took) = pa.all_validated(Duration::from_secs(20)).await;
+    eprintln!("ahead: {} transactions validated in {took:?}", txs.len());
+    let mut seqs: Vec<u64> = txs
+        .iter()
+        .map(|t| t["sequence"].as_u64().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=txs.len() as u64).collect::<Vec<_>>(),
+        "the hole was closed"
+    );
+    for t in &txs {
+        assert_eq!(t["fee"], "50", "re-signed at the ledger's fee: {t}");
+        assert!(
+            t["replacedHashes"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty()),
+            "{t}"
+        );
+    }
+    let all: Vec<String> = early.iter().chain(&late).cloned().collect();
+    check_ledger(&standin, &pa, &txs, &all, &[]).await;
+    pa.kill();
+}

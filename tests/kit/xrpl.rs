@@ -83,6 +83,11 @@ impl Standin {
     /// Starts the stand-in on `state` (`port` 0: an ephemeral one), ledgers closing every
     /// 200 ms; waits for its `listening <port>` line.
     pub fn start(state: &std::path::Path, port: u16) -> Standin {
+        Standin::start_with_fee(state, port, 10)
+    }
+
+    /// [`Standin::start`] with the ledger's base fee (and open-ledger fee) at `base_fee` drops.
+    pub fn start_with_fee(state: &std::path::Path, port: u16, base_fee: u64) -> Standin {
         use std::io::BufRead;
         let mut child = Command::new("node")
             .arg(script("rippled_standin.mjs"))
@@ -92,7 +97,7 @@ impl Standin {
                 "--port",
                 &port.to_string(),
             ])
-            .args(["--close-ms", "200"])
+            .args(["--close-ms", "200", "--base-fee", &base_fee.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
