@@ -328,26 +328,7 @@ impl Submitter {
         if counter.next_sequence >= l {
             return Ok(());
         }
-        let state = AccountState {
-            next_sequence: l,
-            source: "ledger".into(),
-            updated_at: Some(format_rfc3339(self.state.clock().now())),
-        };
-        let mut writes = SideWrites::new();
-        self.state
-            .ledger()
-            .counter_write(&mut writes, account, read, &state)?;
-        commit(
-            &self.state,
-            &Actor::system(),
-            Event::LedgerSequenceSet {
-                account: account.to_string(),
-                sequence: l,
-                source: "ledger".into(),
-            },
-            writes,
-        )
-        .await?;
+        self.commit_counter(account, read, l).await?;
         tracing::info!(
             account,
             sequence = l,
@@ -497,6 +478,12 @@ impl Submitter {
         if counter.next_sequence == to {
             return Ok(());
         }
+        self.commit_counter(account, read, to).await
+    }
+
+    /// Commits the counter of `account` (read as `read`) set to `to` from the ledger, as one
+    /// audited append (`ledger_sequence_set`, source `ledger`). Hold the ledger lock.
+    async fn commit_counter(&self, account: &str, read: Option<Vec<u8>>, to: u32) -> Result<()> {
         let state = AccountState {
             next_sequence: to,
             source: "ledger".into(),

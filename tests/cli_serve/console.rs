@@ -20,6 +20,17 @@ use crate::kit::bin::{
 use mpcp_pa::api::routes::console::CSP;
 use serde_json::{Value, json};
 
+/// GETs `path` with `token` and parses the JSON answer.
+async fn get_json(http: &reqwest::Client, base: &str, token: &str, path: &str) -> Value {
+    let r = http
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_each_page_refuses_a_wrong_token_and_logs_no_error() {
     let _gate = kit::gate::shared();
@@ -84,18 +95,7 @@ async fn the_console_shows_each_page_refuses_a_wrong_token_and_logs_no_error() {
     let revoke = json!({"reason": "console test"});
     post_ok(&http, &base, &issuer, "/v1/grants/g-shown-2/revoke", revoke).await;
     // A grant whose credential the PA's own XRPL account issues, then revoked.
-    let account: Value = serde_json::from_slice(
-        &http
-            .get(format!("{base}/v1/ledger/account"))
-            .bearer_auth(&auditor)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let account = get_json(&http, &base, &auditor, "/v1/ledger/account").await;
     let account = account["account"].as_str().unwrap().to_string();
     let mut ledger_grant = grant_request("g-ledger-shown", &ph, &expires);
     ledger_grant["activeGrantCredentialIssuer"] = json!(account);
@@ -343,18 +343,7 @@ async fn the_console_shows_each_page_refuses_a_wrong_token_and_logs_no_error() {
     }
     assert!(result.get("failure").is_none(), "{result}");
     // Browsing refused nothing: no request_refused entry in the audit log.
-    let entries: Value = serde_json::from_slice(
-        &http
-            .get(format!("{base}/v1/audit/entries"))
-            .bearer_auth(&auditor)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let entries = get_json(&http, &base, &auditor, "/v1/audit/entries").await;
     let refused: Vec<&Value> = entries["entries"]
         .as_array()
         .unwrap()
