@@ -27,6 +27,24 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
+/// Allocates the blocks of `file` from `offset` for `len` bytes without changing its size
+/// (`fallocate` with `FALLOC_FL_KEEP_SIZE`), so that later writes into that range find their
+/// blocks already taken and cannot meet ENOSPC.
+pub fn preallocate(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(std::io::ErrorKind::InvalidInput.into());
+    };
+    // SAFETY: fallocate takes a file descriptor that `file` keeps open for the call, and
+    // integers; no pointers.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, offset, len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Sets an environment variable that a PKCS#11 module reads inside `C_Initialize`. Sound
 /// only as the HSM layer uses it: once per process, under its own lock, before the module
 /// that reads it is initialised.

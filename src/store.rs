@@ -15,6 +15,18 @@ pub use crate::seams::store::{Record, RecordStore, Records};
 /// process; refusing before the write is what lets a full disk clear without a restart.
 pub const DEFAULT_RESERVE_BYTES: u64 = 8 << 20;
 
+/// Bytes the store keeps allocated past the end of sled's log file (its runway). sled writes
+/// at run time only into that file, at most a segment (512 KiB) past its end, so a commit
+/// already past [`Store::check_space`] when another process takes the disk's last bytes
+/// writes into blocks it holds, instead of meeting the ENOSPC that sled would latch.
+/// [`Store::check_space`] tops it up once [`RUNWAY_SLACK_BYTES`] of it are used, and refuses
+/// when it cannot.
+pub const RUNWAY_BYTES: u64 = 8 << 20;
+
+/// How much of the runway is used before it is topped up: small, so that a full disk is
+/// refused soon after the runway is touched; not zero, so that most checks are one `fstat`.
+pub const RUNWAY_SLACK_BYTES: u64 = 256 << 10;
+
 /// Names of the sled trees, in one place so layers cannot collide.
 pub mod trees {
     /// Key registry: kid -> key record.
@@ -41,6 +53,69 @@ pub struct Store {
     path: Option<Arc<PathBuf>>,
     /// Free bytes [`Store::check_space`] requires; shared by every clone.
     reserve: Arc<AtomicU64>,
+    /// sled's log file, kept allocated [`RUNWAY_BYTES`] past its end (None for a temporary
+    /// store, or where the file system cannot preallocate).
+    runway: Option<Arc<Runway>>,
+}
+
+/// sled's log file, opened a second time to keep its runway allocated.
+struct Runway {
+    file: std::fs::File,
+    /// Cleared once the file system says it cannot preallocate (the reserve still applies).
+    supported: std::sync::atomic::AtomicBool,
+}
+
+impl Runway {
+    fn open(dir: &Path) -> Result<Runway> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("db"))
+            .map_err(|e| store_error("open log file", e))?;
+        Ok(Runway {
+            file,
+            supported: std::sync::atomic::AtomicBool::new(true),
+        })
+    }
+
+    /// Makes sure the runway, less its slack, is allocated past the file's end, allocating all
+    /// of it when not: `STORE_ERROR` when the file system has no room for it.
+    fn top_up(&self) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        if !self.supported.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let meta = self
+            .file
+            .metadata()
+            .map_err(|e| store_error("stat log file", e))?;
+        // st_blocks counts 512-byte units, including blocks allocated past the end.
+        let allocated = meta.blocks().saturating_mul(512);
+        if allocated >= meta.len().saturating_add(RUNWAY_BYTES - RUNWAY_SLACK_BYTES) {
+            return Ok(());
+        }
+        match crate::os::preallocate(&self.file, meta.len(), RUNWAY_BYTES) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                self.supported.store(false, Ordering::Relaxed);
+                tracing::warn!(
+                    "the store's file system cannot preallocate; only the reserve keeps sled \
+                     from meeting a full disk"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(cause = %e, "store fault: the store's runway could not be allocated");
+                Err(Error::new(
+                    ErrorCode::StoreError,
+                    format!(
+                        "disk full: the store could not allocate its {} MiB runway ({e}; \
+                         nothing was written)",
+                        RUNWAY_BYTES >> 20
+                    ),
+                ))
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -70,10 +145,12 @@ impl Store {
             .cache_capacity(cache_bytes)
             .open()
             .map_err(|e| store_error("open", e))?;
+        let runway = Runway::open(path)?;
         Ok(Store {
             db,
             path: Some(Arc::new(path.to_path_buf())),
             reserve: Arc::new(AtomicU64::new(DEFAULT_RESERVE_BYTES)),
+            runway: Some(Arc::new(runway)),
         })
     }
 
@@ -87,6 +164,7 @@ impl Store {
             db,
             path: None,
             reserve: Arc::new(AtomicU64::new(0)),
+            runway: None,
         })
     }
 
@@ -106,10 +184,14 @@ impl Store {
         crate::os::free_bytes(self.path.as_deref()?)
     }
 
-    /// `STORE_ERROR` when the file system holding the store has less free space than the
-    /// reserve. Writers that must not meet ENOSPC (the audit log) call it before writing:
-    /// a refusal here writes nothing and clears by itself once space is freed.
+    /// `STORE_ERROR` when the store's runway ([`RUNWAY_BYTES`]) cannot be kept allocated, or
+    /// the file system holding the store has less free space than the reserve. Writers that
+    /// must not meet ENOSPC (the audit log) call it before writing: a refusal here writes
+    /// nothing and clears by itself once space is freed.
     pub fn check_space(&self) -> Result<()> {
+        if let Some(runway) = &self.runway {
+            runway.top_up()?;
+        }
         let reserve = self.reserve();
         if reserve == 0 {
             return Ok(());
@@ -183,6 +265,36 @@ impl RecordStore for Store {
                 .map_err(|e| store_error("scan", e))
         });
         Ok(Box::new(iter))
+    }
+}
+
+#[cfg(test)]
+mod runway_tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn allocated_past_end(dir: &Path) -> i64 {
+        let meta = std::fs::metadata(dir.join("db")).unwrap();
+        (meta.blocks() * 512) as i64 - meta.len() as i64
+    }
+
+    #[test]
+    fn the_check_keeps_the_runway_allocated_as_the_log_grows() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        store.set_reserve(0);
+        store.check_space().unwrap();
+        let want = (RUNWAY_BYTES - RUNWAY_SLACK_BYTES) as i64;
+        assert!(allocated_past_end(tmp.path()) >= want);
+        let tree = store.tree("t").unwrap();
+        for i in 0u32..20_000 {
+            tree.insert(i.to_be_bytes(), vec![7u8; 512]).unwrap();
+            if i % 1000 == 0 {
+                store.flush().unwrap();
+                store.check_space().unwrap();
+                assert!(allocated_past_end(tmp.path()) >= want, "after {i} writes");
+            }
+        }
     }
 }
 
