@@ -1,14 +1,15 @@
 //! How much resident memory the store alone gains per grant: the sled store opened as the
-//! appliance opens it (`Store::open`, 16 MiB page cache, the binary's allocator), written with
-//! the appliance's pattern of one grant (an audit entry, its Merkle nodes, the leaf index, the
-//! grant record, the idempotency record and the size counter, in one transaction per batch of
-//! 8 and one flush per batch), and VmRSS printed at each tenth. It separates what sled keeps
+//! appliance opens it (`Store::open`, 16 MiB page cache, the binary's allocator), written
+//! with the appliance's pattern of one grant (an audit entry, its Merkle nodes, its record in
+//! a leaf-index bucket, the grant record, the idempotency record and the size counter, in one
+//! transaction per batch of 8 and one flush per batch), and VmRSS printed at each tenth. It separates what sled keeps
 //! in memory from what the service does, for `benches/soak.rs` (docs/performance.md,
 //! "Memory").
 //!
 //! Run: `cargo run --release --example store_rss -- 200000` (grants; default 200000).
 //! `STORE_RSS_ENTRY` and `STORE_RSS_GRANT` set the entry and grant sizes in bytes (600, 1100).
 
+use mpcp_pa::audit::leaf_buckets;
 use sled::Transactional;
 
 #[global_allocator]
@@ -46,7 +47,7 @@ fn main() {
     let names = [
         "audit/entries",
         "audit/nodes",
-        "audit/leaf-index",
+        "audit/leaf-buckets",
         "api/grants",
         "api/idempotency",
         "audit/meta",
@@ -74,7 +75,13 @@ fn main() {
                         k >>= 1;
                         level += 1;
                     }
-                    leaves.insert(format!("{j:064x}").as_bytes(), &j.to_be_bytes())?;
+                    // The leaf index: the record of the entry in its hash's bucket.
+                    let leaf: [u8; 32] =
+                        <sha2::Sha256 as sha2::Digest>::digest(j.to_be_bytes()).into();
+                    let key = leaf_buckets::bucket_key(&leaf);
+                    let mut bucket = leaves.get(key)?.map(|b| b.to_vec()).unwrap_or_default();
+                    leaf_buckets::push(&mut bucket, &leaf, j);
+                    leaves.insert(&key, bucket)?;
                     g.insert(format!("grant-{j}").as_bytes(), grant.clone())?;
                     idem.insert(format!("issuer-1\ngrant-{j}").as_bytes(), vec![3u8; 150])?;
                 }

@@ -41,8 +41,11 @@ pub mod trees {
     pub const AUDIT_CHECKPOINTS: &str = "audit/checkpoints";
     /// Audit log metadata (size, origin).
     pub const AUDIT_META: &str = "audit/meta";
-    /// Audit log leaf hash -> big-endian index.
+    /// Audit log leaf hash -> big-endian index: written by stores before 2026-12-02, read
+    /// only (the log now writes [`AUDIT_LEAF_BUCKETS`]).
     pub const AUDIT_LEAF_INDEX: &str = "audit/leaf-index";
+    /// Audit log leaf index: two bytes of leaf hash -> records (`crate::audit::leaf_buckets`).
+    pub const AUDIT_LEAF_BUCKETS: &str = "audit/leaf-buckets";
 }
 
 /// A handle on the shared sled database. Cheap to clone.

@@ -75,6 +75,7 @@ mod tests {
             crate::store::trees::AUDIT_META,
             crate::store::trees::AUDIT_NODES,
             crate::store::trees::AUDIT_LEAF_INDEX,
+            crate::store::trees::AUDIT_LEAF_BUCKETS,
             crate::store::trees::AUDIT_CHECKPOINTS,
         ] {
             let mut bad = SideWrites::new();

@@ -5,14 +5,17 @@
 //! - `audit/entries`: big-endian index -> canonical entry bytes.
 //! - `audit/nodes`: `level (1 byte) || index (8 bytes BE)` -> 32-byte hash of the perfect
 //!   subtree; leaves are level 0. Written once, when the subtree completes.
-//! - `audit/leaf-index`: leaf hash -> big-endian index.
+//! - `audit/leaf-buckets`: two bytes of leaf hash -> the records of the entries with that
+//!   prefix ([`super::leaf_buckets`]); `audit/leaf-index` (leaf hash -> big-endian index) of
+//!   stores written before them is still read.
 //! - `audit/meta`: `size` (u64 BE, advanced in the same transaction as the entries it
 //!   counts, after checking it still holds the expected value) and `origin`.
 //! - `audit/checkpoints`: big-endian tree size -> `{"note","vkey"}` canonical JSON.
 //!
 //! Nothing in this module updates or deletes a stored entry, node or checkpoint: every write
 //! is an insert of a key checked to be absent (entries, checkpoints) or new by construction
-//! (nodes, leaf index), and the API offers no other operation. Side writes that commit with
+//! (nodes), and the API offers no other operation. The leaf index is derived data: a bucket
+//! only grows by a record, and a record is confirmed against its entry before use. Side writes that commit with
 //! an entry ([`super::append`]) go to service trees only; one aimed at an `audit/` tree is
 //! refused.
 
@@ -31,6 +34,7 @@ use super::append::{Append, AppendTicket, AuditSink, Expect, SideWrites};
 use super::checkpoint::Checkpoint;
 use super::commit::{BatchWriter, GroupCommitter};
 use super::entry::Entry;
+use super::leaf_buckets;
 use super::merkle::{self, Frontier, Hash, NodeSource};
 use super::note::{Note, NoteSigner, Vkey, check_key_name};
 use crate::canonical::canonical_bytes_of;
@@ -99,6 +103,7 @@ struct Trees {
     entries: sled::Tree,
     nodes: sled::Tree,
     leaves: sled::Tree,
+    legacy_leaves: sled::Tree,
     meta: sled::Tree,
     checkpoints: sled::Tree,
 }
@@ -297,7 +302,8 @@ impl AuditLog {
         let t = Trees {
             entries: store.tree(trees::AUDIT_ENTRIES)?,
             nodes: store.tree(trees::AUDIT_NODES)?,
-            leaves: store.tree(trees::AUDIT_LEAF_INDEX)?,
+            leaves: store.tree(trees::AUDIT_LEAF_BUCKETS)?,
+            legacy_leaves: store.tree(trees::AUDIT_LEAF_INDEX)?,
             meta: store.tree(trees::AUDIT_META)?,
             checkpoints: store.tree(trees::AUDIT_CHECKPOINTS)?,
         };
@@ -635,18 +641,24 @@ impl LogInner {
     }
 
     fn index_of(&self, leaf: &Hash) -> Result<Option<u64>> {
-        match self
-            .t
-            .leaves
-            .get(leaf)
-            .map_err(|e| store_error("read", e))?
-        {
-            Some(v) => {
-                let i = be_u64(&v)?;
-                Ok((i < self.size()).then_some(i))
+        let size = self.size();
+        let read = |t: &sled::Tree, k: &[u8]| t.get(k).map_err(|e| store_error("read", e));
+        let bucket = read(&self.t.leaves, &leaf_buckets::bucket_key(leaf))?;
+        let legacy = match read(&self.t.legacy_leaves, leaf)? {
+            Some(v) => Some(be_u64(&v)?),
+            None => None,
+        };
+        let candidates = bucket
+            .iter()
+            .flat_map(|b| leaf_buckets::candidates(b, leaf))
+            .chain(legacy);
+        for i in candidates.filter(|i| *i < size) {
+            let entry = read(&self.t.entries, &i.to_be_bytes())?;
+            if entry.is_some_and(|e| merkle::leaf_hash(&e) == *leaf) {
+                return Ok(Some(i));
             }
-            None => Ok(None),
         }
+        Ok(None)
     }
 
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
@@ -794,7 +806,11 @@ impl LogInner {
                         let leaf = merkle::leaf_hash(&bytes);
                         next.push(leaf, |l, i, h| nodes.push((node_key(l, i), h)));
                         te.insert(&key, bytes)?;
-                        tl.insert(&leaf, &key)?;
+                        let bucket_key = leaf_buckets::bucket_key(&leaf);
+                        let mut bucket =
+                            tl.get(bucket_key)?.map(|b| b.to_vec()).unwrap_or_default();
+                        leaf_buckets::push(&mut bucket, &leaf, index);
+                        tl.insert(&bucket_key, bucket)?;
                         for w in item.writes.iter() {
                             w.apply(&tx[view(w.tree)?])?;
                         }

@@ -49,6 +49,7 @@ pub mod checkpointer;
 pub mod commit;
 pub mod entry;
 pub mod export;
+pub mod leaf_buckets;
 pub mod log;
 pub mod merkle;
 pub mod note;

@@ -61,6 +61,52 @@ fn concurrent_records_are_durable_distinct_and_ordered() {
     }
 }
 
+/// A store written before the bucketed leaf index (one `audit/leaf-index` key per entry)
+/// still answers by hash after reopening, new entries are found through their buckets, and
+/// an index record that names the wrong entry is never believed.
+#[test]
+fn proofs_by_hash_read_the_old_leaf_index_and_confirm_every_record() {
+    let dir = kit::tmp::dir("leaf_index");
+    let old: Vec<Vec<u8>> = {
+        let store = reopen(&dir);
+        let log = open(&store);
+        fill(&log, 40);
+        let entries = log.entries(0, 40).unwrap();
+        drop(log);
+        // Rewrite the index as the old layout had it.
+        store
+            .tree(trees::AUDIT_LEAF_BUCKETS)
+            .unwrap()
+            .clear()
+            .unwrap();
+        let legacy = store.tree(trees::AUDIT_LEAF_INDEX).unwrap();
+        for (i, e) in entries.iter().enumerate() {
+            legacy
+                .insert(leaf_hash(e), &(i as u64).to_be_bytes())
+                .unwrap();
+        }
+        // A damaged record: entry 3's hash names entry 5.
+        legacy
+            .insert(leaf_hash(&entries[3]), &5u64.to_be_bytes())
+            .unwrap();
+        store.flush().unwrap();
+        entries
+    };
+    let store = reopen(&dir);
+    let log = open(&store);
+    for (i, e) in old.iter().enumerate() {
+        let want = (i != 3).then_some(i as u64);
+        assert_eq!(log.index_of(&leaf_hash(e)).unwrap(), want, "old entry {i}");
+    }
+    fill(&log, 10);
+    let size = log.size();
+    for (i, e) in log.entries(40, size).unwrap().iter().enumerate() {
+        assert_eq!(log.index_of(&leaf_hash(e)).unwrap(), Some(40 + i as u64));
+    }
+    assert!(store.tree(trees::AUDIT_LEAF_INDEX).unwrap().len() == 40);
+    assert_eq!(log.index_of(&leaf_hash(b"never appended")).unwrap(), None);
+}
+
 #[test]
 fn checkpoints_are_signed_consistent_and_survive_reopen() {
     let dir = kit::tmp::dir("checkpoints");
