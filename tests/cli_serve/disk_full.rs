@@ -39,6 +39,78 @@ async fn readyz(http: &reqwest::Client, base: &str) -> u16 {
     }
 }
 
+/// One issuer's grants against a serving appliance, each with an Idempotency-Key equal to
+/// its grantId, and what became of each.
+struct Issuing {
+    http: reqwest::Client,
+    base: String,
+    issuer: String,
+    ph: String,
+    expires: String,
+    /// grantId -> whether a 2xx was seen for it (acknowledged).
+    acked: BTreeMap<String, bool>,
+}
+
+impl Issuing {
+    /// An issuer with a policy on the appliance at `base`, five grants issued.
+    async fn start(data: &Path, base: &str, officer: &str) -> Issuing {
+        let http = client(data);
+        let (issuer, ph) = issuer_with_policy(&http, base, officer).await;
+        let expires = mpcp_pa::clock::format_rfc3339(
+            time::OffsetDateTime::now_utc() + time::Duration::hours(12),
+        );
+        let mut me = Issuing {
+            http,
+            base: base.to_string(),
+            issuer,
+            ph,
+            expires,
+            acked: BTreeMap::new(),
+        };
+        for i in 0..5 {
+            assert_eq!(me.send(&format!("before-{i}")).await.0, 201);
+        }
+        me
+    }
+
+    async fn send(&mut self, id: &str) -> (u16, Value) {
+        let body = grant_request(id, &self.ph, &self.expires).to_string();
+        let (status, _, body) = post_idempotent(
+            &self.http,
+            &self.base,
+            &self.issuer,
+            id,
+            "/v1/grants",
+            &body,
+        )
+        .await
+        .unwrap();
+        *self.acked.entry(id.to_string()).or_insert(false) |= (200..300).contains(&status);
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    /// Retries every refused grant with its key: each is issued (or replayed) now.
+    async fn retry_refused(&mut self) {
+        let refused: Vec<String> = self
+            .acked
+            .iter()
+            .filter(|(_, ok)| !**ok)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in &refused {
+            let (status, v) = self.send(id).await;
+            assert!(
+                status == 201 || status == 200,
+                "retry of {id}: {status} {v}"
+            );
+        }
+    }
+
+    fn acknowledged(&self) -> impl Iterator<Item = &String> {
+        self.acked.iter().filter(|(_, ok)| **ok).map(|(k, _)| k)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_fails_closed_and_clears_without_a_restart() {
     let _gate = kit::gate::shared();
@@ -48,26 +120,8 @@ async fn a_full_disk_fails_closed_and_clears_without_a_restart() {
     let (server, addr, stdout, _) = up(&data, &["--rate-per-token", "0"]);
     let base = format!("https://{addr}");
     let officer = officer_token(&stdout);
-    let http = client(&data);
-    let (issuer, ph) = issuer_with_policy(&http, &base, &officer).await;
-    let expires =
-        mpcp_pa::clock::format_rfc3339(time::OffsetDateTime::now_utc() + time::Duration::hours(12));
-    let grant = |id: &str| grant_request(id, &ph, &expires).to_string();
-    // grantId -> whether a 2xx was seen for it (acknowledged).
-    let mut acked: BTreeMap<String, bool> = BTreeMap::new();
-    let send = async |id: &str, acked: &mut BTreeMap<String, bool>| -> (u16, Value) {
-        let (status, _, body) =
-            post_idempotent(&http, &base, &issuer, id, "/v1/grants", &grant(id))
-                .await
-                .unwrap();
-        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let e = acked.entry(id.to_string()).or_insert(false);
-        *e |= (200..300).contains(&status);
-        (status, v)
-    };
-    for i in 0..5 {
-        assert_eq!(send(&format!("before-{i}"), &mut acked).await.0, 201);
-    }
+    let mut g = Issuing::start(&data, &base, &officer).await;
+    let http = g.http.clone();
     let auditor = kit::bin::post_ok(
         &http,
         &base,
@@ -87,7 +141,7 @@ async fn a_full_disk_fails_closed_and_clears_without_a_restart() {
     let mut refused = None;
     for i in 0..3000 {
         let id = format!("full-{i}");
-        let (status, v) = send(&id, &mut acked).await;
+        let (status, v) = g.send(&id).await;
         if !(200..300).contains(&status) {
             refused = Some((status, v));
             break;
@@ -103,7 +157,7 @@ async fn a_full_disk_fails_closed_and_clears_without_a_restart() {
     // Fails closed for everyone while full.
     let mut audit_unavailable = u64::from(code == "AUDIT_UNAVAILABLE");
     for i in 0..20 {
-        let (status, v) = send(&format!("still-full-{i}"), &mut acked).await;
+        let (status, v) = g.send(&format!("still-full-{i}")).await;
         assert_eq!(status, 503, "a grant on a full disk: {v}");
         audit_unavailable += u64::from(v["code"] == "AUDIT_UNAVAILABLE");
     }
@@ -145,8 +199,8 @@ async fn a_full_disk_fails_closed_and_clears_without_a_restart() {
     let freed = Instant::now();
     let mut first_ok = None;
     while freed.elapsed() < Duration::from_secs(10) {
-        let id = format!("after-{}", acked.len());
-        if send(&id, &mut acked).await.0 == 201 {
+        let id = format!("after-{}", g.acked.len());
+        if g.send(&id).await.0 == 201 {
             first_ok = Some(freed.elapsed());
             break;
         }
@@ -165,21 +219,10 @@ async fn a_full_disk_fails_closed_and_clears_without_a_restart() {
     eprintln!("after freeing: first grant {first_ok:?}, readyz 200 {ready:?}");
     assert!(first_ok < Duration::from_secs(5) && ready < Duration::from_secs(5));
     // Every refused request, retried with its key, is issued (or replayed) exactly once.
-    let refused_ids: Vec<String> = acked
-        .iter()
-        .filter(|(_, ok)| !**ok)
-        .map(|(k, _)| k.clone())
-        .collect();
-    for id in &refused_ids {
-        let (status, v) = send(id, &mut acked).await;
-        assert!(
-            status == 201 || status == 200,
-            "retry of {id}: {status} {v}"
-        );
-    }
+    g.retry_refused().await;
     for i in 0..5 {
         let id = format!("recovered-{i}");
-        assert_eq!(send(&id, &mut acked).await.0, 201);
+        assert_eq!(g.send(&id).await.0, 201);
     }
 
     // Shutdown with the disk full again: it says what it could not write, exits non-zero.
@@ -187,13 +230,8 @@ async fn a_full_disk_fails_closed_and_clears_without_a_restart() {
     let (mut server, lines) = spawn_serve(&data, &["--rate-per-token", "0"]);
     let addr = announced(&lines, Duration::from_secs(60)).expect("serve did not start");
     // One entry past the startup checkpoint, so that the final checkpoint has work to do.
-    let base = format!("https://{addr}");
-    let (status, _, _) =
-        post_idempotent(&http, &base, &issuer, "last", "/v1/grants", &grant("last"))
-            .await
-            .unwrap();
-    assert_eq!(status, 201);
-    acked.insert("last".into(), true);
+    g.base = format!("https://{addr}");
+    assert_eq!(g.send("last").await.0, 201);
     fill(&filler);
     kit::bin::sigterm(&server.0);
     let status = server.0.wait().unwrap();
@@ -212,12 +250,7 @@ async fn a_full_disk_fails_closed_and_clears_without_a_restart() {
     // Back up and down cleanly, then the log verifies and holds every acknowledged grant once.
     let (server, _) = serve_on(&data, &[]);
     server.stop();
-    let acked: Vec<&String> = acked
-        .iter()
-        .filter(|(_, ok)| **ok)
-        .map(|(k, _)| k)
-        .collect();
-    assert_log_holds_once(&data, &tmp.path().join("export"), acked);
+    assert_log_holds_once(&data, &tmp.path().join("export"), g.acknowledged());
 }
 
 /// The disk filled to its last byte between the appliance's space check and sled's write: the
@@ -237,22 +270,8 @@ async fn a_disk_full_to_the_last_byte_at_write_time_clears_too() {
     let (server, addr, stdout, _) = up(&data, &args);
     let base = format!("https://{addr}");
     let officer = officer_token(&stdout);
-    let http = client(&data);
-    let (issuer, ph) = issuer_with_policy(&http, &base, &officer).await;
-    let expires =
-        mpcp_pa::clock::format_rfc3339(time::OffsetDateTime::now_utc() + time::Duration::hours(12));
-    let mut acked = BTreeMap::<String, bool>::new();
-    let send = async |id: &str, acked: &mut BTreeMap<String, bool>| -> (u16, Value) {
-        let body = grant_request(id, &ph, &expires).to_string();
-        let (status, _, body) = post_idempotent(&http, &base, &issuer, id, "/v1/grants", &body)
-            .await
-            .unwrap();
-        *acked.entry(id.to_string()).or_insert(false) |= (200..300).contains(&status);
-        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-    };
-    for i in 0..5 {
-        assert_eq!(send(&format!("before-{i}"), &mut acked).await.0, 201);
-    }
+    let mut g = Issuing::start(&data, &base, &officer).await;
+    let http = g.http.clone();
     for round in 0..3 {
         let filler = mnt.0.join("filler");
         fill(&filler);
@@ -263,7 +282,7 @@ async fn a_disk_full_to_the_last_byte_at_write_time_clears_too() {
         );
         let mut refused = None;
         for i in 0..3000 {
-            let (status, v) = send(&format!("r{round}-full-{i}"), &mut acked).await;
+            let (status, v) = g.send(&format!("r{round}-full-{i}")).await;
             if !(200..300).contains(&status) {
                 refused = Some((status, v));
                 break;
@@ -275,8 +294,8 @@ async fn a_disk_full_to_the_last_byte_at_write_time_clears_too() {
         let freed = Instant::now();
         let mut last = (0, Value::Null);
         loop {
-            let id = format!("r{round}-after-{}", acked.len());
-            last = match send(&id, &mut acked).await {
+            let id = format!("r{round}-after-{}", g.acked.len());
+            last = match g.send(&id).await {
                 (201, _) => break,
                 other => other,
             };
@@ -301,25 +320,9 @@ async fn a_disk_full_to_the_last_byte_at_write_time_clears_too() {
         );
     }
     // Retries of the refused requests are issued exactly once.
-    let refused_ids: Vec<String> = acked
-        .iter()
-        .filter(|(_, ok)| !**ok)
-        .map(|(k, _)| k.clone())
-        .collect();
-    for id in &refused_ids {
-        let (status, v) = send(id, &mut acked).await;
-        assert!(
-            status == 201 || status == 200,
-            "retry of {id}: {status} {v}"
-        );
-    }
+    g.retry_refused().await;
     server.stop();
-    let acked: Vec<&String> = acked
-        .iter()
-        .filter(|(_, ok)| **ok)
-        .map(|(k, _)| k)
-        .collect();
-    assert_log_holds_once(&data, &tmp.path().join("export"), acked);
+    assert_log_holds_once(&data, &tmp.path().join("export"), g.acknowledged());
 }
 
 /// Exports and verifies the log of `data` (into `export`), and asserts that it holds each of
