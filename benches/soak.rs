@@ -3,7 +3,9 @@
 //! an idempotency record) until the audit log has grown by the target number of entries; the
 //! service's resident memory (VmRSS from /proc) is sampled every `SOAK_SAMPLE_SECONDS` and at
 //! each tenth of the target. The verdict line compares the last sample with the one taken
-//! after warm-up (the first tenth): target flat within 10 %.
+//! after warm-up (the first tenth): target flat within 10 %. A last line fits a straight line
+//! through every sample after warm-up and prints its slope and rise, which two samples alone
+//! report with several MiB of noise.
 //!
 //! CPUs: SoftHSM2 (in the service's process), the service and the client share the machine's
 //! 2 cores, unpinned; this bench measures memory, not speed.
@@ -198,5 +200,31 @@ async fn main() {
         "RSS after warm-up (first tenth) {warm:.1} MiB, at the end {end:.1} MiB: {:+.1} % (target within 10 %)",
         (end / warm - 1.0) * 100.0
     );
+    // Two samples are noisy (RSS moves by several MiB between samples); a least-squares line
+    // through every sample after warm-up gives the slope, and its rise over the run.
+    let after: Vec<(f64, f64)> = samples
+        .iter()
+        .filter(|(n, _)| *n >= target / 10)
+        .map(|(n, r)| (*n as f64, *r))
+        .collect();
+    if after.len() >= 3 {
+        let k = after.len() as f64;
+        let (mx, my) = (
+            after.iter().map(|p| p.0).sum::<f64>() / k,
+            after.iter().map(|p| p.1).sum::<f64>() / k,
+        );
+        let slope = after.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>()
+            / after.iter().map(|p| (p.0 - mx).powi(2)).sum::<f64>();
+        let (x0, x1) = (after[0].0, after[after.len() - 1].0);
+        let at = |x: f64| my + slope * (x - mx);
+        println!(
+            "fitted through {} samples after warm-up: {:.3} MiB per 1,000 grants, {:.1} -> {:.1} MiB: {:+.1} %",
+            after.len(),
+            slope * 1000.0,
+            at(x0),
+            at(x1),
+            (at(x1) / at(x0) - 1.0) * 100.0
+        );
+    }
     server.stop();
 }
