@@ -208,22 +208,15 @@ async fn main() {
         .map(|(n, r)| (*n as f64, *r))
         .collect();
     if after.len() >= 3 {
-        let k = after.len() as f64;
-        let (mx, my) = (
-            after.iter().map(|p| p.0).sum::<f64>() / k,
-            after.iter().map(|p| p.1).sum::<f64>() / k,
-        );
-        let slope = after.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>()
-            / after.iter().map(|p| (p.0 - mx).powi(2)).sum::<f64>();
+        let line = bin_support::line_fit::Line::fit(&after);
         let (x0, x1) = (after[0].0, after[after.len() - 1].0);
-        let at = |x: f64| my + slope * (x - mx);
         println!(
             "fitted through {} samples after warm-up: {:.3} MiB per 1,000 grants, {:.1} -> {:.1} MiB: {:+.1} %",
             after.len(),
-            slope * 1000.0,
-            at(x0),
-            at(x1),
-            (at(x1) / at(x0) - 1.0) * 100.0
+            line.slope * 1000.0,
+            line.at(x0),
+            line.at(x1),
+            (line.at(x1) / line.at(x0) - 1.0) * 100.0
         );
     }
     server.stop();

@@ -9,6 +9,9 @@
 //! Run: `cargo run --release --example store_rss -- 200000` (grants; default 200000).
 //! `STORE_RSS_ENTRY` and `STORE_RSS_GRANT` set the entry and grant sizes in bytes (600, 1100).
 
+#[path = "../tests/kit/line_fit.rs"]
+mod line_fit;
+
 use mpcp_pa::audit::leaf_buckets;
 use sled::Transactional;
 
@@ -58,6 +61,7 @@ fn main() {
     const BATCH: u64 = 8;
     println!("{:>8} {:>9}", "grants", "RSS MiB");
     let mut i = 0u64;
+    let mut samples: Vec<(f64, f64)> = Vec::new();
     while i < n {
         (&t[0], &t[1], &t[2], &t[3], &t[4], &t[5])
             .transaction(|(e, nodes, leaves, g, idem, meta)| {
@@ -91,8 +95,24 @@ fn main() {
             .expect("transaction");
         store.flush().expect("flush");
         i += BATCH;
-        if i % (n / 10).max(BATCH) < BATCH {
-            println!("{i:>8} {:>9.1}", rss_mib());
+        if i % (n / 40).max(BATCH) < BATCH {
+            let rss = rss_mib();
+            if i % (n / 10).max(BATCH) < BATCH {
+                println!("{i:>8} {rss:>9.1}");
+            }
+            if i >= n / 10 {
+                samples.push((i as f64, rss));
+            }
         }
     }
+    // RSS moves by several MiB between samples: a least-squares line through the samples
+    // after the first tenth (one per 40th) gives the slope.
+    let line = line_fit::Line::fit(&samples);
+    println!(
+        "fitted through {} samples after the first tenth: {:.3} MiB per 1,000 grants, {:.1} -> {:.1} MiB",
+        samples.len(),
+        line.slope * 1000.0,
+        line.at((n / 10) as f64),
+        line.at(n as f64)
+    );
 }

@@ -6,3 +6,4 @@
 mod kit;
 
 pub use kit::bin::*;
+pub use kit::line_fit;

@@ -24,6 +24,7 @@ pub mod bin;
 pub mod child;
 pub mod gate;
 pub mod hsm;
+pub mod line_fit;
 pub mod node;
 pub mod note_check;
 pub mod rng;
