@@ -2,9 +2,10 @@
 //! appliance opens it (`Store::open`, 16 MiB page cache, the binary's allocator), written
 //! with the appliance's pattern of one grant (an audit entry, its Merkle nodes, its record in
 //! a leaf-index bucket, the grant record, the idempotency record and the size counter, in one
-//! transaction per batch of 8 and one flush per batch), and VmRSS printed at each tenth. It separates what sled keeps
-//! in memory from what the service does, for `benches/soak.rs` (docs/performance.md,
-//! "Memory").
+//! transaction per batch of 8 and one flush per batch), and VmRSS printed at each tenth, then
+//! the slope of a line fitted through one sample per 40th after the first tenth. It separates
+//! what sled keeps in memory from what the service does, for `benches/soak.rs`
+//! (docs/performance.md, "Memory").
 //!
 //! Run: `cargo run --release --example store_rss -- 200000` (grants; default 200000).
 //! `STORE_RSS_ENTRY` and `STORE_RSS_GRANT` set the entry and grant sizes in bytes (600, 1100).

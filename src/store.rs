@@ -57,7 +57,7 @@ pub struct Store {
     /// Free bytes [`Store::check_space`] requires; shared by every clone.
     reserve: Arc<AtomicU64>,
     /// sled's log file, kept allocated [`RUNWAY_BYTES`] past its end (None for a temporary
-    /// store, or where the file system cannot preallocate).
+    /// store).
     runway: Option<Arc<Runway>>,
 }
 

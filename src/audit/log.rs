@@ -15,9 +15,9 @@
 //! Nothing in this module updates or deletes a stored entry, node or checkpoint: every write
 //! is an insert of a key checked to be absent (entries, checkpoints) or new by construction
 //! (nodes), and the API offers no other operation. The leaf index is derived data: a bucket
-//! only grows by a record, and a record is confirmed against its entry before use. Side writes that commit with
-//! an entry ([`super::append`]) go to service trees only; one aimed at an `audit/` tree is
-//! refused.
+//! only grows by a record, and a record is confirmed against its entry before use. Side
+//! writes that commit with an entry ([`super::append`]) go to service trees only; one aimed
+//! at an `audit/` tree is refused.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -643,22 +643,25 @@ impl LogInner {
     fn index_of(&self, leaf: &Hash) -> Result<Option<u64>> {
         let size = self.size();
         let read = |t: &sled::Tree, k: &[u8]| t.get(k).map_err(|e| store_error("read", e));
-        let bucket = read(&self.t.leaves, &leaf_buckets::bucket_key(leaf))?;
-        let legacy = match read(&self.t.legacy_leaves, leaf)? {
-            Some(v) => Some(be_u64(&v)?),
-            None => None,
-        };
-        let candidates = bucket
-            .iter()
-            .flat_map(|b| leaf_buckets::candidates(b, leaf))
-            .chain(legacy);
-        for i in candidates.filter(|i| *i < size) {
+        let confirmed = |i: u64| -> Result<bool> {
             let entry = read(&self.t.entries, &i.to_be_bytes())?;
-            if entry.is_some_and(|e| merkle::leaf_hash(&e) == *leaf) {
-                return Ok(Some(i));
+            Ok(i < size && entry.is_some_and(|e| merkle::leaf_hash(&e) == *leaf))
+        };
+        if let Some(bucket) = read(&self.t.leaves, &leaf_buckets::bucket_key(leaf))? {
+            for i in leaf_buckets::candidates(&bucket, leaf) {
+                if confirmed(i)? {
+                    return Ok(Some(i));
+                }
             }
         }
-        Ok(None)
+        // Entries of a store written before the buckets.
+        match read(&self.t.legacy_leaves, leaf)? {
+            Some(v) => {
+                let i = be_u64(&v)?;
+                Ok(confirmed(i)?.then_some(i))
+            }
+            None => Ok(None),
+        }
     }
 
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
